@@ -1,0 +1,139 @@
+"""Datasets, held whole as tensors on the training device and batched by index (no DataLoader, no PIL).
+
+- mnist-5k: 5,000 real MNIST digits shipped in the package (vgtui/data/mnist_5k.npz, 4,000 train / 1,000 test).
+- mnist, fashion-mnist: the full sets through torchvision, from --data-dir, downloaded when the network allows.
+  A missing MNIST falls back to mnist-5k with a notice; a missing Fashion-MNIST is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DOWNLOAD_TIMEOUT_S = 10.0
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be had: the message says how to get it."""
+
+
+@dataclass
+class TensorData:
+    name: str  # the dataset actually used (may differ from the one asked for after a fallback)
+    x_train: torch.Tensor  # (N, 784) float32, normalised, on the device
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    notice: str | None = None  # one line for the user, e.g. the fallback
+
+    @property
+    def in_features(self) -> int:
+        return self.x_train.shape[1]
+
+    def to(self, device: torch.device | str) -> "TensorData":
+        return TensorData(self.name, self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
+                          self.y_test.to(device), self.notice)
+
+
+def normalise(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 28, 28) -> float32 (N, 784) in [-1, 1], as in the seed: (x/255 - 0.5)/0.5."""
+    x = torch.as_tensor(images).reshape(len(images), -1).float()
+    return (x / 255.0 - 0.5) / 0.5
+
+
+def _from_uint8(name: str, xtr, ytr, xte, yte, device, notice=None) -> TensorData:
+    return TensorData(name, normalise(xtr).to(device), torch.as_tensor(ytr).long().to(device),
+                      normalise(xte).to(device), torch.as_tensor(yte).long().to(device), notice)
+
+
+def load_mnist5k_arrays() -> dict[str, np.ndarray]:
+    with resources.files("vgtui.data").joinpath("mnist_5k.npz").open("rb") as f:
+        with np.load(f) as z:
+            return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+
+
+def load_mnist5k(device: torch.device | str = "cpu", notice: str | None = None) -> TensorData:
+    a = load_mnist5k_arrays()
+    return _from_uint8("mnist-5k", a["x_train"], a["y_train"], a["x_test"], a["y_test"], device, notice)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _torchvision(cls_name: str, data_dir: str, offline: bool):
+    """(train, test) torchvision datasets from data_dir; downloads unless offline. Raises DataError."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    root = Path(data_dir).expanduser()
+    try:
+        return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+    except RuntimeError as missing:
+        if offline:
+            raise DataError(f"{cls_name} is not in {root} and --offline forbids downloading it") from missing
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S), open(os.devnull, "w") as devnull, \
+                contextlib.redirect_stdout(devnull):
+            return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
+    except Exception as e:  # network errors come in many types (URLError, timeout, RuntimeError, OSError)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{cls_name} is not in {root} and downloading it failed ({first[:120]})") from e
+
+
+def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.device | str = "cpu") -> TensorData:
+    if name == "mnist-5k":
+        return load_mnist5k(device)
+    if name == "mnist":
+        try:
+            train, test = _torchvision("MNIST", data_dir, offline)
+        except DataError as e:
+            notice = (f"{e}; using the embedded mnist-5k (5,000 real digits) instead. For full MNIST, put it in "
+                      f"--data-dir (MNIST/raw/) or run once with network access.")
+            return load_mnist5k(device, notice=notice)
+        return _from_uint8("mnist", train.data, train.targets, test.data, test.targets, device)
+    if name == "fashion-mnist":
+        try:
+            train, test = _torchvision("FashionMNIST", data_dir, offline)
+        except DataError as e:
+            raise DataError(f"{e}. Get Fashion-MNIST by running once with network access, or copy its files "
+                            f"into {Path(data_dir).expanduser() / 'FashionMNIST' / 'raw'} and pass --data-dir "
+                            f"{data_dir}.") from e
+        return _from_uint8("fashion-mnist", train.data, train.targets, test.data, test.targets, device)
+    raise DataError(f"unknown dataset {name!r}")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (MNIST's format): used by tests and to export the embedded digits."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu. An unavailable explicit choice is a DataError-like ValueError."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: no MPS device is available here; use --device cpu or auto")
+    return torch.device(device)

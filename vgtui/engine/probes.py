@@ -1,0 +1,318 @@
+"""Probes: per-layer gradient and activation statistics of any nn.Module, through hooks.
+
+How it works: a forward hook on every Linear/Conv layer marks it as the current layer; a forward hook on every
+activation module attributes that activation's output to the current layer and computes its statistics; tensor
+hooks on the outputs record the back-propagated gradient. Everything is computed on the training device under
+no_grad, only on armed (probe) steps, and moved to the host in one transfer by `finish()`. No `.item()`.
+
+    probes = Probes(model)
+    probes.arm()                 # before the forward pass of a probe step
+    loss = ...; loss.backward()
+    probes.collect_grads()       # after backward, before optimizer.step()
+    optimizer.step()
+    probes.collect_update()      # after optimizer.step() (update:data ratio)
+    stats = probes.finish()      # tuple[LayerStats, ...], one device->host copy
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vgtui.engine.model import Activation
+from vgtui.engine.records import Hist, LayerStats
+
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# Fixed histogram ranges per activation (values outside are counted as under/over): bars never rescale.
+ACT_RANGES: dict[str, tuple[float, float]] = {
+    "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0), "hardtanh": (-1.0, 1.0),
+    "relu": (0.0, 4.0), "relu6": (0.0, 6.0), "leaky_relu": (-1.0, 4.0), "elu": (-1.0, 4.0), "selu": (-2.0, 4.0),
+    "gelu": (-0.5, 4.0), "swish": (-0.5, 4.0), "mish": (-0.5, 4.0), "softplus": (0.0, 4.0), "linear": (-4.0, 4.0),
+}
+DEFAULT_ACT_RANGE = (-4.0, 4.0)
+ACT_BINS = 40
+SATURATION = 0.05  # a unit is saturated where act'(z) < 5% of the activation's largest derivative
+
+# Weight-gradient histograms: one bin per power of two of |g|, 2^-46 (1.4e-14) .. 2^8 (256), read straight from
+# the float32 exponent bits (far cheaper than log10 + histc over millions of values).
+GRAD_EXP_MIN, GRAD_EXP_MAX = -46, 8
+GRAD_EDGES_LOG10 = np.arange(GRAD_EXP_MIN, GRAD_EXP_MAX + 1) * math.log10(2.0)
+
+# nn modules recognised as activations, by the name vgtui uses for them (ReLU6 before its base class Hardtanh).
+_MODULE_ACTS: tuple[tuple[type, str], ...] = (
+    (nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"), (nn.Softsign, "softsign"), (nn.ReLU6, "relu6"),
+    (nn.Hardtanh, "hardtanh"), (nn.ReLU, "relu"), (nn.LeakyReLU, "leaky_relu"), (nn.ELU, "elu"), (nn.SELU, "selu"),
+    (nn.CELU, "celu"), (nn.GELU, "gelu"), (nn.SiLU, "swish"), (nn.Mish, "mish"), (nn.Softplus, "softplus"),
+    (nn.PReLU, "prelu"), (nn.RReLU, "rrelu"), (nn.Hardswish, "hardswish"), (nn.Hardsigmoid, "hardsigmoid"),
+    (nn.LogSigmoid, "logsigmoid"), (nn.Tanhshrink, "tanhshrink"),
+)
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """vgtui's name for an activation module, or None if the module is not one."""
+    if isinstance(module, Activation):
+        return module.name
+    for cls, name in _MODULE_ACTS:
+        if isinstance(module, cls):
+            return name
+    return None
+
+
+def _derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Elementwise d act / d z at z, by autograd on a detached copy (works for any elementwise activation)."""
+    with torch.enable_grad():
+        zz = z.detach().float().requires_grad_(True)
+        y = module.forward(zz + 0.0)  # forward() bypasses hooks; "+ 0.0" lets in-place modules work
+        (d,) = torch.autograd.grad(y.sum(), zz)
+    return d
+
+
+_DMAX_CACHE: dict[Any, float] = {}
+
+
+def _max_derivative(module: nn.Module, name: str, device: torch.device) -> torch.Tensor:
+    key = (name, repr(module))
+    if key not in _DMAX_CACHE:
+        grid = torch.linspace(-20.0, 20.0, 40001, device=device)
+        _DMAX_CACHE[key] = float(_derivative(module, grid).max())  # once per activation: a one-off sync
+    return torch.tensor(_DMAX_CACHE[key], device=device)
+
+
+def _foreach_norm(ts: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
+    try:
+        return list(torch._foreach_norm(ts, ord))
+    except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - very old torch or exotic devices
+        return [torch.linalg.vector_norm(t, ord) for t in ts]
+
+
+def _std(norm: torch.Tensor, total: torch.Tensor, n: int) -> torch.Tensor:
+    """Sample std from the L2 norm and the sum (one fused pass each instead of torch.std's two)."""
+    return torch.sqrt(torch.clamp((norm * norm - total * total / n) / max(n - 1, 1), min=0.0))
+
+
+class Probes:
+    """Hooks on every Linear/Conv layer of `model` and the activation after each one."""
+
+    def __init__(self, model: nn.Module, act_bins: int = ACT_BINS):
+        self.model = model
+        self.act_bins = act_bins
+        self.layers: list[tuple[str, nn.Module]] = [(n, m) for n, m in model.named_modules()
+                                                   if isinstance(m, LAYER_TYPES)]
+        if not self.layers:
+            raise ValueError("the model has no Linear or Conv layer to probe")
+        self._ordered = False
+        self.armed = False
+        self._handles = []
+        for _, m in self.layers:
+            self._handles.append(m.register_forward_hook(self._on_layer))
+        for _, m in model.named_modules():
+            if activation_name(m) is not None:
+                if getattr(m, "inplace", False):
+                    self._handles.append(m.register_forward_pre_hook(self._on_act_input))
+                self._handles.append(m.register_forward_hook(self._on_act))
+        self._reset()
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.layers]
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    # ------------------------------------------------------------------ state of one probe step
+    def _reset(self) -> None:
+        self._cur: int | None = None
+        self._fired: list[int] = []
+        self._act: dict[int, tuple[str, torch.Tensor, torch.Tensor, float, float]] = {}
+        self._act_grad: dict[int, torch.Tensor] = {}
+        self._out_grad: dict[int, torch.Tensor] = {}
+        self._stash: dict[int, torch.Tensor] = {}
+        self._grad_stats: list[torch.Tensor] | None = None
+        self._grad_hists: list[torch.Tensor] | None = None
+        self._w_before: list[torch.Tensor] | None = None
+        self._w_std: list[torch.Tensor] | None = None
+        self._update: list[torch.Tensor] | None = None
+
+    def arm(self) -> None:
+        self._reset()
+        self.armed = True
+
+    def disarm(self) -> None:
+        self.armed = False
+        self._reset()
+
+    # ------------------------------------------------------------------ hooks
+    def _index(self, module: nn.Module) -> int:
+        for i, (_, m) in enumerate(self.layers):
+            if m is module:
+                return i
+        raise KeyError(module)
+
+    def _on_layer(self, module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        if not self.armed:
+            return
+        idx = self._index(module)
+        self._cur = idx
+        self._fired.append(idx)
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(lambda g, i=idx: self._out_grad.__setitem__(i, torch.linalg.vector_norm(g.float())))
+
+    def _on_act_input(self, module: nn.Module, inputs: Any) -> None:
+        if self.armed and self._cur is not None:
+            self._stash[id(module)] = inputs[0].detach().clone()
+
+    def _on_act(self, module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        if not self.armed or self._cur is None or self._cur in self._act:
+            return
+        idx = self._cur
+        name = activation_name(module) or "?"
+        z = self._stash.pop(id(module), inputs[0])
+        lo, hi = ACT_RANGES.get(name, DEFAULT_ACT_RANGE)
+        with torch.no_grad():
+            h = out.detach().float()
+            d = _derivative(module, z)
+            sat = d < SATURATION * _max_derivative(module, name, d.device)
+            per_unit = sat.movedim(1, -1).reshape(-1, sat.shape[1]) if sat.dim() > 2 else sat.reshape(sat.shape[0], -1)
+            scalars = torch.stack([h.mean(), h.std(), sat.float().mean(), per_unit.all(dim=0).float().mean(),
+                                   (h < lo).sum().float(), (h > hi).sum().float()])
+            hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
+        self._act[idx] = (name, scalars, hist, lo, hi)
+        if out.requires_grad:
+            out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, torch.linalg.vector_norm(g.float())))
+
+    # ------------------------------------------------------------------ after backward / after the step
+    def _weights(self) -> list[torch.Tensor]:
+        return [m.weight.detach() for _, m in self.layers]
+
+    def collect_grads(self) -> None:
+        """Weight-gradient statistics; call after backward() and before optimizer.step()."""
+        ws = self._weights()
+        gs = [(m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).detach().float()
+              for _, m in self.layers]
+        with torch.no_grad():
+            ws32 = [w.float() for w in ws]
+            gnorm, gl1, wnorm = _foreach_norm(gs), _foreach_norm(gs, 1.0), _foreach_norm(ws32)
+            self._w_std = [_std(wn, w.sum(), w.numel()) for wn, w in zip(wnorm, ws32)]
+            self._grad_stats = [torch.stack([gn, g1 / g.numel(), wn, _std(gn, g.sum(), g.numel()) / ws_])
+                                for gn, g1, wn, g, ws_ in zip(gnorm, gl1, wnorm, gs, self._w_std)]
+            self._grad_hists = [torch.bincount((g.abs().contiguous().view(torch.int32) >> 23).flatten(),
+                                               minlength=256) for g in gs]
+            self._w_before = [w.clone() for w in ws]
+
+    def collect_update(self) -> None:
+        """Update:data ratio; call after optimizer.step()."""
+        if self._w_before is None:
+            return
+        with torch.no_grad():
+            diffs = [(w - b).float() for w, b in zip(self._weights(), self._w_before)]
+            dnorm = _foreach_norm(diffs)
+            self._update = [_std(dn, d.sum(), d.numel()) / ws for dn, d, ws in zip(dnorm, diffs, self._w_std)]
+        self._w_before = None
+
+    # ------------------------------------------------------------------ one transfer to the host
+    def grads_finite(self) -> bool:
+        """After collect_grads(): are all weight gradients finite? (one scalar sync)"""
+        return bool(torch.isfinite(torch.stack([s[0] for s in self._grad_stats])).all())
+
+    def finish(self, extra: list[torch.Tensor] = ()) -> tuple[tuple[LayerStats, ...], list[float]]:
+        """Move everything to the host in one copy and build the per-layer stats; disarms the probes.
+        `extra` scalars (the loss, say) travel in the same copy and come back as floats."""
+        if self._grad_stats is None:
+            self.collect_grads()
+        self._order_layers()
+        n = len(self.layers)
+        dev = self._grad_stats[0].device
+        nan = torch.tensor(float("nan"), device=dev)
+        parts: list[torch.Tensor] = [t.detach().reshape(1) for t in extra]
+        for i in range(n):
+            out_grad = self._act_grad.get(i, self._out_grad.get(i, nan))
+            update = self._update[i] if self._update is not None else nan
+            parts += [self._grad_stats[i], update.reshape(1), out_grad.reshape(1), self._grad_hists[i].reshape(-1)]
+            if i in self._act:
+                parts += [self._act[i][1], self._act[i][2]]
+        dtype = torch.float32 if dev.type == "mps" else torch.float64
+        host = torch.cat([p.to(dtype) for p in parts]).cpu().numpy()  # the one device -> host copy
+
+        stats: list[LayerStats] = []
+        pos = len(extra)
+
+        def take(k: int) -> np.ndarray:
+            nonlocal pos
+            pos += k
+            return host[pos - k:pos]
+
+        for i, (name, _) in enumerate(self.layers):
+            gn, gma, wn, gdr = take(4)
+            (upd,), (og,) = take(1), take(1)
+            raw = take(256).astype(np.int64)
+            exp = np.arange(256) - 127
+            inside = (exp >= GRAD_EXP_MIN) & (exp < GRAD_EXP_MAX)
+            grad_hist = Hist(GRAD_EDGES_LOG10, raw[inside], under=int(raw[1:][exp[1:] < GRAD_EXP_MIN].sum()),
+                             over=int(raw[exp >= GRAD_EXP_MAX].sum()), zeros=int(raw[0]))
+            kw: dict[str, Any] = {}
+            if i in self._act:
+                act_name, _, _, lo, hi = self._act[i]
+                mean, std, sat, dead, under, over = take(6)
+                counts = take(self.act_bins).astype(np.int64)
+                kw = dict(activation=act_name, act_mean=float(mean), act_std=float(std), saturated_frac=float(sat),
+                          dead_frac=float(dead),
+                          act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1), counts, int(under), int(over)))
+            stats.append(LayerStats(name=name, grad_norm=float(gn), grad_mean_abs=float(gma), weight_norm=float(wn),
+                                    grad_data_ratio=float(gdr), update_data_ratio=float(upd),
+                                    out_grad_norm=float(og), grad_hist=grad_hist, **kw))
+        self.disarm()
+        return tuple(stats), [float(v) for v in host[:len(extra)]]
+
+    def _order_layers(self) -> None:
+        """Put layers in the order the forward pass reached them (once): input-to-output order."""
+        if self._ordered or not self._fired:
+            return
+        first: dict[int, int] = {}
+        for pos, idx in enumerate(self._fired):
+            first.setdefault(idx, pos)
+        order = sorted(range(len(self.layers)), key=lambda i: first.get(i, len(self._fired) + i))
+        self._ordered = True
+        if order == list(range(len(self.layers))):
+            return
+        remap = {old: new for new, old in enumerate(order)}
+        self.layers = [self.layers[i] for i in order]
+        self._act = {remap[k]: v for k, v in self._act.items()}
+        self._act_grad = {remap[k]: v for k, v in self._act_grad.items()}
+        self._out_grad = {remap[k]: v for k, v in self._out_grad.items()}
+        for attr in ("_grad_stats", "_grad_hists", "_update"):
+            vals = getattr(self, attr)
+            if vals is not None:
+                setattr(self, attr, [vals[i] for i in order])
+
+
+def locate_nonfinite(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str | None, str]:
+    """Where a non-finite value first appears: the first layer (input to output) whose weights or outputs on
+    `x` are non-finite; if the forward pass is finite, the first layer back from the output whose weight
+    gradient is. Returns (layer name or None, what was non-finite)."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    bad_out: list[str] = []
+    if x is not None:
+        hooks = [m.register_forward_hook(lambda mod, i, o, n=n: bad_out.append(n)
+                                         if not bool(torch.isfinite(o).all()) else None) for n, m in layers]
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+    for n, m in layers:
+        if not bool(torch.isfinite(m.weight).all()):
+            return n, "weights"
+        if n in bad_out:
+            return n, "outputs"
+    for n, m in reversed(layers):
+        if m.weight.grad is not None and not bool(torch.isfinite(m.weight.grad).all()):
+            return n, "weight gradient"
+    return None, "loss"

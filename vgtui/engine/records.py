@@ -1,0 +1,293 @@
+"""What the engine hands out and what it takes in: immutable records and commands.
+
+Records are frozen dataclasses of plain numbers and numpy arrays. They are what the trainer emits, what the
+UI draws, and, one JSON object per line, what the metrics file holds (`to_json` / `record_from_json`).
+Commands are what the UI sends to the trainer through its queue. Neither torch nor textual is imported here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------- JSON helpers
+def _num(x: float | int | None) -> Any:
+    """JSON has no NaN or infinity: write them as the strings "nan", "inf", "-inf" (the reader undoes it)."""
+    if x is None or isinstance(x, (bool, int)):
+        return x
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _unnum(x: Any) -> Any:
+    if isinstance(x, str):
+        return float(x)  # "nan", "inf", "-inf"
+    return x
+
+
+def _float_list(a: np.ndarray) -> list:
+    return [_num(v) for v in a.tolist()]
+
+
+# ---------------------------------------------------------------------------------------------- histograms
+@dataclass(frozen=True, eq=False)
+class Hist:
+    """Counts over fixed bins: `edges` has len(counts)+1 entries. `under`/`over` count values outside the
+    range; `zeros` counts exact zeros where the axis is log-scaled (log |g| has no place for them)."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    under: int = 0
+    over: int = 0
+    zeros: int = 0
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum()) + self.under + self.over + self.zeros
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"edges": _float_list(self.edges), "counts": [int(c) for c in self.counts.tolist()],
+             "under": int(self.under), "over": int(self.over)}
+        if self.zeros:
+            d["zeros"] = int(self.zeros)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Hist":
+        return cls(np.array([_unnum(e) for e in d["edges"]], dtype=np.float64),
+                   np.array(d["counts"], dtype=np.int64), int(d.get("under", 0)), int(d.get("over", 0)),
+                   int(d.get("zeros", 0)))
+
+
+# ---------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True, eq=False)
+class LayerStats:
+    """One Linear/Conv layer at one snapshot. The activation fields are None for a layer with no activation
+    after it (the output layer)."""
+
+    name: str
+    grad_norm: float  # L2 norm of the weight gradient
+    grad_mean_abs: float  # mean |weight gradient|
+    weight_norm: float
+    grad_data_ratio: float  # grad.std() / weight.std()
+    update_data_ratio: float  # (w_after - w_before).std() / w_after.std(), after the optimiser step
+    out_grad_norm: float | None  # L2 norm of dLoss/d(layer output), the back-propagated gradient
+    grad_hist: Hist | None  # all weight gradients of the layer on a log10 |g| axis
+    activation: str | None = None
+    act_mean: float | None = None
+    act_std: float | None = None
+    saturated_frac: float | None = None  # outputs where act'(z) < 5% of its maximum
+    dead_frac: float | None = None  # units saturated on every example of the batch
+    act_hist: Hist | None = None
+
+    _FLOATS = ("grad_norm", "grad_mean_abs", "weight_norm", "grad_data_ratio", "update_data_ratio",
+               "out_grad_norm", "act_mean", "act_std", "saturated_frac", "dead_frac")
+
+    @property
+    def is_hidden(self) -> bool:
+        return self.act_hist is not None
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(getattr(self, k)) for k in self._FLOATS if getattr(self, k) is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.activation is not None:
+            d["activation"] = self.activation
+        for k in self._FLOATS:
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = _num(v)
+        if self.grad_hist is not None:
+            d["grad_hist"] = self.grad_hist.to_json()
+        if self.act_hist is not None:
+            d["act_hist"] = self.act_hist.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "LayerStats":
+        kw: dict[str, Any] = {k: (None if d.get(k) is None else float(_unnum(d[k]))) for k in cls._FLOATS}
+        return cls(name=d["name"], activation=d.get("activation"),
+                   grad_hist=Hist.from_json(d["grad_hist"]) if "grad_hist" in d else None,
+                   act_hist=Hist.from_json(d["act_hist"]) if "act_hist" in d else None, **kw)
+
+
+@dataclass(frozen=True, eq=False)
+class RunRecord:
+    """First record of a run (and of every restart)."""
+
+    config: dict[str, Any]
+    layers: tuple[str, ...]
+    dataset: str
+    device: str
+    version: str
+    steps_per_epoch: int
+    total_steps: int
+    train_size: int
+    test_size: int
+    notice: str | None = None  # e.g. the fallback to mnist-5k
+    schema: int = SCHEMA_VERSION
+    type: str = field(default="run", init=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """The probes at step `step`: gradients of that step's backward pass, before the optimiser applied them."""
+
+    step: int
+    epoch: int
+    elapsed_s: float
+    loss: float  # this step's loss
+    loss_avg: float  # mean training loss since the previous snapshot
+    steps_per_s: float  # since the previous snapshot (0 when unknown)
+    activation: str
+    layers: tuple[LayerStats, ...]
+    type: str = field(default="snapshot", init=False)
+
+    def layer(self, name: str) -> LayerStats:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(name)
+
+    def ratio(self, metric: str = "grad_norm") -> float:
+        """First layer's metric over the last layer's: ~1e-4 when gradients vanish."""
+        a, b = getattr(self.layers[0], metric), getattr(self.layers[-1], metric)
+        return a / b if b else math.inf
+
+
+@dataclass(frozen=True, eq=False)
+class EpochRecord:
+    epoch: int
+    step: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    elapsed_s: float
+    type: str = field(default="epoch", init=False)
+
+
+@dataclass(frozen=True, eq=False)
+class EventRecord:
+    """A live change to the running model, e.g. {"activation": "tanh"}."""
+
+    step: int
+    set: dict[str, Any]
+    elapsed_s: float = 0.0
+    type: str = field(default="event", init=False)
+
+
+END_STATUSES = ("completed", "interrupted", "diverged", "failed")
+
+
+@dataclass(frozen=True, eq=False)
+class EndRecord:
+    status: str  # one of END_STATUSES
+    steps: int
+    elapsed_s: float
+    message: str = ""
+    layer: str | None = None  # where divergence was first seen
+    traceback: str | None = None  # for status "failed"
+    type: str = field(default="end", init=False)
+
+
+Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord]
+
+
+def to_json(rec: Record) -> dict[str, Any]:
+    if isinstance(rec, Snapshot):
+        return {"type": "snapshot", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
+                "loss": _num(rec.loss), "loss_avg": _num(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
+                "activation": rec.activation, "layers": [l.to_json() for l in rec.layers]}
+    if isinstance(rec, RunRecord):
+        return {"type": "run", "schema": rec.schema, "version": rec.version, "config": rec.config,
+                "layers": list(rec.layers), "dataset": rec.dataset, "device": rec.device,
+                "steps_per_epoch": rec.steps_per_epoch, "total_steps": rec.total_steps,
+                "train_size": rec.train_size, "test_size": rec.test_size,
+                **({"notice": rec.notice} if rec.notice else {})}
+    if isinstance(rec, EpochRecord):
+        return {"type": "epoch", "epoch": rec.epoch, "step": rec.step, "train_loss": _num(rec.train_loss),
+                "train_acc": _num(rec.train_acc), "test_loss": _num(rec.test_loss),
+                "test_acc": _num(rec.test_acc), "elapsed_s": _num(rec.elapsed_s)}
+    if isinstance(rec, EventRecord):
+        return {"type": "event", "step": rec.step, "elapsed_s": _num(rec.elapsed_s), "set": rec.set}
+    if isinstance(rec, EndRecord):
+        d = {"type": "end", "status": rec.status, "steps": rec.steps, "elapsed_s": _num(rec.elapsed_s),
+             "message": rec.message}
+        if rec.layer:
+            d["layer"] = rec.layer
+        if rec.traceback:
+            d["traceback"] = rec.traceback
+        return d
+    raise TypeError(f"not a record: {rec!r}")
+
+
+def record_from_json(d: dict[str, Any]) -> Record:
+    t = d.get("type")
+    if t == "snapshot":
+        return Snapshot(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]), loss=_unnum(d["loss"]),
+                        loss_avg=_unnum(d.get("loss_avg", d["loss"])), steps_per_s=_unnum(d.get("steps_per_s", 0.0)),
+                        activation=d.get("activation", ""),
+                        layers=tuple(LayerStats.from_json(l) for l in d["layers"]))
+    if t == "run":
+        return RunRecord(config=d["config"], layers=tuple(d["layers"]), dataset=d["dataset"], device=d["device"],
+                         version=d["version"], steps_per_epoch=d.get("steps_per_epoch", 0),
+                         total_steps=d.get("total_steps", 0), train_size=d.get("train_size", 0),
+                         test_size=d.get("test_size", 0), notice=d.get("notice"), schema=d.get("schema", 1))
+    if t == "epoch":
+        return EpochRecord(**{k: _unnum(d[k]) for k in ("epoch", "step", "train_loss", "train_acc", "test_loss",
+                                                          "test_acc", "elapsed_s")})
+    if t == "event":
+        return EventRecord(step=d["step"], set=d["set"], elapsed_s=_unnum(d.get("elapsed_s", 0.0)))
+    if t == "end":
+        return EndRecord(status=d["status"], steps=d["steps"], elapsed_s=_unnum(d["elapsed_s"]),
+                         message=d.get("message", ""), layer=d.get("layer"), traceback=d.get("traceback"))
+    raise ValueError(f"unknown record type {t!r}")
+
+
+# ---------------------------------------------------------------------------------------------- commands
+@dataclass(frozen=True)
+class Pause:
+    paused: bool  # True pauses, False resumes
+
+
+@dataclass(frozen=True)
+class StepOnce:
+    """One training step while paused."""
+
+
+@dataclass(frozen=True)
+class SetActivation:
+    """Swap the activation of the running model; its weights are kept."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class SetSpeedCap:
+    steps_per_s: float | None  # None: as fast as it goes
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Start again from fresh weights with this configuration (as a RunConfig.to_dict())."""
+
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the run (status "interrupted" if it had not ended) and return."""
+
+
+Command = Union[Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop]
