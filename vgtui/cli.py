@@ -1,2 +1,127 @@
-def main(argv=None):
-    return 0
+"""Command line: `vgtui [options]` opens the live terminal UI; `vgtui --headless [options]` runs without it.
+
+Parsing and validation import neither torch nor textual, so `--help` and refused options answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vgtui import __version__
+from vgtui.engine.config import (ACTIVATIONS, DATASETS, DEFAULT_PROBE_EVERY, DEVICES, INITS, OPTIMIZERS, ConfigError,
+                                 RunConfig, default_data_dir)
+
+DEFAULT_FPS = 2.0
+
+DESCRIPTION = """\
+Watch gradients vanish, live. vgtui trains a deep MLP (by default the classic 784-1000x5-10 sigmoid network on
+MNIST) and shows per-layer gradient magnitudes and activation histograms as it learns, in your terminal.
+Toggle the activation and the remedies (init, batchnorm, skip connections) with keys, and watch the first
+layers' gradients come back. With --headless it runs without the UI and prints a per-epoch summary."""
+
+EPILOG = """\
+examples:
+  vgtui --dataset mnist-5k                         the live UI on the 5,000 embedded digits (no download)
+  vgtui --headless --dataset mnist-5k --epochs 2   the same without the UI
+  vgtui --headless --activation relu --init kaiming --metrics run.jsonl
+  vgtui --headless --batchnorm --max-steps 200 --device cuda
+
+exit status (headless): 0 completed, 1 failed, 2 bad arguments or missing data, 3 diverged, 130 interrupted.
+data: --dataset mnist reads MNIST from --data-dir (default $VGTUI_DATA, else ~/.cache/vgtui) and downloads it
+there when it can; without it, vgtui falls back to the embedded mnist-5k and says so."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig.__dataclass_fields__
+    p = argparse.ArgumentParser(prog="vgtui", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"vgtui {__version__}")
+    p.add_argument("--headless", action="store_true", help="run without the terminal UI (also when there is no TTY)")
+    p.add_argument("--metrics", metavar="PATH", help="write every record as JSON Lines to PATH")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=d["dataset"].default, metavar="NAME",
+                   help=f"{', '.join(DATASETS)} (default: %(default)s)")
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help=f"where torchvision datasets live (default: $VGTUI_DATA, else ~/.cache/vgtui; now "
+                        f"{default_data_dir()})")
+    g.add_argument("--offline", action="store_true", help="never touch the network")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--depth", type=int, default=d["depth"].default, help="hidden layers (default: %(default)s)")
+    g.add_argument("--width", type=int, default=d["width"].default, help="units per hidden layer (default: %(default)s)")
+    g.add_argument("--activation", default=d["activation"].default, metavar="NAME",
+                   help=f"{', '.join(ACTIVATIONS)} (default: %(default)s)")
+    g.add_argument("--init", default=d["init"].default, metavar="NAME",
+                   help=f"{', '.join(INITS)} (default: %(default)s, PyTorch's own)")
+    g.add_argument("--batchnorm", action="store_true", help="Linear -> BatchNorm1d -> activation")
+    g.add_argument("--skip", action="store_true", help="residual connections around hidden layers 2..depth")
+
+    g = p.add_argument_group("training")
+    g.add_argument("--optimizer", default=d["optimizer"].default, metavar="NAME",
+                   help=f"{', '.join(OPTIMIZERS)} (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=d["lr"].default, help="learning rate (default: %(default)s)")
+    g.add_argument("--momentum", type=float, default=d["momentum"].default,
+                   help="SGD momentum, in [0, 1) (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=d["epochs"].default, help="(default: %(default)s)")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    g.add_argument("--seed", type=int, default=d["seed"].default,
+                   help="same seed, same numbers on the CPU (default: %(default)s)")
+    g.add_argument("--device", default=d["device"].default, metavar="NAME",
+                   help=f"{', '.join(DEVICES)} (default: %(default)s: cuda, then mps, then cpu)")
+    g.add_argument("--probe-every", type=int, default=DEFAULT_PROBE_EVERY, metavar="N",
+                   help="take a snapshot of the probes every N steps and at each epoch end (default: %(default)s, "
+                        "about 2%% of training time)")
+
+    g = p.add_argument_group("terminal UI")
+    g.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                   help="most redraws a second (default: %(default)s)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        dataset=args.dataset, data_dir=args.data_dir or default_data_dir(), offline=args.offline, depth=args.depth,
+        width=args.width, activation=args.activation, init=args.init, batchnorm=args.batchnorm, skip=args.skip,
+        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+        epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, device=args.device,
+        probe_every=args.probe_every,
+    ).validate()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+        if not args.fps > 0:
+            raise ConfigError("--fps", f"must be a positive number, got {args.fps!r}")
+    except ConfigError as e:
+        parser.print_usage(sys.stderr)
+        print(f"vgtui: error: {e}", file=sys.stderr)
+        return 2
+    headless = args.headless
+    if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("vgtui: no terminal here, running --headless", file=sys.stderr)
+        headless = True
+    if headless:
+        from vgtui.headless import run_headless
+
+        return run_headless(config, args.metrics)
+    from vgtui.engine.metrics import check_writable
+
+    try:
+        if args.metrics:
+            check_writable(args.metrics)
+    except ValueError as e:
+        print(f"vgtui: error: {e}", file=sys.stderr)
+        return 2
+    from vgtui.ui.app import run_tui
+
+    return run_tui(config, args.metrics, fps=args.fps)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -18,17 +19,21 @@ from vgtui.engine.records import (EndRecord, EpochRecord, EventRecord, Record, R
 
 
 def check_writable(path: str | os.PathLike) -> None:
-    """Raise ValueError (naming the path) if a metrics file could not be written there. Creates nothing."""
+    """Raise ValueError (naming the path) if a metrics file could not be written there. Leaves nothing behind:
+    it tries the real thing (open for append, or a temporary file beside it), since permission bits lie to root."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"--metrics {path}: is a directory")
-    parent = p.parent if str(p.parent) else Path(".")
+    parent = p.parent
     if not parent.is_dir():
         raise ValueError(f"--metrics {path}: folder {parent} does not exist")
-    if p.exists() and not os.access(p, os.W_OK):
-        raise ValueError(f"--metrics {path}: file is not writable")
-    if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--metrics {path}: folder {parent} is not writable")
+    try:
+        if p.exists():
+            open(p, "a").close()
+        else:
+            tempfile.NamedTemporaryFile(dir=parent, prefix=".vgtui-check-").close()
+    except OSError as e:
+        raise ValueError(f"--metrics {path}: cannot write there ({e.strerror or e})") from e
 
 
 class MetricsWriter:

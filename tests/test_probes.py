@@ -1,0 +1,149 @@
+"""The probes' numbers, checked against a direct plain-torch computation on the same model and batch."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vgtui.engine.config import RunConfig
+from vgtui.engine.model import build_model
+from vgtui.engine.probes import GRAD_EXP_MAX, GRAD_EXP_MIN, Probes
+
+
+def _reference_step(model, x, y, lr=0.05, momentum=0.9):
+    """Plain torch: forward with retained activations, backward, SGD step; every statistic by hand."""
+    acts, outs = {}, {}
+    h = x.flatten(1)
+    for i in range(1, model.depth + 1):
+        z = getattr(model, f"fc{i}")(h)
+        a = getattr(model, f"act{i}")(z)
+        a.retain_grad()
+        acts[f"fc{i}"] = (z.detach().clone(), a)
+        h = a
+    logits = getattr(model, f"fc{model.depth + 1}")(h)
+    logits.retain_grad()
+    outs[f"fc{model.depth + 1}"] = logits
+    loss = F.cross_entropy(logits, y)
+    model.zero_grad()
+    loss.backward()
+    ref = {}
+    for name in model.layer_names:
+        w = getattr(model, name).weight
+        g = w.grad
+        ref[name] = {"grad_norm": g.norm().item(), "grad_mean_abs": g.abs().mean().item(),
+                     "weight_norm": w.norm().item(), "grad_data_ratio": (g.std() / w.std()).item(),
+                     "w_before": w.detach().clone(), "grad": g.detach().clone()}
+    for name, (z, a) in acts.items():
+        s = torch.sigmoid(z)
+        sat = s * (1 - s) < 0.05 * 0.25
+        ref[name].update(act_mean=a.mean().item(), act_std=a.std().item(), saturated_frac=sat.float().mean().item(),
+                         dead_frac=sat.all(0).float().mean().item(), out_grad_norm=a.grad.norm().item(),
+                         act_values=a.detach().numpy().ravel())
+    ref[f"fc{model.depth + 1}"]["out_grad_norm"] = outs[f"fc{model.depth + 1}"].grad.norm().item()
+    return ref, loss
+
+
+@pytest.mark.parametrize("activation", ["sigmoid"])
+def test_probe_values_match_plain_torch(digits, activation):
+    cfg = RunConfig(dataset="mnist-5k", depth=3, width=48, activation=activation, init="xavier", seed=3)
+    model = build_model(cfg)
+    # Make the first layer partly saturated so saturated/dead fractions are not trivially 0.
+    with torch.no_grad():
+        model.fc1.bias[:10] = 12.0
+    x, y = digits.x_train[:100], digits.y_train[:100]
+
+    ref_model = build_model(cfg)
+    ref_model.load_state_dict(model.state_dict())
+    ref, ref_loss = _reference_step(ref_model, x, y)
+
+    probes = Probes(model)
+    assert probes.names == ["fc1", "fc2", "fc3", "fc4"]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    probes.arm()
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    probes.collect_grads()
+    opt.step()
+    probes.collect_update()
+    stats, (loss_v,) = probes.finish(extra=[loss.detach()])
+    assert loss_v == pytest.approx(ref_loss.item(), rel=1e-6)
+
+    for s in stats:
+        r = ref[s.name]
+        for key in ("grad_norm", "grad_mean_abs", "weight_norm", "grad_data_ratio", "out_grad_norm"):
+            assert getattr(s, key) == pytest.approx(r[key], rel=1e-4), (s.name, key)
+        # the first SGD step with momentum moves w by -lr * grad exactly
+        w_after = getattr(model, s.name).weight.detach()
+        expect = ((w_after - r["w_before"]).std() / r["w_before"].std()).item()
+        assert s.update_data_ratio == pytest.approx(expect, rel=1e-4)
+        assert s.update_data_ratio == pytest.approx(0.05 * r["grad_data_ratio"], rel=1e-3)
+        # weight-gradient histogram: one bin per power of two of |g|, everything counted once
+        g = r["grad"].abs().numpy().ravel()
+        assert s.grad_hist.total == g.size
+        nz = g[g > 0]
+        e = np.floor(np.log2(nz)).astype(int)
+        inside = e[(e >= GRAD_EXP_MIN) & (e < GRAD_EXP_MAX)]
+        np.testing.assert_array_equal(s.grad_hist.counts, np.bincount(inside - GRAD_EXP_MIN,
+                                                                      minlength=GRAD_EXP_MAX - GRAD_EXP_MIN))
+        assert s.grad_hist.zeros == int((g == 0).sum())
+        if s.name == "fc4":
+            assert not s.is_hidden and s.act_mean is None and s.activation is None
+            continue
+        assert s.activation == "sigmoid"
+        for key in ("act_mean", "act_std", "saturated_frac", "dead_frac"):
+            assert getattr(s, key) == pytest.approx(r[key], rel=1e-5, abs=1e-7), (s.name, key)
+        counts, _ = np.histogram(r["act_values"], bins=40, range=(0.0, 1.0))
+        assert s.act_hist.edges[0] == 0.0 and s.act_hist.edges[-1] == 1.0
+        assert np.abs(s.act_hist.counts - counts).sum() <= 2  # float edge ties may land one bin over
+        assert s.act_hist.total == r["act_values"].size
+    fc1 = stats[0]
+    assert 0.05 < fc1.saturated_frac < 0.5 and fc1.dead_frac == pytest.approx(10 / 48)
+
+
+def test_probes_attach_to_any_module_in_forward_order():
+    """A user's model: Conv and Linear layers, in-place ReLUs, modules registered out of forward order."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(8 * 4 * 4, 10)  # registered first, runs last
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.act = nn.ReLU(inplace=True)
+            self.pool = nn.AdaptiveAvgPool2d(4)
+
+        def forward(self, x):
+            return self.head(self.pool(self.act(self.conv(x))).flatten(1))
+
+    torch.manual_seed(0)
+    net = Net()
+    x, y = torch.randn(16, 1, 12, 12), torch.randint(0, 10, (16,))
+    with torch.no_grad():
+        z = net.conv(x)  # reference pre-activation
+    probes = Probes(net)
+    probes.arm()
+    F.cross_entropy(net(x), y).backward()
+    stats, _ = probes.finish()
+    assert [s.name for s in stats] == ["conv", "head"]
+    conv, head = stats
+    assert conv.activation == "relu" and head.activation is None
+    relu = torch.relu(z)
+    assert conv.act_mean == pytest.approx(relu.mean().item(), rel=1e-5)
+    # saturated = derivative 0 = pre-activation <= 0, computed from the input the in-place ReLU overwrote
+    assert conv.saturated_frac == pytest.approx((z <= 0).float().mean().item(), abs=1e-6)
+    per_channel = (z <= 0).movedim(1, -1).reshape(-1, 8).all(0).float().mean().item()
+    assert conv.dead_frac == pytest.approx(per_channel)
+    assert conv.grad_norm == pytest.approx(net.conv.weight.grad.norm().item(), rel=1e-5)
+    assert math.isnan(conv.update_data_ratio)  # no optimiser step was taken
+
+
+def test_unarmed_steps_cost_no_statistics(digits):
+    model = build_model(RunConfig(depth=2, width=16))
+    probes = Probes(model)
+    F.cross_entropy(model(digits.x_train[:10]), digits.y_train[:10]).backward()
+    assert probes._act == {} and probes._out_grad == {} and probes._act_grad == {}
+    probes.close()
+    assert not model.fc1._forward_hooks

@@ -1,0 +1,174 @@
+"""`vgtui --headless`: the experiment without the terminal UI, for SSH sessions, CI jobs and scripts.
+
+Prints a progress bar per epoch, a one-line per-layer gradient summary on a log scale at each epoch end, and a
+plain-words diagnosis at the end. Exit status: 0 completed, 1 failed, 2 refused input, 3 diverged, 130 Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import statistics
+import sys
+import time
+from typing import TextIO
+
+from vgtui import __version__
+from vgtui.engine.config import RunConfig
+from vgtui.engine.diagnosis import diagnose, explain
+from vgtui.engine.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot
+
+EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
+BLOCKS = "▁▂▃▄▅▆▇█"
+LOG_LO, LOG_HI = -8, 2  # fixed decades of the summary line: ▁ = 1e-8 or less, █ = 1e2 or more
+
+
+def spark(value: float) -> str:
+    if not math.isfinite(value):
+        return "!"
+    if value <= 0:
+        return BLOCKS[0]
+    f = (math.log10(value) - LOG_LO) / (LOG_HI - LOG_LO)
+    return BLOCKS[min(len(BLOCKS) - 1, max(0, int(f * len(BLOCKS))))]
+
+
+def grad_summary(snap: Snapshot) -> str:
+    cells = "  ".join(f"{l.name} {spark(l.grad_norm)} {l.grad_norm:.0e}" for l in snap.layers)
+    return f"  grad norm  {cells}   {snap.layers[0].name}/{snap.layers[-1].name} {snap.ratio():.1e}"
+
+
+def bar(frac: float, width: int = 24) -> str:
+    n = int(round(max(0.0, min(1.0, frac)) * width))
+    return "█" * n + "░" * (width - n)
+
+
+class Reporter:
+    """Turns records into lines on `out`. On a terminal the progress bar redraws in place (at most 5x a
+    second); elsewhere (logs, CI) only each epoch's closing line is printed."""
+
+    def __init__(self, out: TextIO = sys.stdout, tty: bool | None = None):
+        self.out = out
+        self.tty = out.isatty() if tty is None else tty
+        self.header: RunRecord | None = None
+        self.snap: Snapshot | None = None
+        self.ratios: list[float] = []
+        self._drawn = 0.0
+        self._live = False
+
+    def _print(self, line: str) -> None:
+        if self._live:
+            self.out.write("\r\033[K")
+            self._live = False
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def __call__(self, rec: Record) -> None:
+        if isinstance(rec, RunRecord):
+            self.header, self.ratios = rec, []
+            c = rec.config
+            arch = f"784-{c['width']}x{c['depth']}-10"
+            extras = ", ".join(x for x in (c["init"] + " init", "batchnorm" if c["batchnorm"] else "",
+                                           "skip" if c["skip"] else "") if x)
+            self._print(f"vgtui {__version__} · {rec.dataset} ({rec.train_size:,} train / {rec.test_size:,} test) · "
+                        f"{rec.device} · {arch} {c['activation']}, {extras} · {c['optimizer']} lr {c['lr']:g}"
+                        f"{' momentum %g' % c['momentum'] if c['optimizer'] == 'sgd' else ''} · batch "
+                        f"{c['batch_size']} · {rec.total_steps:,} steps")
+            if rec.notice:
+                self._print(f"notice: {rec.notice}")
+        elif isinstance(rec, Snapshot):
+            self.snap = rec
+            self.ratios.append(rec.ratio())
+        elif isinstance(rec, EpochRecord):
+            h = self.header
+            epochs = h.config["epochs"] if h else rec.epoch
+            sps = f"  {self.snap.steps_per_s:.1f} steps/s" if self.snap and self.snap.steps_per_s else ""
+            self._print(f"epoch {rec.epoch}/{epochs}  step {rec.step:,}  loss {rec.train_loss:.4f}  train acc "
+                        f"{rec.train_acc:.3f}  test loss {rec.test_loss:.4f}  test acc {rec.test_acc:.3f}{sps}")
+            if self.snap is not None:
+                self._print(grad_summary(self.snap) + f"   (log scale: {BLOCKS[0]} 1e{LOG_LO} .. {BLOCKS[-1]} 1e+{LOG_HI})")
+        elif isinstance(rec, EndRecord):
+            self.end(rec)
+
+    def tick(self, trainer) -> None:
+        """Called after every step: redraw the progress bar on a terminal, at most 5 times a second."""
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if now - self._drawn < 0.2:
+            return
+        self._drawn = now
+        cfg, spe = trainer.config, trainer.steps_per_epoch
+        done = trainer.step_in_epoch + 1
+        s = self.snap
+        stats = f"  loss {s.loss_avg:.4f}  {s.steps_per_s:.1f} steps/s" if s is not None else ""
+        self.out.write(f"\r\033[Kepoch {trainer.epoch}/{cfg.epochs} {bar(done / spe)} {done}/{spe}{stats}")
+        self.out.flush()
+        self._live = True
+
+    def end(self, rec: EndRecord) -> None:
+        h = self.header
+        names = list(h.layers) if h else ["first", "last"]
+        if self.ratios:
+            finite = [r for r in self.ratios if math.isfinite(r)]
+            ratio = statistics.median(finite) if finite else math.nan
+            norms = [l.grad_norm for l in self.snap.layers] if self.snap else []
+            verdict = "diverged" if rec.status == "diverged" else diagnose(ratio, norms)
+            self._print(f"{names[0]}/{names[-1]} gradient-norm ratio, median of {len(self.ratios)} snapshots: "
+                        f"{ratio:.2e}")
+            self._print(explain(verdict, ratio, names[0], names[-1]))
+        label = {"completed": "done", "interrupted": "interrupted", "diverged": "DIVERGED", "failed": "FAILED"}
+        self._print(f"{label.get(rec.status, rec.status)}: {rec.message} ({rec.steps:,} steps in {rec.elapsed_s:.1f} s)")
+
+
+def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sys.stdout,
+                 err: TextIO = sys.stderr) -> int:
+    """Run `config` to the end; return the exit status. Bad input is refused before anything is written."""
+    from vgtui.engine.data import DataError
+    from vgtui.engine.metrics import MetricsWriter, check_writable
+    from vgtui.engine.trainer import Trainer
+
+    def refuse(msg: str) -> int:
+        err.write(f"vgtui: error: {msg}\n")
+        return 2
+
+    try:
+        if metrics:
+            check_writable(metrics)
+        reporter = Reporter(out)
+        trainer = Trainer(config, on_step=reporter.tick)
+        trainer.prepare()
+    except (DataError, ValueError) as e:
+        return refuse(str(e))
+
+    writer = MetricsWriter(metrics) if metrics else None
+    trainer.sinks = ([writer.write] if writer else []) + [reporter]
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    try:
+        end = trainer.run()
+        if writer:
+            out.write(f"metrics: {writer.path}\n")
+        return EXIT.get(end.status, 1)
+    except KeyboardInterrupt:
+        if writer:
+            out.write(f"metrics: {writer.path}\n")
+        return 130
+    except Exception:  # the end record (status "failed", with the traceback) is already written
+        import traceback
+
+        traceback.print_exc(file=err)
+        return 1
+    finally:
+        if writer:
+            writer.close()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl+C: the end record is written
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
