@@ -153,6 +153,7 @@ class Trainer:
         self._window_loss = torch.zeros((), device=self.device)
         self._window_n = 0
         self._window_t, self._window_step = time.perf_counter(), 0
+        self._pace_t, self._pace_step = self._window_t, 0
         try:
             for epoch in range(1, cfg.epochs + 1):
                 self.epoch = epoch
@@ -199,15 +200,16 @@ class Trainer:
     # ------------------------------------------------------------------ commands
     def _apply(self, cmd: Command, running: bool = True) -> None:
         if isinstance(cmd, Pause):
-            if self.paused and not cmd.paused:
+            if self.paused and not cmd.paused:  # the time paused counts neither in steps/s nor in pacing
                 self._window_t, self._window_step = time.perf_counter(), self.step
+                self._pace_t, self._pace_step = self._window_t, self.step
             self.paused = cmd.paused
         elif isinstance(cmd, StepOnce):
             if running:
                 self._steps_pending += 1
         elif isinstance(cmd, SetSpeedCap):
             self.speed_cap = cmd.steps_per_s if cmd.steps_per_s and cmd.steps_per_s > 0 else None
-            self._window_t, self._window_step = time.perf_counter(), self.step
+            self._pace_t, self._pace_step = time.perf_counter(), self.step
         elif isinstance(cmd, SetActivation):
             if cmd.name != self.config.activation and self.model is not None:
                 self.model.set_activation(cmd.name)
@@ -239,7 +241,7 @@ class Trainer:
         """Honour the steps/s cap, still answering commands while waiting."""
         if not self.speed_cap:
             return
-        due = self._window_t + (self.step - self._window_step) / self.speed_cap
+        due = self._pace_t + (self.step - self._pace_step) / self.speed_cap
         while (wait := due - time.perf_counter()) > 0:
             try:
                 self._apply(self.commands.get(timeout=min(wait, 0.1)))
@@ -247,7 +249,7 @@ class Trainer:
                 pass
             if self.paused or not self.speed_cap:
                 return
-            due = self._window_t + (self.step - self._window_step) / self.speed_cap
+            due = self._pace_t + (self.step - self._pace_step) / self.speed_cap
 
     # ------------------------------------------------------------------ one step
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, probe: bool) -> EndRecord | None:
