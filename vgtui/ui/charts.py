@@ -85,39 +85,6 @@ def _downsample(x: np.ndarray, ys: list[np.ndarray], limit: int) -> tuple[np.nda
     return x[idx], [y[idx] for y in ys]
 
 
-# ---------------------------------------------------------------------------------------------- gradient bars
-def grad_bars(names: Sequence[str], values: Sequence[float], regimes: Sequence[str], m: Metric, log: bool,
-              width: int, height: int, colour: bool = True) -> str:
-    """One horizontal bar per layer, fc1 on top; log axis with the metric's fixed decades (or linear)."""
-    n = len(names)
-    _start(width, height, colour)
-    if n == 0:
-        return _finish(colour)
-    ys = list(range(n, 0, -1))
-    vals = [float(v) if v is not None else math.nan for v in values]
-    span = m.hi - m.lo
-    if log:
-        lengths = [span if not math.isfinite(v) else (min(max(math.log10(v) - m.lo, 0.0), span) if v > 0 else 0.0)
-                   for v in vals]
-    else:
-        finite = [v for v in vals if math.isfinite(v)]
-        top = max(finite) if finite and max(finite) > 0 else 1.0
-        lengths = [top if not math.isfinite(v) else v for v in vals]
-    markers = [_marker("█", REGIME_COLOURS.get(r, 78), colour) for r in regimes]
-    FIG.draw(FIG.bar(ys, lengths, orientation="h", marker=markers, width=0.6))
-    labels = [f"{name} {fmt(v)}" for name, v in zip(names, vals)]
-    FIG.ruler("y").lim(0.5, n + 0.5)
-    FIG.ruler("y").ticks(ys, labels)
-    label_w = max(len(s) for s in labels) + 2
-    if log:
-        FIG.ruler("x").lim(0, span)
-        FIG.ruler("x").ticks(*_decade_ticks(m.lo, m.hi, width - label_w))
-    else:
-        FIG.ruler("x").lim(0, max(lengths) * 1.05 if lengths and max(lengths) > 0 else 1.0)
-        FIG.ruler("x").frequency(max(2, min(5, (width - label_w) // 12)))
-    return _finish(colour)
-
-
 # ---------------------------------------------------------------------------------------------- activations
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -136,58 +103,52 @@ def spark(hist: Hist, width: int) -> str:
     return "".join(SPARK[i] for i in levels)
 
 
-def act_hist(hist: Hist, width: int, height: int, colour_code: int, colour: bool = True,
-             xticks: bool = False) -> str:
-    """A frameless bar chart of one layer's activations over the activation's fixed range (counts scaled
-    to the layer's own largest bin); x ticks only when asked (the bottom chart of a stack)."""
+def act_hist(hist: Hist, width: int, height: int, colour_code: int, colour: bool = True) -> str:
+    """A frameless area chart of one layer's activations over the activation's fixed range, counts scaled to
+    the layer's own largest bin (the shape is what tells saturation). The engine's bins are drawn as they
+    are: an area through the bin centres, filled down to the axis."""
     _start(width, height, colour)
     edges = np.asarray(hist.edges, dtype=float)
     counts = np.asarray(hist.counts, dtype=float)
     centres = (edges[:-1] + edges[1:]) / 2
     top = counts.max() if counts.size and counts.max() > 0 else 1.0
-    FIG.draw(FIG.bar(centres.tolist(), (counts / top).tolist(), width=1.0, marker=_marker("█", colour_code, colour)))
+    FIG.draw(FIG.signal(centres.tolist(), (counts / top).tolist(),
+                        marker=_marker("hd", colour_code, colour)).lines().fillx())
     FIG.axes(False)
     FIG.ruler("y").lim(0, 1)
-    FIG.ruler("y").frequency(0)
+    FIG.ruler("y").ticks([])
     FIG.ruler("x").lim(float(edges[0]), float(edges[-1]))
-    if xticks:
-        lo, hi = float(edges[0]), float(edges[-1])
-        ticks = [lo, (lo + hi) / 2, hi]
-        FIG.ruler("x").ticks(ticks, [f"{t:g}" for t in ticks])
-    else:
-        FIG.ruler("x").frequency(0)
+    FIG.ruler("x").ticks([])
     return _finish(colour)
 
 
 # ---------------------------------------------------------------------------------------------- curves
+def _events(p, events: Sequence[int], ylo: float, yhi: float, colour: bool) -> None:
+    for e in events:  # a vertical mark where a live change happened (figure.line paints a white background)
+        p.draw(p.segment([float(e), float(e)], [ylo, yhi], marker=_marker("│", EVENT_COLOUR, colour)))
+
+
 def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequence[int],
                 train_acc: Sequence[float], test_acc: Sequence[float], events: Sequence[int], total_steps: int,
                 width: int, height: int, colour: bool = True) -> str:
-    """Training loss over steps (left axis) and train/test accuracy per epoch (right axis, 0..1)."""
+    """Training loss over steps (left axis, linear) and train/test accuracy per epoch (right axis, 0..100%)."""
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
     y = np.asarray(loss, dtype=float)
     ok = np.isfinite(y)
     x, (y,) = _downsample(x[ok], [y[ok]], max(2 * width, 10))
     xmax = float(max(total_steps, x.max() if x.size else 1, 1))
+    ymax = float(max(y.max(), 0.1)) * 1.05 if y.size else 2.5
+    _events(FIG, events, 0, ymax, colour)
     if x.size:
-        s = FIG.signal(x.tolist(), y.tolist(), marker=_marker("hd", LOSS_COLOUR, colour)).lines()
-        s.label("loss")
-        FIG.draw(s)
-        ymax = float(max(y.max(), 0.1))
-        FIG.ruler("y", 0).lim(0, ymax * 1.05)
-    else:
-        FIG.ruler("y", 0).lim(0, 2.5)
+        FIG.draw(FIG.signal(x.tolist(), y.tolist(), marker=_marker("hd", LOSS_COLOUR, colour)).lines())
+    FIG.ruler("y", 0).lim(0, ymax)
     if epoch_steps:
-        for acc, code, name in ((train_acc, TRAIN_COLOUR, "train acc"), (test_acc, TEST_COLOUR, "test acc")):
-            s = FIG.signal([float(e) for e in epoch_steps], [float(a) for a in acc],
-                           marker=_marker("●", code, colour), yside="right").lines()
-            s.label(name)
-            FIG.draw(s)
-        FIG.ruler("y", 1).lim(0, 1)
-        FIG.ruler("y", 1).ticks([0, 0.5, 1], ["0%", "50%", "100%"])
-    for e in events:
-        FIG.line(float(e), orientation=1, pixel=_px(EVENT_COLOUR, colour))
+        for acc, code in ((train_acc, TRAIN_COLOUR), (test_acc, TEST_COLOUR)):
+            FIG.draw(FIG.signal([float(e) for e in epoch_steps], [float(a) for a in acc],
+                                marker=_marker("●", code, colour), yside="right").lines())
+    FIG.ruler("y", 1).lim(0, 1)
+    FIG.ruler("y", 1).ticks([0, 0.5, 1], ["0%", "50%", "100%"])
     FIG.ruler("x").lim(0, xmax)
     FIG.ruler("x").frequency(max(2, min(6, width // 14)))
     FIG.ruler("y", 0).frequency(max(2, min(5, height // 4)))
@@ -197,15 +158,15 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
 def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: Sequence[str], m: Metric,
                 log: bool, total_steps: int, events: Sequence[int], width: int, height: int,
                 colour: bool = True) -> str:
-    """One line per layer over steps; log y with the metric's fixed decades (or linear)."""
+    """One line per layer over steps; log y with the metric's fixed decades (or linear from 0)."""
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
     ys = [np.asarray(s, dtype=float) for s in series]
     x, ys = _downsample(x, ys, max(2 * width, 10))
     cols = layer_colours(len(names))
     xmax = float(max(total_steps, x.max() if x.size else 1, 1))
-    top = 0.0
-    for name, y, c in zip(names, ys, cols):
+    lines, top = [], 0.0
+    for y, c in zip(ys, cols):
         if not y.size:
             continue
         if log:
@@ -216,52 +177,86 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
         ok = np.isfinite(v)
         if ok.any():
             top = max(top, float(v[ok].max()))
-            s = FIG.signal(x[ok].tolist(), v[ok].tolist(), marker=_marker("hd", c, colour)).lines()
-            s.label(name)
-            FIG.draw(s)
+            lines.append((x[ok], v[ok], c))
+    ymax = float(m.hi - m.lo) if log else (top * 1.05 if top > 0 else 1.0)
+    _events(FIG, events, 0, ymax, colour)
+    for xx, vv, c in lines:
+        FIG.draw(FIG.signal(xx.tolist(), vv.tolist(), marker=_marker("hd", c, colour)).lines())
+    FIG.ruler("y").lim(0, ymax)
     if log:
-        FIG.ruler("y").lim(0, m.hi - m.lo)
         FIG.ruler("y").ticks(*_decade_ticks(m.lo, m.hi, (height - 2) * 3))
-    else:
-        FIG.ruler("y").lim(0, top * 1.05 if top > 0 else 1.0)
-    for e in events:
-        FIG.line(float(e), orientation=1, pixel=_px(EVENT_COLOUR, colour))
     FIG.ruler("x").lim(0, xmax)
     FIG.ruler("x").frequency(max(2, min(6, width // 14)))
-    FIG.legend(ha="right", va="bottom")
     return _finish(colour)
 
 
 # ---------------------------------------------------------------------------------------------- gradient histograms
-def grad_hist(hist: Hist | None, width: int, height: int, log_counts: bool, colour_code: int,
-              colour: bool = True, title: str | None = None, xticks: bool = True) -> str:
-    """Weight gradients on a log10|g| axis (the engine's fixed bins, 2^-46..2^8), counts log or linear."""
-    _start(width, height, colour)
+GRAD_LO, GRAD_HI = -14, 3  # the x axis of weight-gradient histograms, log10 |g| (the engine bins 2^-46..2^8)
+COUNT_DECADES = 8  # log count axis: 1 .. 1e8, fixed
+
+
+def _grad_hist_on(p, hist: Hist | None, width: int, height: int, log_counts: bool, colour_code: int,
+                  colour: bool, title: str | None) -> None:
     if title:
-        FIG.title(title)
-    if hist is None:
-        return _finish(colour)
-    edges = np.asarray(hist.edges, dtype=float)
-    counts = np.asarray(hist.counts, dtype=float)
-    centres = (edges[:-1] + edges[1:]) / 2
+        p.title(title)
+    if hist is not None:
+        edges = np.asarray(hist.edges, dtype=float)
+        counts = np.asarray(hist.counts, dtype=float)
+        centres = (edges[:-1] + edges[1:]) / 2
+        nz = counts > 0
+        h = np.log10(counts[nz]) + 0.3 if log_counts else counts[nz]  # +0.3: a single count still shows
+        if nz.any():
+            p.draw(p.bar(centres[nz].tolist(), h.tolist(), width=float(edges[1] - edges[0]),
+                         marker=_marker("hd", colour_code, colour)))
+        top = float(counts.max()) if counts.size else 1.0
+    else:
+        top = 1.0
     if log_counts:
-        h = np.where(counts > 0, np.log10(np.maximum(counts, 1)) + 0.3, 0.0)  # 1 count still shows
-        top = 8.0  # fixed: up to 1e8 counts
-        FIG.ruler("y").lim(0, top)
-        ps = [p for p in range(0, 9, 2 if height >= 10 else 4)]
-        FIG.ruler("y").ticks([p + 0.3 for p in ps], [f"1e{p}" for p in ps])
+        p.ruler("y").lim(0, COUNT_DECADES + 0.3)
+        step = 2 if height >= 12 else 4
+        ps = list(range(0, COUNT_DECADES + 1, step))
+        p.ruler("y").ticks([q + 0.3 for q in ps], [f"1e{q}" for q in ps])
     else:
-        h = counts
-        FIG.ruler("y").lim(0, float(max(counts.max(), 1)) * 1.05)
-        FIG.ruler("y").frequency(3)
-    FIG.draw(FIG.bar(centres.tolist(), h.tolist(), width=1.0, marker=_marker("█", colour_code, colour)))
-    lo, hi = -14, 3
-    FIG.ruler("x").lim(lo, hi)
-    if xticks:
-        ps = list(range(lo, hi + 1, 2 if width >= 70 else 4))
-        FIG.ruler("x").ticks([float(p) for p in ps], [decade_label(p) for p in ps])
-    else:
-        FIG.ruler("x").frequency(0)
+        p.ruler("y").lim(0, max(top, 1.0) * 1.05)
+        p.ruler("y").frequency(3)
+    p.ruler("x").lim(GRAD_LO, GRAD_HI)
+    step = 2 if width >= 70 else (4 if width >= 34 else 8)
+    ps = [q for q in range(GRAD_LO, GRAD_HI + 1) if q % step == 0]
+    p.ruler("x").ticks([float(q) for q in ps], [decade_label(q) for q in ps])
+
+
+def grad_hist(hist: Hist | None, width: int, height: int, log_counts: bool, colour_code: int,
+              colour: bool = True, title: str | None = None) -> str:
+    """Weight gradients on a log10|g| axis (the engine's fixed bins), counts on a log (fixed decades) or
+    linear axis."""
+    _start(width, height, colour)
+    _grad_hist_on(FIG, hist, width, height, log_counts, colour_code, colour, title)
+    return _finish(colour)
+
+
+def grad_hist_grid(hists: Sequence[Hist | None], names: Sequence[str], width: int, height: int,
+                   log_counts: bool, colour: bool = True) -> str:
+    """Small multiples: one weight-gradient histogram per layer, same fixed axes, in a grid."""
+    n = len(names)
+    _start(width, height, colour)
+    if n == 0:
+        return _finish(colour)
+    cols = max(1, min(n, width // 36, 4))
+    rows = -(-n // cols)
+    while rows > 1 and height // rows < 7 and cols < n:
+        cols += 1
+        rows = -(-n // cols)
+    FIG.subplots(rows, cols)
+    colours = layer_colours(n)
+    for i in range(rows * cols):
+        p = FIG.subplot(i // cols + 1, i % cols + 1)
+        p.theme(_THEMES[colour])
+        if i < n:
+            _grad_hist_on(p, hists[i], width // cols, height // rows, log_counts, colours[i], colour, names[i])
+        else:
+            p.axes(False)
+            p.ruler("x").ticks([])
+            p.ruler("y").ticks([])
     return _finish(colour)
 
 

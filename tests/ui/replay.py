@@ -1,0 +1,54 @@
+"""A Backend that replays recorded records (no training): deterministic screens for snapshot tests."""
+
+from __future__ import annotations
+
+import json
+import queue
+from pathlib import Path
+
+from vgtui.engine.backend import Backend
+from vgtui.engine.config import RunConfig
+from vgtui.engine.records import Command, Record, record_from_json
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load(name: str) -> list[Record]:
+    with open(FIXTURES / f"{name}.jsonl") as f:
+        return [record_from_json(json.loads(line)) for line in f if line.strip()]
+
+
+class ReplayBackend(Backend):
+    """Yields the given records once, then nothing; remembers the commands it was sent."""
+
+    def __init__(self, records: list[Record], config: RunConfig | None = None):
+        run = records[0]
+        self.config = config or RunConfig.from_dict(run.config)  # type: ignore[attr-defined]
+        self._q: "queue.Queue[Record]" = queue.Queue()
+        self._records = records
+        self.sent: list[Command] = []
+        self.started = self.closed = False
+
+    def start(self) -> None:
+        self.started = True
+        for r in self._records:
+            self._q.put(r)
+
+    def feed(self, rec: Record) -> None:
+        self._q.put(rec)
+
+    def send(self, cmd: Command) -> None:
+        self.sent.append(cmd)
+
+    def get(self, timeout: float | None = None) -> Record | None:
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self, timeout: float = 2.0) -> None:
+        self.closed = True
+
+    @property
+    def alive(self) -> bool:
+        return not self.closed

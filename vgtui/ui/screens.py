@@ -1,0 +1,86 @@
+"""Screens over the main one: the key help (`?`) and the trainer failure dialog (restart or quit)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from vgtui.engine.records import EndRecord
+
+# (keys shown, what they do): the README's table and the help screen come from here.
+KEYS: tuple[tuple[str, str], ...] = (
+    ("a / A", "next / previous activation, live: the weights are kept (an event in the metrics file)"),
+    ("i", "next weight init, restart from fresh weights"),
+    ("b", "batchnorm on/off, restart"),
+    ("s", "skip connections on/off, restart"),
+    ("+ / -", "one hidden layer more / less, restart"),
+    ("space", "pause / resume"),
+    ("n", "one training step (pauses first)"),
+    ("[ / ]", "slower / faster: a steps/s cap, to watch a fast run evolve"),
+    ("r", "restart with the same configuration"),
+    ("m", "gradient metric: grad norm, mean |grad|, grad:data, update:data"),
+    ("l", "log / linear axes"),
+    ("tab", "next view: overview, gradient histograms, layer table"),
+    ("ctrl+s", "save an SVG screenshot (the path is shown)"),
+    ("ctrl+p", "command palette"),
+    ("?", "this help"),
+    ("q / ctrl+c", "quit (training stops within 2 s)"),
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=True)]
+
+    def compose(self) -> ComposeResult:
+        t = Table(box=None, show_header=False, pad_edge=False)
+        t.add_column(style="bold color(81)", no_wrap=True)
+        t.add_column()
+        for k, what in KEYS:
+            t.add_row(k, what)
+        with Vertical(id="help-box"):
+            yield Static(Text("vgtui: watch gradients vanish, switch the remedy, watch them come back",
+                              style="bold"), id="help-title")
+            yield Static(t, id="help-keys")
+            yield Static(Text("Bars: weight-gradient size per layer on a log axis with fixed decades, "
+                              "orange = vanishing (below 1% of the last layer's), green = healthy, "
+                              "magenta = exploding, red = non-finite.  esc closes.", style="dim"),
+                         id="help-foot")
+
+    def action_dismiss(self, result=None) -> None:  # type: ignore[override]
+        self.dismiss(None)
+
+
+class FailureScreen(ModalScreen[str]):
+    """The trainer raised: its message and traceback, and the choice to restart or quit."""
+
+    BINDINGS = [Binding("r", "choose('restart')", "restart"), Binding("q", "choose('quit')", "quit"),
+                Binding("escape", "choose('close')", "close")]
+
+    def __init__(self, end: EndRecord | None, message: str | None = None) -> None:
+        super().__init__()
+        self.end = end
+        self.message = message or (end.message if end else "the trainer stopped")
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="failure-box"):
+            yield Static(Text("Training failed", style="bold color(196)"), id="failure-title")
+            yield Static(Text(self.message, style="bold"), id="failure-message")
+            with VerticalScroll(id="failure-tb"):
+                yield Static(Text(self.end.traceback if self.end and self.end.traceback else "(no traceback)",
+                                  style="dim"))
+            yield Static(Text("The metrics file ends with status failed. Restart from fresh weights, or quit."),
+                         id="failure-hint")
+            with Horizontal(id="failure-buttons"):
+                yield Button("Restart (r)", id="restart", variant="primary")
+                yield Button("Quit (q)", id="quit", variant="error")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id or "close")
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
