@@ -66,7 +66,7 @@ def test_probe_values_match_plain_torch(digits, activation):
     loss = F.cross_entropy(model(x), y)
     opt.zero_grad()
     loss.backward()
-    probes.collect_grads()
+    probes.collect_grads(opt)
     opt.step()
     probes.collect_update()
     stats, (loss_v,) = probes.finish(extra=[loss.detach()])
@@ -140,10 +140,15 @@ def test_probes_attach_to_any_module_in_forward_order():
     assert math.isnan(conv.update_data_ratio)  # no optimiser step was taken
 
 
-def test_unarmed_steps_cost_no_statistics(digits):
+def test_unarmed_steps_run_without_hooks(digits):
     model = build_model(RunConfig(depth=2, width=16))
     probes = Probes(model)
+    assert not model.fc1._forward_hooks and not model.act1._forward_hooks
     F.cross_entropy(model(digits.x_train[:10]), digits.y_train[:10]).backward()
     assert probes._act == {} and probes._out_grad == {} and probes._act_grad == {}
-    probes.close()
-    assert not model.fc1._forward_hooks
+    probes.arm()
+    assert model.fc1._forward_hooks and model.act1._forward_hooks
+    F.cross_entropy(model(digits.x_train[:10]), digits.y_train[:10]).backward()
+    stats, _ = probes.finish()
+    assert stats[0].activation == "sigmoid"
+    assert not model.fc1._forward_hooks and not model.act1._forward_hooks

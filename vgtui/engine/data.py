@@ -91,8 +91,9 @@ def _torchvision(cls_name: str, data_dir: str, offline: bool):
                 contextlib.redirect_stdout(devnull):
             return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
     except Exception as e:  # network errors come in many types (URLError, timeout, RuntimeError, OSError)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{cls_name} is not in {root} and downloading it failed ({first[:120]})") from e
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        cause = lines[-1] if lines else type(e).__name__  # torchvision puts the real cause last
+        raise DataError(f"{cls_name} is not in {root} and downloading it failed ({cause[:120]})") from e
 
 
 def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.device | str = "cpu") -> TensorData:

@@ -17,6 +17,7 @@ no_grad, only on armed (probe) steps, and moved to the host in one transfer by `
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -63,8 +64,26 @@ def activation_name(module: nn.Module) -> str | None:
     return None
 
 
-def _derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """Elementwise d act / d z at z, by autograd on a detached copy (works for any elementwise activation)."""
+# d act / d z from the input z and the output h, for vgtui's own Activation module (whose parameters are fixed);
+# anything else goes through autograd.
+_CLOSED_FORM: dict[str, Any] = {
+    "sigmoid": lambda z, h: h * (1 - h),
+    "tanh": lambda z, h: 1 - h * h,
+    "softsign": lambda z, h: (1 - h.abs()) ** 2,
+    "hardtanh": lambda z, h: (z.abs() < 1).float(),
+    "relu": lambda z, h: (z > 0).float(),
+    "leaky_relu": lambda z, h: torch.where(z > 0, 1.0, 0.01),
+    "elu": lambda z, h: torch.where(z > 0, torch.ones_like(h), h + 1),
+    "softplus": lambda z, h: torch.sigmoid(z),
+    "linear": lambda z, h: torch.ones_like(h),
+}
+
+
+def _derivative(module: nn.Module, z: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+    """Elementwise d act / d z at z: closed form for vgtui's Activation, else by autograd on a detached copy
+    (which works for any elementwise activation)."""
+    if h is not None and isinstance(module, Activation) and module.name in _CLOSED_FORM:
+        return _CLOSED_FORM[module.name](z.float(), h.float())
     with torch.enable_grad():
         zz = z.detach().float().requires_grad_(True)
         y = module.forward(zz + 0.0)  # forward() bypasses hooks; "+ 0.0" lets in-place modules work
@@ -95,6 +114,26 @@ def _std(norm: torch.Tensor, total: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sqrt(torch.clamp((norm * norm - total * total / n) / max(n - 1, 1), min=0.0))
 
 
+def _exponent_counts(g: torch.Tensor) -> torch.Tensor:
+    """Counts of |g| per power of two: 256 bins indexed by the float32 exponent field (0 = zero or subnormal,
+    255 = inf/nan). On little-endian machines it reads the high 16 bits of each float (sign, exponent, 7 mantissa
+    bits) as int16 and masks the sign: one bincount over half the bytes, exact, and about 2x cheaper than
+    abs + shift over the whole tensor (bench/overhead.py)."""
+    g = g.detach().float().contiguous()
+    if sys.byteorder == "little":
+        high = g.view(torch.int16).flatten()[1::2] & 0x7FFF
+        return torch.bincount(high, minlength=32768).view(256, 128).sum(1)
+    return torch.bincount((g.abs().view(torch.int32) >> 23).flatten(), minlength=256)  # pragma: no cover
+
+
+def _sgd_update_known(opt: torch.optim.Optimizer | None) -> bool:
+    """A plain SGD step (no weight decay, dampening or Nesterov, not maximising): its update is -lr * buffer."""
+    if type(opt) is not torch.optim.SGD:
+        return False
+    return all(not g.get("weight_decay") and not g.get("dampening") and not g.get("nesterov")
+               and not g.get("maximize") for g in opt.param_groups)
+
+
 class Probes:
     """Hooks on every Linear/Conv layer of `model` and the activation after each one."""
 
@@ -107,15 +146,18 @@ class Probes:
             raise ValueError("the model has no Linear or Conv layer to probe")
         self._ordered = False
         self.armed = False
-        self._handles = []
+        self._handles: list[Any] = []
+        self._reset()
+
+    def _attach(self) -> None:
+        """Hooks exist only while armed: unprobed steps run the model exactly as without vgtui."""
         for _, m in self.layers:
             self._handles.append(m.register_forward_hook(self._on_layer))
-        for _, m in model.named_modules():
+        for _, m in self.model.named_modules():
             if activation_name(m) is not None:
                 if getattr(m, "inplace", False):
                     self._handles.append(m.register_forward_pre_hook(self._on_act_input))
                 self._handles.append(m.register_forward_hook(self._on_act))
-        self._reset()
 
     @property
     def names(self) -> list[str]:
@@ -137,15 +179,19 @@ class Probes:
         self._grad_stats: list[torch.Tensor] | None = None
         self._grad_hists: list[torch.Tensor] | None = None
         self._w_before: list[torch.Tensor] | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
         self._w_std: list[torch.Tensor] | None = None
         self._update: list[torch.Tensor] | None = None
 
     def arm(self) -> None:
         self._reset()
+        if not self._handles:
+            self._attach()
         self.armed = True
 
     def disarm(self) -> None:
         self.armed = False
+        self.close()
         self._reset()
 
     # ------------------------------------------------------------------ hooks
@@ -177,12 +223,13 @@ class Probes:
         lo, hi = ACT_RANGES.get(name, DEFAULT_ACT_RANGE)
         with torch.no_grad():
             h = out.detach().float()
-            d = _derivative(module, z)
+            d = _derivative(module, z, h)
             sat = d < SATURATION * _max_derivative(module, name, d.device)
             per_unit = sat.movedim(1, -1).reshape(-1, sat.shape[1]) if sat.dim() > 2 else sat.reshape(sat.shape[0], -1)
-            scalars = torch.stack([h.mean(), h.std(), sat.float().mean(), per_unit.all(dim=0).float().mean(),
-                                   (h < lo).sum().float(), (h > hi).sum().float()])
             hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
+            under = (h < lo).sum().float()
+            scalars = torch.stack([h.mean(), h.std(), sat.float().mean(), per_unit.all(dim=0).float().mean(),
+                                   under, h.numel() - hist.sum() - under])
         self._act[idx] = (name, scalars, hist, lo, hi)
         if out.requires_grad:
             out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, torch.linalg.vector_norm(g.float())))
@@ -191,8 +238,9 @@ class Probes:
     def _weights(self) -> list[torch.Tensor]:
         return [m.weight.detach() for _, m in self.layers]
 
-    def collect_grads(self) -> None:
-        """Weight-gradient statistics; call after backward() and before optimizer.step()."""
+    def collect_grads(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Weight-gradient statistics; call after backward() and before optimizer.step(). With the optimizer,
+        the update of a plain SGD step is read from its state after the step (no copy of the weights)."""
         ws = self._weights()
         gs = [(m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).detach().float()
               for _, m in self.layers]
@@ -202,18 +250,30 @@ class Probes:
             self._w_std = [_std(wn, w.sum(), w.numel()) for wn, w in zip(wnorm, ws32)]
             self._grad_stats = [torch.stack([gn, g1 / g.numel(), wn, _std(gn, g.sum(), g.numel()) / ws_])
                                 for gn, g1, wn, g, ws_ in zip(gnorm, gl1, wnorm, gs, self._w_std)]
-            self._grad_hists = [torch.bincount((g.abs().contiguous().view(torch.int32) >> 23).flatten(),
-                                               minlength=256) for g in gs]
-            self._w_before = [w.clone() for w in ws]
+            self._grad_hists = [_exponent_counts(g) for g in gs]
+            self._optimizer = optimizer
+            self._w_before = None if _sgd_update_known(optimizer) else [w.clone() for w in ws]
 
     def collect_update(self) -> None:
-        """Update:data ratio; call after optimizer.step()."""
-        if self._w_before is None:
+        """Update:data ratio, (w_after - w_before).std() / w_before.std(); call after optimizer.step()."""
+        if self._w_std is None:
             return
         with torch.no_grad():
-            diffs = [(w - b).float() for w, b in zip(self._weights(), self._w_before)]
+            if self._w_before is not None:
+                diffs = [(w - b).float() for w, b in zip(self._weights(), self._w_before)]
+                scale = [1.0] * len(diffs)
+            else:  # plain SGD: the step moved w by -lr * (its momentum buffer, or the gradient without momentum)
+                opt = self._optimizer
+                lr = {id(p): grp["lr"] for grp in opt.param_groups for p in grp["params"]}
+                diffs, scale = [], []
+                for _, m in self.layers:
+                    buf = opt.state.get(m.weight, {}).get("momentum_buffer")
+                    g = buf if buf is not None else m.weight.grad
+                    diffs.append(g.float() if g is not None else torch.zeros_like(m.weight))
+                    scale.append(lr[id(m.weight)])
             dnorm = _foreach_norm(diffs)
-            self._update = [_std(dn, d.sum(), d.numel()) / ws for dn, d, ws in zip(dnorm, diffs, self._w_std)]
+            self._update = [k * _std(dn, d.sum(), d.numel()) / ws
+                            for k, dn, d, ws in zip(scale, dnorm, diffs, self._w_std)]
         self._w_before = None
 
     # ------------------------------------------------------------------ one transfer to the host

@@ -161,6 +161,7 @@ class Trainer:
                 self._ep_correct = torch.zeros((), device=self.device, dtype=torch.long)
                 self._ep_n = 0
                 perm = torch.randperm(len(data.x_train), generator=self.generator).to(self.device)
+                self.model.train()
                 last = self.steps_per_epoch if not cfg.max_steps else min(self.steps_per_epoch,
                                                                           cfg.max_steps - self.step)
                 for b in range(last):
@@ -254,7 +255,6 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, probe: bool) -> EndRecord | None:
         model, opt = self.model, self.optimizer
-        model.train()
         if probe:
             self.probes.arm()
         logits = model(x)
@@ -263,7 +263,7 @@ class Trainer:
         loss.backward()
         loss_d = loss.detach()
         if probe:
-            self.probes.collect_grads()
+            self.probes.collect_grads(opt)
         # One scalar check per step (free on the CPU): divergence is caught at the step where it appears,
         # before the optimiser spreads it. Probe steps also check the weight gradients.
         if not bool(torch.isfinite(loss_d)) or (probe and not self.probes.grads_finite()):

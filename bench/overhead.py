@@ -1,0 +1,132 @@
+"""What vgtui's probes cost: the headless engine against a bare PyTorch loop of the same network, side by side.
+
+    python bench/overhead.py                  # 5 interleaved pairs of 200 steps, then a 5,000-step memory run
+    python bench/overhead.py --pairs 3 --steps 120 --memory-steps 0
+
+Both train the seed's network (784-1000x5-10 sigmoid, SGD lr 0.01 momentum 0.9, batch 100) on the embedded
+mnist-5k digits held as tensors on the device, and both evaluate the test set at each epoch end (as
+pytorch/examples' mnist does). The engine runs as `vgtui --headless` does: default probing, its reporter and a
+metrics file. Runs are interleaved (bare, engine, bare, engine, ...) so that machine noise hits both; the table
+gives each pair's ratio and the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from vgtui.engine.config import DEFAULT_PROBE_EVERY, RunConfig
+from vgtui.engine.data import load_mnist5k
+from vgtui.engine.metrics import MetricsWriter
+from vgtui.engine.model import build_model, build_optimizer
+from vgtui.engine.trainer import Trainer
+from vgtui.headless import Reporter
+
+
+def bare_loop(cfg: RunConfig, data, steps: int) -> float:
+    """A plain PyTorch loop of the same network: steps/s, evaluation at each epoch end included."""
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n, b = len(data.x_train), cfg.batch_size
+    spe = n // b
+    t0 = time.perf_counter()
+    done = 0
+    while done < steps:
+        perm = torch.randperm(n, generator=gen)
+        model.train()
+        for i in range(min(spe, steps - done)):
+            idx = perm[i * b:(i + 1) * b]
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+        model.eval()
+        with torch.no_grad():
+            for j in range(0, len(data.x_test), 1000):
+                F.cross_entropy(model(data.x_test[j:j + 1000]), data.y_test[j:j + 1000], reduction="sum")
+    return steps / (time.perf_counter() - t0)
+
+
+def engine(cfg: RunConfig, data, steps: int, on_step=None) -> float:
+    """The headless engine with default probing, its reporter and a metrics file: steps/s."""
+    with tempfile.TemporaryDirectory() as d, open(os.devnull, "w") as devnull:
+        writer = MetricsWriter(os.path.join(d, "m.jsonl"))
+        trainer = Trainer(cfg.replace(max_steps=steps, epochs=10 ** 6), data=data, on_step=on_step)
+        trainer.prepare()
+        trainer.sinks = [writer, Reporter(devnull, tty=False)]
+        t0 = time.perf_counter()
+        end = trainer.run()
+        dt = time.perf_counter() - t0
+        writer.close()
+    assert end.status == "completed" and end.steps == steps
+    return steps / dt
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MiB, from /proc."""
+    vals = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                k, v = line.split(":")
+                vals[k] = int(v.split()[0]) / 1024
+    return vals.get("VmRSS", float("nan")), vals.get("VmHWM", float("nan"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=5, help="interleaved bare/engine pairs (default 5)")
+    ap.add_argument("--steps", type=int, default=200, help="steps per run (default 200: 5 epochs of mnist-5k)")
+    ap.add_argument("--memory-steps", type=int, default=5000, help="length of the memory run (0 skips it)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    cfg = RunConfig(dataset="mnist-5k", device=args.device)
+    data = load_mnist5k(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"probe every {DEFAULT_PROBE_EVERY} steps, {args.steps} steps a run", flush=True)
+    bare_loop(cfg, data, 20)  # warm-up
+    engine(cfg, data, 20)
+    rows = []
+    for i in range(args.pairs):
+        b = bare_loop(cfg, data, args.steps)
+        e = engine(cfg, data, args.steps)
+        rows.append((b, e, e / b))
+        print(f"  pair {i + 1}: bare {b:6.2f} steps/s  engine {e:6.2f} steps/s  ratio {e / b:.3f}", flush=True)
+    print()
+    print("| run | bare PyTorch (steps/s) | vgtui headless engine (steps/s) | engine / bare |")
+    print("|---|---|---|---|")
+    for i, (b, e, r) in enumerate(rows, 1):
+        print(f"| {i} | {b:.2f} | {e:.2f} | {r:.3f} |")
+    med = [statistics.median(c) for c in zip(*rows)]
+    print(f"| median | {med[0]:.2f} | {med[1]:.2f} | {statistics.median(r for *_, r in rows):.3f} |")
+
+    if args.memory_steps:
+        marks = sorted({min(500, args.memory_steps), args.memory_steps})
+        seen: dict[int, tuple[float, float]] = {}
+
+        def watch(trainer):
+            if trainer.step in marks:
+                seen[trainer.step] = rss_mb()
+
+        sps = engine(cfg, data, args.memory_steps, on_step=watch)
+        print()
+        print(f"memory over a {args.memory_steps:,}-step engine run ({sps:.1f} steps/s):")
+        print("| step | RSS (MiB) | peak RSS (MiB) |")
+        print("|---|---|---|")
+        for s in marks:
+            print(f"| {s:,} | {seen[s][0]:.0f} | {seen[s][1]:.0f} |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
