@@ -134,6 +134,10 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
     try:
         if metrics:
             check_writable(metrics)
+        if config.dataset != "mnist-5k":
+            where = "" if config.offline else " (downloading it there if it is missing)"
+            err.write(f"loading {config.dataset} from {config.data_dir}{where}\n")
+            err.flush()
         reporter = Reporter(out)
         trainer = Trainer(config, on_step=reporter.tick)
         trainer.prepare()
