@@ -143,6 +143,9 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
         trainer.prepare()
     except (DataError, ValueError) as e:
         return refuse(str(e))
+    except KeyboardInterrupt:  # during a download, say: nothing was written yet
+        err.write("vgtui: interrupted\n")
+        return 130
 
     writer = MetricsWriter(metrics) if metrics else None
     trainer.sinks = ([writer.write] if writer else []) + [reporter]

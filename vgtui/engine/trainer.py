@@ -206,7 +206,7 @@ class Trainer:
                 self._pace_t, self._pace_step = self._window_t, self.step
             self.paused = cmd.paused
         elif isinstance(cmd, StepOnce):
-            if running:
+            if running and self.paused:
                 self._steps_pending += 1
         elif isinstance(cmd, SetSpeedCap):
             self.speed_cap = cmd.steps_per_s if cmd.steps_per_s and cmd.steps_per_s > 0 else None
@@ -239,10 +239,14 @@ class Trainer:
                 pass
 
     def _pace(self) -> None:
-        """Honour the steps/s cap, still answering commands while waiting."""
+        """Honour the steps/s cap, still answering commands while waiting. A step that ran late moves the
+        schedule instead of being caught up with a burst, so no window ever runs faster than the cap."""
         if not self.speed_cap:
             return
         due = self._pace_t + (self.step - self._pace_step) / self.speed_cap
+        if due <= time.perf_counter():
+            self._pace_t, self._pace_step = time.perf_counter(), self.step
+            return
         while (wait := due - time.perf_counter()) > 0:
             try:
                 self._apply(self.commands.get(timeout=min(wait, 0.1)))

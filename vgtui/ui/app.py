@@ -63,6 +63,19 @@ class Opts:
     config_version: int = 0
 
 
+class MainScreen(Screen):
+    """The one screen: status, view tabs, the views, the footer (composed by the app, which owns the data)."""
+
+    def compose(self) -> ComposeResult:
+        yield from self.app.compose_main()  # type: ignore[attr-defined]
+
+    def on_mount(self) -> None:
+        self.app.start_ui()  # type: ignore[attr-defined]
+
+    def on_resize(self) -> None:
+        self.app.check_size()  # type: ignore[attr-defined]
+
+
 class VgtuiApp(App[int]):
     CSS_PATH = "vgtui.tcss"
     TITLE = "vgtui"
@@ -105,7 +118,10 @@ class VgtuiApp(App[int]):
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
 
     # ------------------------------------------------------------------------------------------ layout
-    def compose(self) -> ComposeResult:
+    def get_default_screen(self) -> Screen:
+        return MainScreen()
+
+    def compose_main(self) -> ComposeResult:
         s, o = self.state, self.opts
         yield StatusBar(id="status")
         yield Static(id="tabs")
@@ -127,17 +143,18 @@ class VgtuiApp(App[int]):
         yield Static(id="too-small")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
+    def start_ui(self) -> None:
+        """Once the main screen is mounted: titles, the size check, the backend, the bridge, the frame timer."""
         self._titles()
         self._update_tabs()
-        self.on_resize()
+        self.check_size()
         if self.start_backend:
             self.backend.start()
         self._bridge()
         self.set_interval(1.0 / self.fps, self._frame)
         self._frame()
 
-    def on_resize(self, event=None) -> None:
+    def check_size(self) -> None:
         w, h = self.size
         small = w < MIN_SIZE[0] or h < MIN_SIZE[1]
         self.screen.set_class(small, "too-small")

@@ -78,6 +78,16 @@ def _decade_ticks(lo: int, hi: int, room: int) -> tuple[list[float], list[str]]:
     return [float(p - lo) for p in ps], [decade_label(p) for p in ps]
 
 
+def _step_ticks(xmax: float, room: int) -> list[float]:
+    """Whole, round step ticks from 0 to xmax, about one per 14 cells."""
+    want = max(2, min(6, room // 14))
+    raw = max(xmax / want, 1.0)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    ticks = [i * step for i in range(int(xmax // step) + 1)]
+    return ticks
+
+
 def _downsample(x: np.ndarray, ys: list[np.ndarray], limit: int) -> tuple[np.ndarray, list[np.ndarray]]:
     if len(x) <= limit:
         return x, ys
@@ -150,7 +160,8 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     FIG.ruler("y", 1).lim(0, 1)
     FIG.ruler("y", 1).ticks([0, 0.5, 1], ["0%", "50%", "100%"])
     FIG.ruler("x").lim(0, xmax)
-    FIG.ruler("x").frequency(max(2, min(6, width // 14)))
+    xt = _step_ticks(xmax, width)
+    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
     FIG.ruler("y", 0).frequency(max(2, min(5, height // 4)))
     return _finish(colour)
 
@@ -186,7 +197,8 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
     if log:
         FIG.ruler("y").ticks(*_decade_ticks(m.lo, m.hi, (height - 2) * 3))
     FIG.ruler("x").lim(0, xmax)
-    FIG.ruler("x").frequency(max(2, min(6, width // 14)))
+    xt = _step_ticks(xmax, width)
+    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
     return _finish(colour)
 
 

@@ -214,7 +214,7 @@ class StatusBar(Panel):
         d, r = diag
         label = d.upper()
         if d == "diverged":
-            return Text(f" {label} ", style=BADGE_STYLE[d])
+            return Text(f" {label} ", style=BADGE_STYLE[d])  # the layer is named on the line below
         if short:
             return Text(f" {label} {r:.0e} ", style=BADGE_STYLE[d])
         return Text(f" {label} {layers[0]}/{layers[-1]} {r:.1e} ", style=BADGE_STYLE[d])

@@ -1,0 +1,68 @@
+"""Helpers for the UI tests: a real ThreadBackend on small configs, waiting on conditions, screen text."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from rich.console import Console
+
+from vgtui.engine.backend import ThreadBackend
+from vgtui.engine.config import RunConfig
+from vgtui.engine.records import SetSpeedCap
+
+SMALL = RunConfig(dataset="mnist-5k", depth=3, width=64, epochs=500, probe_every=5, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from vgtui.engine.data import load_mnist5k
+
+    return load_mnist5k("cpu")
+
+
+@pytest.fixture
+def make_app(digits, tmp_path):
+    """make_app(config=SMALL, **app_kw) -> (app, backend): the real app over a real ThreadBackend."""
+    from vgtui.ui.app import VgtuiApp
+
+    made = []
+
+    def make(config: RunConfig = SMALL, metrics: bool = True, cap: float | None = 20.0, **kw):
+        backend = ThreadBackend(config, str(tmp_path / "metrics.jsonl") if metrics else None, data=digits)
+        backend.start()
+        if cap:  # a tiny net trains at hundreds of steps/s and its thread would hog the GIL of the test
+            backend.send(SetSpeedCap(cap))
+        app = VgtuiApp(backend, config, fps=8, screenshot_dir=str(tmp_path), start_backend=False, **kw)
+        made.append(backend)
+        return app, backend
+
+    yield make
+    for b in made:
+        b.close(2.0)
+
+
+async def wait_for(pilot, cond, timeout: float = 15.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def text_of(widget) -> str:
+    """What a panel shows, as plain text (its last render, at its size)."""
+    widget.app._frame()
+    r = widget.render()
+    console = Console(width=max(widget.content_size.width, 20), record=True, file=open("/dev/null", "w"),
+                      color_system=None)
+    console.print(r)
+    return console.export_text()
+
+
+def status_text(app) -> str:
+    from vgtui.ui.widgets import StatusBar
+
+    return text_of(app.query_one(StatusBar))
