@@ -94,14 +94,23 @@ def main() -> None:
     data = load_mnist5k(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"probe every {DEFAULT_PROBE_EVERY} steps, {args.steps} steps a run", flush=True)
-    bare_loop(cfg, data, 20)  # warm-up
-    engine(cfg, data, 20)
     rows = []
+    if args.pairs:
+        bare_loop(cfg, data, 20)  # warm-up
+        engine(cfg, data, 20)
     for i in range(args.pairs):
         b = bare_loop(cfg, data, args.steps)
         e = engine(cfg, data, args.steps)
         rows.append((b, e, e / b))
         print(f"  pair {i + 1}: bare {b:6.2f} steps/s  engine {e:6.2f} steps/s  ratio {e / b:.3f}", flush=True)
+    if rows:
+        print_table(rows)
+    if args.memory_steps:
+        memory(cfg, data, args.memory_steps)
+    sys.stdout.flush()
+
+
+def print_table(rows) -> None:
     print()
     print("| run | bare PyTorch (steps/s) | vgtui headless engine (steps/s) | engine / bare |")
     print("|---|---|---|---|")
@@ -110,22 +119,23 @@ def main() -> None:
     med = [statistics.median(c) for c in zip(*rows)]
     print(f"| median | {med[0]:.2f} | {med[1]:.2f} | {statistics.median(r for *_, r in rows):.3f} |")
 
-    if args.memory_steps:
-        marks = sorted({min(500, args.memory_steps), args.memory_steps})
-        seen: dict[int, tuple[float, float]] = {}
 
-        def watch(trainer):
-            if trainer.step in marks:
-                seen[trainer.step] = rss_mb()
+def memory(cfg, data, steps: int) -> None:
+    """RSS at step 500 and at the end of one long engine run: flat means nothing accumulates."""
+    marks = sorted({min(500, steps), steps})
+    seen: dict[int, tuple[float, float]] = {}
 
-        sps = engine(cfg, data, args.memory_steps, on_step=watch)
-        print()
-        print(f"memory over a {args.memory_steps:,}-step engine run ({sps:.1f} steps/s):")
-        print("| step | RSS (MiB) | peak RSS (MiB) |")
-        print("|---|---|---|")
-        for s in marks:
-            print(f"| {s:,} | {seen[s][0]:.0f} | {seen[s][1]:.0f} |")
-    sys.stdout.flush()
+    def watch(trainer):
+        if trainer.step in marks:
+            seen[trainer.step] = rss_mb()
+
+    sps = engine(cfg, data, steps, on_step=watch)
+    print()
+    print(f"memory over a {steps:,}-step engine run ({sps:.1f} steps/s):")
+    print("| step | RSS (MiB) | peak RSS (MiB) |")
+    print("|---|---|---|")
+    for s in marks:
+        print(f"| {s:,} | {seen[s][0]:.0f} | {seen[s][1]:.0f} |")
 
 
 if __name__ == "__main__":

@@ -135,6 +135,14 @@ def test_help_explains_and_imports_no_torch():
         assert word in text
 
 
+def test_without_a_terminal_the_ui_falls_back_to_headless():
+    r = run_cli(["--dataset", "mnist-5k", "--depth", "2", "--width", "16", "--max-steps", "3"], timeout=60,
+                stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert "no terminal here, running --headless" in r.stderr
+    assert "done: 3 steps" in r.stdout
+
+
 def test_python_dash_m_and_console_script_agree():
     r = run_cli(["--version"], timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("vgtui ")

@@ -113,7 +113,8 @@ class Reporter:
             ratio = statistics.median(finite) if finite else math.nan
             norms = [l.grad_norm for l in self.snap.layers] if self.snap else []
             verdict = "diverged" if rec.status == "diverged" else diagnose(ratio, norms)
-            self._print(f"{names[0]}/{names[-1]} gradient-norm ratio, median of {len(self.ratios)} snapshots: "
+            n = len(self.ratios)
+            self._print(f"{names[0]}/{names[-1]} gradient-norm ratio, median of {n} snapshot{'s' if n > 1 else ''}: "
                         f"{ratio:.2e}")
             self._print(explain(verdict, ratio, names[0], names[-1]))
         label = {"completed": "done", "interrupted": "interrupted", "diverged": "DIVERGED", "failed": "FAILED"}
