@@ -152,3 +152,22 @@ def test_unarmed_steps_run_without_hooks(digits):
     stats, _ = probes.finish()
     assert stats[0].activation == "sigmoid"
     assert not model.fc1._forward_hooks and not model.act1._forward_hooks
+
+
+def test_update_ratio_with_adam_copies_the_weights(digits):
+    """Not plain SGD: the update is measured as w_after - w_before from a copy taken before the step."""
+    model = build_model(RunConfig(depth=2, width=32, seed=1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    probes = Probes(model)
+    before = {n: getattr(model, n).weight.detach().clone() for n in ("fc1", "fc2", "fc3")}
+    probes.arm()
+    F.cross_entropy(model(digits.x_train[:50]), digits.y_train[:50]).backward()
+    probes.collect_grads(opt)
+    assert probes._w_before is not None
+    opt.step()
+    probes.collect_update()
+    stats, _ = probes.finish()
+    for s in stats:
+        w = getattr(model, s.name).weight.detach()
+        expect = ((w - before[s.name]).std() / before[s.name].std()).item()
+        assert s.update_data_ratio == pytest.approx(expect, rel=1e-4)
