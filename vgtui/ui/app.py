@@ -476,6 +476,11 @@ def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_
     """Train `config` in a child process and show it live; returns the exit code (0 on q / ctrl+c)."""
     from vgtui.engine.backend import ProcessBackend
 
+    # Leave one CPU to the UI. torch's intra-op threads wait for each other at every op: when the UI process
+    # takes a core for a moment, a trainer with one thread per core stalls as a whole (measured on 2 cores:
+    # 3.6 steps/s with 2 threads next to a busy process, 34 steps/s with 1). The child reads this at import.
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) - 1))
     backend = ProcessBackend(config, metrics)
     # Start the child before Textual takes over stdout/stderr: multiprocessing's resource tracker passes
     # sys.stderr's file descriptor to its helper, and under Textual that is -1 ("bad value(s) in fds_to_keep").

@@ -1,0 +1,220 @@
+"""What the live UI costs, measured as a person would run it: `vgtui` in a real terminal (tmux, 120x40).
+
+    python bench/tui_cost.py                  # 3 interleaved TUI/headless pairs + a latency run (~3 min)
+    python bench/tui_cost.py --pairs 5 --steps 400
+
+Prints one table:
+- throughput: training steps/s inside the TUI over headless, both read from their --metrics files (snapshot
+  step and elapsed time, from step 50 to the end, so start-up and warm-up are left out); runs interleaved
+  (TUI, headless, headless, TUI, ...) and the median ratio quoted, since this machine is noisy. Target >= 0.90.
+- terminal bytes/s: what the TUI wrote to its 120x40 pty (tmux pipe-pane) per second while training, steady
+  state. Target <= 64 KB/s.
+- key-to-screen latency while training: `space` sent through tmux until the status line shows "paused" (and
+  again until "running"), polled every 5 ms; median of --keys presses. Target <= 150 ms.
+
+Needs tmux. Runs `python -m vgtui` with the interpreter running this script, at default settings (--fps and
+--probe-every at their defaults) on the embedded mnist-5k digits and the seed's network (784-1000x5-10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Tmux:
+    """A private tmux server with one session running `cmd`, its output counted by pipe-pane."""
+
+    def __init__(self, name: str, width: int, height: int, cmd: list[str], workdir: Path):
+        self.sock = f"vgtui-bench-{os.getpid()}-{name}"
+        self.name = name
+        self.bytes_path = workdir / f"bytes.{name}"
+        self.rc_path = workdir / f"rc.{name}"
+        line = " ".join(shlex.quote(c) for c in cmd)
+        self._tmux("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
+                   f"cd {shlex.quote(str(ROOT))}; TERM=xterm-256color {line}; echo $? > {self.rc_path}; sleep 3600")
+        self._tmux("pipe-pane", "-o", "-t", name, f"cat >> {self.bytes_path}")
+        self.t0 = time.monotonic()
+
+    def _tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True).stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", self.name)
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", self.name, *keys)
+
+    def bytes(self) -> int:
+        try:
+            return self.bytes_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def rc(self) -> str | None:
+        try:
+            return self.rc_path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def wait(self, pred, timeout: float, poll: float = 0.2) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(poll)
+        return False
+
+    def stop(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line being written
+    return out
+
+
+def steps_per_s(records: list[dict], from_step: int = 50) -> float:
+    snaps = [r for r in records if r["type"] == "snapshot" and r["step"] >= from_step]
+    if len(snaps) < 2:
+        raise RuntimeError("too few snapshots to time")
+    a, b = snaps[0], snaps[-1]
+    return (b["step"] - a["step"]) / (b["elapsed_s"] - a["elapsed_s"])
+
+
+def ended(path: Path) -> bool:
+    return any(r["type"] == "end" for r in read_metrics(path))
+
+
+def run_headless(args, work: Path, i: int) -> float:
+    m = work / f"headless{i}.jsonl"
+    cmd = [sys.executable, "-m", "vgtui", "--headless", "--dataset", "mnist-5k", "--max-steps", str(args.steps),
+           "--epochs", "100", "--metrics", str(m)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    return steps_per_s(read_metrics(m))
+
+
+def run_tui(args, work: Path, i: int) -> tuple[float, float]:
+    """(steps/s, terminal bytes/s in the steady state)."""
+    m = work / f"tui{i}.jsonl"
+    cmd = [sys.executable, "-m", "vgtui", "--dataset", "mnist-5k", "--max-steps", str(args.steps), "--epochs", "100",
+           "--metrics", str(m)]
+    t = Tmux(f"tui{i}", 120, 40, cmd, work)
+    try:
+        if not t.wait(lambda: any(r["type"] == "snapshot" and r["step"] >= 50 for r in read_metrics(m)), 120):
+            raise RuntimeError("the TUI did not train:\n" + t.screen())
+        b0, t0 = t.bytes(), time.monotonic()
+        if not t.wait(lambda: ended(m), 600):
+            raise RuntimeError("the TUI run did not end:\n" + t.screen())
+        b1, t1 = t.bytes(), time.monotonic()
+        t.keys("q")
+        if not t.wait(lambda: t.rc() is not None, 5, 0.05):
+            raise RuntimeError("q did not quit within 5 s")
+        if t.rc() != "0":
+            raise RuntimeError(f"exit status {t.rc()}")
+        return steps_per_s(read_metrics(m)), (b1 - b0) / (t1 - t0)
+    finally:
+        t.stop()
+
+
+def latency_run(args, work: Path) -> tuple[list[float], float]:
+    """Key-to-screen latencies (s) of `space` while training, and the seconds `q` took to exit."""
+    m = work / "latency.jsonl"
+    cmd = [sys.executable, "-m", "vgtui", "--dataset", "mnist-5k", "--epochs", "100", "--metrics", str(m)]
+    t = Tmux("latency", 120, 40, cmd, work)
+    lat = []
+    try:
+        if not t.wait(lambda: "steps/s" in t.screen(), 120):
+            raise RuntimeError("the TUI did not train:\n" + t.screen())
+        for k in range(args.keys):
+            want = "⏸ paused" if k % 2 == 0 else "▶ running"
+            time.sleep(0.7)  # let a snapshot or two land in between, as in real use
+            t0 = time.monotonic()
+            t.keys("Space")
+            if not t.wait(lambda: want in t.screen(), 5, 0.005):
+                raise RuntimeError(f"{want!r} never showed:\n" + t.screen())
+            lat.append(time.monotonic() - t0)
+        if args.keys % 2:
+            t.keys("Space")
+        time.sleep(1.0)
+        q0 = time.monotonic()
+        t.keys("q")
+        t.wait(lambda: t.rc() is not None, 10, 0.02)
+        quit_s = time.monotonic() - q0
+        if t.rc() != "0":
+            raise RuntimeError(f"exit status {t.rc()}")
+        return lat, quit_s
+    finally:
+        t.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=3, help="TUI/headless pairs, interleaved (default 3)")
+    ap.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    ap.add_argument("--keys", type=int, default=10, help="key presses timed in the latency run (default 10)")
+    args = ap.parse_args()
+    if not shutil.which("tmux"):
+        print("tui_cost: needs tmux (apt-get install tmux)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="vgtui-bench-"))
+    ratios, tui_sps, head_sps, bps = [], [], [], []
+    for i in range(args.pairs):
+        order = ("tui", "headless") if i % 2 == 0 else ("headless", "tui")
+        got = {}
+        for what in order:
+            if what == "tui":
+                got["tui"], b = run_tui(args, work, i)
+                bps.append(b)
+            else:
+                got["headless"] = run_headless(args, work, i)
+        tui_sps.append(got["tui"])
+        head_sps.append(got["headless"])
+        ratios.append(got["tui"] / got["headless"])
+        print(f"pair {i + 1}: TUI {got['tui']:.1f} steps/s, headless {got['headless']:.1f} steps/s, "
+              f"ratio {ratios[-1]:.2f}, terminal {bps[-1] / 1024:.1f} KB/s", flush=True)
+    lat, quit_s = latency_run(args, work)
+    print(f"latencies (ms): {' '.join(f'{x * 1000:.0f}' for x in lat)}; q exited in {quit_s:.2f} s", flush=True)
+
+    med = statistics.median
+    rows = [
+        ("steps/s inside the TUI / headless (median of pairs)", f"{med(ratios):.2f}",
+         f"{min(ratios):.2f}..{max(ratios):.2f}", ">= 0.90", med(ratios) >= 0.90),
+        ("  TUI steps/s (median)", f"{med(tui_sps):.1f}", "", "", None),
+        ("  headless steps/s (median)", f"{med(head_sps):.1f}", "", "", None),
+        ("terminal bytes/s at 120x40 (median)", f"{med(bps) / 1024:.1f} KB/s",
+         f"{min(bps) / 1024:.1f}..{max(bps) / 1024:.1f}", "<= 64 KB/s", med(bps) <= 64 * 1024),
+        ("key-to-screen latency while training (median)", f"{med(lat) * 1000:.0f} ms",
+         f"{min(lat) * 1000:.0f}..{max(lat) * 1000:.0f}", "<= 150 ms", med(lat) <= 0.150),
+        ("q to exit status 0", f"{quit_s:.2f} s", "", "<= 2 s", quit_s <= 2.0),
+    ]
+    print()
+    print(f"{'measure':52} {'value':>11} {'range':>13} {'target':>11}  ok")
+    for name, value, rng, target, ok in rows:
+        print(f"{name:52} {value:>11} {rng:>13} {target:>11}  {'' if ok is None else ('yes' if ok else 'NO')}")
+    print(f"\n{args.pairs} interleaved pairs of {args.steps} steps, seed network on mnist-5k, default --fps and "
+          f"--probe-every; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(ok is not False for *_, ok in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
