@@ -46,7 +46,7 @@ async def shoot(name: str, changes: dict, size=(120, 40), keys=()) -> Path:
             await pilot.press(k)
         await pilot.pause(0.3)
         app.clear_notifications()
-        app._frame()
+        app._frame(force=True)
         await pilot.pause(0.3)
         path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(OUT)))
         await pilot.press("q")

@@ -54,7 +54,7 @@ async def wait_for(pilot, cond, timeout: float = 15.0, what: str = "condition") 
 
 def text_of(widget) -> str:
     """What a panel shows, as plain text (its last render, at its size)."""
-    widget.app._frame()
+    widget.app._frame(force=True)
     r = widget.render()
     console = Console(width=max(widget.content_size.width, 20), record=True, file=open("/dev/null", "w"),
                       color_system=None)

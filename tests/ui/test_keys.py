@@ -98,7 +98,7 @@ async def test_view_keys_metric_scale_tab_help(make_app, tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
         bars = app.query_one(GradientBars)
-        app._frame()
+        app._frame(force=True)
         assert "grad norm" in str(bars.border_title)
         assert "1e-8" in text_of(bars) and "log, fixed decades" in str(bars.border_subtitle)
         await pilot.press("m")

@@ -24,7 +24,7 @@ async def settle(pilot) -> None:
     await wait_for(pilot, lambda: app.state.end is not None, what="the replay to finish")
     await pilot.pause(0.2)
     app.clear_notifications()
-    app._frame()
+    app._frame(force=True)
     await pilot.pause(0.1)
 
 
@@ -42,7 +42,7 @@ def test_histogram_view(snap_compare):
         await settle(pilot)
         await pilot.press("tab")
         await pilot.pause(0.1)
-        pilot.app._frame()
+        pilot.app._frame(force=True)
 
     assert snap_compare(replay_app("sigmoid"), terminal_size=(120, 40), run_before=run_before)
 

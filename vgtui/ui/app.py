@@ -43,6 +43,7 @@ SPEED_CAPS: tuple[float | None, ...] = (None, 200.0, 100.0, 50.0, 20.0, 10.0, 5.
 VIEWS = ("overview", "histograms", "layers")
 VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table"}
 MAX_DEPTH = 20
+UI_NICE = int(os.environ.get("VGTUI_UI_NICE", "10"))  # the UI process's niceness after the trainer started
 
 
 def hexc(code: int) -> str:
@@ -219,8 +220,9 @@ class VgtuiApp(App[int]):
         self.query_one("#tabs", Static).update(" " + "".join(parts) + "  [dim]tab: next view[/]")
 
     # ------------------------------------------------------------------------------------------ frames
-    def _frame(self) -> None:
-        """At most fps times a second: every visible panel whose data changed re-renders."""
+    def _frame(self, force: bool = False) -> None:
+        """At most fps times a second: every visible panel whose data changed re-renders (figures at most once
+        a second, see Panel.min_interval; `force` skips that, for a key the person just pressed)."""
         if self.screen.has_class("too-small"):
             return
         changed = False
@@ -228,7 +230,7 @@ class VgtuiApp(App[int]):
             for panel in self.query(Panel):
                 if panel.display and panel.parent is not None and (
                         panel.parent.display if panel.parent is not None else True):
-                    changed |= panel.update_key()
+                    changed |= panel.update_key(force)
         if changed:
             self.frames += 1
 
@@ -399,20 +401,20 @@ class VgtuiApp(App[int]):
     def action_metric(self) -> None:
         self.opts.metric = next_choice(self.opts.metric, METRIC_KEYS, 1)
         self._titles()
-        self._frame()
+        self._frame(force=True)
 
     def action_log(self) -> None:
         self.opts.log = not self.opts.log
         self.opts.notice = "log axes (fixed decades)" if self.opts.log else "linear axes"
         self._titles()
-        self._frame()
+        self._frame(force=True)
         self._now()
 
     def action_next_view(self) -> None:
         self.opts.view = next_choice(self.opts.view, VIEWS, 1)
         self.query_one("#views", ContentSwitcher).current = self.opts.view
         self._update_tabs()
-        self.call_after_refresh(self._frame)
+        self.call_after_refresh(self._frame, True)
 
     def action_screenshot_svg(self) -> None:
         name = time.strftime("vgtui_%Y%m%d_%H%M%S.svg")
@@ -476,16 +478,19 @@ def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_
     """Train `config` in a child process and show it live; returns the exit code (0 on q / ctrl+c)."""
     from vgtui.engine.backend import ProcessBackend
 
-    # Leave one CPU to the UI. torch's intra-op threads wait for each other at every op: when the UI process
-    # takes a core for a moment, a trainer with one thread per core stalls as a whole (measured on 2 cores:
-    # 3.6 steps/s with 2 threads next to a busy process, 34 steps/s with 1). The child reads this at import.
-    if "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) - 1))
     backend = ProcessBackend(config, metrics)
     # Start the child before Textual takes over stdout/stderr: multiprocessing's resource tracker passes
     # sys.stderr's file descriptor to its helper, and under Textual that is -1 ("bad value(s) in fds_to_keep").
     # It also gets torch importing while the UI starts.
     backend.start()
+    # Then give the trainer the CPU first: torch's intra-op threads wait for each other at every op, so each
+    # time the UI takes a core a trainer with one thread per core stalls as a whole. At a lower priority the UI
+    # runs in the trainer's gaps (it needs ~10% of one core; keys still answer within a frame).
+    if UI_NICE:
+        try:
+            os.nice(UI_NICE)
+        except OSError:
+            pass
     app = VgtuiApp(backend, config, fps=fps, start_backend=False)
     try:
         rc = app.run()

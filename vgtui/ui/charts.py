@@ -146,7 +146,7 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     x = np.asarray(steps, dtype=float)
     y = np.asarray(loss, dtype=float)
     ok = np.isfinite(y)
-    x, (y,) = _downsample(x[ok], [y[ok]], max(2 * width, 10))
+    x, (y,) = _downsample(x[ok], [y[ok]], max(width, 10))
     xmax = float(max(total_steps, x.max() if x.size else 1, 1))
     ymax = float(max(y.max(), 0.1)) * 1.05 if y.size else 2.5
     _events(FIG, events, 0, ymax, colour)
@@ -173,7 +173,7 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
     ys = [np.asarray(s, dtype=float) for s in series]
-    x, ys = _downsample(x, ys, max(2 * width, 10))
+    x, ys = _downsample(x, ys, max(width, 10))
     cols = layer_colours(len(names))
     xmax = float(max(total_steps, x.max() if x.size else 1, 1))
     lines, top = [], 0.0

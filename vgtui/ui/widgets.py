@@ -5,6 +5,7 @@ shows (its `key`) changed: the app's frame timer calls `update_key()` at most --
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Callable
 
 from rich.console import Group
@@ -36,8 +37,13 @@ class Panel(Widget):
     Panel { width: 1fr; height: 1fr; }
     """
 
+    # Seconds between two rebuilds at least: the status line and the bars follow every frame; the figures
+    # (which cost 5-20 ms each to build) at most once a second, which is as often as a person reads a curve.
+    min_interval = 0.0
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
+        self._last_update = -1e9
         self._key: object = None
         self._cache_key: object = None
         self._cache: object = Text("")
@@ -51,9 +57,13 @@ class Panel(Widget):
         """What the content depends on, besides the size."""
         return None
 
-    def update_key(self) -> bool:
+    def update_key(self, force: bool = False) -> bool:
         k = self.key()
         if k != self._key:
+            now = time.monotonic()
+            if not force and now - self._last_update < self.min_interval:
+                return False  # the next frame will see the change again
+            self._last_update = now
             self._key = k
             self.refresh()
             self.on_key_changed()
@@ -85,6 +95,8 @@ class PlotextPanel(Panel):
     charts use plotext 6: the figure is built to a string with ANSI colours and parsed once with
     `Text.from_ansi`; the result is cached until the data, the options or the size change.
     """
+
+    min_interval = 1.0
 
     def __init__(self, figure: Callable[[int, int], str], key: Callable[[], object], *, id: str | None = None,
                  classes: str | None = None) -> None:
@@ -327,6 +339,7 @@ class GradientBars(Panel):
 
 # ---------------------------------------------------------------------------------------------- activations
 class ActivationPanel(Panel):
+    min_interval = 1.0
     def key(self) -> object:
         return (self.vapp.state.snap_version,)
 
