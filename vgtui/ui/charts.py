@@ -122,7 +122,11 @@ def act_hist(hist: Hist, width: int, height: int, colour_code: int, colour: bool
     counts = np.asarray(hist.counts, dtype=float)
     centres = (edges[:-1] + edges[1:]) / 2
     top = counts.max() if counts.size and counts.max() > 0 else 1.0
-    FIG.draw(FIG.signal(centres.tolist(), (counts / top).tolist(),
+    if counts.size > 2:  # one spike (ReLU's exact zeros, sigmoid pinned at 0 or 1) would flatten the rest:
+        second = np.sort(counts)[-2]  # scale to the runner-up and let the spike run off the top
+        if second > 0 and top > 3 * second:
+            top = 1.5 * second
+    FIG.draw(FIG.signal(centres.tolist(), np.minimum(counts / top, 1.0).tolist(),
                         marker=_marker("hd", colour_code, colour)).lines().fillx())
     FIG.axes(False)
     FIG.ruler("y").lim(0, 1)
