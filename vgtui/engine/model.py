@@ -126,8 +126,4 @@ def build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimize
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
-def param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["Activation", "MLP", "ACTIVATION_FNS", "build_model", "build_optimizer", "init_weights", "param_count"]
+__all__ = ["Activation", "MLP", "ACTIVATION_FNS", "build_model", "build_optimizer", "init_weights"]

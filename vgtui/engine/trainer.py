@@ -322,9 +322,4 @@ class Trainer:
                            elapsed_s=self._elapsed())
 
 
-def run_config(config: RunConfig, sinks: Iterable[Sink] = (), data: TensorData | None = None) -> EndRecord:
-    """Convenience: train `config` to the end and return its EndRecord."""
-    return Trainer(config, sinks, data).run()
-
-
-__all__ = ["Trainer", "run_config"]
+__all__ = ["Trainer"]
