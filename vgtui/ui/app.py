@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
 from rich.color import Color
@@ -29,10 +28,10 @@ from textual.worker import get_current_worker
 
 from vgtui.engine.backend import Backend
 from vgtui.engine.config import ACTIVATIONS, INITS, RunConfig, next_choice
-from vgtui.engine.records import (EndRecord, EpochRecord, EventRecord, Pause, Restart, RunRecord, SetActivation,
-                                  SetSpeedCap, Snapshot, StepOnce)
+from vgtui.engine.records import (EndRecord, EventRecord, Pause, Restart, RunRecord, SetActivation, SetSpeedCap,
+                                  StepOnce)
 from vgtui.ui import charts
-from vgtui.ui.messages import EpochEnded, LiveChange, RunEnded, RunStarted, Snapshotted, TrainerLost
+from vgtui.ui.messages import LiveChange, RunEnded, RunStarted, TrainerLost
 from vgtui.ui.screens import FailureScreen, HelpScreen
 from vgtui.ui.state import METRIC_KEYS, RunState, metric
 from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar
@@ -253,21 +252,13 @@ class VgtuiApp(App[int]):
                         return
                 else:
                     continue
-            state.apply(rec)
-            if isinstance(rec, Snapshot):
-                self.post_message(Snapshotted(rec))
-            elif isinstance(rec, RunRecord):
+            state.apply(rec)  # snapshots and epochs: the frame timer redraws what changed
+            if isinstance(rec, RunRecord):
                 self.post_message(RunStarted(rec))
-            elif isinstance(rec, EpochRecord):
-                self.post_message(EpochEnded(rec))
             elif isinstance(rec, EventRecord):
                 self.post_message(LiveChange(rec))
             elif isinstance(rec, EndRecord):
                 self.post_message(RunEnded(rec))
-
-    @on(Snapshotted)
-    def _on_snapshot(self, message: Snapshotted) -> None:
-        pass  # the frame timer picks the new data up
 
     @on(RunStarted)
     def _on_run(self, message: RunStarted) -> None:
@@ -281,10 +272,6 @@ class VgtuiApp(App[int]):
             self.notify(message.run.notice, severity="warning", timeout=8)
         self._titles()
         self._now()
-
-    @on(EpochEnded)
-    def _on_epoch(self, message: EpochEnded) -> None:
-        pass
 
     @on(LiveChange)
     def _on_event(self, message: LiveChange) -> None:
