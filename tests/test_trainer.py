@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from vgtui.engine.config import RunConfig
 from vgtui.engine.metrics import MetricsWriter, read_metrics

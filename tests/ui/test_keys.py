@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from textual.widgets import ContentSwitcher
 
 from .conftest import SMALL, status_text, text_of, wait_for
@@ -149,25 +150,16 @@ async def test_command_palette_runs_vgtui_commands(make_app):
         await wait_for(pilot, lambda: app.state.runs >= 2 and app.state.run.config["batchnorm"], what="batchnorm")
 
 
-async def test_q_quits_with_0_and_stops_training(make_app):
+@pytest.mark.parametrize("key", ["q", "ctrl+c"])
+async def test_quit_keys_exit_0_and_stop_training(make_app, key):
     app, backend = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
-        await pilot.press("q")
+        await pilot.press(key)
         await pilot.pause(0.1)
     assert app.return_code == 0
     assert not backend.alive
     assert metrics_records(backend)[-1]["type"] == "end"
-
-
-async def test_ctrl_c_quits_with_0(make_app):
-    app, backend = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        await started(pilot, app)
-        await pilot.press("ctrl+c")
-        await pilot.pause(0.1)
-    assert app.return_code == 0
-    assert not backend.alive
 
 
 async def test_trainer_exception_offers_restart_or_quit(make_app):
