@@ -22,9 +22,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vgtui.engine.config import DEFAULT_PROBE_EVERY, RunConfig
+from vgtui.core.config import DEFAULT_PROBE_EVERY, RunConfig
 from vgtui.engine.data import load_mnist5k
-from vgtui.engine.metrics import MetricsWriter
+from vgtui.core.metrics import MetricsWriter
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.trainer import Trainer
 from vgtui.headless import Reporter

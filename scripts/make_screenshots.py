@@ -28,8 +28,8 @@ SHOTS = {
 
 
 async def shoot(name: str, changes: dict, size=(120, 40), keys=()) -> Path:
-    from vgtui.engine.backend import ThreadBackend
-    from vgtui.engine.config import RunConfig
+    from vgtui.sources.trainer import ThreadBackend
+    from vgtui.core.config import RunConfig
     from vgtui.ui.app import VgtuiApp
 
     config = RunConfig(dataset="mnist-5k", epochs=3, max_steps=120, probe_every=10, seed=0, device="cpu",

@@ -18,7 +18,7 @@ def digits():
 @pytest.fixture
 def small():
     """A small, fast configuration of the seed's experiment on the embedded digits."""
-    from vgtui.engine.config import RunConfig
+    from vgtui.core.config import RunConfig
 
     return RunConfig(dataset="mnist-5k", depth=3, width=64, epochs=1, max_steps=20, probe_every=5, device="cpu")
 

@@ -146,12 +146,3 @@ def test_without_a_terminal_the_ui_falls_back_to_headless():
 def test_python_dash_m_and_console_script_agree():
     r = run_cli(["--version"], timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("vgtui ")
-
-
-def test_importing_the_engine_imports_neither_textual_nor_plotext():
-    code = ("import sys\nimport vgtui.engine.trainer, vgtui.engine.probes, vgtui.engine.data, vgtui.engine.metrics, "
-            "vgtui.engine.backend, vgtui.headless\n"
-            "print(sorted(m for m in ('textual', 'plotext', 'rich') if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "[]"

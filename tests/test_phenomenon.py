@@ -9,8 +9,8 @@ import statistics
 
 import pytest
 
-from vgtui.engine.config import RunConfig
-from vgtui.engine.records import Snapshot
+from vgtui.core.config import RunConfig
+from vgtui.core.records import Snapshot
 from vgtui.engine.trainer import Trainer
 
 

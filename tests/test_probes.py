@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vgtui.engine.config import RunConfig
+from vgtui.core.config import RunConfig
 from vgtui.engine.model import build_model
 from vgtui.engine.probes import GRAD_EXP_MAX, GRAD_EXP_MIN, Probes
 

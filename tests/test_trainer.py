@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from vgtui.engine.config import RunConfig
-from vgtui.engine.metrics import MetricsWriter, read_metrics
-from vgtui.engine.records import (EndRecord, EpochRecord, EventRecord, Pause, Restart, RunRecord, SetActivation,
+from vgtui.core.config import RunConfig
+from vgtui.core.metrics import MetricsWriter, read_metrics
+from vgtui.core.records import (EndRecord, EpochRecord, EventRecord, Pause, Restart, RunRecord, SetActivation,
                                   SetSpeedCap, Snapshot, StepOnce, Stop)
 from vgtui.engine.trainer import Trainer
 
@@ -167,7 +167,7 @@ def test_ctrl_c_inside_a_run_writes_the_end_record(digits, small, tmp_path):
 
 
 def test_metrics_roundtrip_keeps_non_finite_values(tmp_path):
-    from vgtui.engine.records import Hist, LayerStats, record_from_json, to_json
+    from vgtui.core.records import Hist, LayerStats, record_from_json, to_json
 
     layer = LayerStats(name="fc1", grad_norm=math.inf, grad_mean_abs=math.nan, weight_norm=1.0,
                        grad_data_ratio=-math.inf, update_data_ratio=0.5, out_grad_norm=None,

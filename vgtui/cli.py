@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from vgtui import __version__
-from vgtui.engine.config import (ACTIVATIONS, DATASETS, DEFAULT_PROBE_EVERY, DEVICES, INITS, OPTIMIZERS, ConfigError,
+from vgtui.core.config import (ACTIVATIONS, DATASETS, DEFAULT_PROBE_EVERY, DEVICES, INITS, OPTIMIZERS, ConfigError,
                                  RunConfig, default_data_dir)
 
 DEFAULT_FPS = 2.0
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         from vgtui.headless import run_headless
 
         return run_headless(config, args.metrics)
-    from vgtui.engine.metrics import check_writable
+    from vgtui.core.metrics import check_writable
 
     try:
         if args.metrics:

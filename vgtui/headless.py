@@ -14,9 +14,9 @@ import time
 from typing import TextIO
 
 from vgtui import __version__
-from vgtui.engine.config import RunConfig
-from vgtui.engine.diagnosis import diagnose, explain
-from vgtui.engine.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot
+from vgtui.core.config import RunConfig
+from vgtui.core.diagnosis import diagnose, explain
+from vgtui.core.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot
 
 EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -125,7 +125,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
                  err: TextIO = sys.stderr) -> int:
     """Run `config` to the end; return the exit status. Bad input is refused before anything is written."""
     from vgtui.engine.data import DataError
-    from vgtui.engine.metrics import MetricsWriter, check_writable
+    from vgtui.core.metrics import MetricsWriter, check_writable
     from vgtui.engine.trainer import Trainer
 
     def refuse(msg: str) -> int:

@@ -7,9 +7,9 @@ import time
 import pytest
 from rich.console import Console
 
-from vgtui.engine.backend import ThreadBackend
-from vgtui.engine.config import RunConfig
-from vgtui.engine.records import SetSpeedCap
+from vgtui.sources.trainer import ThreadBackend
+from vgtui.core.config import RunConfig
+from vgtui.core.records import SetSpeedCap
 
 SMALL = RunConfig(dataset="mnist-5k", depth=3, width=64, epochs=500, probe_every=5, device="cpu", seed=0)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vgtui.engine.config import RunConfig
-from vgtui.engine.records import to_json
+from vgtui.core.config import RunConfig
+from vgtui.core.records import to_json
 from vgtui.engine.trainer import Trainer
 
 HERE = Path(__file__).parent / "fixtures"

@@ -6,9 +6,9 @@ import json
 import queue
 from pathlib import Path
 
-from vgtui.engine.backend import Backend
-from vgtui.engine.config import RunConfig
-from vgtui.engine.records import Command, Record, record_from_json
+from vgtui.sources.base import Backend
+from vgtui.core.config import RunConfig
+from vgtui.core.records import Command, Record, record_from_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

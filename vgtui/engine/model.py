@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vgtui.engine.config import ACTIVATIONS, RunConfig
+from vgtui.core.config import ACTIVATIONS, RunConfig
 
 ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,

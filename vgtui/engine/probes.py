@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vgtui.engine.model import Activation
-from vgtui.engine.records import Hist, LayerStats
+from vgtui.core.records import Hist, LayerStats
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

@@ -4,7 +4,7 @@
     trainer.prepare()          # loads data and builds the model; raises DataError / ValueError before anything
     end = trainer.run()        # emits RunRecord, Snapshot..., EpochRecord..., EndRecord; returns the EndRecord
 
-Commands (vgtui.engine.records: Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop) go through
+Commands (vgtui.core.records: Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop) go through
 `trainer.send(cmd)` from any thread; the trainer drains them between steps. With `hold=True` (the UI's mode) a
 run that ends (completed, diverged, failed) waits for a Restart or a Stop instead of returning.
 """
@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from vgtui import __version__
-from vgtui.engine.config import RunConfig
+from vgtui.core.config import RunConfig
 from vgtui.engine.data import TensorData, load_dataset, resolve_device
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import Probes, locate_nonfinite
-from vgtui.engine.records import (Command, EndRecord, EpochRecord, EventRecord, Pause, Record, Restart, RunRecord,
+from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, Pause, Record, Restart, RunRecord,
                                   SetActivation, SetSpeedCap, Snapshot, StepOnce, Stop)
 
 Sink = Callable[[Record], None]

@@ -26,9 +26,9 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Static
 from textual.worker import get_current_worker
 
-from vgtui.engine.backend import Backend
-from vgtui.engine.config import ACTIVATIONS, INITS, RunConfig, next_choice
-from vgtui.engine.records import (EndRecord, EventRecord, Pause, Restart, RunRecord, SetActivation, SetSpeedCap,
+from vgtui.sources.base import Backend
+from vgtui.core.config import ACTIVATIONS, INITS, RunConfig, next_choice
+from vgtui.core.records import (EndRecord, EventRecord, Pause, Restart, RunRecord, SetActivation, SetSpeedCap,
                                   StepOnce)
 from vgtui.ui import charts
 from vgtui.ui.messages import LiveChange, RunEnded, RunStarted, TrainerLost
@@ -463,7 +463,7 @@ class VgtuiApp(App[int]):
 
 def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_FPS) -> int:
     """Train `config` in a child process and show it live; returns the exit code (0 on q / ctrl+c)."""
-    from vgtui.engine.backend import ProcessBackend
+    from vgtui.sources.trainer import ProcessBackend
 
     backend = ProcessBackend(config, metrics)
     # Start the child before Textual takes over stdout/stderr: multiprocessing's resource tracker passes

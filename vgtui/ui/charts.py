@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import plotext as plt
 
-from vgtui.engine.records import Hist
+from vgtui.core.records import Hist
 from vgtui.ui.state import Metric
 
 FIG = plt.figure

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from vgtui.engine.records import EndRecord, EventRecord, RunRecord
+from vgtui.core.records import EndRecord, EventRecord, RunRecord
 
 
 class RunStarted(Message, bubble=False):

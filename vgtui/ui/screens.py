@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from vgtui.engine.records import EndRecord
+from vgtui.core.records import EndRecord
 
 # (keys shown, what they do): the README's table and the help screen come from here.
 KEYS: tuple[tuple[str, str], ...] = (

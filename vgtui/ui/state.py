@@ -12,9 +12,9 @@ import math
 import threading
 from dataclasses import dataclass
 
-from vgtui.engine.config import RunConfig
-from vgtui.engine.diagnosis import diagnose
-from vgtui.engine.records import EndRecord, EpochRecord, EventRecord, Record, RunRecord, Snapshot
+from vgtui.core.config import RunConfig
+from vgtui.core.diagnosis import diagnose
+from vgtui.core.records import EndRecord, EpochRecord, EventRecord, Record, RunRecord, Snapshot
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
-from vgtui.engine.diagnosis import explain
+from vgtui.core.diagnosis import explain
 from vgtui.ui import charts
 from vgtui.ui.state import metric
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from vgtui.engine.records import (EndRecord, EpochRecord, EventRecord, Record, RunRecord, Snapshot,
+from vgtui.core.records import (EndRecord, EpochRecord, EventRecord, Record, RunRecord, Snapshot,
                                   record_from_json, to_json)
 
 

@@ -25,30 +25,9 @@ import threading
 import traceback
 from typing import Any
 
-from vgtui.engine.config import RunConfig
-from vgtui.engine.records import Command, EndRecord, Record, Stop
-
-
-class Backend:
-    """Common interface (see the module docstring)."""
-
-    config: RunConfig
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def send(self, cmd: Command) -> None:
-        raise NotImplementedError
-
-    def get(self, timeout: float | None = None) -> Record | None:
-        raise NotImplementedError
-
-    def close(self, timeout: float = 2.0) -> None:
-        raise NotImplementedError
-
-    @property
-    def alive(self) -> bool:
-        raise NotImplementedError
+from vgtui.core.config import RunConfig
+from vgtui.core.records import Command, EndRecord, Record, Stop
+from vgtui.sources.base import Backend
 
 
 def _failed(e: BaseException) -> EndRecord:
@@ -66,7 +45,7 @@ class ThreadBackend(Backend):
         self.trainer = None
 
     def start(self) -> None:
-        from vgtui.engine.metrics import MetricsWriter
+        from vgtui.core.metrics import MetricsWriter
         from vgtui.engine.trainer import Trainer
 
         sinks = [self._records.put]
@@ -114,7 +93,7 @@ def _child_main(config: dict, metrics_path: str | None, commands: "mp.Queue", co
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the UI owns Ctrl+C and stops us with a Stop command
     writer = None
     try:
-        from vgtui.engine.metrics import MetricsWriter
+        from vgtui.core.metrics import MetricsWriter
         from vgtui.engine.trainer import Trainer
 
         sinks = [conn.send]
