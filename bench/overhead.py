@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from vgtui.core.config import DEFAULT_PROBE_EVERY, RunConfig
 from vgtui.engine.data import load_mnist5k
-from vgtui.core.metrics import MetricsWriter
+from vgtui.core.writer import MetricsWriter
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.trainer import Trainer
 from vgtui.headless import Reporter

@@ -76,7 +76,9 @@ def test_headless_run_prints_progress_summary_and_diagnosis(tmp_path):
     assert out.count("grad norm  fc1") == 2 and "fc6" in out
     assert "fc1/fc6 gradient-norm ratio" in out and "VANISHING" in out
     lines = [json.loads(l) for l in metrics.read_text().splitlines()]
-    assert lines[0]["type"] == "run" and lines[0]["layers"] == [f"fc{i}" for i in range(1, 7)]
+    assert lines[0]["type"] == "run" and [l["name"] for l in lines[0]["layers"]] == [f"fc{i}" for i in range(1, 7)]
+    assert lines[0]["layers"][0] == {"name": "fc1", "kind": "Linear", "activation": "sigmoid"}
+    assert lines[0]["layers"][-1] == {"name": "fc6", "kind": "Linear"} and lines[0]["source"] == "vgtui"
     assert set(lines[0]["config"]) >= {"activation", "init", "batchnorm", "skip", "lr", "momentum", "seed", "depth"}
     assert lines[-1]["type"] == "end" and lines[-1]["status"] == "completed" and lines[-1]["steps"] == 80
     snap = next(l for l in lines if l["type"] == "snapshot")

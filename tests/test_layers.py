@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 CASES = [
-    ("vgtui.core.config, vgtui.core.records, vgtui.core.metrics, vgtui.core.diagnosis",
+    ("vgtui.core.config, vgtui.core.records, vgtui.core.metrics, vgtui.core.writer, vgtui.core.diagnosis",
      ("torch", "textual", "plotext", "rich", "vgtui.engine", "vgtui.ui")),
     ("vgtui.sources.base, vgtui.sources.trainer", ("torch", "textual", "plotext", "vgtui.engine", "vgtui.ui")),
     ("vgtui.ui.app, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens, vgtui.ui.state",

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from vgtui.core.config import RunConfig
-from vgtui.core.metrics import MetricsWriter, read_metrics
+from vgtui.core.metrics import read_metrics
+from vgtui.core.writer import MetricsWriter
 from vgtui.core.records import (EndRecord, EpochRecord, EventRecord, Pause, Restart, RunRecord, SetActivation,
                                   SetSpeedCap, Snapshot, StepOnce, Stop)
 from vgtui.engine.trainer import Trainer
@@ -24,7 +25,7 @@ def test_records_of_a_run(digits, small):
     assert end.status == "completed" and end.steps == 80
     assert isinstance(recs[0], RunRecord) and isinstance(recs[-1], EndRecord)
     header = recs[0]
-    assert header.layers == ("fc1", "fc2", "fc3", "fc4") and header.steps_per_epoch == 40
+    assert header.layer_names == ("fc1", "fc2", "fc3", "fc4") and header.steps_per_epoch == 40
     assert header.total_steps == 80 and header.config["depth"] == 3 and header.device == "cpu"
     snaps = [r for r in recs if isinstance(r, Snapshot)]
     # every 5 steps; the epoch's last step (40, 80) is one of them anyway

@@ -91,7 +91,19 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     ).validate()
 
 
+# Subcommands: name -> ("module:function", one line for `vgtui --help`). Each function takes the rest of argv and
+# returns the exit status; its module is imported only when the subcommand is used (no torch for the viewer).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        target, _ = SUBCOMMANDS[argv[0]]
+        module, func = target.split(":")
+        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -110,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         from vgtui.headless import run_headless
 
         return run_headless(config, args.metrics)
-    from vgtui.core.metrics import check_writable
+    from vgtui.core.writer import check_writable
 
     try:
         if args.metrics:

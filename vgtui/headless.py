@@ -107,7 +107,7 @@ class Reporter:
 
     def end(self, rec: EndRecord) -> None:
         h = self.header
-        names = list(h.layers) if h else ["first", "last"]
+        names = list(h.layer_names) if h else ["first", "last"]
         if self.ratios:
             finite = [r for r in self.ratios if math.isfinite(r)]
             ratio = statistics.median(finite) if finite else math.nan
@@ -125,7 +125,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
                  err: TextIO = sys.stderr) -> int:
     """Run `config` to the end; return the exit status. Bad input is refused before anything is written."""
     from vgtui.engine.data import DataError
-    from vgtui.core.metrics import MetricsWriter, check_writable
+    from vgtui.core.writer import MetricsWriter, check_writable
     from vgtui.engine.trainer import Trainer
 
     def refuse(msg: str) -> int:

@@ -122,21 +122,60 @@ class LayerStats:
 
 
 @dataclass(frozen=True, eq=False)
-class RunRecord:
-    """First record of a run (and of every restart)."""
+class LayerInfo:
+    """A probed layer as the run header describes it: the model's own name, the module's kind ("Linear",
+    "Conv2d"), and the activation that follows it at the start of the run (None for none, e.g. the output)."""
 
-    config: dict[str, Any]
-    layers: tuple[str, ...]
-    dataset: str
+    name: str
+    kind: str = "Linear"
+    activation: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.activation is not None:
+            d["activation"] = self.activation
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any) -> "LayerInfo":
+        if isinstance(d, str):  # schema 1: names only
+            return cls(d)
+        return cls(d["name"], d.get("kind", "Linear"), d.get("activation"))
+
+
+@dataclass(frozen=True, eq=False)
+class RunRecord:
+    """First record of a run (and of every restart). It describes any run, not only vgtui's MLP: `source` says
+    what produced it ("vgtui" for vgtui's own trainer, "vgtui.watch" for a user's loop), `model` describes the
+    network in a few words, `layers` names each probed layer; `config` (vgtui's RunConfig as a dict) is there
+    only when vgtui's trainer produced the run. 0 means unknown for the sizes and step counts."""
+
+    layers: tuple[LayerInfo, ...]
     device: str
     version: str
-    steps_per_epoch: int
-    total_steps: int
-    train_size: int
-    test_size: int
+    config: dict[str, Any] | None = None
+    source: str = "vgtui"
+    model: str = ""
+    dataset: str | None = None
+    device_name: str | None = None  # e.g. the GPU's name
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    train_size: int = 0
+    test_size: int = 0
+    probe_every: int | None = None  # the snapshot cadence in steps
     notice: str | None = None  # e.g. the fallback to mnist-5k
+    started: str | None = None  # wall-clock start, ISO 8601
+    pid: int | None = None  # the writing process
     schema: int = SCHEMA_VERSION
     type: str = field(default="run", init=False)
+
+    def __post_init__(self) -> None:  # names alone are accepted (and schema-1 headers hold only names)
+        object.__setattr__(self, "layers", tuple(l if isinstance(l, LayerInfo) else LayerInfo.from_json(l)
+                                                 for l in self.layers))
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(l.name for l in self.layers)
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,11 +249,14 @@ def to_json(rec: Record) -> dict[str, Any]:
                 "loss": _num(rec.loss), "loss_avg": _num(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
                 "activation": rec.activation, "layers": [l.to_json() for l in rec.layers]}
     if isinstance(rec, RunRecord):
-        return {"type": "run", "schema": rec.schema, "version": rec.version, "config": rec.config,
-                "layers": list(rec.layers), "dataset": rec.dataset, "device": rec.device,
-                "steps_per_epoch": rec.steps_per_epoch, "total_steps": rec.total_steps,
-                "train_size": rec.train_size, "test_size": rec.test_size,
-                **({"notice": rec.notice} if rec.notice else {})}
+        d = {"type": "run", "schema": rec.schema, "version": rec.version, "source": rec.source}
+        for k in ("model", "config", "dataset", "device", "device_name", "steps_per_epoch", "total_steps",
+                  "train_size", "test_size", "probe_every", "notice", "started", "pid"):
+            v = getattr(rec, k)
+            if v is not None and v != "":
+                d[k] = v
+        d["layers"] = [l.to_json() for l in rec.layers]
+        return d
     if isinstance(rec, EpochRecord):
         return {"type": "epoch", "epoch": rec.epoch, "step": rec.step, "train_loss": _num(rec.train_loss),
                 "train_acc": _num(rec.train_acc), "test_loss": _num(rec.test_loss),
@@ -240,10 +282,14 @@ def record_from_json(d: dict[str, Any]) -> Record:
                         activation=d.get("activation", ""),
                         layers=tuple(LayerStats.from_json(l) for l in d["layers"]))
     if t == "run":
-        return RunRecord(config=d["config"], layers=tuple(d["layers"]), dataset=d["dataset"], device=d["device"],
-                         version=d["version"], steps_per_epoch=d.get("steps_per_epoch", 0),
-                         total_steps=d.get("total_steps", 0), train_size=d.get("train_size", 0),
-                         test_size=d.get("test_size", 0), notice=d.get("notice"), schema=d.get("schema", 1))
+        return RunRecord(layers=tuple(LayerInfo.from_json(l) for l in d["layers"]), device=d.get("device", ""),
+                         version=d.get("version", ""), config=d.get("config"), source=d.get("source", "vgtui"),
+                         model=d.get("model", ""), dataset=d.get("dataset"), device_name=d.get("device_name"),
+                         steps_per_epoch=d.get("steps_per_epoch", 0), total_steps=d.get("total_steps", 0),
+                         train_size=d.get("train_size", 0), test_size=d.get("test_size", 0),
+                         probe_every=d.get("probe_every", (d.get("config") or {}).get("probe_every")),
+                         notice=d.get("notice"), started=d.get("started"), pid=d.get("pid"),
+                         schema=d.get("schema", 1))
     if t == "epoch":
         return EpochRecord(**{k: _unnum(d[k]) for k in ("epoch", "step", "train_loss", "train_acc", "test_loss",
                                                           "test_acc", "elapsed_s")})

@@ -125,6 +125,15 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.tobytes())
 
 
+def device_name(device: torch.device) -> str | None:
+    """The accelerator's own name ("NVIDIA H200"), or None on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return None
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks cuda, then mps, then cpu. An unavailable explicit choice is a DataError-like ValueError."""
     if device == "auto":

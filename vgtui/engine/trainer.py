@@ -11,6 +11,8 @@ run that ends (completed, diverged, failed) waits for a Restart or a Stop instea
 
 from __future__ import annotations
 
+import datetime
+import os
 import queue
 import time
 import traceback
@@ -21,11 +23,11 @@ import torch.nn.functional as F
 
 from vgtui import __version__
 from vgtui.core.config import RunConfig
-from vgtui.engine.data import TensorData, load_dataset, resolve_device
+from vgtui.engine.data import TensorData, device_name, load_dataset, resolve_device
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import Probes, locate_nonfinite
-from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, Pause, Record, Restart, RunRecord,
-                                  SetActivation, SetSpeedCap, Snapshot, StepOnce, Stop)
+from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, LayerInfo, Pause, Record, Restart,
+                                RunRecord, SetActivation, SetSpeedCap, Snapshot, StepOnce, Stop)
 
 Sink = Callable[[Record], None]
 EVAL_BATCH = 1000
@@ -142,14 +144,30 @@ class Trainer:
                 return cmd
             self._apply(cmd, running=False)
 
+    def _header(self) -> RunRecord:
+        cfg, data = self.config, self.data
+        hidden = len(self.layer_names) - 1
+        layers = tuple(LayerInfo(n, type(m).__name__, cfg.activation if i < hidden else None)
+                       for i, (n, m) in enumerate(self.probes.layers))
+        return RunRecord(layers=layers, device=str(self.device), version=__version__, config=cfg.to_dict(),
+                         source="vgtui", model=self.model_description(), dataset=data.name,
+                         device_name=device_name(self.device), steps_per_epoch=self.steps_per_epoch,
+                         total_steps=self.total_steps, train_size=len(data.x_train), test_size=len(data.x_test),
+                         probe_every=cfg.probe_every, notice=data.notice,
+                         started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                         pid=os.getpid())
+
+    def model_description(self) -> str:
+        c, d = self.config, self.data
+        extras = "".join(f" + {x}" for x in ((c.init if c.init != "default" else ""),
+                                             "batchnorm" if c.batchnorm else "", "skip" if c.skip else "") if x)
+        return f"MLP {d.in_features}-{c.width}x{c.depth}-{int(d.y_train.max()) + 1} {c.activation}{extras}"
+
     def _run_once(self) -> tuple[EndRecord, Command | None]:
         cfg, data = self.config, self.data
         self._t0 = time.perf_counter()
         self.step = self.epoch = self.step_in_epoch = 0
-        self._emit(RunRecord(config=cfg.to_dict(), layers=tuple(self.layer_names), dataset=data.name,
-                             device=str(self.device), version=__version__, steps_per_epoch=self.steps_per_epoch,
-                             total_steps=self.total_steps, train_size=len(data.x_train),
-                             test_size=len(data.x_test), notice=data.notice))
+        self._emit(self._header())
         self._window_loss = torch.zeros((), device=self.device)
         self._window_n = 0
         self._window_t, self._window_step = time.perf_counter(), 0

@@ -45,7 +45,7 @@ class ThreadBackend(Backend):
         self.trainer = None
 
     def start(self) -> None:
-        from vgtui.core.metrics import MetricsWriter
+        from vgtui.core.writer import MetricsWriter
         from vgtui.engine.trainer import Trainer
 
         sinks = [self._records.put]
@@ -93,7 +93,7 @@ def _child_main(config: dict, metrics_path: str | None, commands: "mp.Queue", co
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the UI owns Ctrl+C and stops us with a Stop command
     writer = None
     try:
-        from vgtui.core.metrics import MetricsWriter
+        from vgtui.core.writer import MetricsWriter
         from vgtui.engine.trainer import Trainer
 
         sinks = [conn.send]

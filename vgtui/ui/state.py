@@ -99,8 +99,9 @@ class RunState:
             elif isinstance(rec, RunRecord):
                 self.run = rec
                 self.runs += 1
-                self.config = RunConfig.from_dict(rec.config)
-                self.layers = tuple(rec.layers)
+                if rec.config is not None:
+                    self.config = RunConfig.from_dict(rec.config)
+                self.layers = rec.layer_names
                 self.snap, self.end = None, None
                 self.epochs, self.events = [], []
                 self._reset_series()
