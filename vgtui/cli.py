@@ -9,8 +9,8 @@ import argparse
 import sys
 
 from vgtui import __version__
-from vgtui.core.config import (ACTIVATIONS, DATASETS, DEFAULT_PROBE_EVERY, DEVICES, INITS, OPTIMIZERS, ConfigError,
-                                 RunConfig, default_data_dir)
+from vgtui.core.config import (ACTIVATIONS, DATASETS, DEFAULT_PROBE_EVERY, DEVICES, INITS, MAX_FPS, MIN_FPS,
+                                 OPTIMIZERS, ConfigError, RunConfig, check_fits, default_data_dir)
 
 DEFAULT_FPS = 2.0
 
@@ -27,7 +27,8 @@ examples:
   vgtui --headless --activation relu --init kaiming --metrics run.jsonl
   vgtui --headless --batchnorm --max-steps 200 --device cuda
 
-exit status (headless): 0 completed, 1 failed, 2 bad arguments or missing data, 3 diverged, 130 interrupted.
+exit status (headless): 0 completed, 1 failed, 2 bad arguments or missing data, 3 diverged, 4 the metrics file
+could not be written (a full disk), 130 Ctrl+C, 129 hangup (SIGHUP), 143 SIGTERM, 141 standard output closed.
 data: --dataset mnist reads MNIST from --data-dir (default $VGTUI_DATA, else ~/.cache/vgtui) and downloads it
 there when it can; without it, vgtui falls back to the embedded mnist-5k and says so."""
 
@@ -38,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"vgtui {__version__}")
     p.add_argument("--headless", action="store_true", help="run without the terminal UI (also when there is no TTY)")
-    p.add_argument("--metrics", metavar="PATH", help="write every record as JSON Lines to PATH")
+    p.add_argument("--metrics", metavar="PATH",
+                   help="append every record as JSON Lines to PATH (never truncated; locked while the run writes)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --metrics file that is not a vgtui metrics file (refused otherwise)")
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=d["dataset"].default, metavar="NAME",
@@ -97,6 +101,21 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The entry point: a Ctrl+C at any moment (even while torch loads) ends with one line, never a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        from vgtui import signals
+
+        signals.ignore_after_first()
+        try:
+            print(f"vgtui: {getattr(e, 'message', 'interrupted')}", file=sys.stderr)
+        except OSError:
+            pass
+        return signals.status_of(e)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         import importlib
@@ -108,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-        if not args.fps > 0:
-            raise ConfigError("--fps", f"must be a positive number, got {args.fps!r}")
+        if not MIN_FPS <= args.fps <= MAX_FPS:
+            raise ConfigError("--fps", f"redraws a second, from {MIN_FPS:g} to {MAX_FPS:g}; got {args.fps!r}")
+        check_fits(config)
     except ConfigError as e:
         parser.print_usage(sys.stderr)
         print(f"vgtui: error: {e}", file=sys.stderr)
@@ -121,18 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     if headless:
         from vgtui.headless import run_headless
 
-        return run_headless(config, args.metrics)
+        return run_headless(config, args.metrics, overwrite=args.overwrite)
     from vgtui.core.writer import check_writable
 
     try:
         if args.metrics:
-            check_writable(args.metrics)
+            check_writable(args.metrics, overwrite=args.overwrite)
     except ValueError as e:
         print(f"vgtui: error: {e}", file=sys.stderr)
         return 2
     from vgtui.ui.app import run_tui
 
-    return run_tui(config, args.metrics, fps=args.fps)
+    return run_tui(config, args.metrics, fps=args.fps, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,27 @@
 """`vgtui --headless`: the experiment without the terminal UI, for SSH sessions, CI jobs and scripts.
 
 Prints a progress bar per epoch, a one-line per-layer gradient summary on a log scale at each epoch end, and a
-plain-words diagnosis at the end. Exit status: 0 completed, 1 failed, 2 refused input, 3 diverged, 130 Ctrl+C.
+plain-words diagnosis at the end. Exit status: 0 completed, 1 failed, 2 refused input, 3 diverged, 4 the metrics
+file could not be written (a full disk), 128 + signal for a signal (130 Ctrl+C, 129 SIGHUP, 143 SIGTERM), 141 when
+standard output was closed.
 """
 
 from __future__ import annotations
 
 import math
-import signal
+import os
 import statistics
 import sys
 import time
 from typing import TextIO
 
 from vgtui import __version__
+from vgtui import signals as sig
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import diagnose, explain
 from vgtui.core.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot
 
-EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
+EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}  # signals: see vgtui.signals
 BLOCKS = "▁▂▃▄▅▆▇█"
 LOG_LO, LOG_HI = -8, 2  # fixed decades of the summary line: ▁ = 1e-8 or less, █ = 1e2 or more
 
@@ -121,62 +124,126 @@ class Reporter:
         self._print(f"{label.get(rec.status, rec.status)}: {rec.message} ({rec.steps:,} steps in {rec.elapsed_s:.1f} s)")
 
 
+class _SafeOut:
+    """Standard output that may close under us (`vgtui --headless | head -1`): the first failed write ends the run
+    like a signal would (end record "standard output was closed", exit 141) and nothing more is printed."""
+
+    def __init__(self, out: TextIO, on_closed):
+        self.out, self.on_closed, self.closed = out, on_closed, False
+
+    def write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.out.write(text)
+        except (BrokenPipeError, OSError) as e:
+            self._close(e)
+
+    def flush(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.out.flush()
+        except (BrokenPipeError, OSError) as e:
+            self._close(e)
+
+    def isatty(self) -> bool:
+        try:
+            return self.out.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def _close(self, e: OSError) -> None:
+        self.closed = True
+        try:  # keep the interpreter's own flush at exit from raising again
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, self.out.fileno())
+            os.close(fd)
+        except (OSError, ValueError, AttributeError):
+            pass
+        self.on_closed(e)
+
+
 def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sys.stdout,
-                 err: TextIO = sys.stderr) -> int:
-    """Run `config` to the end; return the exit status. Bad input is refused before anything is written."""
+                 err: TextIO = sys.stderr, overwrite: bool = False) -> int:
+    """Run `config` to the end; return the exit status (see the module docstring). Bad input is refused before
+    anything is written; a signal (INT, TERM, HUP) or a closed standard output ends the run within a step, with
+    its end record; a metrics file that cannot be written any more (a full disk) stops the run (exit 4)."""
+    from vgtui.core.config import check_fits
+    from vgtui.core.records import Stop
+    from vgtui.core.writer import MetricsWriteError, MetricsWriter, check_writable
     from vgtui.engine.data import DataError
-    from vgtui.core.writer import MetricsWriter, check_writable
     from vgtui.engine.trainer import Trainer
 
     def refuse(msg: str) -> int:
         err.write(f"vgtui: error: {msg}\n")
         return 2
 
-    try:
-        if metrics:
-            check_writable(metrics)
-        if config.dataset != "mnist-5k":
-            where = "" if config.offline else " (downloading it there if it is missing)"
-            err.write(f"loading {config.dataset} from {config.data_dir}{where}\n")
-            err.flush()
-        reporter = Reporter(out)
-        trainer = Trainer(config, on_step=reporter.tick)
-        trainer.prepare()
-    except (DataError, ValueError) as e:
-        return refuse(str(e))
-    except KeyboardInterrupt:  # during a download, say: nothing was written yet
-        err.write("vgtui: interrupted\n")
-        return 130
+    stopped: list[str] = []  # why the run was stopped from a sink, if it was
 
-    writer = MetricsWriter(metrics) if metrics else None
-    trainer.sinks = ([writer.write] if writer else []) + [reporter]
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
-    try:
-        end = trainer.run()
-        if writer:
-            out.write(f"metrics: {writer.path}\n")
-        return EXIT.get(end.status, 1)
-    except KeyboardInterrupt:
-        if writer:
-            out.write(f"metrics: {writer.path}\n")
-        return 130
-    except Exception:  # the end record (status "failed", with the traceback) is already written
-        import traceback
+    def stop(why: str, status: int) -> None:
+        if not stopped:
+            stopped.append(why)
+            exit_override.append(status)
+            trainer.send(Stop(message=why))
 
-        traceback.print_exc(file=err)
-        return 1
-    finally:
-        if writer:
-            writer.close()
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+    exit_override: list[int] = []
+    with sig.raising():
+        try:
+            if metrics:
+                check_writable(metrics, overwrite=overwrite)
+            check_fits(config)
+            if config.dataset != "mnist-5k":
+                where = "" if config.offline else " (downloading it there if it is missing)"
+                err.write(f"loading {config.dataset} from {config.data_dir}{where}\n")
+                err.flush()
+            safe_out = _SafeOut(out, lambda e: stop("standard output was closed (broken pipe)",
+                                                    sig.BROKEN_PIPE_STATUS))
+            reporter = Reporter(safe_out)  # type: ignore[arg-type]
+            trainer = Trainer(config, on_step=reporter.tick)
+            trainer.prepare()
+            writer = MetricsWriter(metrics, overwrite=overwrite) if metrics else None
+        except (DataError, ValueError) as e:  # MetricsPathError and ConfigError are ValueErrors
+            return refuse(str(e))
+        except KeyboardInterrupt as e:  # during start-up (a download, say): nothing was written yet
+            err.write(f"vgtui: {getattr(e, 'message', 'interrupted')}\n")
+            return sig.status_of(e)
+
+        def to_file(rec) -> None:
+            try:
+                writer.write(rec)
+            except MetricsWriteError as e:
+                stop(f"stopped: {e.strerror}", 4)
+
+        trainer.sinks = ([to_file] if writer else []) + [reporter]
+        try:
+            end = trainer.run()
+            status = exit_override[0] if exit_override else EXIT.get(end.status, 1)
+        except KeyboardInterrupt as e:
+            status = sig.status_of(e)
+        except Exception as e:  # noqa: BLE001 - the end record (status "failed", with the traceback) is written
+            import traceback
+
+            kept = f"; the traceback is in {writer.path}" if writer and writer.error is None else ""
+            err.write(f"vgtui: error: training failed: {type(e).__name__}: {e}{kept}\n")
+            if not kept:
+                traceback.print_exc(file=err)
+            status = 1
+        finally:
+            sig.ignore_after_first()
+            if writer:
+                writer.close()
+        if writer is not None and writer.error is not None:
+            err.write(f"vgtui: error: {writer.error.strerror}; training stopped at step {trainer.step:,} "
+                      f"({'the end record was written' if _ends_with_end(writer.path) else 'no end record'}). "
+                      "Free some space, or choose another --metrics path.\n")
+            status = 4
+        elif writer is not None and not safe_out.closed:
+            safe_out.write(f"metrics: {writer.path}\n")
+        return status
 
 
-def _raise_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl+C: the end record is written
-    raise KeyboardInterrupt
+def _ends_with_end(path) -> bool:
+    from vgtui.core.writer import last_record_type
 
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+    return last_record_type(path) == "end"

@@ -6,6 +6,7 @@ This module imports neither torch nor textual, so the CLI and the UI can use it 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,11 @@ INITS: tuple[str, ...] = ("default", "xavier", "xavier-normal", "kaiming", "orth
 DATASETS: tuple[str, ...] = ("mnist", "mnist-5k", "fashion-mnist")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+
+MAX_DEPTH = 1000  # hidden layers: deeper nets are slow to build and no screen shows their layers
+SEED_MAX = 2**63 - 1  # torch.manual_seed's range for a non-negative seed
+MAX_FPS = 30.0  # redraws a second: a terminal cannot show more, and the UI must keep time for keys
+MIN_FPS = 0.1
 
 # The default costs under 3% of training time on the seed's network (bench/overhead.py measures it). 40 also
 # divides both datasets' epochs (40 steps of mnist-5k, 600 of MNIST at batch 100), so the epoch-end snapshots
@@ -116,10 +122,68 @@ class RunConfig:
                 raise ConfigError(option, f"must be a positive whole number, got {value!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ConfigError("--max-steps", f"must be a positive whole number, got {self.max_steps!r}")
+        if self.depth > MAX_DEPTH:
+            raise ConfigError("--depth", f"at most {MAX_DEPTH} hidden layers, got {self.depth}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError("--seed", f"must be a whole number from 0 to 2**63-1, got {self.seed!r}")
+        if self.batchnorm and self.batch_size < 2:
+            raise ConfigError("--batch-size", "batch normalisation needs at least 2 examples per batch "
+                              f"(got {self.batch_size}); use a larger --batch-size or drop --batchnorm")
         positive("--lr", self.lr)
+        if not math.isfinite(self.lr):
+            raise ConfigError("--lr", f"must be a finite number, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
             raise ConfigError("--momentum", f"must be in [0, 1), got {self.momentum!r}")
         return self
+
+
+def estimate_bytes(config: RunConfig, in_features: int = 784, classes: int = 10) -> int:
+    """Memory the run needs on its device, roughly: weights, their gradients and the optimiser's state (SGD with
+    momentum: one buffer; Adam: two), plus the activations of one batch kept for backward (and of the largest
+    evaluation batch). Used to refuse a model that cannot fit before anything starts."""
+    w, d = config.width, config.depth
+    params = in_features * w + w + (d - 1) * (w * w + w) + w * classes + classes
+    if config.batchnorm:
+        params += 2 * w * d
+    states = 2 if config.optimizer == "adam" else (1 if config.momentum else 0)
+    per_example = (in_features + w * d * (4 if config.batchnorm else 3) + classes * 2)
+    batch = max(config.batch_size, 1000)  # the evaluation batch is 1000
+    return 4 * (params * (2 + states) + per_example * batch)
+
+
+def available_memory() -> int | None:
+    """Memory this machine can still give (bytes): MemAvailable from /proc/meminfo, else physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def check_fits(config: RunConfig, available: int | None = None) -> None:
+    """Raise ConfigError when the model would not fit in this machine's memory (CPU runs; on a GPU the trainer
+    checks the device's memory once it sees it)."""
+    need = estimate_bytes(config)
+    avail = available_memory() if available is None else available
+    if avail is not None and need > avail:
+        raise ConfigError("--width/--depth",
+                          f"a {config.depth} x {config.width} network needs about {human_bytes(need)} of memory "
+                          f"(weights, gradients, optimiser state, one batch); this machine has "
+                          f"{human_bytes(avail)} free. Use a smaller --width or --depth.")
 
 
 def next_choice(current: str, choices: tuple[str, ...], step: int = 1) -> str:

@@ -333,7 +333,34 @@ class Restart:
 
 @dataclass(frozen=True)
 class Stop:
-    """End the run (status "interrupted" if it had not ended) and return."""
+    """End the run (status "interrupted" if it had not ended) and return. `message` says why in the end record:
+    "quit", "hangup: the terminal went away (SIGHUP)", "the viewer process went away"."""
+
+    message: str = "stopped"
+
+
+# ---------------------------------------------------------------------------------------------- notices
+@dataclass(frozen=True, eq=False)
+class NoticeRecord:
+    """Something the viewer must show that is not part of the run's data: e.g. the metrics file could not be
+    written any more (so this record never reaches the file that failed). `level`: "info", "warning", "error"."""
+
+    message: str
+    level: str = "warning"
+    step: int = 0
+    type: str = field(default="notice", init=False)
+    ephemeral = True  # for a live viewer only: the writer skips it
+
+
+@dataclass(frozen=True, eq=False)
+class StatusRecord:
+    """The trainer's acknowledgement of a pause or resume: the viewer shows paused/running from these, never
+    from the key it sent. Ephemeral, like NoticeRecord."""
+
+    paused: bool
+    step: int = 0
+    type: str = field(default="status", init=False)
+    ephemeral = True
 
 
 Command = Union[Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop]

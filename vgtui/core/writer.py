@@ -1,57 +1,225 @@
-"""Writing the metrics file: JSON Lines, one record per line, flushed per record (a killed run leaves whole lines).
+"""Writing the metrics file: the one thing a user keeps, so it follows one discipline.
 
-    with MetricsWriter(path) as w:   # check_writable(path) first, to refuse a bad path early
+- Opened for append, never truncated: a restart or a new run adds a new `run` header after what is there. An
+  existing file that is not a vgtui metrics file is refused (`overwrite=True` replaces it: the user said so).
+- Locked (`flock`, exclusive, non-blocking) while a run writes to it: a second writer is refused, naming the pid
+  that holds it. The lock belongs to the open file, so a trainer child handed the file (`MetricsWriter(fd=...)`)
+  shares it with the UI process that opened it, and either may write the end record.
+- A record is one `write` of one whole line. A write that fails (a full disk) is rolled back to the last whole
+  line and raises `MetricsWriteError`; the writer then stops writing records, except an end record, which it
+  tries once more (a rollback may have freed the room it needs).
+- Only regular files: a FIFO (which would hang with no reader), a device (/dev/full) or a directory is refused.
+
+    check_writable(path)                 # refuse early, before anything starts (raises MetricsPathError)
+    with MetricsWriter(path) as w:       # lock, append
         w.write(record)
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from vgtui.core.records import Record, to_json
+from vgtui.core.records import EndRecord, Record, to_json
 
 
-def check_writable(path: str | os.PathLike) -> None:
-    """Raise ValueError (naming the path) if a metrics file could not be written there. Leaves nothing behind:
-    it tries the real thing (open for append, or a temporary file beside it), since permission bits lie to root."""
+class MetricsPathError(ValueError):
+    """The metrics path cannot be used (exit status 2): the message names the path and what to do."""
+
+
+class MetricsWriteError(OSError):
+    """A record could not be written (a full disk, say); the file was rolled back to its last whole line."""
+
+
+def _opt(path: str | os.PathLike) -> str:
+    return f"--metrics {path}"
+
+
+def holder_pid(path: str | os.PathLike) -> int | None:
+    """The pid holding a lock on `path`, from /proc/locks (Linux), or None when unknown or unlocked."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 12345 08:01:1234567 0 EOF" (with "->" for blocked waiters)
+                if "->" in parts or len(parts) < 6:
+                    continue
+                dev_ino = parts[5].split(":")
+                if len(dev_ino) == 3 and int(dev_ino[2]) == st.st_ino:
+                    return int(parts[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def looks_like_metrics(path: str | os.PathLike) -> bool:
+    """True when the file is empty or its first line is a vgtui run header."""
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    if not first.strip():
+        return True
+    try:
+        d = json.loads(first)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(d, dict) and d.get("type") == "run" and "layers" in d
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raise MetricsPathError (naming the path) if a run could not write its metrics file there. Opens nothing
+    that would block (a FIFO) and leaves nothing behind."""
     p = Path(path).expanduser()
-    if p.is_dir():
-        raise ValueError(f"--metrics {path}: is a directory")
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise MetricsPathError(f"{_opt(path)}: cannot use it ({e.strerror or e})") from e
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise MetricsPathError(f"{_opt(path)}: is a directory; give a file name, e.g. {p / 'run.jsonl'}")
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "not a regular file"
+            raise MetricsPathError(f"{_opt(path)}: is {kind}; the metrics file must be a regular file (follow it "
+                                   "live from elsewhere with `vgtui follow FILE`)")
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+        except OSError as e:
+            raise MetricsPathError(f"{_opt(path)}: cannot write there ({e.strerror or e})") from e
+        try:
+            is_metrics = looks_like_metrics(p)
+        except OSError as e:
+            raise MetricsPathError(f"{_opt(path)}: cannot read it ({e.strerror or e})") from e
+        if not is_metrics and not overwrite:
+            raise MetricsPathError(f"{_opt(path)}: exists and is not a vgtui metrics file; choose another path, "
+                                   "or pass --overwrite to replace it")
+        pid = holder_pid(p)
+        if pid is not None and pid != os.getpid():
+            raise MetricsPathError(f"{_opt(path)}: another vgtui run (pid {pid}) is writing it; wait for it to end "
+                                   "or choose another path")
+        return
     parent = p.parent
     if not parent.is_dir():
-        raise ValueError(f"--metrics {path}: folder {parent} does not exist")
-    try:
-        if p.exists():
-            open(p, "a").close()
-        else:
-            tempfile.NamedTemporaryFile(dir=parent, prefix=".vgtui-check-").close()
+        raise MetricsPathError(f"{_opt(path)}: folder {parent} does not exist")
+    try:  # the real thing: permission bits lie to root, and some file systems (/proc) refuse new files
+        tempfile.NamedTemporaryFile(dir=parent, prefix=".vgtui-check-").close()
     except OSError as e:
-        raise ValueError(f"--metrics {path}: cannot write there ({e.strerror or e})") from e
+        raise MetricsPathError(f"{_opt(path)}: cannot write in {parent} ({e.strerror or e})") from e
+
+
+def encode(rec: Record) -> bytes:
+    """One record as one line of strict JSON (non-finite numbers are strings, see records.py)."""
+    return (json.dumps(to_json(rec), separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
 
 
 class MetricsWriter:
-    def __init__(self, path: str | os.PathLike):
-        check_writable(path)
+    """Appends records to a locked metrics file (see the module docstring).
+
+    `MetricsWriter(path)` opens and locks the file; `MetricsWriter(fd=fd, path=path)` writes through a
+    descriptor another process opened and locked (a trainer child shares its UI's lock this way)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, fd: int | None = None, overwrite: bool = False):
+        self.error: MetricsWriteError | None = None
+        self.records = 0  # written by this writer
+        self.created = False  # this writer made the file (it did not exist)
+        if fd is not None:
+            self.path = Path(path) if path is not None else None
+            self._fd = fd
+            self._owns_fd = False
+            return
+        if path is None:
+            raise TypeError("MetricsWriter needs a path or an fd")
+        check_writable(path, overwrite=overwrite)
         self.path = Path(path).expanduser()
-        self._f = open(self.path, "w", encoding="utf-8")
+        self.created = not self.path.exists()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            self._fd = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            raise MetricsPathError(f"{_opt(path)}: cannot open it ({e.strerror or e})") from e
+        self._owns_fd = True
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            pid = holder_pid(self.path)
+            os.close(self._fd)
+            self._fd = -1
+            who = f" (pid {pid})" if pid else ""
+            raise MetricsPathError(f"{_opt(path)}: another vgtui run{who} is writing it; wait for it to end or "
+                                   "choose another path") from e
+        if overwrite and not looks_like_metrics(self.path):
+            os.ftruncate(self._fd, 0)  # the user asked for it (--overwrite)
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
 
     def write(self, rec: Record) -> None:
-        if self._f.closed:
+        """Append one record as one whole line. Raises MetricsWriteError after rolling a failed write back.
+        After a failure only an end record is still tried (once)."""
+        if self._fd < 0 or getattr(rec, "ephemeral", False):
             return
-        self._f.write(json.dumps(to_json(rec), separators=(",", ":"), allow_nan=False) + "\n")
-        self._f.flush()
+        if self.error is not None and not isinstance(rec, EndRecord):
+            return
+        self._append(encode(rec))
 
     __call__ = write  # a writer is a record sink
 
+    def _append(self, data: bytes) -> None:
+        fd = self._fd
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            n = os.write(fd, data)
+            if n != len(data):  # a short write: the disk filled up mid-line
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.records += 1
+        except OSError as e:
+            try:
+                os.ftruncate(fd, start)  # back to the last whole line
+            except OSError:
+                pass
+            where = f"the metrics file {self.path}" if self.path else "the metrics file"
+            self.error = MetricsWriteError(e.errno, f"cannot write {where}: {e.strerror or e}")
+            raise self.error from e
+
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
+        if self._fd >= 0:
+            if self._owns_fd:
+                os.close(self._fd)  # also releases the lock (unless a child still holds the same file open)
+            self._fd = -1
 
     def __enter__(self) -> "MetricsWriter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def last_record_type(path: str | os.PathLike) -> str | None:
+    """The `type` of the file's last whole line, reading only its tail (None if empty or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - (1 << 20)))
+            tail = f.read()
+    except OSError:
+        return None
+    lines = [l for l in tail.split(b"\n") if l.strip()]
+    if not lines:
+        return None
+    try:
+        return json.loads(lines[-1]).get("type")
+    except (ValueError, AttributeError):
+        return None

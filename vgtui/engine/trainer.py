@@ -27,7 +27,7 @@ from vgtui.engine.data import TensorData, device_name, load_dataset, resolve_dev
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import Probes, locate_nonfinite
 from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, LayerInfo, Pause, Record, Restart,
-                                RunRecord, SetActivation, SetSpeedCap, Snapshot, StepOnce, Stop)
+                                RunRecord, SetActivation, SetSpeedCap, Snapshot, StatusRecord, StepOnce, Stop)
 
 Sink = Callable[[Record], None]
 EVAL_BATCH = 1000
@@ -178,6 +178,7 @@ class Trainer:
                 self._ep_loss = torch.zeros((), device=self.device)
                 self._ep_correct = torch.zeros((), device=self.device, dtype=torch.long)
                 self._ep_n = 0
+                self._ep_examples = 0
                 perm = torch.randperm(len(data.x_train), generator=self.generator).to(self.device)
                 self.model.train()
                 last = self.steps_per_epoch if not cfg.max_steps else min(self.steps_per_epoch,
@@ -198,10 +199,10 @@ class Trainer:
                     break
         except _Interrupt as stop:
             msg = ("restarted: " + RunConfig.from_dict(stop.cmd.config).describe()
-                   if isinstance(stop.cmd, Restart) else "stopped")
+                   if isinstance(stop.cmd, Restart) else stop.cmd.message)
             return self._end("interrupted", msg), stop.cmd
-        except KeyboardInterrupt:
-            self._end("interrupted", "interrupted by Ctrl+C")
+        except KeyboardInterrupt as e:  # Ctrl+C, or a signal turned into one (headless: see vgtui.headless)
+            self._end("interrupted", getattr(e, "message", None) or "interrupted by Ctrl+C")
             raise
         except Exception as e:
             end = self._end("failed", f"{type(e).__name__}: {e}", tb=traceback.format_exc())
@@ -222,7 +223,9 @@ class Trainer:
             if self.paused and not cmd.paused:  # the time paused counts neither in steps/s nor in pacing
                 self._window_t, self._window_step = time.perf_counter(), self.step
                 self._pace_t, self._pace_step = self._window_t, self.step
-            self.paused = cmd.paused
+            if cmd.paused != self.paused:
+                self.paused = cmd.paused
+                self._emit(StatusRecord(paused=self.paused, step=self.step))
         elif isinstance(cmd, StepOnce):
             if running and self.paused:
                 self._steps_pending += 1
@@ -300,6 +303,7 @@ class Trainer:
         self._ep_loss += loss_d
         self._ep_correct += (logits.detach().argmax(1) == y).sum()
         self._ep_n += 1
+        self._ep_examples += len(y)
         opt.step()
         self.step += 1
         if probe:
@@ -334,7 +338,7 @@ class Trainer:
         model.train()
         vals = torch.stack([loss_sum.float(), correct.float(), self._ep_loss.float(),
                             self._ep_correct.float()]).cpu().tolist()
-        n_test, n_train = len(data.x_test), max(self._ep_n, 1) * self.config.batch_size
+        n_test, n_train = len(data.x_test), max(self._ep_examples, 1)  # examples seen, not steps x batch size
         return EpochRecord(epoch=self.epoch, step=self.step, train_loss=vals[2] / max(self._ep_n, 1),
                            train_acc=vals[3] / n_train, test_loss=vals[0] / n_test, test_acc=vals[1] / n_test,
                            elapsed_s=self._elapsed())

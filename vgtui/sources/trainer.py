@@ -1,18 +1,27 @@
-"""Backends: a trainer running somewhere else, seen as a stream of records and a sink for commands.
+"""vgtui's own trainer as a source: a stream of records that takes commands.
 
 The UI drives a backend; it never imports torch. Two kinds, one interface:
 
-- `ProcessBackend(config)`: the trainer in a child process (spawned, so the UI process never imports torch).
-  The UI's pure-Python rendering then cannot stall training through the GIL. This is what `vgtui` uses.
-- `ThreadBackend(config)`: the trainer in a thread of this process (tests, the library API).
+- `ProcessBackend(config)`: the trainer in a child process (so the UI process never imports torch, and the UI's
+  pure-Python rendering cannot stall training through the GIL). This is what `vgtui` uses.
+- `ThreadBackend(config)`: the trainer in a thread of this process (tests).
 
-    backend.start()
+    backend.start()                    # again after the trainer died: a new one, same metrics file
     backend.send(SetActivation("tanh"))
     rec = backend.get(timeout=0.1)     # a Record, or None when none came in time
-    backend.close()                    # asks the trainer to stop, waits (bounded), cleans up
+    backend.close("quit")              # stops the trainer within 2 s, whatever it is doing; the end record is written
 
 Both run the trainer with hold=True: a run that ends waits for a Restart or a Stop. A trainer that fails to start
 (bad data, say) yields an EndRecord(status="failed") with the message, and nothing else.
+
+The metrics file belongs to the run, not to one process: the backend opens and locks it (`MetricsWriter`) and
+hands the open file to the trainer, which writes every record; when the trainer cannot (it died, it is stopped
+with SIGSTOP, it is stuck in a long step past the deadline), the backend writes the end record itself. A trainer
+restarted after its process died appends to the same file under the same lock.
+
+The child process never outlives its viewer: it reads its commands from a pipe whose other end only the viewer
+holds, so when the viewer dies (any signal, SIGKILL included) the child reads EOF, ends the run with its end record
+("the viewer process went away") and exits. SIGTERM and SIGHUP to the child end the run the same way.
 
 This module imports neither torch nor textual at import time.
 """
@@ -20,19 +29,97 @@ This module imports neither torch nor textual at import time.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import signal
+import sys
 import threading
+import time
 import traceback
+from multiprocessing import reduction
 from typing import Any
 
 from vgtui.core.config import RunConfig
-from vgtui.core.records import Command, EndRecord, Record, Stop
+from vgtui.core.records import Command, EndRecord, NoticeRecord, Record, RunRecord, Snapshot, Stop
+from vgtui.core.writer import MetricsWriteError, MetricsWriter, last_record_type
 from vgtui.sources.base import Backend
+
+STOP_WAIT_S = 0.8  # after Stop: the trainer ends within a step, normally in milliseconds
+TERM_WAIT_S = 0.5  # after SIGTERM: a long step is cut at its next Python bytecode
+KILL_WAIT_S = 0.3  # after SIGKILL: a stopped or stuck trainer
 
 
 def _failed(e: BaseException) -> EndRecord:
     return EndRecord(status="failed", steps=0, elapsed_s=0.0, message=f"{type(e).__name__}: {e}",
                      traceback=traceback.format_exc())
+
+
+def _file_sink(writer: MetricsWriter | None, notify) -> Any:
+    """The metrics file as a sink: a failed write (a full disk) is rolled back by the writer; the viewer is told
+    once, and training goes on (the writer then only tries the end record)."""
+
+    def write(rec: Record) -> None:
+        if writer is None:
+            return
+        try:
+            writer.write(rec)
+        except MetricsWriteError as e:
+            if not isinstance(rec, EndRecord):
+                notify(NoticeRecord(f"{e.strerror}. Training goes on; nothing more is recorded in the file.",
+                                    level="error", step=getattr(rec, "step", 0)))
+
+    return write
+
+
+class _RunFile:
+    """The run's metrics file on the viewer's side: the lock, what the trainer reported last, and the end record
+    written for the trainer when it cannot write it itself."""
+
+    def __init__(self, path: str | None, overwrite: bool = False):
+        self.path = path
+        self.overwrite = overwrite
+        self.writer: MetricsWriter | None = None
+        self.last_step = 0
+        self.t0 = time.monotonic()
+        self.ended = True  # no run started yet
+
+    def open(self) -> None:
+        if self.path and self.writer is None:
+            self.writer = MetricsWriter(self.path, overwrite=self.overwrite)
+
+    def seen(self, rec: Record) -> None:
+        if isinstance(rec, RunRecord):
+            self.ended, self.t0, self.last_step = False, time.monotonic(), 0
+        elif isinstance(rec, Snapshot):
+            self.last_step = rec.step
+        elif isinstance(rec, EndRecord):
+            self.ended = True
+            self.last_step = rec.steps
+
+    def ensure_end(self, status: str, message: str) -> EndRecord | None:
+        """Write an end record for the trainer if its run has none (the trainer is gone: nobody else writes)."""
+        if self.writer is None or self.writer.closed:
+            return None
+        if last_record_type(self.writer.path) in (None, "end"):
+            return None  # no run in the file, or it ended (the trainer wrote it though we never read it)
+        end = EndRecord(status=status, steps=self.last_step, elapsed_s=time.monotonic() - self.t0,
+                        message=message + " (this end record was written by vgtui's viewer)")
+        try:
+            self.writer.write(end)
+        except MetricsWriteError:
+            return None
+        self.ended = True
+        return end
+
+    def close(self) -> None:
+        """Release the file; one this run created and never wrote to (the trainer refused to start) is removed."""
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                if self.writer.created and self.writer.path.stat().st_size == 0:
+                    self.writer.path.unlink()
+            except OSError:
+                pass
 
 
 class ThreadBackend(Backend):
@@ -42,16 +129,15 @@ class ThreadBackend(Backend):
         self.data = data
         self._records: "queue.Queue[Record]" = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._file = _RunFile(metrics_path)
         self.trainer = None
 
-    def start(self) -> None:
-        from vgtui.core.writer import MetricsWriter
+    def start(self, config: RunConfig | None = None) -> None:
         from vgtui.engine.trainer import Trainer
 
-        sinks = [self._records.put]
-        self._writer = MetricsWriter(self.metrics_path) if self.metrics_path else None
-        if self._writer:
-            sinks.insert(0, self._writer.write)
+        self.config = config or self.config
+        self._file.open()
+        sinks = [_file_sink(self._file.writer, self._records.put), self._records.put]
         self.trainer = Trainer(self.config, sinks, data=self.data, hold=True)
         self._thread = threading.Thread(target=self._main, name="vgtui-trainer", daemon=True)
         self._thread.start()
@@ -62,9 +148,6 @@ class ThreadBackend(Backend):
         except BaseException as e:  # noqa: BLE001 - reported to the UI, never lost
             if self.trainer.last_end is None or self.trainer.last_end.status != "failed":
                 self._records.put(_failed(e))
-        finally:
-            if self._writer:
-                self._writer.close()
 
     def send(self, cmd: Command) -> None:
         if self.trainer is not None:
@@ -72,94 +155,211 @@ class ThreadBackend(Backend):
 
     def get(self, timeout: float | None = None) -> Record | None:
         try:
-            return self._records.get(timeout=timeout)
+            rec = self._records.get(timeout=timeout)
         except queue.Empty:
             return None
+        self._file.seen(rec)
+        return rec
 
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def close(self, timeout: float = 2.0) -> None:
-        self.send(Stop())
+    def close(self, message: str = "quit", timeout: float = 2.0) -> None:
+        self.send(Stop(message))
         if self._thread is not None:
             self._thread.join(timeout)
+        self._file.close()
 
 
-def _child_main(config: dict, metrics_path: str | None, commands: "mp.Queue", conn) -> None:
+class _InheritedFd:
+    """An open file descriptor handed to the child process (the metrics file, with its lock)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        return _rebuild_fd, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_fd(dup) -> int:
+    return dup.detach()
+
+
+def _child_main(config: dict, metrics_path: str | None, metrics_fd: int | None, commands, conn) -> None:
     """Entry point of the trainer process: run the trainer, send every record down the pipe."""
-    import signal
+    from vgtui import signals
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the UI owns Ctrl+C and stops us with a Stop command
-    writer = None
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C belongs to the viewer, which stops us with a Stop
+    viewer_gone = threading.Event()
+    trainer = None
+    asked: list[str] = []  # the message of a Stop the viewer sent: a SIGTERM after it cuts a long step short
+
+    def on_signal(signum, frame):  # SIGTERM, SIGHUP: end the run now, with its end record (once)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        text = f"{asked[0]} (the step in progress was cut short)" if asked else None
+        raise signals.Interrupted(signum, text)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    def to_viewer(rec: Record) -> None:
+        if viewer_gone.is_set():
+            return
+        try:
+            conn.send(rec)
+        except (OSError, EOFError, ValueError):  # the viewer died: finish the run with its end record, then exit
+            viewer_gone.set()
+            if trainer is not None:
+                trainer.send(Stop("the viewer process went away"))
+
+    writer = MetricsWriter(metrics_path, fd=metrics_fd) if metrics_fd is not None else None
     try:
-        from vgtui.core.writer import MetricsWriter
         from vgtui.engine.trainer import Trainer
 
-        sinks = [conn.send]
-        if metrics_path:
-            writer = MetricsWriter(metrics_path)
-            sinks.insert(0, writer.write)
-        trainer = Trainer(RunConfig.from_dict(config), sinks, hold=True)
+        trainer = Trainer(RunConfig.from_dict(config), [_file_sink(writer, to_viewer), to_viewer], hold=True)
 
-        def pump() -> None:  # commands from the UI process -> the trainer's own thread-safe queue
+        def pump() -> None:  # commands from the viewer -> the trainer's own thread-safe queue
             while True:
-                cmd = commands.get()
+                try:
+                    cmd = commands.recv()
+                except (EOFError, OSError):  # only the viewer holds the other end: it is gone
+                    viewer_gone.set()
+                    trainer.send(Stop("the viewer process went away"))
+                    return
+                if isinstance(cmd, Stop):
+                    asked.append(cmd.message)
                 trainer.send(cmd)
                 if isinstance(cmd, Stop):
                     return
 
         threading.Thread(target=pump, name="vgtui-commands", daemon=True).start()
         trainer.run()
+    except KeyboardInterrupt:  # SIGTERM / SIGHUP: the trainer wrote the end record if a run was going
+        pass
     except BaseException as e:  # noqa: BLE001
-        try:
-            conn.send(_failed(e))
-        except Exception:
-            pass
+        to_viewer(_failed(e))
     finally:
-        if writer:
-            writer.close()
-        conn.close()
+        if metrics_fd is not None:
+            os.close(metrics_fd)  # the viewer's copy keeps the lock
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+def _context():
+    """forkserver where there is one: the server starts with the first trainer, before the viewer lowers its own
+    priority, so a trainer restarted later does not inherit the viewer's niceness."""
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods and sys.platform != "darwin" else "spawn")
 
 
 class ProcessBackend(Backend):
-    def __init__(self, config: RunConfig, metrics_path: str | None = None):
+    def __init__(self, config: RunConfig, metrics_path: str | None = None, overwrite: bool = False):
         self.config = config
         self.metrics_path = metrics_path
-        self._ctx = mp.get_context("spawn")
+        self._ctx = _context()
         self._proc = None
+        self._file = _RunFile(metrics_path, overwrite)
+        self._outbox: "queue.Queue[Command | None]" = queue.Queue()
+        self._cmd_w = None
+        self._conn = None
+        self.stopped_by_viewer: str | None = None  # how close() had to stop the trainer, if it had to
 
-    def start(self) -> None:
-        self._commands = self._ctx.Queue()
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, config: RunConfig | None = None) -> None:
+        """Start a trainer (again, after one died: with `config`, the configuration the viewer shows)."""
+        self.config = config or self.config
+        self._file.open()
+        cmd_r, self._cmd_w = self._ctx.Pipe(duplex=False)
         self._conn, child_conn = self._ctx.Pipe(duplex=False)
+        fd = _InheritedFd(self._file.writer.fd) if self._file.writer else None
         self._proc = self._ctx.Process(target=_child_main, name="vgtui-trainer", daemon=True,
-                                       args=(self.config.to_dict(), self.metrics_path, self._commands, child_conn))
+                                       args=(self.config.to_dict(), self.metrics_path, fd, cmd_r, child_conn))
         self._proc.start()
         child_conn.close()
+        cmd_r.close()
+        self._outbox = queue.Queue()
+        threading.Thread(target=self._deliver, args=(self._outbox, self._cmd_w), name="vgtui-send",
+                         daemon=True).start()
+
+    @staticmethod
+    def _deliver(outbox: "queue.Queue[Command | None]", conn) -> None:
+        """Commands go through this thread: a trainer that stopped reading (SIGSTOP) fills the pipe, and then only
+        this thread waits, never the UI."""
+        while (cmd := outbox.get()) is not None:
+            try:
+                conn.send(cmd)
+            except (OSError, ValueError):
+                return
 
     def send(self, cmd: Command) -> None:
         if self._proc is not None:
-            self._commands.put(cmd)
+            self._outbox.put(cmd)
 
     def get(self, timeout: float | None = None) -> Record | None:
+        if self._conn is None:
+            return None
         try:
             if self._conn.poll(timeout):
-                return self._conn.recv()
-        except (EOFError, OSError):
+                rec = self._conn.recv()
+                self._file.seen(rec)
+                return rec
+        except (EOFError, OSError, ValueError):
             pass
+        except Exception:  # noqa: BLE001 - a message torn by a signal: the stream is over
+            self._conn = None
         return None
 
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
 
-    def close(self, timeout: float = 2.0) -> None:
+    def death(self) -> str:
+        """Why the trainer process ended, in words (after it ended)."""
+        code = self._proc.exitcode if self._proc is not None else None
+        if code is None:
+            return "the trainer process is still running"
+        if code < 0:
+            return f"the trainer process was killed by {signal.Signals(-code).name}"
+        return f"the trainer process exited with status {code}"
+
+    def ensure_end(self, status: str, message: str) -> EndRecord | None:
+        return self._file.ensure_end(status, message)
+
+    def close(self, message: str = "quit", timeout: float = 2.0) -> None:
+        """Stop the trainer within `timeout` seconds whatever it is doing: Stop (it ends within a step), then
+        SIGTERM (a long step is cut), then SIGKILL (a stopped or stuck trainer); the end record is written by the
+        trainer, or here when it could not."""
         if self._proc is None:
             return
-        self.send(Stop())
-        self._proc.join(timeout)
+        self.send(Stop(message))
+        scale = timeout / (STOP_WAIT_S + TERM_WAIT_S + KILL_WAIT_S + 0.2)
+        self._proc.join(STOP_WAIT_S * scale)
         if self._proc.is_alive():
+            self.stopped_by_viewer = "SIGTERM"
             self._proc.terminate()
-            self._proc.join(1.0)
-        self._commands.close()
-        self._conn.close()
+            self._proc.join(TERM_WAIT_S * scale)
+        if self._proc.is_alive():
+            self.stopped_by_viewer = "SIGKILL"
+            self._proc.kill()
+            self._proc.join(KILL_WAIT_S * scale)
+        if self.stopped_by_viewer == "SIGKILL":
+            self.ensure_end("interrupted", f"{message}: the trainer did not answer (stopped, or stuck in a step), "
+                                           "so it was killed")
+        elif not self._file.ended and self._proc.exitcode not in (0, None):
+            self.ensure_end("interrupted", f"{message}: {self.death()}")
+        self._outbox.put(None)
+        for c in (self._cmd_w, self._conn):
+            try:
+                if c is not None:
+                    c.close()
+            except OSError:
+                pass
+        self._file.close()
+        self._proc = None

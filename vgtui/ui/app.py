@@ -13,6 +13,7 @@ Threads and cost (the budget: training inside the TUI at >= 0.90 of headless spe
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -28,10 +29,10 @@ from textual.worker import get_current_worker
 
 from vgtui.sources.base import Backend
 from vgtui.core.config import ACTIVATIONS, INITS, RunConfig, next_choice
-from vgtui.core.records import (EndRecord, EventRecord, Pause, Restart, RunRecord, SetActivation, SetSpeedCap,
-                                  StepOnce)
+from vgtui.core.records import (EndRecord, EventRecord, NoticeRecord, Pause, Restart, RunRecord, SetActivation,
+                                SetSpeedCap, StatusRecord, StepOnce)
 from vgtui.ui import charts
-from vgtui.ui.messages import LiveChange, RunEnded, RunStarted, TrainerLost
+from vgtui.ui.messages import Acknowledged, LiveChange, RunEnded, RunStarted, TrainerLost, TrainerNotice
 from vgtui.ui.screens import FailureScreen, HelpScreen
 from vgtui.ui.state import METRIC_KEYS, RunState, metric
 from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar
@@ -42,7 +43,20 @@ SPEED_CAPS: tuple[float | None, ...] = (None, 200.0, 100.0, 50.0, 20.0, 10.0, 5.
 VIEWS = ("overview", "histograms", "layers")
 VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table"}
 MAX_DEPTH = 20
-UI_NICE = int(os.environ.get("VGTUI_UI_NICE", "10"))  # the UI process's niceness after the trainer started
+def ui_nice(env: dict[str, str] = os.environ) -> tuple[int, str | None]:  # type: ignore[assignment]
+    """The UI process's niceness after the trainer started ($VGTUI_UI_NICE, default 10), and a warning for a
+    value that is not a whole number from 0 to 19 (the default is used then)."""
+    raw = env.get("VGTUI_UI_NICE", "10")
+    try:
+        value = int(raw)
+        if 0 <= value <= 19:
+            return value, None
+    except ValueError:
+        pass
+    return 10, f"VGTUI_UI_NICE={raw!r} is not a whole number from 0 to 19; using 10"
+
+
+STALL_S = 5.0  # a running trainer silent for this long (and 3 snapshot intervals) is said to be stalled
 
 
 def hexc(code: int) -> str:
@@ -115,6 +129,11 @@ class VgtuiApp(App[int]):
         self.colour = not self.no_color
         self._closed = False
         self._lost_reported = False
+        self.pending: RunConfig | None = None  # what the person asked for that the trainer has not acknowledged
+        self.exit_message = "quit"  # why the viewer ended the run: the end record's message
+        self.startup_error: str | None = None  # the trainer refused to start: said on the terminal after the UI
+        self._last_word = time.monotonic()  # when the trainer last sent anything
+        self.stalled = False
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
 
     # ------------------------------------------------------------------------------------------ layout
@@ -152,6 +171,7 @@ class VgtuiApp(App[int]):
             self.backend.start()
         self._bridge()
         self.set_interval(1.0 / self.fps, self._frame)
+        self.set_interval(1.0, self.check_stall)
         self._frame()
 
     def check_size(self) -> None:
@@ -252,6 +272,13 @@ class VgtuiApp(App[int]):
                         return
                 else:
                     continue
+            self._last_word = time.monotonic()
+            if isinstance(rec, StatusRecord):
+                self.post_message(Acknowledged(rec))
+                continue
+            if isinstance(rec, NoticeRecord):
+                self.post_message(TrainerNotice(rec))
+                continue
             state.apply(rec)  # snapshots and epochs: the frame timer redraws what changed
             if isinstance(rec, RunRecord):
                 self.post_message(RunStarted(rec))
@@ -260,9 +287,27 @@ class VgtuiApp(App[int]):
             elif isinstance(rec, EndRecord):
                 self.post_message(RunEnded(rec))
 
+    @on(Acknowledged)
+    def _on_ack(self, message: Acknowledged) -> None:
+        self.opts.paused = message.status.paused
+        self._now()
+
+    @on(TrainerNotice)
+    def _on_notice(self, message: TrainerNotice) -> None:
+        n = message.notice
+        self.opts.notice = n.message
+        self.notify(n.message, severity="error" if n.level == "error" else "warning", timeout=15)
+        self._now()
+
+    def _acknowledged(self) -> None:
+        """A run header or an event arrived: a pending change is done once what runs is what was asked for."""
+        if self.pending is not None and self.state.config == self.pending:
+            self.pending = None
+
     @on(RunStarted)
     def _on_run(self, message: RunStarted) -> None:
-        self.opts.paused = False
+        self.opts.paused = False  # a new run starts running; a later pause comes with its own acknowledgement
+        self._acknowledged()
         self.opts.config_version += 1
         if self.state.runs > 1:
             self.opts.notice = f"restarted: {self.state.config.describe()}"
@@ -279,11 +324,17 @@ class VgtuiApp(App[int]):
         if "activation" in ev.set:
             self.opts.notice = f"activation → {ev.set['activation']} at step {ev.step} (live, weights kept)"
             self.opts.config_version += 1
+        self._acknowledged()
         self._now()
 
     @on(RunEnded)
     def _on_end(self, message: RunEnded) -> None:
         end = message.end
+        if end.status == "failed" and self.state.run is None:  # refused before it started (no CUDA, bad data)
+            self.startup_error = end.message
+            self.action_quit_app()
+            self.exit(2)
+            return
         if end.status == "failed":
             self._show_failure(end)
         elif end.status == "diverged":
@@ -299,38 +350,57 @@ class VgtuiApp(App[int]):
         if self._closed or self._lost_reported:
             return
         self._lost_reported = True
-        self._show_failure(None, "The trainer process ended without a word (killed, or out of memory?).")
+        death = getattr(self.backend, "death", lambda: "the trainer ended")()
+        written = getattr(self.backend, "ensure_end", lambda *a: None)("failed", death)
+        if written is not None:
+            self.state.apply(written)
+        where = ("vgtui wrote its end record (status failed)." if written is not None else
+                 "The metrics file keeps every record it wrote." if self.backend.metrics_path else "")
+        self._show_failure(None, f"{death[0].upper()}{death[1:]} without a word (killed, or out of memory?).",
+                           hint=where)
 
-    def _show_failure(self, end: EndRecord | None, message: str | None = None) -> None:
+    def _show_failure(self, end: EndRecord | None, message: str | None = None, hint: str = "") -> None:
+        """The failure dialog, once at a time (a second failure updates nothing under an open dialog)."""
+        if any(isinstance(sc, FailureScreen) for sc in self.screen_stack):
+            return
+        if end is not None and self.backend.metrics_path and not hint:
+            hint = "The metrics file ends with status failed, with the traceback."
+
         def chosen(choice: str | None) -> None:
             if choice == "restart":
-                if end is None:  # the process is gone: start a fresh backend
+                if not self.backend.alive:  # the process is gone: a new one, with what the screen shows
                     self._lost_reported = False
-                    self.backend.start()
+                    self.backend.start(self.wanted)
                     self._bridge()
+                    self.opts.notice = f"restarting: {self.wanted.describe()} …"
+                    self._now()
                 else:
-                    self._restart(self.state.config)
+                    self._restart(self.wanted)
             elif choice == "quit":
                 self.action_quit_app()
 
-        self.push_screen(FailureScreen(end, message), chosen)
+        self.push_screen(FailureScreen(end, message, hint), chosen)
 
     # ------------------------------------------------------------------------------------------ actions
+    @property
+    def wanted(self) -> RunConfig:
+        """The configuration the person asked for: a pending one, else what runs. Keys build on it, so quick
+        presses (b, s, b) each count even before the trainer acknowledged the one before."""
+        return self.pending or self.state.config
+
     def _set_config(self, cfg: RunConfig) -> None:
-        with self.state.lock:
-            self.state.config = cfg
+        self.pending = cfg
         self.opts.config_version += 1
 
     def _restart(self, cfg: RunConfig, why: str | None = None) -> None:
         cfg = cfg.validate()
         self.backend.send(Restart(cfg.to_dict()))
         self._set_config(cfg)
-        self.opts.paused = False
         self.opts.notice = f"restarting: {cfg.describe()}" + (f" ({why})" if why else "") + " …"
         self._now()
 
     def action_activation(self, step: int) -> None:
-        cfg = self.state.config
+        cfg = self.wanted
         new = next_choice(cfg.activation, ACTIVATIONS, int(step))
         self.backend.send(SetActivation(new))
         self._set_config(cfg.replace(activation=new))
@@ -339,19 +409,19 @@ class VgtuiApp(App[int]):
         self._now()
 
     def action_init(self) -> None:
-        cfg = self.state.config
+        cfg = self.wanted
         self._restart(cfg.replace(init=next_choice(cfg.init, INITS, 1)))
 
     def action_batchnorm(self) -> None:
-        cfg = self.state.config
+        cfg = self.wanted
         self._restart(cfg.replace(batchnorm=not cfg.batchnorm))
 
     def action_skip(self) -> None:
-        cfg = self.state.config
+        cfg = self.wanted
         self._restart(cfg.replace(skip=not cfg.skip))
 
     def action_depth(self, step: int) -> None:
-        cfg = self.state.config
+        cfg = self.wanted
         depth = min(max(cfg.depth + int(step), 1), MAX_DEPTH)
         if depth == cfg.depth:
             self.notify(f"depth stays {depth} (1..{MAX_DEPTH})", timeout=2)
@@ -359,20 +429,20 @@ class VgtuiApp(App[int]):
         self._restart(cfg.replace(depth=depth))
 
     def action_restart(self) -> None:
-        self._restart(self.state.config)
+        self._restart(self.wanted)
 
     def action_lower_lr(self) -> None:
-        cfg = self.state.config
+        cfg = self.wanted
         self._restart(cfg.replace(lr=cfg.lr / 10), why=f"lr {cfg.lr:g} → {cfg.lr / 10:g}")
 
     def action_pause(self) -> None:
-        self.opts.paused = not self.opts.paused
-        self.backend.send(Pause(self.opts.paused))
+        """The screen says paused or running when the trainer acknowledges it (a StatusRecord), never before."""
+        self.backend.send(Pause(not self.opts.paused))
+        self.opts.notice = "resuming …" if self.opts.paused else "pausing …"
         self._now()
 
     def action_step(self) -> None:
         if not self.opts.paused:
-            self.opts.paused = True
             self.backend.send(Pause(True))
         self.backend.send(StepOnce())
         self._now()
@@ -405,9 +475,14 @@ class VgtuiApp(App[int]):
 
     def action_screenshot_svg(self) -> None:
         name = time.strftime("vgtui_%Y%m%d_%H%M%S.svg")
-        path = self.save_screenshot(filename=name, path=self.screenshot_dir)
-        self.opts.notice = f"screenshot saved: {path}"
-        self.notify(self.opts.notice, timeout=6)
+        try:
+            path = self.save_screenshot(filename=name, path=self.screenshot_dir)
+        except OSError as e:
+            self.opts.notice = f"screenshot not saved: {self.screenshot_dir}: {e.strerror or e}"
+            self.notify(self.opts.notice, severity="error", timeout=8)
+        else:
+            self.opts.notice = f"screenshot saved: {path}"
+            self.notify(self.opts.notice, timeout=6)
         self._now()
 
     def action_help(self) -> None:
@@ -415,7 +490,7 @@ class VgtuiApp(App[int]):
             self.push_screen(HelpScreen())
 
     def action_quit_app(self) -> None:
-        self.close_backend(timeout=1.5)
+        self.close_backend()
         self.exit(0)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -445,7 +520,8 @@ class VgtuiApp(App[int]):
             yield SystemCommand(title, help_text, cb)
 
     # ------------------------------------------------------------------------------------------ shutdown
-    def close_backend(self, timeout: float = 1.5) -> None:
+    def close_backend(self, message: str | None = None, timeout: float = 1.5) -> None:
+        """Stop the trainer (bounded: see ProcessBackend.close) with `message` in its end record."""
         if self._closed:
             return
         self._closed = True
@@ -453,36 +529,89 @@ class VgtuiApp(App[int]):
             if w.group == "bridge":
                 w.cancel()
         try:
-            self.backend.close(timeout=timeout)
+            self.backend.close(message or self.exit_message, timeout=timeout)
         except Exception:  # noqa: BLE001 - quitting must not fail
             pass
+
+    def check_stall(self) -> None:
+        """A running trainer that sends nothing for a while (stopped with SIGSTOP, stuck) is said to be stalled."""
+        s = self.state
+        expected = 0.0
+        if s.snap is not None and s.snap.steps_per_s > 0 and s.run is not None:
+            expected = 3 * s.run.config.get("probe_every", 40) / s.snap.steps_per_s if s.run.config else 0.0
+        silent = time.monotonic() - self._last_word
+        stalled = (not self.opts.paused and s.run is not None and s.end is None and not self._closed
+                   and silent > max(STALL_S, expected))
+        if stalled != self.stalled:
+            self.stalled = stalled
+            self.opts.notice = (f"no word from the trainer for {silent:.0f} s (stopped? stuck?); q still quits"
+                                if stalled else "the trainer is answering again")
+            self._now()
 
     def on_unmount(self) -> None:
         self.close_backend()
 
 
-def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_FPS) -> int:
-    """Train `config` in a child process and show it live; returns the exit code (0 on q / ctrl+c)."""
+def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_FPS, overwrite: bool = False) -> int:
+    """Train `config` in a child process and show it live; returns the exit status: 0 on q / ctrl+c, 128 + signal
+    when a signal ended it (129 SIGHUP: the terminal went away; 143 SIGTERM), 2 when the metrics file is refused."""
+    import asyncio
+    import sys
+
+    from vgtui import signals
+    from vgtui.core.writer import MetricsPathError
     from vgtui.sources.trainer import ProcessBackend
 
-    backend = ProcessBackend(config, metrics)
-    # Start the child before Textual takes over stdout/stderr: multiprocessing's resource tracker passes
-    # sys.stderr's file descriptor to its helper, and under Textual that is -1 ("bad value(s) in fds_to_keep").
-    # It also gets torch importing while the UI starts.
-    backend.start()
+    backend = ProcessBackend(config, metrics, overwrite=overwrite)
+    # Start the child before Textual takes over stdout/stderr: multiprocessing's helpers pass sys.stderr's file
+    # descriptor on, and under Textual that is -1 ("bad value(s) in fds_to_keep"). It also gets torch importing
+    # while the UI starts.
+    try:
+        backend.start()
+    except MetricsPathError as e:  # another run took the file since the check
+        print(f"vgtui: error: {e}", file=sys.stderr)
+        return 2
     # Then give the trainer the CPU first: torch's intra-op threads wait for each other at every op, so each
     # time the UI takes a core a trainer with one thread per core stalls as a whole. At a lower priority the UI
     # runs in the trainer's gaps (it needs ~10% of one core; keys still answer within a frame).
-    if UI_NICE:
+    nice, warning = ui_nice()
+    if warning:
+        print(f"vgtui: warning: {warning}", file=sys.stderr)
+    if nice:
         try:
-            os.nice(UI_NICE)
+            os.nice(nice)
         except OSError:
             pass
     app = VgtuiApp(backend, config, fps=fps, start_backend=False)
+    got: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        """SIGTERM, SIGHUP (the terminal went away), SIGINT from kill: end the run with its end record first (the
+        terminal may be gone), then leave Textual, which restores the terminal where there still is one."""
+        if got:
+            return
+        got.append(signum)
+        app.exit_message = signals.message(signum)
+        app.close_backend()
+        loop = asyncio.events._get_running_loop()
+        if loop is not None:
+            loop.call_soon_threadsafe(app.exit, signals.exit_status(signum))
+
+    old = signals.calling(on_signal)
     try:
         rc = app.run()
+    except Exception:  # noqa: BLE001 - a terminal that went away mid-write: the run still ends properly
+        rc = None
     finally:
-        app.close_backend(timeout=1.5)
+        app.close_backend()
+        signals.ignore_after_first()
+        for s, h in old.items():
+            signal.signal(s, h)
+    if got:
+        return signals.exit_status(got[0])
+    if app.startup_error:
+        print(f"vgtui: error: {app.startup_error}", file=sys.stderr)
+        return 2
     return int(rc or 0) if app.return_code is None else int(app.return_code)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from vgtui.core.records import EndRecord, EventRecord, RunRecord
+from vgtui.core.records import EndRecord, EventRecord, NoticeRecord, RunRecord, StatusRecord
 
 
 class RunStarted(Message, bubble=False):
@@ -32,3 +32,19 @@ class RunEnded(Message, bubble=False):
 
 class TrainerLost(Message, bubble=False):
     """The backend stopped without saying why (its process died)."""
+
+
+class Acknowledged(Message, bubble=False):
+    """The trainer paused or resumed (the screen shows it from this, not from the key)."""
+
+    def __init__(self, status: StatusRecord) -> None:
+        super().__init__()
+        self.status = status
+
+
+class TrainerNotice(Message, bubble=False):
+    """Something to show that is not run data: e.g. the metrics file could not be written any more."""
+
+    def __init__(self, notice: NoticeRecord) -> None:
+        super().__init__()
+        self.notice = notice

@@ -61,10 +61,11 @@ class FailureScreen(ModalScreen[str]):
     BINDINGS = [Binding("r", "choose('restart')", "restart"), Binding("q", "choose('quit')", "quit"),
                 Binding("escape", "choose('close')", "close")]
 
-    def __init__(self, end: EndRecord | None, message: str | None = None) -> None:
+    def __init__(self, end: EndRecord | None, message: str | None = None, hint: str = "") -> None:
         super().__init__()
         self.end = end
         self.message = message or (end.message if end else "the trainer stopped")
+        self.hint = hint
 
     def compose(self) -> ComposeResult:
         with Vertical(id="failure-box"):
@@ -73,8 +74,8 @@ class FailureScreen(ModalScreen[str]):
             with VerticalScroll(id="failure-tb"):
                 yield Static(Text(self.end.traceback if self.end and self.end.traceback else "(no traceback)",
                                   style="dim"))
-            yield Static(Text("The metrics file ends with status failed. Restart from fresh weights, or quit."),
-                         id="failure-hint")
+            yield Static(Text(f"{self.hint + ' ' if self.hint else ''}Restart from fresh weights (with the "
+                              "configuration on screen), or quit."), id="failure-hint")
             with Horizontal(id="failure-buttons"):
                 yield Button("Restart (r)", id="restart", variant="primary")
                 yield Button("Quit (q)", id="quit", variant="error")

@@ -253,6 +253,18 @@ def hbar(length: float) -> str:
     return "█" * full + (EIGHTHS[rest] if rest else "")
 
 
+def elide_rows(lines: list[Text], names: tuple[str, ...] | list[str], room: int, label_w: int) -> list[Text]:
+    """One row per layer in `room` rows: the first layers, a row that names the hidden ones, the last layer (the
+    output layer, which the diagnosis compares against, is never dropped)."""
+    if room < 3:
+        return lines[:room]
+    keep = room - 2
+    hidden = names[keep:len(lines) - 1]
+    more = Text(no_wrap=True, overflow="crop", style="bold color(244)")
+    more.append(f"{'⋮':>{label_w - 9}} {len(hidden)} more: {hidden[0]}…{hidden[-1]} (tab: layer table)")
+    return [*lines[:keep], more, lines[-1]]
+
+
 class GradientBars(Panel):
     """One bar per layer on a log axis with the metric's fixed decades (or linear, scaled to the largest).
 
@@ -331,10 +343,15 @@ class GradientBars(Panel):
         labels.append("".join(lab[:area]))
         if gap and len(lines) + 2 > height:  # no room for the spacer rows
             lines = lines[::2]
-        foot = [ruler, labels] if height >= n + 2 else ([labels] if height >= n + 1 else [])
-        body = lines[: max(height - len(foot), 1)]
-        pad = max(height - len(foot) - len(body), 0)
-        return Group(*body, *([Text("")] * pad), *foot)
+        if height >= n + 2 or (n > height and height >= 8):  # the layers first, then the ruler
+            foot = [ruler, labels]
+        else:
+            foot = [labels] if height >= n + 1 else []
+        room = max(height - len(foot), 1)
+        if len(lines) > room:  # more layers than rows: keep the first ones and the output layer, say what is left
+            lines = elide_rows(lines, names, room, label_w)
+        pad = max(height - len(foot) - len(lines), 0)
+        return Group(*lines, *([Text("")] * pad), *foot)
 
 
 # ---------------------------------------------------------------------------------------------- activations

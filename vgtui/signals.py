@@ -1,0 +1,81 @@
+"""One shutdown path for every signal: what each one means, the exit status it gives, and a guard that turns the
+first one into an exception and ignores the rest (a second Ctrl+C must not tear the clean-up that writes the end
+record). Standard library only: the UI, the headless run and the trainer's child process all use it.
+
+Exit statuses follow the convention 128 + signal: 130 SIGINT (Ctrl+C), 129 SIGHUP (the terminal went away, as when
+an SSH connection drops), 143 SIGTERM; 141 when standard output was closed (a broken pipe, as with `| head`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
+
+MESSAGES = {
+    signal.SIGINT: "interrupted by Ctrl+C (SIGINT)",
+    signal.SIGTERM: "terminated (SIGTERM)",
+    signal.SIGHUP: "hangup: the terminal went away (SIGHUP)",
+}
+
+
+def message(signum: int) -> str:
+    return MESSAGES.get(signum, f"stopped by signal {signal.Signals(signum).name}")
+
+
+def exit_status(signum: int) -> int:
+    return 128 + int(signum)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (or a closed output) that ends the run: `message` goes in the end record, `status` is the exit
+    status. A KeyboardInterrupt, so everything that cleans up after Ctrl+C cleans up after these too."""
+
+    def __init__(self, signum: int | None = None, text: str | None = None, status: int | None = None):
+        self.signum = signum
+        self.message = text or (message(signum) if signum is not None else "interrupted")
+        self.status = status if status is not None else (exit_status(signum) if signum is not None else 130)
+        super().__init__(self.message)
+
+
+def status_of(exc: BaseException) -> int:
+    return getattr(exc, "status", 130)
+
+
+@contextmanager
+def raising(signals: tuple[int, ...] = HANDLED) -> Iterator[list[int]]:
+    """While inside: the first of `signals` raises Interrupted (in the main thread, between bytecodes); any later
+    one is only recorded in the yielded list, so the clean-up it interrupts can finish. The old handlers come
+    back on leaving."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield seen
+        return
+
+    def handler(signum, frame):
+        seen.append(signum)
+        if len(seen) == 1:
+            raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield seen
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def ignore_after_first(signals: tuple[int, ...] = HANDLED) -> None:
+    """From now on these signals are ignored (during the last clean-up before exit)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+
+
+def calling(fn: Callable[[int], None], signals: tuple[int, ...] = HANDLED) -> dict[int, object]:
+    """Install `fn(signum)` as the handler of `signals`; returns the old handlers."""
+    return {s: signal.signal(s, lambda signum, frame: fn(signum)) for s in signals}
