@@ -50,7 +50,7 @@ def status_of(exc: BaseException) -> int:
 def raising(signals: tuple[int, ...] = HANDLED) -> Iterator[list[int]]:
     """While inside: the first of `signals` raises Interrupted (in the main thread, between bytecodes); any later
     one is only recorded in the yielded list, so the clean-up it interrupts can finish. The old handlers come
-    back on leaving."""
+    back on leaving, unless a signal came: then they stay ignored while the process exits."""
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield seen
@@ -64,9 +64,9 @@ def raising(signals: tuple[int, ...] = HANDLED) -> Iterator[list[int]]:
     old = {s: signal.signal(s, handler) for s in signals}
     try:
         yield seen
-    finally:
+    finally:  # after a signal the process is ending: a later one must not interrupt its exit (atexit, flushes)
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if seen else h)
 
 
 def ignore_after_first(signals: tuple[int, ...] = HANDLED) -> None:

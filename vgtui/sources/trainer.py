@@ -40,7 +40,8 @@ from multiprocessing import reduction
 from typing import Any
 
 from vgtui.core.config import RunConfig
-from vgtui.core.records import Command, EndRecord, NoticeRecord, Record, RunRecord, Snapshot, Stop
+from vgtui.core.records import (Command, EndRecord, EventRecord, NoticeRecord, Record, RunRecord, Snapshot,
+                                StatusRecord, Stop)
 from vgtui.core.writer import MetricsWriteError, MetricsWriter, last_record_type
 from vgtui.sources.base import Backend
 
@@ -90,8 +91,8 @@ class _RunFile:
     def seen(self, rec: Record) -> None:
         if isinstance(rec, RunRecord):
             self.ended, self.t0, self.last_step = False, time.monotonic(), 0
-        elif isinstance(rec, Snapshot):
-            self.last_step = rec.step
+        elif isinstance(rec, (Snapshot, EventRecord, StatusRecord)):
+            self.last_step = max(self.last_step, rec.step)
         elif isinstance(rec, EndRecord):
             self.ended = True
             self.last_step = rec.steps
@@ -303,16 +304,16 @@ class ProcessBackend(Backend):
             self._outbox.put(cmd)
 
     def get(self, timeout: float | None = None) -> Record | None:
-        if self._conn is None:
+        if self._conn is None:  # nothing more will come
+            if timeout:
+                time.sleep(timeout)
             return None
         try:
             if self._conn.poll(timeout):
                 rec = self._conn.recv()
                 self._file.seen(rec)
                 return rec
-        except (EOFError, OSError, ValueError):
-            pass
-        except Exception:  # noqa: BLE001 - a message torn by a signal: the stream is over
+        except Exception:  # noqa: BLE001 - EOF (the trainer exited), or a message torn by a signal: it is over
             self._conn = None
         return None
 
@@ -332,6 +333,16 @@ class ProcessBackend(Backend):
     def ensure_end(self, status: str, message: str) -> EndRecord | None:
         return self._file.ensure_end(status, message)
 
+    def _drain_until_exit(self, seconds: float) -> None:
+        """Wait for the trainer to exit, reading what it still sends (a trainer blocked on a full pipe would never
+        see its Stop)."""
+        deadline = time.monotonic() + seconds
+        while self._proc.is_alive() and (left := deadline - time.monotonic()) > 0:
+            if self._conn is None:
+                self._proc.join(left)
+            else:
+                self.get(timeout=min(left, 0.05))
+
     def close(self, message: str = "quit", timeout: float = 2.0) -> None:
         """Stop the trainer within `timeout` seconds whatever it is doing: Stop (it ends within a step), then
         SIGTERM (a long step is cut), then SIGKILL (a stopped or stuck trainer); the end record is written by the
@@ -340,11 +351,11 @@ class ProcessBackend(Backend):
             return
         self.send(Stop(message))
         scale = timeout / (STOP_WAIT_S + TERM_WAIT_S + KILL_WAIT_S + 0.2)
-        self._proc.join(STOP_WAIT_S * scale)
+        self._drain_until_exit(STOP_WAIT_S * scale)
         if self._proc.is_alive():
             self.stopped_by_viewer = "SIGTERM"
             self._proc.terminate()
-            self._proc.join(TERM_WAIT_S * scale)
+            self._drain_until_exit(TERM_WAIT_S * scale)
         if self._proc.is_alive():
             self.stopped_by_viewer = "SIGKILL"
             self._proc.kill()
