@@ -51,8 +51,10 @@ KILL_WAIT_S = 0.3  # after SIGKILL: a stopped or stuck trainer
 
 
 def _failed(e: BaseException) -> EndRecord:
-    return EndRecord(status="failed", steps=0, elapsed_s=0.0, message=f"{type(e).__name__}: {e}",
-                     traceback=traceback.format_exc())
+    """A trainer that could not start: a refusal (a ValueError: no CUDA, missing data) says only its message."""
+    refusal = isinstance(e, ValueError) or type(e).__name__ == "DataError"
+    message = str(e) if refusal else f"{type(e).__name__}: {e}"
+    return EndRecord(status="failed", steps=0, elapsed_s=0.0, message=message, traceback=traceback.format_exc())
 
 
 def _file_sink(writer: MetricsWriter | None, notify) -> Any:

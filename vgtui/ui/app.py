@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -355,7 +357,8 @@ class VgtuiApp(App[int]):
         if written is not None:
             self.state.apply(written)
         where = ("vgtui wrote its end record (status failed)." if written is not None else
-                 "The metrics file keeps every record it wrote." if self.backend.metrics_path else "")
+                 "The metrics file keeps every record it wrote." if getattr(self.backend, "metrics_path", None)
+                 else "")
         self._show_failure(None, f"{death[0].upper()}{death[1:]} without a word (killed, or out of memory?).",
                            hint=where)
 
@@ -363,7 +366,7 @@ class VgtuiApp(App[int]):
         """The failure dialog, once at a time (a second failure updates nothing under an open dialog)."""
         if any(isinstance(sc, FailureScreen) for sc in self.screen_stack):
             return
-        if end is not None and self.backend.metrics_path and not hint:
+        if end is not None and getattr(self.backend, "metrics_path", None) and not hint:
             hint = "The metrics file ends with status failed, with the traceback."
 
         def chosen(choice: str | None) -> None:
@@ -552,11 +555,23 @@ class VgtuiApp(App[int]):
         self.close_backend()
 
 
+RESTORE_TERMINAL = "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l\x1b[?25h\x1b[?1049l"
+
+
+def _exit_anyway(status: int, after: float = 2.0) -> None:
+    """If Textual has not left within `after` seconds of a signal, give the terminal back and exit."""
+    time.sleep(after)
+    try:
+        os.write(sys.__stdout__.fileno(), RESTORE_TERMINAL.encode())
+    except (OSError, ValueError, AttributeError):
+        pass
+    os._exit(status)
+
+
 def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_FPS, overwrite: bool = False) -> int:
     """Train `config` in a child process and show it live; returns the exit status: 0 on q / ctrl+c, 128 + signal
     when a signal ended it (129 SIGHUP: the terminal went away; 143 SIGTERM), 2 when the metrics file is refused."""
     import asyncio
-    import sys
 
     from vgtui import signals
     from vgtui.core.writer import MetricsPathError
@@ -591,11 +606,15 @@ def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_
         if got:
             return
         got.append(signum)
+        status = signals.exit_status(signum)
         app.exit_message = signals.message(signum)
         app.close_backend()
+        if signum == signal.SIGHUP:  # the terminal is gone: nothing to restore, and Textual would wait on it
+            os._exit(status)
         loop = asyncio.events._get_running_loop()
         if loop is not None:
-            loop.call_soon_threadsafe(app.exit, signals.exit_status(signum))
+            loop.call_soon_threadsafe(app.exit, status)
+        threading.Thread(target=_exit_anyway, args=(status,), daemon=True).start()
 
     old = signals.calling(on_signal)
     try:
