@@ -27,7 +27,7 @@ from typing import Any
 
 from vgtui.core.config import RunConfig
 from vgtui.core.records import Command, EndRecord, Record, Stop
-from vgtui.sources.base import Backend
+from vgtui.sources.base import TRAINER_COMMANDS, Backend
 
 
 def _failed(e: BaseException) -> EndRecord:
@@ -36,6 +36,8 @@ def _failed(e: BaseException) -> EndRecord:
 
 
 class ThreadBackend(Backend):
+    commands = TRAINER_COMMANDS
+
     def __init__(self, config: RunConfig, metrics_path: str | None = None, data: Any = None):
         self.config = config
         self.metrics_path = metrics_path
@@ -123,6 +125,8 @@ def _child_main(config: dict, metrics_path: str | None, commands: "mp.Queue", co
 
 
 class ProcessBackend(Backend):
+    commands = TRAINER_COMMANDS
+
     def __init__(self, config: RunConfig, metrics_path: str | None = None):
         self.config = config
         self.metrics_path = metrics_path

@@ -1,475 +1,89 @@
-"""The live terminal UI: `run_tui(config)` trains in a child process and shows it in a Textual app.
+"""The Textual app: it wires one source (or two files) to the main screen, and closes them on the way out.
 
-Threads and cost (the budget: training inside the TUI at >= 0.90 of headless speed):
-- The trainer runs wherever the Backend puts it: `run_tui` uses a ProcessBackend (a spawned child), so the
-  UI's pure-Python work (plotext, Rich, the compositor) cannot stall it through the GIL. Tests pass a
-  ThreadBackend. This module never imports torch.
-- One thread worker bridges the backend to the app: it folds every record into `RunState` and posts a
-  message (`vgtui.ui.messages`); snapshot messages replace queued ones.
-- A frame timer runs at most `fps` times a second and asks each visible panel whether its data changed; only
-  those re-render. Keys act at once (the status line answers within one frame of the key).
+`run_tui(config)` trains in a child process and shows it live; `run_viewer(sources)` shows metrics files or
+standard input (`vgtui replay`, `vgtui follow`). The screen (`vgtui.ui.viewer.MainScreen`) owns the layout, the
+keys and what they do. This module never imports torch: the trainer runs wherever its source puts it (a
+spawned child process for `vgtui`, a thread in tests).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
 from typing import Iterable
 
-from rich.color import Color
-from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
-from textual.containers import Grid, Vertical
+from textual.app import App, SystemCommand
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Static
-from textual.worker import get_current_worker
 
-from vgtui.sources.base import Backend
-from vgtui.core.config import ACTIVATIONS, INITS, RunConfig, next_choice
-from vgtui.core.records import (EndRecord, EventRecord, Pause, Restart, RunRecord, SetActivation, SetSpeedCap,
-                                  StepOnce)
-from vgtui.ui import charts
-from vgtui.ui.messages import LiveChange, RunEnded, RunStarted, TrainerLost
-from vgtui.ui.screens import FailureScreen, HelpScreen
-from vgtui.ui.state import METRIC_KEYS, RunState, metric
-from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar
+from vgtui.core.config import RunConfig
+from vgtui.sources.base import Source
+from vgtui.ui import keymap
+from vgtui.ui.viewer import MainScreen
 
 DEFAULT_FPS = 2.0  # panels change with snapshots (~1/s at the default --probe-every); 2 frames/s keeps up
-MIN_SIZE = (80, 24)
-SPEED_CAPS: tuple[float | None, ...] = (None, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5)
-VIEWS = ("overview", "histograms", "layers")
-VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table"}
-MAX_DEPTH = 20
 UI_NICE = int(os.environ.get("VGTUI_UI_NICE", "10"))  # the UI process's niceness after the trainer started
-
-
-def hexc(code: int) -> str:
-    """A 256-colour code as #rrggbb (Textual markup does not take color(N))."""
-    return Color.from_ansi(code).get_truecolor().hex
-
-
-@dataclass
-class Opts:
-    """What the person chose on screen (the UI thread only)."""
-
-    metric: str = "grad_norm"
-    log: bool = True
-    paused: bool = False
-    cap: float | None = None
-    notice: str = ""
-    view: str = "overview"
-    config_version: int = 0
-
-
-class MainScreen(Screen):
-    """The one screen: status, view tabs, the views, the footer (composed by the app, which owns the data)."""
-
-    def compose(self) -> ComposeResult:
-        yield from self.app.compose_main()  # type: ignore[attr-defined]
-
-    def on_mount(self) -> None:
-        self.app.start_ui()  # type: ignore[attr-defined]
-
-    def on_resize(self) -> None:
-        self.app.check_size()  # type: ignore[attr-defined]
 
 
 class VgtuiApp(App[int]):
     CSS_PATH = "vgtui.tcss"
     TITLE = "vgtui"
     ENABLE_COMMAND_PALETTE = True
-    BINDINGS = [
-        Binding("a", "activation(1)", "activation"),
-        Binding("A", "activation(-1)", "prev act", show=False),
-        Binding("i", "init", "init"),
-        Binding("b", "batchnorm", "batchnorm"),
-        Binding("s", "skip", "skip"),
-        Binding("plus,equals_sign", "depth(1)", "depth+", key_display="+"),
-        Binding("minus", "depth(-1)", "depth-", key_display="-"),
-        Binding("space", "pause", "pause"),
-        Binding("n", "step", "step"),
-        Binding("left_square_bracket", "speed(1)", "slower", key_display="["),
-        Binding("right_square_bracket", "speed(-1)", "faster", key_display="]"),
-        Binding("r", "restart", "restart"),
-        Binding("m", "metric", "metric"),
-        Binding("l", "log", "log/lin"),
-        Binding("tab", "next_view", "view", priority=True),
-        Binding("ctrl+s", "screenshot_svg", "SVG", priority=True),
-        Binding("question_mark", "help", "help", key_display="?"),
-        Binding("q", "quit_app", "quit"),
-        Binding("ctrl+c", "quit_app", "quit", show=False, priority=True),
-    ]
 
-    def __init__(self, backend: Backend, config: RunConfig | None = None, fps: float = DEFAULT_FPS,
-                 screenshot_dir: str | None = None, start_backend: bool = True):
+    def __init__(self, source: Source | list[Source], fps: float = DEFAULT_FPS, screenshot_dir: str | None = None,
+                 start_source: bool = True):
         super().__init__()
-        self.backend = backend
-        self.config = config or backend.config
-        self.fps = max(float(fps), 0.2)
-        self.state = RunState(self.config)
-        self.opts = Opts()
-        self.screenshot_dir = screenshot_dir or os.getcwd()
-        self.start_backend = start_backend
-        self.colour = not self.no_color
-        self._closed = False
-        self._lost_reported = False
-        self.frames = 0  # frame timer ticks that redrew something (bench/tests)
+        self.sources = source if isinstance(source, list) else [source]
+        self.source = self.sources[0]
+        self.fps = fps
+        self.screenshot_dir = screenshot_dir
+        self.start_source = start_source
+        self.closing_sources = False
 
-    # ------------------------------------------------------------------------------------------ layout
     def get_default_screen(self) -> Screen:
-        return MainScreen()
+        if self.start_source:
+            for s in self.sources:
+                s.start()
+        return MainScreen(self.sources, fps=self.fps, screenshot_dir=self.screenshot_dir)
 
-    def compose_main(self) -> ComposeResult:
-        s, o = self.state, self.opts
-        yield StatusBar(id="status")
-        yield Static(id="tabs")
-        with ContentSwitcher(initial="overview", id="views"):
-            with Grid(id="overview"):
-                yield GradientBars(id="grads", classes="panel")
-                yield ActivationPanel(id="acts", classes="panel")
-                yield PlotextPanel(self._loss_figure, lambda: (s.snap_version, s.epoch_version),
-                                   id="loss", classes="panel")
-                yield PlotextPanel(self._flow_figure, lambda: (s.snap_version, o.metric, o.log),
-                                   id="flow", classes="panel")
-            with Vertical(id="histograms"):
-                yield PlotextPanel(self._hist_all_figure, lambda: (s.snap_version, o.log), id="hist-all",
-                                   classes="panel")
-                yield PlotextPanel(self._hist_grid_figure, lambda: (s.snap_version, o.log), id="hist-grid",
-                                   classes="panel")
-            with Vertical(id="layers"):
-                yield LayerTable(id="table", classes="panel")
-        yield Static(id="too-small")
-        yield Footer(compact=True)
-
-    def start_ui(self) -> None:
-        """Once the main screen is mounted: titles, the size check, the backend, the bridge, the frame timer."""
-        self._titles()
-        self._update_tabs()
-        self.check_size()
-        if self.start_backend:
-            self.backend.start()
-        self._bridge()
-        self.set_interval(1.0 / self.fps, self._frame)
-        self._frame()
-
-    def check_size(self) -> None:
-        w, h = self.size
-        small = w < MIN_SIZE[0] or h < MIN_SIZE[1]
-        self.screen.set_class(small, "too-small")
-        if small:
-            self.query_one("#too-small", Static).update(
-                f"The terminal is {w}x{h}.\n\nEnlarge to at least {MIN_SIZE[0]}x{MIN_SIZE[1]}.\n\n"
-                "Training goes on meanwhile; q quits.")
-
-    # ------------------------------------------------------------------------------------------ figures
-    def _loss_figure(self, w: int, h: int) -> str:
-        s = self.state
-        with s.lock:
-            steps, loss, ep, ev, total = list(s.steps), list(s.loss), list(s.epochs), [e[0] for e in s.events], \
-                s.total_steps
-        return charts.loss_curves(steps, loss, [e.step for e in ep], [e.train_acc for e in ep],
-                                  [e.test_acc for e in ep], ev, total, w, h, self.colour)
-
-    def _flow_figure(self, w: int, h: int) -> str:
-        s, o = self.state, self.opts
-        with s.lock:
-            steps, series, names = list(s.steps), [list(x) for x in s.series[o.metric]], s.layers
-            ev, total = [e[0] for e in s.events], s.total_steps
-        return charts.layer_lines(steps, series, names, metric(o.metric), o.log, total, ev, w, h, self.colour)
-
-    def _hist_all_figure(self, w: int, h: int) -> str:
-        s = self.state
-        with s.lock:
-            snap = s.snap
-        hist = charts.sum_hists([l.grad_hist for l in snap.layers]) if snap else None
-        return charts.grad_hist(hist, w, h, self.opts.log, 81, self.colour)
-
-    def _hist_grid_figure(self, w: int, h: int) -> str:
-        s = self.state
-        with s.lock:
-            snap, names = s.snap, s.layers
-        hists = [l.grad_hist for l in snap.layers] if snap else [None] * len(names)
-        return charts.grad_hist_grid(hists, names, w, h, self.opts.log, self.colour)
-
-    def _titles(self) -> None:
-        o = self.opts
-        m = metric(o.metric)
-        scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if o.log else "linear y"
-        loss = self.query_one("#loss", Panel)
-        loss.border_title = "loss & accuracy over steps"
-        loss.border_subtitle = (f"[{hexc(81)}]━ loss (avg per probe)[/] [{hexc(214)}]● train acc[/] "
-                                f"[{hexc(78)}]● test acc[/] [{hexc(177)}]│ live change[/]")
-        flow = self.query_one("#flow", Panel)
-        flow.border_title = f"{m.label} per layer over steps · {scale}"
-        names = self.state.layers
-        cols = charts.layer_colours(len(names))
-        flow.border_subtitle = " ".join(f"[{hexc(c)}]━{n}[/]" for n, c in zip(names, cols))
-        counts = "log counts, fixed decades 1…1e8" if o.log else "linear counts"
-        self.query_one("#hist-all", Panel).border_title = (
-            f"all weight gradients · x: |g| on a log axis 1e{charts.GRAD_LO}…1e{charts.GRAD_HI} · y: {counts}")
-        self.query_one("#hist-grid", Panel).border_title = "per layer: the same axes"
-
-    def _update_tabs(self) -> None:
-        parts = []
-        for v in VIEWS:
-            t = VIEW_TITLES[v]
-            parts.append(f"[reverse bold] {t} [/]" if v == self.opts.view else f" [dim]{t}[/] ")
-        self.query_one("#tabs", Static).update(" " + "".join(parts) + "  [dim]tab: next view[/]")
-
-    # ------------------------------------------------------------------------------------------ frames
-    def _frame(self, force: bool = False) -> None:
-        """At most fps times a second: every visible panel whose data changed re-renders (figures at most once
-        a second, see Panel.min_interval; `force` skips that, for a key the person just pressed)."""
-        if self.screen.has_class("too-small"):
-            return
-        changed = False
-        with self.batch_update():
-            for panel in self.query(Panel):
-                if panel.display and panel.parent is not None and (
-                        panel.parent.display if panel.parent is not None else True):
-                    changed |= panel.update_key(force)
-        if changed:
-            self.frames += 1
-
-    def _now(self) -> None:
-        """Answer a key at once: the status line (cheap) redraws now, the rest at the next frame."""
-        self.query_one(StatusBar).update_key()
-
-    # ------------------------------------------------------------------------------------------ the bridge
-    @work(thread=True, exclusive=True, name="trainer-bridge", group="bridge")
-    def _bridge(self) -> None:
-        worker = get_current_worker()
-        state, backend = self.state, self.backend
-        while not worker.is_cancelled:
-            rec = backend.get(timeout=0.1)
-            if rec is None:
-                if not backend.alive and not self._closed:
-                    rec = backend.get(timeout=0.05)  # drain what the pipe still holds
-                    if rec is None:
-                        self.post_message(TrainerLost())
-                        return
-                else:
-                    continue
-            state.apply(rec)  # snapshots and epochs: the frame timer redraws what changed
-            if isinstance(rec, RunRecord):
-                self.post_message(RunStarted(rec))
-            elif isinstance(rec, EventRecord):
-                self.post_message(LiveChange(rec))
-            elif isinstance(rec, EndRecord):
-                self.post_message(RunEnded(rec))
-
-    @on(RunStarted)
-    def _on_run(self, message: RunStarted) -> None:
-        self.opts.paused = False
-        self.opts.config_version += 1
-        if self.state.runs > 1:
-            self.opts.notice = f"restarted: {self.state.config.describe()}"
-            self.notify(self.opts.notice, timeout=4)
-        elif message.run.notice:
-            self.opts.notice = message.run.notice
-            self.notify(message.run.notice, severity="warning", timeout=8)
-        self._titles()
-        self._now()
-
-    @on(LiveChange)
-    def _on_event(self, message: LiveChange) -> None:
-        ev = message.event
-        if "activation" in ev.set:
-            self.opts.notice = f"activation → {ev.set['activation']} at step {ev.step} (live, weights kept)"
-            self.opts.config_version += 1
-        self._now()
-
-    @on(RunEnded)
-    def _on_end(self, message: RunEnded) -> None:
-        end = message.end
-        if end.status == "failed":
-            self._show_failure(end)
-        elif end.status == "diverged":
-            self.opts.paused = True
-            self.notify(f"Diverged at step {end.steps}, first in {end.layer or 'the loss'}: try a lower lr, "
-                        "batchnorm, or a different init. r restarts.", severity="error", timeout=10)
-        elif end.status == "completed":
-            self.notify(f"run completed: {end.message}. r runs it again.", timeout=6)
-        self._now()
-
-    @on(TrainerLost)
-    def _on_lost(self, message: TrainerLost) -> None:
-        if self._closed or self._lost_reported:
-            return
-        self._lost_reported = True
-        self._show_failure(None, "The trainer process ended without a word (killed, or out of memory?).")
-
-    def _show_failure(self, end: EndRecord | None, message: str | None = None) -> None:
-        def chosen(choice: str | None) -> None:
-            if choice == "restart":
-                if end is None:  # the process is gone: start a fresh backend
-                    self._lost_reported = False
-                    self.backend.start()
-                    self._bridge()
-                else:
-                    self._restart(self.state.config)
-            elif choice == "quit":
-                self.action_quit_app()
-
-        self.push_screen(FailureScreen(end, message), chosen)
-
-    # ------------------------------------------------------------------------------------------ actions
-    def _set_config(self, cfg: RunConfig) -> None:
-        with self.state.lock:
-            self.state.config = cfg
-        self.opts.config_version += 1
-
-    def _restart(self, cfg: RunConfig, why: str | None = None) -> None:
-        cfg = cfg.validate()
-        self.backend.send(Restart(cfg.to_dict()))
-        self._set_config(cfg)
-        self.opts.paused = False
-        self.opts.notice = f"restarting: {cfg.describe()}" + (f" ({why})" if why else "") + " …"
-        self._now()
-
-    def action_activation(self, step: int) -> None:
-        cfg = self.state.config
-        new = next_choice(cfg.activation, ACTIVATIONS, int(step))
-        self.backend.send(SetActivation(new))
-        self._set_config(cfg.replace(activation=new))
-        self.opts.notice = f"activation → {new} (live, weights kept)"
-        self.notify(self.opts.notice, timeout=3)
-        self._now()
-
-    def action_init(self) -> None:
-        cfg = self.state.config
-        self._restart(cfg.replace(init=next_choice(cfg.init, INITS, 1)))
-
-    def action_batchnorm(self) -> None:
-        cfg = self.state.config
-        self._restart(cfg.replace(batchnorm=not cfg.batchnorm))
-
-    def action_skip(self) -> None:
-        cfg = self.state.config
-        self._restart(cfg.replace(skip=not cfg.skip))
-
-    def action_depth(self, step: int) -> None:
-        cfg = self.state.config
-        depth = min(max(cfg.depth + int(step), 1), MAX_DEPTH)
-        if depth == cfg.depth:
-            self.notify(f"depth stays {depth} (1..{MAX_DEPTH})", timeout=2)
-            return
-        self._restart(cfg.replace(depth=depth))
-
-    def action_restart(self) -> None:
-        self._restart(self.state.config)
-
-    def action_lower_lr(self) -> None:
-        cfg = self.state.config
-        self._restart(cfg.replace(lr=cfg.lr / 10), why=f"lr {cfg.lr:g} → {cfg.lr / 10:g}")
-
-    def action_pause(self) -> None:
-        self.opts.paused = not self.opts.paused
-        self.backend.send(Pause(self.opts.paused))
-        self._now()
-
-    def action_step(self) -> None:
-        if not self.opts.paused:
-            self.opts.paused = True
-            self.backend.send(Pause(True))
-        self.backend.send(StepOnce())
-        self._now()
-
-    def action_speed(self, step: int) -> None:
-        i = SPEED_CAPS.index(self.opts.cap) if self.opts.cap in SPEED_CAPS else 0
-        i = min(max(i + int(step), 0), len(SPEED_CAPS) - 1)
-        self.opts.cap = SPEED_CAPS[i]
-        self.backend.send(SetSpeedCap(self.opts.cap))
-        self.opts.notice = f"speed cap: {self.opts.cap:g} steps/s" if self.opts.cap else "speed cap off: full speed"
-        self._now()
-
-    def action_metric(self) -> None:
-        self.opts.metric = next_choice(self.opts.metric, METRIC_KEYS, 1)
-        self._titles()
-        self._frame(force=True)
-
-    def action_log(self) -> None:
-        self.opts.log = not self.opts.log
-        self.opts.notice = "log axes (fixed decades)" if self.opts.log else "linear axes"
-        self._titles()
-        self._frame(force=True)
-        self._now()
-
-    def action_next_view(self) -> None:
-        self.opts.view = next_choice(self.opts.view, VIEWS, 1)
-        self.query_one("#views", ContentSwitcher).current = self.opts.view
-        self._update_tabs()
-        self.call_after_refresh(self._frame, True)
-
-    def action_screenshot_svg(self) -> None:
-        name = time.strftime("vgtui_%Y%m%d_%H%M%S.svg")
-        path = self.save_screenshot(filename=name, path=self.screenshot_dir)
-        self.opts.notice = f"screenshot saved: {path}"
-        self.notify(self.opts.notice, timeout=6)
-        self._now()
-
-    def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
-
-    def action_quit_app(self) -> None:
-        self.close_backend(timeout=1.5)
-        self.exit(0)
+    @property
+    def main(self) -> MainScreen:
+        """The main screen (under the help or failure screen when one is open)."""
+        return next(s for s in self.screen_stack if isinstance(s, MainScreen))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own, then every key of the key map that works with this source."""
         yield from super().get_system_commands(screen)
-        cmds = [
-            ("Next activation", "Swap the activation live (a)", lambda: self.action_activation(1)),
-            ("Previous activation", "Swap the activation live (A)", lambda: self.action_activation(-1)),
-            ("Next init", "Restart with the next weight init (i)", self.action_init),
-            ("Toggle batchnorm", "Restart with batchnorm on/off (b)", self.action_batchnorm),
-            ("Toggle skip connections", "Restart with skip connections on/off (s)", self.action_skip),
-            ("Deeper", "Restart with one hidden layer more (+)", lambda: self.action_depth(1)),
-            ("Shallower", "Restart with one hidden layer less (-)", lambda: self.action_depth(-1)),
-            ("Pause / resume", "Pause or resume training (space)", self.action_pause),
-            ("One step", "One training step while paused (n)", self.action_step),
-            ("Slower", "Lower the steps/s cap ([)", lambda: self.action_speed(1)),
-            ("Faster", "Raise the steps/s cap (])", lambda: self.action_speed(-1)),
-            ("Restart", "Restart from fresh weights (r)", self.action_restart),
-            ("Restart with lr ÷ 10", "What to try after a divergence", self.action_lower_lr),
-            ("Next gradient metric", "grad norm, mean |grad|, grad:data, update:data (m)", self.action_metric),
-            ("Log / linear axes", "Toggle the chart scales (l)", self.action_log),
-            ("Next view", "overview, gradient histograms, layer table (tab)", self.action_next_view),
-            ("Save SVG screenshot", "Into the current folder (ctrl+s)", self.action_screenshot_svg),
-            ("Key help", "All the keys (?)", self.action_help),
-            ("Quit vgtui", "Stop training and quit (q)", self.action_quit_app),
-        ]
-        for title, help_text, cb in cmds:
-            yield SystemCommand(title, help_text, cb)
+        main = self.main
+        for k in keymap.for_kind(main.kind):
+            if k.palette:
+                keys = k.help_keys or k.display or k.keys
+                yield SystemCommand(k.palette, f"{k.description} ({keys})",
+                                    lambda action=k.action: self.run_action(action, main))
 
-    # ------------------------------------------------------------------------------------------ shutdown
-    def close_backend(self, timeout: float = 1.5) -> None:
-        if self._closed:
+    def close_sources(self, timeout: float = 1.5) -> None:
+        if self.closing_sources:
             return
-        self._closed = True
+        self.closing_sources = True
         for w in self.workers:
-            if w.group == "bridge":
-                w.cancel()
-        try:
-            self.backend.close(timeout=timeout)
-        except Exception:  # noqa: BLE001 - quitting must not fail
-            pass
+            w.cancel()
+        for s in self.sources:
+            try:
+                s.close(timeout=timeout)
+            except Exception:  # noqa: BLE001 - quitting must not fail
+                pass
 
     def on_unmount(self) -> None:
-        self.close_backend()
+        self.close_sources()
 
 
 def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_FPS) -> int:
     """Train `config` in a child process and show it live; returns the exit code (0 on q / ctrl+c)."""
     from vgtui.sources.trainer import ProcessBackend
 
-    backend = ProcessBackend(config, metrics)
+    source = ProcessBackend(config, metrics)
     # Start the child before Textual takes over stdout/stderr: multiprocessing's resource tracker passes
     # sys.stderr's file descriptor to its helper, and under Textual that is -1 ("bad value(s) in fds_to_keep").
     # It also gets torch importing while the UI starts.
-    backend.start()
+    source.start()
     # Then give the trainer the CPU first: torch's intra-op threads wait for each other at every op, so each
     # time the UI takes a core a trainer with one thread per core stalls as a whole. At a lower priority the UI
     # runs in the trainer's gaps (it needs ~10% of one core; keys still answer within a frame).
@@ -478,12 +92,15 @@ def run_tui(config: RunConfig, metrics: str | None = None, fps: float = DEFAULT_
             os.nice(UI_NICE)
         except OSError:
             pass
-    app = VgtuiApp(backend, config, fps=fps, start_backend=False)
+    return run_app(VgtuiApp(source, fps=fps, start_source=False))
+
+
+def run_app(app: VgtuiApp) -> int:
     try:
         rc = app.run()
     finally:
-        app.close_backend(timeout=1.5)
+        app.close_sources(timeout=1.5)
     return int(rc or 0) if app.return_code is None else int(app.return_code)
 
 
-__all__ = ["DEFAULT_FPS", "VgtuiApp", "run_tui"]
+__all__ = ["DEFAULT_FPS", "VgtuiApp", "run_app", "run_tui"]
