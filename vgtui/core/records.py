@@ -75,14 +75,21 @@ class Hist:
         return int(self.counts.sum()) + self.under + self.over + self.zeros
 
     def to_json(self, known_edges: np.ndarray | None = None) -> dict[str, Any]:
-        """The edges are left out when they equal `known_edges` (the run header's): the reader puts them back."""
+        """Compact and lossless: the edges are left out when they equal `known_edges` (the run header's: the reader
+        puts them back), zero counts before the first and after the last non-zero one are left out ("first" is
+        the bin of the first count listed), and so are zero under/over/zeros."""
         d: dict[str, Any] = {}
         if known_edges is None or not (self.edges is known_edges or np.array_equal(self.edges, known_edges)):
             d["edges"] = _float_list(self.edges)
-        d["counts"] = np.asarray(self.counts, dtype=np.int64).tolist()
-        d["under"], d["over"] = int(self.under), int(self.over)
-        if self.zeros:
-            d["zeros"] = int(self.zeros)
+        counts = np.asarray(self.counts, dtype=np.int64)
+        nonzero = np.flatnonzero(counts)
+        first, stop = (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
+        if first:
+            d["first"] = first
+        d["counts"] = counts[first:stop].tolist()
+        for k in ("under", "over", "zeros"):
+            if getattr(self, k):
+                d[k] = int(getattr(self, k))
         return d
 
     @classmethod
@@ -93,8 +100,12 @@ class Hist:
             edges = known_edges
         else:
             raise ValueError("a histogram without edges, and none in the run header")
-        return cls(edges, np.array(d["counts"], dtype=np.int64), int(d.get("under", 0)), int(d.get("over", 0)),
-                   int(d.get("zeros", 0)))
+        counts = np.zeros(len(edges) - 1, dtype=np.int64)
+        first, listed = int(d.get("first", 0)), d["counts"]
+        if first < 0 or first + len(listed) > len(counts):
+            raise ValueError(f"{first} + {len(listed)} counts for {len(counts)} bins")
+        counts[first:first + len(listed)] = listed
+        return cls(edges, counts, int(d.get("under", 0)), int(d.get("over", 0)), int(d.get("zeros", 0)))
 
 
 # ---------------------------------------------------------------------------------------------- records
