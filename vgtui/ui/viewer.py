@@ -14,7 +14,6 @@ Threads and cost (the budget: training inside the TUI at >= 0.90 of headless spe
 
 from __future__ import annotations
 
-import bisect
 import os
 import time
 
@@ -113,11 +112,14 @@ class MainScreen(Screen):
         self._update_tabs()
         self.check_size()
         if self.kind == "file":
-            for i in range(len(self.sources)):
-                self._open_run(i)
-            self.paused = True
-            if self.sources[0].follow:
+            for i, src in enumerate(self.sources):
+                if src.run is not None:
+                    self._open_run(i)
+            if self.source.follow:
                 self.set_interval(FOLLOW_POLL_S, self._follow)
+                self.notice = self.source.waiting or self.notice
+            else:
+                self.paused = True
             self.set_interval(0.1, self._play)
         else:
             self._bridge()
@@ -354,15 +356,22 @@ class MainScreen(Screen):
 
     @work(thread=True, group="history")
     def _fill_history(self, i: int, run) -> None:
-        """The curves: every snapshot of the run, folded into the bounded history, in chunks so the cursor keys
-        keep answering (each key parses its one snapshot on the UI thread)."""
+        """The curves: every snapshot of the run folded into the bounded history, in chunks so that the cursor
+        keys keep answering (each key parses its one snapshot on the UI thread); for a followed file, then each
+        new snapshot as it is indexed. The only writer of this run's history, so its steps stay in order."""
         worker = get_current_worker()
-        st = self.states[i]
-        n, chunk = run.n_snapshots, 200
-        for start in range(0, n, chunk):
-            if worker.is_cancelled or st.run is not run.header:
+        st, src = self.states[i], self.sources[i]
+        done = 0
+        while not worker.is_cancelled and st.run is run.header:
+            n = run.n_snapshots
+            if done < n:
+                stop = min(done + 200, n)
+                st.add_history(run.iter_snapshots(done, stop))
+                done = stop
+            elif not src.follow or run.end is not None:
                 return
-            st.add_history(run.iter_snapshots(start, min(start + chunk, n)))
+            else:
+                time.sleep(FOLLOW_POLL_S)
 
     def _seek_index(self, index: int) -> None:
         """Put run A's cursor on snapshot `index` (clamped), and B's on the same step."""
@@ -383,8 +392,7 @@ class MainScreen(Screen):
             n = run.n_snapshots
             if n == 0:
                 continue
-            step = self.state.snap.step if self.state.snap else 0
-            j = max(bisect.bisect_right(run.snapshot_steps, step) - 1, 0)
+            j = run.index_of_step(self.state.snap.step if self.state.snap else 0)
             st.show(run.snapshot(j), j, n, run.end if j == n - 1 else None)
 
     def _at_end(self) -> bool:
@@ -396,20 +404,20 @@ class MainScreen(Screen):
         src, st = self.source, self.state
         try:
             change = src.poll()
-        except ValueError as e:  # the file became unreadable
+        except ValueError as e:  # the file became unreadable (MetricsFileError: one line)
             self.notice = str(e)
             return
         if change.new_run:
             self._open_run(0)
-            self.notice = f"a new run started in {st.label}: showing run {src.run_number} of {len(src.runs)}"
+            n = len(src.runs)
+            self.notice = f"showing run {src.run_number} of {n} in {st.label}" if n > 1 else f"following {st.label}"
             return
+        if change.new_epochs:
+            st.add_epochs(change.new_epochs)
         if change.new_snapshots:
-            following = self._at_end() and not self.paused or self.state.position is None
-            st.add_history(src.run.iter_snapshots(*change.new_snapshots))
-            if change.new_epochs:
-                st.add_epochs(change.new_epochs)
-            if following or self._at_end():
-                self._seek_index(src.run.n_snapshots - 1)
+            at_end = self._at_end()
+            index = st.position[0] if st.position else 0
+            self._seek_index(src.run.n_snapshots - 1 if at_end and not self.paused else index)
         if change.ended and self._at_end():
             self._seek_index(src.run.n_snapshots - 1)
             end = src.run.end
@@ -430,13 +438,9 @@ class MainScreen(Screen):
             self._play_from = (now, self.state.snap.elapsed_s)
             return
         t0, e0 = self._play_from
-        target = e0 + (now - t0) * self.pace
         run, (i, n) = self.source.run, self.state.position
-        j = i
-        for _ in range(50):  # at most 50 parses a tick; a faster pace skips snapshots
-            if j + 1 >= n or run.snapshot(j + 1).elapsed_s > target:
-                break
-            j += 1
+        elapsed = run.snapshot_elapsed
+        j = max(int(elapsed.searchsorted(e0 + (now - t0) * self.pace, side="right")) - 1, i)
         if j != i:
             self._seek_index(j)
         if j >= n - 1 and not self.source.follow:
@@ -526,6 +530,8 @@ class MainScreen(Screen):
             self._status_now()
 
     def action_seek_to(self, index: int) -> None:
+        if self.source.run is None:
+            return
         n = self.source.run.n_snapshots
         self.paused = int(index) == 0 or not self.source.follow
         self._seek_index(n - 1 if int(index) < 0 else int(index))
