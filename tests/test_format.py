@@ -286,10 +286,10 @@ def test_ten_thousand_snapshots_of_the_seeds_network_fit_in_40_mb(tmp_path):
     enc = RecordEncoder()
     assert sum(len(enc.line(r).encode()) for r in records) <= 40_000_000
     path = tmp_path / "long.jsonl"
-    make_long_run.write(records[:300] + records[-1:], path)
+    make_long_run.write(records[:301] + records[-1:], path)
     (run,) = MetricsIndex(path).runs
     steps = run.snapshot_steps
-    assert sum(isinstance(r, Snapshot) for r in records[:300]) == 240  # and 60 epoch records: one every 4
+    assert sum(isinstance(r, Snapshot) for r in records[:301]) == 240  # and 60 epoch records: one every 4
     assert run.header.schema == SCHEMA_VERSION and run.n_snapshots == 240 and run.end.status == "completed"
     assert steps[0] == 10 and (np.diff(steps) == 10).all()  # the fixture's cadence, continued
     assert (np.diff(run.snapshot_elapsed) > 0).all() and (np.diff(run.snapshot_epochs) >= 0).all()
