@@ -269,3 +269,29 @@ def test_stream_reads_records_as_they_come(recorded):
         with pytest.raises(MetricsFileError, match="^<stdin>: ") as e:
             list(iter_lines_records(io.BytesIO(bad), "<stdin>"))
         assert said in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------- the long file
+def test_ten_thousand_snapshots_of_the_seeds_network_fit_in_40_mb(tmp_path):
+    """scripts/make_long_run.py repeats a real run of the seed's network (the schema-1 fixture: 784-1000x5-10
+    sigmoid on mnist-5k) into 10,000 snapshots; written as schema 2 they take at most 40 MB (schema 1: ~127 MB)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_long_run
+
+    source = make_long_run.read_run(FIXTURES / "sigmoid.jsonl")
+    assert source[0].layer_names == ("fc1", "fc2", "fc3", "fc4", "fc5", "fc6")
+    records = make_long_run.long_run(source, 10_000)
+    enc = RecordEncoder()
+    assert sum(len(enc.line(r).encode()) for r in records) <= 40_000_000
+    path = tmp_path / "long.jsonl"
+    make_long_run.write(records[:301] + records[-1:], path)
+    (run,) = MetricsIndex(path).runs
+    steps = run.snapshot_steps
+    assert sum(isinstance(r, Snapshot) for r in records[:301]) == 240  # and 60 epoch records: one every 4
+    assert run.header.schema == SCHEMA_VERSION and run.n_snapshots == 240 and run.end.status == "completed"
+    assert steps[0] == 10 and (np.diff(steps) == 10).all()  # the fixture's cadence, continued
+    assert (np.diff(run.snapshot_elapsed) > 0).all() and (np.diff(run.snapshot_epochs) >= 0).all()
+    assert [e.epoch for e in run.epochs] == list(range(1, 61))
+    assert same_hist(run.snapshot(12).layers[2].act_hist, run.snapshot(0).layers[2].act_hist)  # a cycle later
