@@ -212,13 +212,15 @@ def loss_compare(runs: Sequence[tuple], labels: Sequence[str], width: int, heigh
     B_COLOUR. Each run is loss_curves' arguments, from `steps` to `total_steps`."""
     _start(width, height, colour)
     xmax, ymax = 1.0, 0.1
-    # A diverged run's loss would flatten the other's: the axis stops at 3x the larger of the two medians.
-    medians = [float(np.nanmedian(np.where(np.isfinite(r[1]), r[1], np.nan))) for r in runs if len(r[1])]
-    cap = 3 * max([m for m in medians if math.isfinite(m)], default=math.inf)
+    # A diverged run's loss would flatten the other's: the axis stops at 3x the larger median of the runs that
+    # did not blow up (a cross-entropy median above 100 did), and what lies above is drawn at the top.
+    finite = [y[np.isfinite(y)] for y in (np.asarray(r[1], dtype=float) for r in runs)]
+    medians = [float(np.median(y)) for y in finite if y.size]
+    cap = 3 * max([m for m in medians if m < 100], default=math.inf)
     for (steps, loss, ep_steps, _train, test, _events, total), code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
         x, y = np.asarray(steps, dtype=float), np.asarray(loss, dtype=float)
         ok = np.isfinite(y)
-        x, (y,) = _downsample(x[ok], [y[ok]], max(width, 10))
+        x, (y,) = _downsample(x[ok], [np.minimum(y[ok], cap)], max(width, 10))
         xmax = max(xmax, float(total), float(x.max()) if x.size else 0.0)
         if x.size:
             ymax = max(ymax, float(y.max()))
@@ -226,7 +228,7 @@ def loss_compare(runs: Sequence[tuple], labels: Sequence[str], width: int, heigh
         if ep_steps:
             FIG.draw(FIG.signal([float(e) for e in ep_steps], [float(a) for a in test],
                                 marker=_marker("●", code, colour), yside="right").lines())
-    FIG.ruler("y", 0).lim(0, min(ymax, cap) * 1.05)
+    FIG.ruler("y", 0).lim(0, ymax * 1.05)
     FIG.ruler("y", 1).lim(0, 1)
     FIG.ruler("y", 1).ticks([0, 0.5, 1], ["0%", "50%", "100%"])
     FIG.ruler("x").lim(0, xmax)

@@ -112,6 +112,7 @@ class RunState:
         self.events: list[tuple[int, str]] = []  # (step, text) of live changes in this run
         self.history = History(self.layers)
         self.position: tuple[int, int] | None = None  # (index, count) of the snapshot shown, in a file
+        self.run_of: tuple[int, int] | None = None  # (number, count) of the run shown, in a file of several
         self.upto: int | None = None  # the curves stop at this step (a file's cursor); None: everything
         self.lost = ""  # why a followed writer seems gone
         self.snap_version = 0

@@ -344,6 +344,7 @@ class MainScreen(Screen):
         src, st = self.sources[i], self.states[i]
         run = src.run
         st.begin(run.header, run.epochs, run.events)
+        st.run_of = (src.run_number, len(src.runs)) if len(src.runs) > 1 else None
         if i == 0:
             self._seek_index(max(run.n_snapshots - 1, 0))
         else:

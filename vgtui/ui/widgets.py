@@ -169,12 +169,15 @@ class StatusBar(Panel):
         badge = self._badge(diag, layers)
         line = join(parts)
         pad = width - line.cell_len - badge.cell_len - 1
-        if pad < 1:  # narrow: drop the separators' spaces
-            line = join([(t.replace("init ", "").replace(" lr ", " "), st) for t, st in parts], "·")
-            pad = width - line.cell_len - badge.cell_len - 1
-            if pad < 1:
-                badge = self._badge(diag, layers, short=True)
+        if pad < 1:  # narrow: drop the separators' spaces, a shorter badge, then the last parts
+            parts = [(t.replace("init ", "").replace(" lr ", " "), st) for t, st in parts]
+            badge = self._badge(diag, layers, short=True)
+            while True:
+                line = join(parts, "·")
                 pad = width - line.cell_len - badge.cell_len - 1
+                if pad >= 1 or len(parts) <= 2:
+                    break
+                parts.pop()
         line.append(" " * max(pad, 1))
         line.append_text(badge)
         line.truncate(width)
@@ -307,7 +310,8 @@ def position(s: RunState) -> str:
     if s.position is None or s.snap is None:
         return "no snapshot yet"
     i, n = s.position
-    return f"snapshot {i + 1:,} / {n:,} · step {s.snap.step:,} · {clock(s.snap.elapsed_s)}"
+    run = f"run {s.run_of[0]} / {s.run_of[1]} · " if s.run_of else ""
+    return f"{run}snapshot {i + 1:,} / {n:,} · step {s.snap.step:,} · {clock(s.snap.elapsed_s)}"
 
 
 # ---------------------------------------------------------------------------------------------- gradient bars
@@ -335,7 +339,7 @@ class GradientBars(Panel):
     def on_key_changed(self) -> None:
         m = metric(self.main.metric)
         scale = f"log, fixed decades 1e{m.lo}…1e{m.hi}" if self.main.log else "linear, scaled to the largest"
-        self.border_title = f"gradients · {m.label}" + (" · A and B per layer" if self.main.compare else "")
+        self.border_title = f"gradients · {m.label}" + (" · A and B" if self.main.compare else "")
         self.border_subtitle = f"{scale} · m metric · l scale"
 
     def rows(self, key: str) -> list[tuple[str, float | None, str, str, bool]]:
@@ -365,8 +369,24 @@ class GradientBars(Panel):
     def build(self, width: int, height: int) -> object:
         view = self.main
         m = metric(view.metric)
-        log = view.log
         rows = self.rows(m.key)
+        if len(view.states) == 1 or len(rows) + 2 <= height:
+            return Group(*self.bars(rows, m, view.log, width, height))
+        # two runs and no room for a row per run and layer: A's bars and B's side by side
+        half = (width - 1) // 2
+        cols = [self.bars([(r[0][:-2], *r[1:]) for r in rows if r[0].endswith(tag)], m, view.log, half, height)
+                for tag in "AB"]
+        lines = []
+        for left, right in zip(*cols):
+            left = left.copy()
+            left.truncate(half, pad=True)
+            lines.append(Text(no_wrap=True, overflow="crop").append_text(left).append("│", style="color(238)")
+                         .append_text(right))
+        return Group(*lines)
+
+    @staticmethod
+    def bars(rows: list, m, log: bool, width: int, height: int) -> list[Text]:
+        """The bars of `rows` with their ruler, `height` lines of `width` cells."""
         vals = [r[1] for r in rows]
         label_w = max((len(r[0]) for r in rows), default=3) + 9
         area = max(width - label_w - 1, 10)
@@ -420,7 +440,7 @@ class GradientBars(Panel):
         foot = [ruler, labels] if height >= n + 2 else ([labels] if height >= n + 1 else [])
         body = lines[: max(height - len(foot), 1)]
         pad = max(height - len(foot) - len(body), 0)
-        return Group(*body, *([Text("")] * pad), *foot)
+        return [*body, *([Text("")] * pad), *foot]
 
 
 # ---------------------------------------------------------------------------------------------- activations
