@@ -117,7 +117,8 @@ def _follow_stdin(fps: float) -> int:
         return _error("vgtui follow - reads records from standard input: pipe them in "
                       "(ssh box tail -n +1 -f run.jsonl | vgtui follow -)")
     source = StreamSource(os.fdopen(os.dup(0), "rb", buffering=0), "<stdin>")
-    print("vgtui: waiting for the run header on standard input…", file=sys.stderr)
+    if sys.stderr.isatty():
+        print("vgtui: waiting for the run header on standard input…", file=sys.stderr)
     source.read_header()  # MetricsFileError: refused before the UI starts
     try:
         tty = os.open("/dev/tty", os.O_RDWR)
