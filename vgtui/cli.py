@@ -93,7 +93,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 # Subcommands: name -> ("module:function", one line for `vgtui --help`). Each function takes the rest of argv and
 # returns the exit status; its module is imported only when the subcommand is used (no torch for the viewer).
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("vgtui.export:main", "write a metrics file's snapshots as CSV, one row per snapshot and layer"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
