@@ -7,6 +7,7 @@ import math
 import pytest
 
 from conftest import ROOT, run_cli
+from test_format import BAD
 from vgtui.core.metrics import MetricsIndex
 from vgtui.core.records import LayerStats, RecordEncoder
 from vgtui.export import COLUMNS, write_csv
@@ -79,17 +80,16 @@ def test_export_of_non_finite_values_and_the_run_chosen(tmp_path):
     assert write_csv(path, tmp_path / "api.csv", run=0) == 72 and write_csv(index.runs[1], out) == 18
 
 
-@pytest.mark.parametrize("case", ["missing", "not-metrics", "directory-out", "no-folder", "itself", "run"])
+@pytest.mark.parametrize("case", [*BAD, "directory-out", "no-folder", "itself", "run"])
 def test_export_refuses_with_one_line(tmp_path, case):
     src, out, extra = FIXTURES / "sigmoid.jsonl", tmp_path / "out.csv", []
-    said = {"missing": "nope.jsonl: no such file", "not-metrics": "line 1 is not JSON: not a vgtui metrics file",
-            "directory-out": "is a directory", "no-folder": "does not exist", "itself": "is the metrics file itself",
-            "run": "--run 3: "}[case]
-    if case == "missing":
-        src = tmp_path / "nope.jsonl"
-    elif case == "not-metrics":
-        src = tmp_path / "notes.txt"
-        src.write_text("some notes\n")
+    said = {"directory-out": "is a directory", "no-folder": "does not exist", "itself": "is the metrics file itself",
+            "run": "--run 3: "}.get(case)
+    if case in BAD:  # every bad metrics file of tests/test_format.py
+        make, said = BAD[case]
+        src = tmp_path / "in" / "run.jsonl"
+        src.parent.mkdir()
+        make(src)
     elif case == "directory-out":
         out = tmp_path
     elif case == "no-folder":
@@ -101,6 +101,7 @@ def test_export_refuses_with_one_line(tmp_path, case):
     r = run_cli(["export", str(src), "--csv", str(out), *extra])
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("vgtui: error: ") and said in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert case not in BAD or r.stderr.startswith(f"vgtui: error: {src}: ")
     assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".*.part"))
 
 

@@ -234,7 +234,11 @@ class MetricsIndex:
         self.path = self.name
         self._lock = threading.RLock()
         self._reset()
-        self._scan()
+        try:
+            self._scan()
+        except MetricsFileError:
+            self.close()
+            raise
         if not self.runs:  # nothing but an incomplete first line: a header being written, or not a metrics file
             self.close()
             if not self._tail.lstrip().startswith(b'{"type":"run"'):
