@@ -122,7 +122,8 @@ def test_hist_with_its_own_edges_keeps_them_and_trims_zero_counts():
     header = RunRecord(layers=("a",), device="cpu", version="x", grad_edges=np.linspace(0, 1, 5))
     own = Hist(np.array([0.0, 2.0, 3.0]), np.array([0, 4]), zeros=1)  # not the header's edges
     known = Hist(np.linspace(0, 1, 5), np.array([0, 0, 7, 0]), under=2)
-    for h in (own, known):
+    empty = Hist(np.linspace(0, 1, 5), np.zeros(4, dtype=np.int64), over=9)
+    for h in (own, empty, known):
         layer = LayerStats("a", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, grad_hist=h)
         snap = Snapshot(1, 0, 0.5, 1.0, 1.0, 0.0, "relu", (layer,))
         d = json.loads(json.dumps(to_json(snap, header)))

@@ -121,16 +121,14 @@ def _open_checked(path: str | os.PathLike) -> tuple[IO[bytes], str]:
     try:
         f = open(name, "rb")
     except FileNotFoundError:
-        raise MetricsFileError(name, "no such file: check the path (`vgtui follow` waits for a file that does not "
-                               "exist yet)", "missing") from None
+        raise MetricsFileError(name, "no such file: check the path", "missing") from None
     except OSError as e:
         raise MetricsFileError(name, f"cannot be read ({e.strerror or e})", "unreadable") from None
     head = f.read(_SNIFF)
     f.seek(0)
     if not head.strip():
         f.close()
-        raise MetricsFileError(name, "the file is empty: no run was written to it (yet: `vgtui follow` waits "
-                               "for one)", "empty")
+        raise MetricsFileError(name, "the file is empty: no run was written to it yet", "empty")
     if b"\0" in head:
         f.close()
         raise MetricsFileError(name, f"a binary file, not text: not a vgtui metrics file ({WHAT_IT_IS})", "binary")
@@ -236,7 +234,11 @@ class MetricsIndex:
         self.path = self.name
         self._lock = threading.RLock()
         self._reset()
-        self._scan()
+        try:
+            self._scan()
+        except MetricsFileError:
+            self.close()
+            raise
         if not self.runs:  # nothing but an incomplete first line: a header being written, or not a metrics file
             self.close()
             if not self._tail.lstrip().startswith(b'{"type":"run"'):
