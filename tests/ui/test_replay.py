@@ -5,6 +5,7 @@ the screen."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import subprocess
@@ -245,6 +246,26 @@ async def test_follow_standard_input(tmp_path):
         await pilot.press("a")
         await wait_for(pilot, lambda: app._notifications, what="a notification")
         assert "needs a live trainer; this is a stream of records" in list(app._notifications)[-1].message
+
+
+async def test_export_key_writes_the_csv_of_the_run_on_screen(tmp_path):
+    path = tmp_path / "two.jsonl"
+    write(path, [*load("sigmoid"), *load("relu-diverged")])
+    app = replay(path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await status_shows(pilot, "run 2 / 2 · snapshot 3 / 3")
+        await pilot.press("e")
+        out = tmp_path / "two-2.csv"
+        status = await status_shows(pilot, f"CSV written: {out} (18 rows)")
+        assert "relu" in status
+        with open(out, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [(r["step"], r["layer"]) for r in rows[:2]] == [("1", "fc1"), ("1", "fc2")]
+        assert len(rows) == 3 * 6
+        await pilot.press("p")
+        await status_shows(pilot, "run 1 / 2 · snapshot 12 / 12")
+        await pilot.press("e")
+        await status_shows(pilot, f"CSV written: {tmp_path / 'two-1.csv'} (72 rows)")
 
 
 def test_history_stays_bounded():

@@ -302,6 +302,7 @@ class MainScreen(Screen):
     @on(RunEnded)
     def _on_end(self, message: RunEnded) -> None:
         end = message.end
+        self.notice = ""  # the status line now says how the run ended
         again = " r runs it again." if self.kind == "trainer" else ""
         if end.status == "failed" and self.kind == "trainer":
             self._show_failure(end)
@@ -422,7 +423,8 @@ class MainScreen(Screen):
         if change.ended and self._at_end():
             self._seek_index(src.run.n_snapshots - 1)
             end = src.run.end
-            self.notice = f"the run ended: {end.status}" + (f" ({end.message})" if end.message else "")
+            self.notice = "" if end.status in ("diverged", "failed") else (
+                f"the run ended: {end.status}" + (f" ({end.message})" if end.message else ""))
         if change.lost and change.lost != st.lost:
             st.lost = change.lost
             self.notice = change.lost
@@ -527,6 +529,7 @@ class MainScreen(Screen):
         pos = self.state.position
         if pos is not None:
             self.paused = True
+            self.notice = ""
             self._seek_index(pos[0] + int(delta))
             self._status_now()
 
@@ -534,6 +537,7 @@ class MainScreen(Screen):
         if self.source.run is None:
             return
         n = self.source.run.n_snapshots
+        self.notice = ""
         self.paused = int(index) == 0 or not self.source.follow
         self._seek_index(n - 1 if int(index) < 0 else int(index))
         self._status_now()
@@ -566,28 +570,30 @@ class MainScreen(Screen):
 
     @work(thread=True, group="export")
     def _export(self) -> None:
-        """The run on screen as CSV, beside its metrics file (or in the screenshot folder if that one is not
-        writable): run.csv, or run-2.csv for the second run of a file with several."""
+        """The run on screen as CSV (vgtui.export.write_csv), beside its metrics file, or in the screenshot folder
+        when that one is not writable: run.csv, or run-2.csv for the second run of a file with several."""
         from vgtui.core.metrics import MetricsIndex
         from vgtui.export import write_csv
 
         path = self.source.metrics_path
-        try:
-            if self.kind == "file":
-                run, number, count = self.source.run, self.source.run_number, len(self.source.runs)
-            else:  # the trainer's file: its latest run is the one on screen
-                runs = MetricsIndex(path).runs
-                run, number, count = runs[-1], len(runs), len(runs)
+
+        def out_path(number: int, count: int) -> str:
             stem = os.path.splitext(os.path.basename(path))[0] + (f"-{number}" if count > 1 else "")
             folder = os.path.dirname(os.path.abspath(path))
-            if not os.access(folder, os.W_OK):
-                folder = self.screenshot_dir
-            out = os.path.join(folder, stem + ".csv")
-            write_csv(run, out)
+            return os.path.join(folder if os.access(folder, os.W_OK) else self.screenshot_dir, stem + ".csv")
+
+        try:
+            if self.kind == "file":
+                out = out_path(self.source.run_number, len(self.source.runs))
+                rows = write_csv(self.source.run, out)
+            else:  # the trainer's file: its latest run is the one on screen
+                with MetricsIndex(path) as index:
+                    out = out_path(len(index.runs), len(index.runs))
+                    rows = write_csv(index.runs[-1], out)
         except (OSError, ValueError) as e:
             self.app.call_from_thread(self.notify, f"e: could not write the CSV: {e}", severity="error")
             return
-        self.app.call_from_thread(setattr, self, "notice", f"CSV written: {out}")
+        self.app.call_from_thread(setattr, self, "notice", f"CSV written: {out} ({rows:,} rows)")
 
     def action_screenshot_svg(self) -> None:
         name = time.strftime("vgtui_%Y%m%d_%H%M%S.svg")

@@ -229,14 +229,14 @@ class StatusBar(Panel):
             run, snap, end, diag, layers = s.run, s.snap, s.end, s.diagnosis(), s.layers
         line = Text(" ", no_wrap=True, overflow="ellipsis")
         live = m.kind == "trainer"
-        if end is not None and end.status == "diverged":
+        if m.notice:  # what just happened first (cleared when the cursor moves or the run ends)
+            line.append(m.notice, style="italic color(177)")
+        elif end is not None and end.status == "diverged":
             line.append(f"DIVERGED at step {end.steps}: ", style="bold color(196)")
             line.append(f"{end.message}." + (" Press r to restart, i / b / a to change the recipe." if live else ""))
         elif end is not None and end.status == "failed":
             line.append("FAILED: ", style="bold color(196)")
             line.append(end.message)
-        elif m.notice:
-            line.append(m.notice, style="italic color(177)")
         elif diag is not None and layers:
             d, r = diag
             line.append(explain(d, r, layers[0], layers[-1]), style="dim")
