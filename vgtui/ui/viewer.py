@@ -350,7 +350,8 @@ class MainScreen(Screen):
             self._seek_index(max(run.n_snapshots - 1, 0))
         else:
             self._align()
-        self._fill_history(i, run)
+        # after the first frame: parsing the history must not hold the GIL while the first screen is drawn
+        self.call_after_refresh(self._fill_history, i, run)
         if src.notice:
             self.notify(src.notice, severity="warning", timeout=8)
             self.notice = src.notice
@@ -367,8 +368,8 @@ class MainScreen(Screen):
         while not worker.is_cancelled and st.run is run.header:
             n = run.n_snapshots
             if done < n:
-                stop = min(done + 200, n)
-                st.add_history(run.iter_snapshots(done, stop))
+                stop = min(done + 50, n)
+                st.add_history(list(run.iter_snapshots(done, stop)))  # parsed before the state's lock is taken
                 done = stop
             elif not src.follow or run.end is not None:
                 return
