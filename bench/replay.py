@@ -47,6 +47,19 @@ def wait(patterns: list[str], timeout: float) -> float | None:
     return None
 
 
+def cpu_seconds() -> float | None:
+    """CPU time (user + system) the viewer's process has used so far: on a busy machine the wall time also
+    counts the waits for a core, this does not."""
+    pane = subprocess.run([*TMUX, "display", "-p", "-t", "bench", "#{pane_pid}"], capture_output=True,
+                          text=True).stdout.strip()
+    try:
+        kids = Path(f"/proc/{pane}/task/{pane}/children").read_text().split()
+        fields = Path(f"/proc/{kids[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def shown_index() -> int | None:
     m = re.search(r"snapshot ([\d,]+) / ", screen())
     return int(m.group(1).replace(",", "")) if m else None
@@ -74,8 +87,11 @@ def main() -> int:
         full = wait([rf"snapshot {n:,} / {n:,}", r"fc6 ", r"sat ", r"loss & accuracy", r"per layer over steps",
                      r"┤.*├"], 30)
         first = None if full is None else time.monotonic() - t0
-        print(f"file: {path} ({n:,} snapshots, {size / 1e6:.1f} MB)")
-        print(f"first full screen: {first:.2f} s" if first is not None else "first full screen: not within 30 s")
+        cpu = cpu_seconds()
+        load = os.getloadavg()[0]
+        print(f"file: {path} ({n:,} snapshots, {size / 1e6:.1f} MB); load average {load:.1f} on {os.cpu_count()} CPUs")
+        print(f"first full screen: {first:.2f} s ({cpu:.2f} s of CPU in the viewer's process)"
+              if first is not None else "first full screen: not within 30 s")
         subprocess.run([*TMUX, "send-keys", "-t", "bench", "Home"], check=True)
         wait([rf"snapshot 1 / {n:,}"], 5)
         lag, t_press = 0, time.monotonic()
