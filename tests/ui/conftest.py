@@ -58,12 +58,6 @@ def text_of(widget) -> str:
     return "\n".join("".join(seg.text for seg in strip) for strip in widget.render_lines(Region(0, 0, w, h)))
 
 
-def status_text(app) -> str:
-    from vgtui.ui.widgets import StatusBar
-
-    return text_of(app.main.query_one(StatusBar))
-
-
 async def shows(pilot, widget, text: str, timeout: float = 10.0) -> str:
     """Wait until `widget` shows `text` on screen (the frame timer redraws at --fps); returns what it shows."""
     await wait_for(pilot, lambda: text in text_of(widget), timeout, f"{text!r} on screen")

@@ -194,9 +194,8 @@ async def test_divergence_halts_and_names_the_layer(make_app):
         assert end.status == "diverged"
         status = await status_shows(pilot, "DIVERGED")
         assert "lower --lr" in status
-        if end.layer:
-            assert end.layer in status
-            assert end.layer in text_of(app.main.query_one(GradientBars))
+        # seeded: at lr 5 the loss is the first non-finite value (step 5), before any layer's gradient
+        assert end.layer is None and "first in the loss" in status
         assert app.main.paused
         await pilot.press("r")
         await wait_for(pilot, lambda: app.main.state.runs >= 2, what="the restart")

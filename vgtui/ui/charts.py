@@ -50,10 +50,6 @@ def _finish(colour: bool) -> str:
     return FIG.build().string(colorless=not colour)
 
 
-def _px(code: int, colour: bool):
-    return code if colour else None
-
-
 def _marker(symbol: str, code: int, colour: bool):
     return plt.marker(symbol, pixel=code) if colour else symbol
 
