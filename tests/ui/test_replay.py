@@ -241,8 +241,8 @@ async def test_follow_standard_input(tmp_path):
         for rec in records[6:]:
             out.write(enc.line(rec))
         out.close()
-        status = await status_shows(pilot, "■ completed")
-        assert "step 120/120" in status
+        status = await status_shows(pilot, "<stdin> closed")
+        assert "step 120/120" in status and "■ completed" in status
         await pilot.press("a")
         await wait_for(pilot, lambda: app._notifications, what="a notification")
         assert "needs a live trainer; this is a stream of records" in list(app._notifications)[-1].message

@@ -26,6 +26,7 @@ class Source:
     config: RunConfig | None = None
     metrics_path: str | None = None  # the metrics file behind the run on screen, when there is one
     label: str = ""  # what the status line calls the source (a file name), "" for vgtui's own trainer
+    why: str = ""  # why the source stopped, when it knows (a stream's end)
 
     def takes(self, command: type) -> bool:
         return command in self.commands

@@ -270,7 +270,7 @@ class MainScreen(Screen):
                     continue
                 rec = source.get(timeout=0.05)  # drain what the pipe still holds
                 if rec is None:
-                    self.post_message(SourceLost())
+                    self.post_message(SourceLost(source.why))
                     return
             state.apply(rec)  # snapshots and epochs: the frame timer redraws what changed
             if isinstance(rec, RunRecord):
@@ -283,8 +283,9 @@ class MainScreen(Screen):
     @on(RunStarted)
     def _on_run(self, message: RunStarted) -> None:
         self.paused = False
-        if self.state.runs > 1 and self.state.config is not None:
-            self.notice = f"restarted: {self.state.config.describe()}"
+        if self.state.runs > 1:
+            what = self.state.config.describe() if self.state.config is not None else message.run.model
+            self.notice = f"restarted: {what}" if self.kind == "trainer" else f"a new run started: {what}"
             self.notify(self.notice, timeout=4)
         elif message.run.notice:
             self.notice = message.run.notice
@@ -316,7 +317,7 @@ class MainScreen(Screen):
 
     @on(SourceLost)
     def _on_lost(self, message: SourceLost) -> None:
-        if self._lost_reported or getattr(self.app, "closing_sources", False):
+        if self._lost_reported or self.app.closing_sources:  # type: ignore[attr-defined]
             return
         self._lost_reported = True
         if self.kind != "trainer":
