@@ -90,9 +90,9 @@ class MainScreen(Screen):
             with Grid(id="overview"):
                 yield GradientBars(id="grads", classes="panel")
                 yield ActivationPanel(id="acts", classes="panel")
-                yield PlotextPanel(self._loss_figure, lambda: self._versions("snap_version", "epoch_version"),
+                yield PlotextPanel(self._loss_figure, lambda: self.versions("snap_version", "epoch_version"),
                                    id="loss", classes="panel")
-                yield PlotextPanel(self._flow_figure, lambda: (self._versions("snap_version"), self.metric,
+                yield PlotextPanel(self._flow_figure, lambda: (self.versions("snap_version"), self.metric,
                                                                self.log), id="flow", classes="panel")
             with Vertical(id="histograms"):
                 yield PlotextPanel(self._hist_all_figure, lambda: (s.snap_version, self.log), id="hist-all",
@@ -104,7 +104,8 @@ class MainScreen(Screen):
         yield Static(id="too-small")
         yield Footer(compact=True)
 
-    def _versions(self, *names: str) -> tuple:
+    def versions(self, *names: str) -> tuple:
+        """The data versions `names` of every run shown (a panel's key: it redraws when one changes)."""
         return tuple(getattr(st, n) for st in self.states for n in names)
 
     def on_mount(self) -> None:

@@ -128,7 +128,7 @@ class StatusBar(Panel):
 
     def key(self) -> object:
         m = self.main
-        return (m._versions("snap_version", "epoch_version", "run_version"), m.paused, m.cap, m.pace, m.notice,
+        return (m.versions("snap_version", "epoch_version", "run_version"), m.paused, m.cap, m.pace, m.notice,
                 tuple(st.config for st in m.states))
 
     def build(self, width: int, height: int) -> object:
@@ -334,7 +334,7 @@ class GradientBars(Panel):
 
     def key(self) -> object:
         m = self.main
-        return (m._versions("snap_version"), m.metric, m.log)
+        return (m.versions("snap_version"), m.metric, m.log)
 
     def on_key_changed(self) -> None:
         m = metric(self.main.metric)
@@ -450,7 +450,7 @@ class ActivationPanel(Panel):
     min_interval = 1.0
 
     def key(self) -> object:
-        return self.main._versions("snap_version")
+        return self.main.versions("snap_version")
 
     def on_key_changed(self) -> None:
         s = self.main.state
@@ -526,7 +526,7 @@ class ActivationPanel(Panel):
 # ---------------------------------------------------------------------------------------------- the layer table
 class LayerTable(Panel):
     def key(self) -> object:
-        return self.main._versions("snap_version")
+        return self.main.versions("snap_version")
 
     def on_key_changed(self) -> None:
         self.border_title = "layers · the numbers behind the charts"
