@@ -1,10 +1,13 @@
 """Make the README's screenshots from the real app and real training (seeded, on the embedded mnist-5k digits).
 
     python scripts/make_screenshots.py            # writes screenshots/*.svg (about a minute on 2 CPUs)
+    python scripts/make_screenshots.py replay two-runs    # only those
 
-Each one runs the app through `run_test` at 120x40 over a ThreadBackend training the seed's network
+Each live one runs the app through `run_test` at 120x40 over a ThreadBackend training the seed's network
 (784-1000x5-10) for 3 epochs (120 steps), waits for the run to complete, and saves the screen with
-`save_screenshot`. The numbers are those of a seeded run: they repeat up to timings (steps/s).
+`save_screenshot`. The replay ones first record two such runs headless (sigmoid; relu + kaiming) into metrics
+files, then open `vgtui replay` on them: one file at its 9th snapshot, and both side by side. The numbers are
+those of seeded runs: they repeat up to timings (steps/s, elapsed times).
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ async def shoot(name: str, changes: dict, size=(120, 40), keys=()) -> Path:
     config = RunConfig(dataset="mnist-5k", epochs=3, max_steps=120, probe_every=10, seed=0, device="cpu",
                        **changes)
     backend = ThreadBackend(config)
-    app = VgtuiApp(backend, config, fps=2)
+    app = VgtuiApp(backend, fps=2)
     async with app.run_test(size=size) as pilot:
         end = time.monotonic() + 300
-        while app.state.end is None or app.state.end.status != "completed":
+        while app.main.state.end is None or app.main.state.end.status != "completed":
             if time.monotonic() > end:
                 raise RuntimeError(f"{name}: the run did not complete")
             await pilot.pause(0.25)
@@ -46,12 +49,61 @@ async def shoot(name: str, changes: dict, size=(120, 40), keys=()) -> Path:
             await pilot.press(k)
         await pilot.pause(0.3)
         app.clear_notifications()
-        app._frame(force=True)
+        while not app.main.up_to_date():
+            await pilot.pause(0.1)
         await pilot.pause(0.3)
         path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(OUT)))
         await pilot.press("q")
     backend.close()
     return path
+
+
+async def shoot_replay(name: str, paths: list[str], keys=(), size=(120, 40)) -> Path:
+    from vgtui.sources.file import FileSource
+    from vgtui.ui.app import VgtuiApp
+
+    sources = [FileSource(p) for p in paths]
+    for s in sources:
+        s.open()
+    app = VgtuiApp(sources, fps=4)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(0.3)
+        for k in keys:
+            await pilot.press(k)
+        await app.workers.wait_for_complete()
+        app.clear_notifications()
+        end = time.monotonic() + 30
+        while not app.main.up_to_date():
+            if time.monotonic() > end:
+                raise RuntimeError(f"{name}: the screen did not settle")
+            await pilot.pause(0.1)
+        await pilot.pause(0.3)
+        path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(OUT)))
+        await pilot.press("q")
+    return path
+
+
+def record(path: str, **changes) -> None:
+    """A seeded headless run of the seed's network into a metrics file."""
+    from vgtui.core.config import RunConfig
+    from vgtui.headless import run_headless
+
+    config = RunConfig(dataset="mnist-5k", epochs=3, max_steps=120, probe_every=10, seed=0, device="cpu", **changes)
+    with open(os.devnull, "w") as quiet:
+        rc = run_headless(config, path, out=quiet)
+    if rc != 0:
+        raise RuntimeError(f"recording {path} ended with status {rc}")
+
+
+async def replays() -> list[Path]:
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="vgtui-shots-")
+    sigmoid, relu = os.path.join(tmp, "sigmoid.jsonl"), os.path.join(tmp, "relu-kaiming.jsonl")
+    record(sigmoid)
+    record(relu, activation="relu", init="kaiming")
+    return [await shoot_replay("replay", [sigmoid], keys=("left", "left", "left")),
+            await shoot_replay("two-runs", [sigmoid, relu])]
 
 
 async def main() -> None:
@@ -66,6 +118,9 @@ async def main() -> None:
     if not only or "sigmoid-histograms" in only:
         path = await shoot("sigmoid-histograms", SHOTS["sigmoid-vanishing"], keys=("tab",))
         print(path.relative_to(ROOT))
+    if not only or {"replay", "two-runs"} & only:
+        for path in await replays():
+            print(path.relative_to(ROOT))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from conftest import ROOT
 CASES = [
     ("vgtui.core.config, vgtui.core.records, vgtui.core.metrics, vgtui.core.writer, vgtui.core.diagnosis",
      ("torch", "textual", "plotext", "rich", "vgtui.engine", "vgtui.ui")),
-    ("vgtui.sources.base, vgtui.sources.trainer", ("torch", "textual", "plotext", "vgtui.engine", "vgtui.ui")),
-    ("vgtui.ui.app, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens, vgtui.ui.state",
+    ("vgtui.sources.base, vgtui.sources.trainer, vgtui.sources.file",
+     ("torch", "textual", "plotext", "vgtui.engine", "vgtui.ui")),
+    ("vgtui.ui.app, vgtui.ui.viewer, vgtui.ui.keymap, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens, "
+     "vgtui.ui.state, vgtui.ui.replay_cmd",
      ("torch", "vgtui.engine")),
     ("vgtui.engine.trainer, vgtui.engine.probes, vgtui.engine.data, vgtui.headless",
      ("textual", "plotext", "rich", "vgtui.ui")),

@@ -35,7 +35,9 @@ there when it can; without it, vgtui falls back to the embedded mnist-5k and say
 
 def build_parser() -> argparse.ArgumentParser:
     d = RunConfig.__dataclass_fields__
-    p = argparse.ArgumentParser(prog="vgtui", description=DESCRIPTION, epilog=EPILOG,
+    subs = "\n".join(f"  vgtui {name:<8} {what}" for name, (_, what) in SUBCOMMANDS.items())
+    epilog = f"subcommands (vgtui NAME --help for theirs):\n{subs}\n\n{EPILOG}" if subs else EPILOG
+    p = argparse.ArgumentParser(prog="vgtui", description=DESCRIPTION, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"vgtui {__version__}")
     p.add_argument("--headless", action="store_true", help="run without the terminal UI (also when there is no TTY)")
@@ -97,7 +99,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 # Subcommands: name -> ("module:function", one line for `vgtui --help`). Each function takes the rest of argv and
 # returns the exit status; its module is imported only when the subcommand is used (no torch for the viewer).
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "replay": ("vgtui.ui.replay_cmd:replay_main", "replay a metrics file in the UI (two files: side by side)"),
+    "follow": ("vgtui.ui.replay_cmd:follow_main", "follow a metrics file still being written, or - for stdin"),
+    "export": ("vgtui.export:main", "write a metrics file's snapshots as CSV, one row per snapshot and layer"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

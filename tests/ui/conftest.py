@@ -1,11 +1,12 @@
-"""Helpers for the UI tests: a real ThreadBackend on small configs, waiting on conditions, screen text."""
+"""Helpers for the UI tests: a real ThreadBackend on small configs, waiting on conditions, and what a widget
+shows on the real screen (its rendered lines, border and title included; no frame is forced)."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-from rich.console import Console
+from textual.geometry import Region
 
 from vgtui.sources.trainer import ThreadBackend
 from vgtui.core.config import RunConfig
@@ -33,7 +34,7 @@ def make_app(digits, tmp_path):
         backend.start()
         if cap:  # a tiny net trains at hundreds of steps/s and its thread would hog the GIL of the test
             backend.send(SetSpeedCap(cap))
-        app = VgtuiApp(backend, config, fps=8, screenshot_dir=str(tmp_path), start_backend=False, **kw)
+        app = VgtuiApp(backend, fps=8, screenshot_dir=str(tmp_path), start_source=False, **kw)
         made.append(backend)
         return app, backend
 
@@ -52,16 +53,18 @@ async def wait_for(pilot, cond, timeout: float = 15.0, what: str = "condition") 
 
 
 def text_of(widget) -> str:
-    """What a panel shows, as plain text (its last render, at its size)."""
-    widget.app._frame(force=True)
-    r = widget.render()
-    console = Console(width=max(widget.content_size.width, 20), record=True, file=open("/dev/null", "w"),
-                      color_system=None)
-    console.print(r)
-    return console.export_text()
+    """What a widget shows on screen now, as plain text: its rendered lines (border and titles included)."""
+    w, h = widget.outer_size
+    return "\n".join("".join(seg.text for seg in strip) for strip in widget.render_lines(Region(0, 0, w, h)))
 
 
-def status_text(app) -> str:
+async def shows(pilot, widget, text: str, timeout: float = 10.0) -> str:
+    """Wait until `widget` shows `text` on screen (the frame timer redraws at --fps); returns what it shows."""
+    await wait_for(pilot, lambda: text in text_of(widget), timeout, f"{text!r} on screen")
+    return text_of(widget)
+
+
+async def status_shows(pilot, text: str, timeout: float = 10.0) -> str:
     from vgtui.ui.widgets import StatusBar
 
-    return text_of(app.query_one(StatusBar))
+    return await shows(pilot, pilot.app.main.query_one(StatusBar), text, timeout)

@@ -1,4 +1,5 @@
-"""A Backend that replays recorded records (no training): deterministic screens for snapshot tests."""
+"""A source that plays recorded records as if a trainer sent them (no training): deterministic screens of the
+live UI for snapshot tests."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import queue
 from pathlib import Path
 
-from vgtui.sources.base import Backend
+from vgtui.sources.base import TRAINER_COMMANDS, Source
 from vgtui.core.config import RunConfig
 from vgtui.core.records import Command, Record, record_from_json
 
@@ -18,8 +19,11 @@ def load(name: str) -> list[Record]:
         return [record_from_json(json.loads(line)) for line in f if line.strip()]
 
 
-class ReplayBackend(Backend):
+class ReplayBackend(Source):
     """Yields the given records once, then nothing; remembers the commands it was sent."""
+
+    kind = "trainer"
+    commands = TRAINER_COMMANDS
 
     def __init__(self, records: list[Record], config: RunConfig | None = None):
         run = records[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SMALL, status_text, text_of, wait_for
+from .conftest import SMALL, shows, status_shows, wait_for
 from .replay import ReplayBackend, load
 from .ptyrun import Tty
 from vgtui.core.records import EndRecord
@@ -137,25 +137,26 @@ async def test_restart_after_the_trainer_was_killed_keeps_the_file_and_the_live_
     backend = ProcessBackend(SMALL, str(m))
     backend.start()
     backend.send(SetSpeedCap(50))
-    app = VgtuiApp(backend, SMALL, fps=8, start_backend=False)
+    app = VgtuiApp(backend, fps=8, start_source=False)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_for(pilot, lambda: app.state.snap is not None, timeout=60, what="a snapshot")
+            await wait_for(pilot, lambda: app.main.state.snap is not None, timeout=60, what="a snapshot")
             await pilot.press("a")
-            await wait_for(pilot, lambda: app.state.config.activation == "tanh", what="the live change")
+            await wait_for(pilot, lambda: app.main.state.config.activation == "tanh", what="the live change")
             size = m.stat().st_size
             os.kill(backend.pid, signal.SIGKILL)
             await wait_for(pilot, lambda: isinstance(app.screen, FailureScreen), what="the failure dialog")
             dialog = app.screen
             assert "killed by SIGKILL" in dialog.message and "vgtui wrote its end record" in dialog.hint
             await pilot.press("r")
-            await wait_for(pilot, lambda: app.state.runs >= 2 and app.state.snap is not None, timeout=60,
+            await wait_for(pilot, lambda: app.main.state.runs >= 2 and app.main.state.snap is not None, timeout=60,
                            what="the new trainer")
-            assert app.state.config.activation == "tanh" and "running" in status_text(app)
+            assert app.main.state.config.activation == "tanh"
+            await status_shows(pilot, "running")
             assert sum(isinstance(s, FailureScreen) for s in app.screen_stack) == 0
             await pilot.press("q")
     finally:
-        app.close_backend()
+        app.close_sources()
     recs = records(m)
     assert m.stat().st_size > size  # appended, never truncated
     kinds = [r["type"] for r in recs]
@@ -172,18 +173,17 @@ async def test_a_stopped_trainer_is_shown_as_stalled(tmp_path):
     backend = ProcessBackend(SMALL, str(tmp_path / "m.jsonl"))
     backend.start()
     backend.send(SetSpeedCap(50))
-    app = VgtuiApp(backend, SMALL, fps=8, start_backend=False)
+    app = VgtuiApp(backend, fps=8, start_source=False)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_for(pilot, lambda: app.state.snap is not None, timeout=60, what="a snapshot")
+            await wait_for(pilot, lambda: app.main.state.snap is not None, timeout=60, what="a snapshot")
             os.kill(backend.pid, signal.SIGSTOP)
-            await wait_for(pilot, lambda: "no word from the trainer" in status_text(app), timeout=15,
-                           what="the stall notice")
+            await status_shows(pilot, "no word from the trainer", timeout=15)
             os.kill(backend.pid, signal.SIGCONT)
-            await wait_for(pilot, lambda: "answering again" in status_text(app), timeout=15, what="recovery")
+            await status_shows(pilot, "answering again", timeout=15)
             await pilot.press("q")
     finally:
-        app.close_backend()
+        app.close_sources()
 
 
 # ------------------------------------------------------------------------------------------- Pilot, the screen's state
@@ -194,7 +194,7 @@ async def test_one_failure_dialog_at_a_time_and_it_says_what_is_true():
 
     app = VgtuiApp(backend, fps=8)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.state.snap is not None, what="the records")
+        await wait_for(pilot, lambda: app.main.state.snap is not None, what="the records")
         for i in range(2):
             backend.feed(EndRecord(status="failed", steps=10 + i, elapsed_s=1.0, message=f"boom {i}",
                                    traceback="Traceback ..."))
@@ -208,22 +208,23 @@ async def test_one_failure_dialog_at_a_time_and_it_says_what_is_true():
 async def test_pause_shows_what_the_trainer_acknowledged_after_a_quick_restart(make_app):
     app, backend = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.state.snap is not None, what="a snapshot")
+        await wait_for(pilot, lambda: app.main.state.snap is not None, what="a snapshot")
         await pilot.press("r", "space")
-        await wait_for(pilot, lambda: app.state.runs >= 2, what="the restart")
-        await wait_for(pilot, lambda: backend.trainer.paused and app.opts.paused, what="the acknowledged pause")
+        await wait_for(pilot, lambda: app.main.state.runs >= 2, what="the restart")
+        await wait_for(pilot, lambda: backend.trainer.paused and app.main.paused, what="the acknowledged pause")
         await pilot.pause(0.3)
-        assert app.opts.paused and backend.trainer.paused and "paused" in status_text(app)
+        assert app.main.paused and backend.trainer.paused
+        await status_shows(pilot, "paused")
 
 
 async def test_quick_restart_keys_are_never_lost(make_app):
     app, backend = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.state.snap is not None, what="a snapshot")
+        await wait_for(pilot, lambda: app.main.state.snap is not None, what="a snapshot")
         await pilot.press("b", "s", "b")
-        await wait_for(pilot, lambda: app.pending is None and app.state.run.config["skip"], timeout=30,
+        await wait_for(pilot, lambda: app.main.pending is None and app.main.state.run.config["skip"], timeout=30,
                        what="the last configuration")
-        assert not app.state.config.batchnorm and app.state.config.skip
+        assert not app.main.state.config.batchnorm and app.main.state.config.skip
         assert backend.trainer.config.skip and not backend.trainer.config.batchnorm
 
 
@@ -233,9 +234,9 @@ async def test_a_screenshot_that_cannot_be_written_is_a_notice(make_app, tmp_pat
     blocker.write_text("x")
     app.screenshot_dir = str(blocker)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.state.snap is not None, what="a snapshot")
+        await wait_for(pilot, lambda: app.main.state.snap is not None, what="a snapshot")
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: "screenshot not saved" in status_text(app), what="the notice")
+        await status_shows(pilot, "screenshot not saved")
         assert app.is_running
         await pilot.press("q")
     assert app.return_code == 0
@@ -244,6 +245,6 @@ async def test_a_screenshot_that_cannot_be_written_is_a_notice(make_app, tmp_pat
 async def test_a_deep_network_keeps_its_output_layer_and_says_what_is_hidden(make_app):
     app, backend = make_app(SMALL.replace(depth=20, width=16))
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.state.snap is not None, timeout=30, what="a snapshot")
-        bars = text_of(app.query_one(GradientBars))
-        assert "fc21" in bars and "more: fc" in bars and "fc1 " in bars
+        await wait_for(pilot, lambda: app.main.state.snap is not None, timeout=30, what="a snapshot")
+        bars = await shows(pilot, app.main.query_one(GradientBars), "more: fc")
+        assert "fc21" in bars and "fc1 " in bars

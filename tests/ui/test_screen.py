@@ -11,7 +11,7 @@ import pytest
 from vgtui.ui import charts
 from vgtui.ui.app import VgtuiApp
 
-from .conftest import status_text, text_of, wait_for
+from .conftest import status_shows, text_of, wait_for
 from .replay import ReplayBackend, load
 
 
@@ -20,11 +20,12 @@ def replay_app(name: str) -> VgtuiApp:
 
 
 async def settle(pilot) -> None:
+    """The run to its end on screen: the status says so, and every panel has drawn its last snapshot."""
     app = pilot.app
-    await wait_for(pilot, lambda: app.state.end is not None, what="the replay to finish")
-    await pilot.pause(0.2)
+    await wait_for(pilot, lambda: app.main.state.end is not None, what="the replay to finish")
+    await status_shows(pilot, "■ ")
     app.clear_notifications()
-    app._frame(force=True)
+    await wait_for(pilot, app.main.up_to_date, what="every panel's last frame")
     await pilot.pause(0.1)
 
 
@@ -41,8 +42,9 @@ def test_histogram_view(snap_compare):
     async def run_before(pilot):
         await settle(pilot)
         await pilot.press("tab")
+        grid = pilot.app.main.query_one("#hist-grid")
+        await wait_for(pilot, lambda: grid.renders > 0 and pilot.app.main.up_to_date(), what="the histograms")
         await pilot.pause(0.1)
-        pilot.app._frame(force=True)
 
     assert snap_compare(replay_app("sigmoid"), terminal_size=(120, 40), run_before=run_before)
 
@@ -51,7 +53,7 @@ async def test_reflows_on_resize_and_asks_for_80x24():
     app = replay_app("sigmoid")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        grads = app.query_one("#grads")
+        grads = app.main.query_one("#grads")
         wide = grads.size.width
         await pilot.resize_terminal(200, 60)
         await pilot.pause(0.2)
@@ -59,27 +61,27 @@ async def test_reflows_on_resize_and_asks_for_80x24():
         assert "fc6" in text_of(grads)
         await pilot.resize_terminal(70, 20)
         await pilot.pause(0.2)
-        msg = app.query_one("#too-small")
+        msg = app.main.query_one("#too-small")
         assert msg.display and "at least 80x24" in str(msg.render())
-        assert not app.query_one("#views").display
+        assert not app.main.query_one("#views").display
         await pilot.resize_terminal(80, 24)
         await pilot.pause(0.2)
         assert not app.screen.has_class("too-small")
-        assert "VANISHING" in status_text(app)
+        await status_shows(pilot, "VANISHING")
 
 
 async def test_no_color(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     app = replay_app("sigmoid")
-    assert not app.colour
+    assert app.no_color
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        assert "\x1b[" not in app._loss_figure(60, 16)
-        assert "\x1b[" not in charts.act_hist(app.state.snap.layers[0].act_hist, 40, 3, 33, colour=False)
+        assert "\x1b[" not in app.main._loss_figure(60, 16)
+        assert "\x1b[" not in charts.act_hist(app.main.state.snap.layers[0].act_hist, 40, 3, 33, colour=False)
 
 
 def test_ui_never_imports_torch():
-    code = ("import sys; import vgtui.ui.app, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens; "
+    code = ("import sys; import vgtui.ui.app, vgtui.ui.viewer, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

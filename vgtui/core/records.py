@@ -1,19 +1,28 @@
 """What the engine hands out and what it takes in: immutable records and commands.
 
 Records are frozen dataclasses of plain numbers and numpy arrays. They are what the trainer emits, what the
-UI draws, and, one JSON object per line, what the metrics file holds (`to_json` / `record_from_json`).
+UI draws, and, one JSON object per line, what the metrics file holds (`to_json` / `record_from_json`, or
+`RecordEncoder` and the readers of vgtui.core.metrics, which remember the run header so that snapshots can leave
+out what it holds).
 Commands are what the UI sends to the trainer through its queue. Neither torch nor textual is imported here.
+
+Schema 2 (schema 1 is still read): the run header carries the histogram bin edges once (`grad_edges`, and
+`act_edges` keyed by activation, for every activation the run can switch to), and a snapshot's histograms carry
+only their counts when their edges are the header's. Probe values are float32 on the device: a value that is
+exactly a float32 is written in float32's shortest round-trip form ("0.1", not "0.10000000149011612"), so it
+reads back as the same float32; any other float is written in full (no value is ever rounded).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 # ---------------------------------------------------------------------------------------------- JSON helpers
@@ -25,6 +34,18 @@ def _num(x: float | int | None) -> Any:
     if math.isfinite(x):
         return x
     return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _num32(x: float | int | None) -> Any:
+    """Like _num, but a float that is exactly a float32 is written in float32's shortest round-trip form, which
+    reads back as the same float32 (the probes' values are float32 on the device: 17 digits would only be noise)."""
+    if x is None or isinstance(x, (bool, int)):
+        return x
+    x = float(x)
+    if not math.isfinite(x):
+        return _num(x)
+    f = np.float32(x)
+    return float(str(f)) if f == x else x
 
 
 def _unnum(x: Any) -> Any:
@@ -53,18 +74,38 @@ class Hist:
     def total(self) -> int:
         return int(self.counts.sum()) + self.under + self.over + self.zeros
 
-    def to_json(self) -> dict[str, Any]:
-        d = {"edges": _float_list(self.edges), "counts": [int(c) for c in self.counts.tolist()],
-             "under": int(self.under), "over": int(self.over)}
-        if self.zeros:
-            d["zeros"] = int(self.zeros)
+    def to_json(self, known_edges: np.ndarray | None = None) -> dict[str, Any]:
+        """Compact and lossless: the edges are left out when they equal `known_edges` (the run header's: the reader
+        puts them back), zero counts before the first and after the last non-zero one are left out ("first" is
+        the bin of the first count listed), and so are zero under/over/zeros."""
+        d: dict[str, Any] = {}
+        if known_edges is None or not (self.edges is known_edges or np.array_equal(self.edges, known_edges)):
+            d["edges"] = _float_list(self.edges)
+        counts = np.asarray(self.counts, dtype=np.int64)
+        nonzero = np.flatnonzero(counts)
+        first, stop = (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
+        if first:
+            d["first"] = first
+        d["counts"] = counts[first:stop].tolist()
+        for k in ("under", "over", "zeros"):
+            if getattr(self, k):
+                d[k] = int(getattr(self, k))
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Hist":
-        return cls(np.array([_unnum(e) for e in d["edges"]], dtype=np.float64),
-                   np.array(d["counts"], dtype=np.int64), int(d.get("under", 0)), int(d.get("over", 0)),
-                   int(d.get("zeros", 0)))
+    def from_json(cls, d: dict[str, Any], known_edges: np.ndarray | None = None) -> "Hist":
+        if "edges" in d:
+            edges = np.array([_unnum(e) for e in d["edges"]], dtype=np.float64)
+        elif known_edges is not None:
+            edges = known_edges
+        else:
+            raise ValueError("a histogram without edges, and none in the run header")
+        counts = np.zeros(len(edges) - 1, dtype=np.int64)
+        first, listed = int(d.get("first", 0)), d["counts"]
+        if first < 0 or first + len(listed) > len(counts):
+            raise ValueError(f"{first} + {len(listed)} counts for {len(counts)} bins")
+        counts[first:first + len(listed)] = listed
+        return cls(edges, counts, int(d.get("under", 0)), int(d.get("over", 0)), int(d.get("zeros", 0)))
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -99,26 +140,30 @@ class LayerStats:
     def finite(self) -> bool:
         return all(math.isfinite(getattr(self, k)) for k in self._FLOATS if getattr(self, k) is not None)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, header: "RunRecord | None" = None) -> dict[str, Any]:
+        """With the run header, histograms whose edges it holds are written without them."""
         d: dict[str, Any] = {"name": self.name}
         if self.activation is not None:
             d["activation"] = self.activation
         for k in self._FLOATS:
             v = getattr(self, k)
             if v is not None:
-                d[k] = _num(v)
+                d[k] = _num32(v)
         if self.grad_hist is not None:
-            d["grad_hist"] = self.grad_hist.to_json()
+            d["grad_hist"] = self.grad_hist.to_json(header.grad_edges if header else None)
         if self.act_hist is not None:
-            d["act_hist"] = self.act_hist.to_json()
+            d["act_hist"] = self.act_hist.to_json(header.act_edges_for(self.activation) if header else None)
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "LayerStats":
+    def from_json(cls, d: dict[str, Any], header: "RunRecord | None" = None) -> "LayerStats":
         kw: dict[str, Any] = {k: (None if d.get(k) is None else float(_unnum(d[k]))) for k in cls._FLOATS}
-        return cls(name=d["name"], activation=d.get("activation"),
-                   grad_hist=Hist.from_json(d["grad_hist"]) if "grad_hist" in d else None,
-                   act_hist=Hist.from_json(d["act_hist"]) if "act_hist" in d else None, **kw)
+        act = d.get("activation")
+        return cls(name=d["name"], activation=act,
+                   grad_hist=Hist.from_json(d["grad_hist"], header.grad_edges if header else None)
+                   if "grad_hist" in d else None,
+                   act_hist=Hist.from_json(d["act_hist"], header.act_edges_for(act) if header else None)
+                   if "act_hist" in d else None, **kw)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,16 +211,27 @@ class RunRecord:
     notice: str | None = None  # e.g. the fallback to mnist-5k
     started: str | None = None  # wall-clock start, ISO 8601
     pid: int | None = None  # the writing process
+    grad_edges: np.ndarray | None = None  # the weight-gradient histograms' bin edges (log10 |g|), fixed per run
+    act_edges: dict[str, np.ndarray] | None = None  # the activation histograms' bin edges, per activation
     schema: int = SCHEMA_VERSION
     type: str = field(default="run", init=False)
 
     def __post_init__(self) -> None:  # names alone are accepted (and schema-1 headers hold only names)
         object.__setattr__(self, "layers", tuple(l if isinstance(l, LayerInfo) else LayerInfo.from_json(l)
                                                  for l in self.layers))
+        if self.grad_edges is not None:
+            object.__setattr__(self, "grad_edges", np.asarray(self.grad_edges, dtype=np.float64))
+        if self.act_edges is not None:
+            object.__setattr__(self, "act_edges", {k: np.asarray(v, dtype=np.float64)
+                                                   for k, v in self.act_edges.items()})
 
     @property
     def layer_names(self) -> tuple[str, ...]:
         return tuple(l.name for l in self.layers)
+
+    def act_edges_for(self, activation: str | None) -> np.ndarray | None:
+        """The activation histogram's edges for that activation, if the header holds them."""
+        return (self.act_edges or {}).get(activation) if activation else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,11 +299,13 @@ class EndRecord:
 Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord]
 
 
-def to_json(rec: Record) -> dict[str, Any]:
+def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
+    """The JSON object of a record, "type" first (readers index a file by its lines' first bytes). With the
+    run's header, a snapshot leaves out the histogram edges that the header holds."""
     if isinstance(rec, Snapshot):
         return {"type": "snapshot", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
-                "loss": _num(rec.loss), "loss_avg": _num(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
-                "activation": rec.activation, "layers": [l.to_json() for l in rec.layers]}
+                "loss": _num32(rec.loss), "loss_avg": _num32(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
+                "activation": rec.activation, "layers": [l.to_json(header) for l in rec.layers]}
     if isinstance(rec, RunRecord):
         d = {"type": "run", "schema": rec.schema, "version": rec.version, "source": rec.source}
         for k in ("model", "config", "dataset", "device", "device_name", "steps_per_epoch", "total_steps",
@@ -256,6 +314,10 @@ def to_json(rec: Record) -> dict[str, Any]:
             if v is not None and v != "":
                 d[k] = v
         d["layers"] = [l.to_json() for l in rec.layers]
+        if rec.grad_edges is not None:
+            d["grad_edges"] = _float_list(rec.grad_edges)
+        if rec.act_edges is not None:
+            d["act_edges"] = {k: _float_list(v) for k, v in rec.act_edges.items()}
         return d
     if isinstance(rec, EpochRecord):
         return {"type": "epoch", "epoch": rec.epoch, "step": rec.step, "train_loss": _num(rec.train_loss),
@@ -274,13 +336,15 @@ def to_json(rec: Record) -> dict[str, Any]:
     raise TypeError(f"not a record: {rec!r}")
 
 
-def record_from_json(d: dict[str, Any]) -> Record:
+def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Record:
+    """The record of a JSON object; a snapshot's histograms without edges take them from the run's `header`.
+    Raises KeyError, TypeError or ValueError for an object that is not a record."""
     t = d.get("type")
     if t == "snapshot":
         return Snapshot(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]), loss=_unnum(d["loss"]),
                         loss_avg=_unnum(d.get("loss_avg", d["loss"])), steps_per_s=_unnum(d.get("steps_per_s", 0.0)),
                         activation=d.get("activation", ""),
-                        layers=tuple(LayerStats.from_json(l) for l in d["layers"]))
+                        layers=tuple(LayerStats.from_json(l, header) for l in d["layers"]))
     if t == "run":
         return RunRecord(layers=tuple(LayerInfo.from_json(l) for l in d["layers"]), device=d.get("device", ""),
                          version=d.get("version", ""), config=d.get("config"), source=d.get("source", "vgtui"),
@@ -289,6 +353,8 @@ def record_from_json(d: dict[str, Any]) -> Record:
                          train_size=d.get("train_size", 0), test_size=d.get("test_size", 0),
                          probe_every=d.get("probe_every", (d.get("config") or {}).get("probe_every")),
                          notice=d.get("notice"), started=d.get("started"), pid=d.get("pid"),
+                         grad_edges=_edges(d.get("grad_edges")),
+                         act_edges={k: _edges(v) for k, v in d["act_edges"].items()} if d.get("act_edges") else None,
                          schema=d.get("schema", 1))
     if t == "epoch":
         return EpochRecord(**{k: _unnum(d[k]) for k in ("epoch", "step", "train_loss", "train_acc", "test_loss",
@@ -299,6 +365,23 @@ def record_from_json(d: dict[str, Any]) -> Record:
         return EndRecord(status=d["status"], steps=d["steps"], elapsed_s=_unnum(d["elapsed_s"]),
                          message=d.get("message", ""), layer=d.get("layer"), traceback=d.get("traceback"))
     raise ValueError(f"unknown record type {t!r}")
+
+
+def _edges(v: list | None) -> np.ndarray | None:
+    return None if v is None else np.array([_unnum(e) for e in v], dtype=np.float64)
+
+
+class RecordEncoder:
+    """Records to lines of the metrics file, one run after another: it remembers the latest run header, so that
+    snapshots leave out the histogram edges it holds. One encoder per file."""
+
+    def __init__(self) -> None:
+        self.header: RunRecord | None = None
+
+    def line(self, rec: Record) -> str:
+        if isinstance(rec, RunRecord):
+            self.header = rec
+        return json.dumps(to_json(rec, self.header), separators=(",", ":"), allow_nan=False) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- commands

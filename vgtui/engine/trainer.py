@@ -18,14 +18,16 @@ import time
 import traceback
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vgtui import __version__
-from vgtui.core.config import RunConfig
+from vgtui.core.config import ACTIVATIONS, RunConfig
 from vgtui.engine.data import TensorData, device_name, load_dataset, resolve_device
 from vgtui.engine.model import build_model, build_optimizer
-from vgtui.engine.probes import Probes, locate_nonfinite
+from vgtui.engine.probes import (ACT_RANGES, DEFAULT_ACT_RANGE, GRAD_EDGES_LOG10, Probes,
+                                 locate_nonfinite)
 from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, LayerInfo, Pause, Record, Restart,
                                 RunRecord, SetActivation, SetSpeedCap, Snapshot, StatusRecord, StepOnce, Stop)
 
@@ -155,7 +157,9 @@ class Trainer:
                          total_steps=self.total_steps, train_size=len(data.x_train), test_size=len(data.x_test),
                          probe_every=cfg.probe_every, notice=data.notice,
                          started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                         pid=os.getpid())
+                         pid=os.getpid(), grad_edges=GRAD_EDGES_LOG10,
+                         act_edges={a: np.linspace(*ACT_RANGES.get(a, DEFAULT_ACT_RANGE), self.probes.act_bins + 1)
+                                    for a in ACTIVATIONS})  # every activation `a` can switch to
 
     def model_description(self) -> str:
         c, d = self.config, self.data

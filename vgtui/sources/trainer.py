@@ -43,7 +43,7 @@ from vgtui.core.config import RunConfig
 from vgtui.core.records import (Command, EndRecord, EventRecord, NoticeRecord, Record, RunRecord, Snapshot,
                                 StatusRecord, Stop)
 from vgtui.core.writer import MetricsWriteError, MetricsWriter, last_record_type
-from vgtui.sources.base import Backend
+from vgtui.sources.base import TRAINER_COMMANDS, Backend
 
 STOP_WAIT_S = 0.8  # after Stop: the trainer ends within a step, normally in milliseconds
 TERM_WAIT_S = 0.5  # after SIGTERM: a long step is cut at its next Python bytecode
@@ -126,6 +126,8 @@ class _RunFile:
 
 
 class ThreadBackend(Backend):
+    commands = TRAINER_COMMANDS
+
     def __init__(self, config: RunConfig, metrics_path: str | None = None, data: Any = None):
         self.config = config
         self.metrics_path = metrics_path
@@ -260,6 +262,8 @@ def _context():
 
 
 class ProcessBackend(Backend):
+    commands = TRAINER_COMMANDS
+
     def __init__(self, config: RunConfig, metrics_path: str | None = None, overwrite: bool = False):
         self.config = config
         self.metrics_path = metrics_path

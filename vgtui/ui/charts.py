@@ -21,12 +21,12 @@ FIG = plt.figure
 
 # 256-colour codes. Layers run from cold (fc1, deepest from the loss) to warm (the output layer).
 LAYER_RAMP = (33, 39, 45, 50, 48, 83, 154, 190, 220, 214, 208, 203, 198, 170, 134)
-REGIME_COLOURS = {"vanishing": 214, "healthy": 78, "exploding": 201, "diverged": 196}
 AXIS_COLOUR = 244
 LOSS_COLOUR = 81
 TRAIN_COLOUR = 214
 TEST_COLOUR = 78
 EVENT_COLOUR = 177
+B_COLOUR = 213  # run B, beside run A in LOSS_COLOUR
 
 _THEMES = {True: "vgtui", False: "colorless"}
 plt.add_theme("vgtui", text=AXIS_COLOUR, sequence=list(LAYER_RAMP))
@@ -48,10 +48,6 @@ def _start(width: int, height: int, colour: bool) -> None:
 
 def _finish(colour: bool) -> str:
     return FIG.build().string(colorless=not colour)
-
-
-def _px(code: int, colour: bool):
-    return code if colour else None
 
 
 def _marker(symbol: str, code: int, colour: bool):
@@ -197,6 +193,69 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
     _events(FIG, events, 0, ymax, colour)
     for xx, vv, c in lines:
         FIG.draw(FIG.signal(xx.tolist(), vv.tolist(), marker=_marker("hd", c, colour)).lines())
+    FIG.ruler("y").lim(0, ymax)
+    if log:
+        FIG.ruler("y").ticks(*_decade_ticks(m.lo, m.hi, (height - 2) * 3))
+    FIG.ruler("x").lim(0, xmax)
+    xt = _step_ticks(xmax, width)
+    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
+    return _finish(colour)
+
+
+def loss_compare(runs: Sequence[tuple], labels: Sequence[str], width: int, height: int,
+                 colour: bool = True) -> str:
+    """Two runs' loss (lines) and test accuracy (dots, right axis) over the same steps: A in LOSS_COLOUR, B in
+    B_COLOUR. Each run is loss_curves' arguments, from `steps` to `total_steps`."""
+    _start(width, height, colour)
+    xmax, ymax = 1.0, 0.1
+    # A diverged run's loss would flatten the other's: the axis stops at 3x the larger median of the runs that
+    # did not blow up (a cross-entropy median above 100 did), and what lies above is drawn at the top.
+    finite = [y[np.isfinite(y)] for y in (np.asarray(r[1], dtype=float) for r in runs)]
+    medians = [float(np.median(y)) for y in finite if y.size]
+    cap = 3 * max([m for m in medians if m < 100], default=math.inf)
+    for (steps, loss, ep_steps, _train, test, _events, total), code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
+        x, y = np.asarray(steps, dtype=float), np.asarray(loss, dtype=float)
+        ok = np.isfinite(y)
+        x, (y,) = _downsample(x[ok], [np.minimum(y[ok], cap)], max(width, 10))
+        xmax = max(xmax, float(total), float(x.max()) if x.size else 0.0)
+        if x.size:
+            ymax = max(ymax, float(y.max()))
+            FIG.draw(FIG.signal(x.tolist(), y.tolist(), marker=_marker("hd", code, colour)).lines())
+        if ep_steps:
+            FIG.draw(FIG.signal([float(e) for e in ep_steps], [float(a) for a in test],
+                                marker=_marker("●", code, colour), yside="right").lines())
+    FIG.ruler("y", 0).lim(0, ymax * 1.05)
+    FIG.ruler("y", 1).lim(0, 1)
+    FIG.ruler("y", 1).ticks([0, 0.5, 1], ["0%", "50%", "100%"])
+    FIG.ruler("x").lim(0, xmax)
+    xt = _step_ticks(xmax, width)
+    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
+    FIG.ruler("y", 0).frequency(max(2, min(5, height // 4)))
+    return _finish(colour)
+
+
+def layer_lines_compare(runs: Sequence[tuple], m: Metric, log: bool, width: int, height: int,
+                        colour: bool = True) -> str:
+    """Two runs' gradient metric over steps, first and last layer of each (A in LOSS_COLOUR, B in B_COLOUR;
+    the first layer solid, the last dotted). Each run is (steps, series per layer, names, total_steps)."""
+    _start(width, height, colour)
+    xmax, top, lines = 1.0, 0.0, []
+    for (steps, series, names, total), code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
+        if not series:
+            continue
+        x = np.asarray(steps, dtype=float)
+        picked = [np.asarray(series[0], dtype=float), np.asarray(series[-1], dtype=float)]
+        x, picked = _downsample(x, picked, max(width, 10))
+        xmax = max(xmax, float(total), float(x.max()) if x.size else 0.0)
+        for y, symbol in zip(picked, ("hd", "•")):
+            v = np.clip(np.log10(np.where(np.isfinite(y) & (y > 0), y, np.nan)) - m.lo, 0, m.hi - m.lo) if log else y
+            ok = np.isfinite(v)
+            if ok.any():
+                top = max(top, float(v[ok].max()))
+                lines.append((x[ok], v[ok], symbol, code))
+    ymax = float(m.hi - m.lo) if log else (top * 1.05 if top > 0 else 1.0)
+    for xx, vv, symbol, code in lines:
+        FIG.draw(FIG.signal(xx.tolist(), vv.tolist(), marker=_marker(symbol, code, colour)).lines())
     FIG.ruler("y").lim(0, ymax)
     if log:
         FIG.ruler("y").ticks(*_decade_ticks(m.lo, m.hi, (height - 2) * 3))

@@ -1,8 +1,8 @@
-"""Every message the trainer bridge posts to the app (one module, as in Toolong).
+"""Every message a live source's bridge posts to the screen (one module, as in Toolong).
 
-The bridge (a thread worker) folds each record into the app's RunState first, then posts one of these with
-`post_message` (thread-safe, never blocks the worker) for the records the app must react to. Snapshots and epoch
-records need no message: the frame timer redraws the panels whose data in RunState changed.
+The bridge (a thread worker) folds each record into the screen's RunState first, then posts one of these with
+`post_message` (thread-safe, never blocks the worker) for the records the screen must react to. Snapshots and
+epoch records need no message: the frame timer redraws the panels whose data in RunState changed.
 """
 
 from __future__ import annotations
@@ -30,8 +30,12 @@ class RunEnded(Message, bubble=False):
         self.end = end
 
 
-class TrainerLost(Message, bubble=False):
-    """The backend stopped without saying why (its process died)."""
+class SourceLost(Message, bubble=False):
+    """The source stopped without an end record (the trainer's process died, standard input closed)."""
+
+    def __init__(self, why: str = "") -> None:
+        super().__init__()
+        self.why = why
 
 
 class Acknowledged(Message, bubble=False):

@@ -1,4 +1,4 @@
-"""Screens over the main one: the key help (`?`) and the trainer failure dialog (restart or quit)."""
+"""Screens over the main one: the key help (`?`, from the key map) and the trainer failure dialog."""
 
 from __future__ import annotations
 
@@ -11,37 +11,23 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from vgtui.core.records import EndRecord
-
-# (keys shown, what they do): the README's table and the help screen come from here.
-KEYS: tuple[tuple[str, str], ...] = (
-    ("a / A", "next / previous activation, live: the weights are kept (an event in the metrics file)"),
-    ("i", "next weight init, restart from fresh weights"),
-    ("b", "batchnorm on/off, restart"),
-    ("s", "skip connections on/off, restart"),
-    ("+ / -", "one hidden layer more / less, restart"),
-    ("space", "pause / resume"),
-    ("n", "one training step (pauses first)"),
-    ("[ / ]", "slower / faster: a steps/s cap, to watch a fast run evolve"),
-    ("r", "restart with the same configuration"),
-    ("m", "gradient metric: grad norm, mean |grad|, grad:data, update:data"),
-    ("l", "log / linear axes"),
-    ("tab", "next view: overview, gradient histograms, layer table"),
-    ("ctrl+s", "save an SVG screenshot (the path is shown)"),
-    ("ctrl+p", "command palette"),
-    ("?", "this help"),
-    ("q / ctrl+c", "quit (training stops within 2 s)"),
-)
-
+from vgtui.ui import keymap
 
 class HelpScreen(ModalScreen[None]):
+    """The keys that work with this source (`kind`), from the key map."""
+
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=True)]
+
+    def __init__(self, kind: str = "trainer") -> None:
+        super().__init__()
+        self.kind = kind
 
     def compose(self) -> ComposeResult:
         t = Table(box=None, show_header=False, pad_edge=False)
         t.add_column(style="bold color(81)", no_wrap=True)
         t.add_column()
-        for k, what in KEYS:
-            t.add_row(k, what)
+        for keys, what, _ in keymap.help_rows(self.kind):
+            t.add_row(keys, what)
         with Vertical(id="help-box"):
             yield Static(Text("vgtui: watch gradients vanish, switch the remedy, watch them come back",
                               style="bold"), id="help-title")

@@ -1,13 +1,14 @@
 """What the UI knows about the run: every record folded into one plain object (no Textual, no torch).
 
-The worker thread calls `RunState.apply(record)` for every record the backend yields, so no snapshot is lost
-even when the messages that announce them replace each other in Textual's queue; the UI thread reads the
-state under `lock` when it redraws. Each kind of data has its own version counter, so a panel redraws only
+A live source's worker thread calls `RunState.apply(record)` for every record it yields; a file source's
+worker fills the history and the screen moves the cursor (`show`). The UI thread reads the state under `lock`
+when it redraws. Each kind of data has its own version counter, so a panel redraws only
 when the data it shows changed.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from dataclasses import dataclass
@@ -44,11 +45,6 @@ def metric(key: str) -> Metric:
     raise KeyError(key)
 
 
-def layer_names_for(config: RunConfig) -> tuple[str, ...]:
-    """fc1..fc{depth+1}: what the engine will report, known before the trainer has even started."""
-    return tuple(f"fc{i}" for i in range(1, config.depth + 2))
-
-
 def regime(value: float, last: float) -> str:
     """A layer's regime from its gradient norm against the last layer's (the diagnosis thresholds)."""
     if not math.isfinite(value) or not math.isfinite(last):
@@ -56,28 +52,72 @@ def regime(value: float, last: float) -> str:
     return diagnose(value / last if last else math.inf, [value])
 
 
+HISTORY_POINTS = 2048  # the curves' points at most (a panel is at most a few hundred cells wide)
+
+
+class History:
+    """The curves' data, bounded: at most `cap` points per series. When full, every other point is dropped and
+    from then on only every `stride`-th snapshot is kept, so following a week-long run costs the UI the same
+    memory as an hour of it (every snapshot stays on disk)."""
+
+    def __init__(self, names: tuple[str, ...], cap: int = HISTORY_POINTS):
+        self.names = names
+        self.cap = cap
+        self.stride = 1
+        self.seen = 0
+        self.steps: list[int] = []
+        self.loss: list[float] = []
+        self.series: dict[str, list[list[float]]] = {k: [[] for _ in names] for k in METRIC_KEYS}
+
+    def add(self, snap: Snapshot) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            return
+        by_name = {l.name: l for l in snap.layers}
+        self.steps.append(snap.step)
+        self.loss.append(snap.loss_avg)
+        for k in METRIC_KEYS:
+            for i, name in enumerate(self.names):
+                l = by_name.get(name)
+                self.series[k][i].append(getattr(l, k) if l is not None else math.nan)
+        if len(self.steps) >= self.cap:
+            self._halve()
+
+    def _halve(self) -> None:
+        self.stride *= 2
+        self.steps, self.loss = self.steps[::2], self.loss[::2]
+        self.series = {k: [s[::2] for s in v] for k, v in self.series.items()}
+
+    def upto(self, step: int | None) -> int:
+        """How many points lie at or before `step` (all when None)."""
+        if step is None:
+            return len(self.steps)
+        return bisect.bisect_right(self.steps, step)
+
+
 class RunState:
-    def __init__(self, config: RunConfig):
+    """One run as the screen shows it. A live source folds every record in (`apply`); a file source moves a
+    cursor (`show`) over a run whose curves it fills in the background (`add_history`)."""
+
+    def __init__(self, config: RunConfig | None = None, label: str = ""):
         self.lock = threading.RLock()
         self.config = config
-        self.layers: tuple[str, ...] = layer_names_for(config)
+        self.label = label  # the file's name, "" for vgtui's own trainer
+        self.layers: tuple[str, ...] = tuple(f"fc{i}" for i in range(1, config.depth + 2)) if config else ()
         self.run: RunRecord | None = None
         self.runs = 0  # RunRecords seen
         self.snap: Snapshot | None = None
         self.end: EndRecord | None = None
         self.epochs: list[EpochRecord] = []
         self.events: list[tuple[int, str]] = []  # (step, text) of live changes in this run
-        self.steps: list[int] = []
-        self.loss: list[float] = []
-        self.series: dict[str, list[list[float]]] = {}
+        self.history = History(self.layers)
+        self.position: tuple[int, int] | None = None  # (index, count) of the snapshot shown, in a file
+        self.run_of: tuple[int, int] | None = None  # (number, count) of the run shown, in a file of several
+        self.upto: int | None = None  # the curves stop at this step (a file's cursor); None: everything
+        self.lost = ""  # why a followed writer seems gone
         self.snap_version = 0
         self.epoch_version = 0
         self.run_version = 0
-        self._reset_series()
-
-    def _reset_series(self) -> None:
-        self.steps, self.loss = [], []
-        self.series = {k: [[] for _ in self.layers] for k in METRIC_KEYS}
 
     # --------------------------------------------------------------------------------------- folding records
     def apply(self, rec: Record) -> None:
@@ -86,39 +126,62 @@ class RunState:
                 self.snap = rec
                 if tuple(l.name for l in rec.layers) != self.layers:  # layers unknown until now
                     self.layers = tuple(l.name for l in rec.layers)
-                    self._reset_series()
-                self.steps.append(rec.step)
-                self.loss.append(rec.loss_avg)
-                for k in METRIC_KEYS:
-                    for i, l in enumerate(rec.layers):
-                        self.series[k][i].append(getattr(l, k))
+                    self.history = History(self.layers)
+                self.history.add(rec)
                 self.snap_version += 1
             elif isinstance(rec, EpochRecord):
                 self.epochs.append(rec)
                 self.epoch_version += 1
             elif isinstance(rec, RunRecord):
-                self.run = rec
-                self.runs += 1
-                if rec.config is not None:
-                    self.config = RunConfig.from_dict(rec.config)
-                self.layers = rec.layer_names
-                self.snap, self.end = None, None
-                self.epochs, self.events = [], []
-                self._reset_series()
-                self.run_version += 1
-                self.snap_version += 1
-                self.epoch_version += 1
+                self.begin(rec)
             elif isinstance(rec, EventRecord):
-                if "activation" in rec.set:
-                    self.config = self.config.replace(activation=rec.set["activation"])
-                text = ", ".join(f"{k} {v}" for k, v in rec.set.items())
-                self.events.append((rec.step, text))
+                self._event(rec)
                 self.run_version += 1
                 self.snap_version += 1
             elif isinstance(rec, EndRecord):
                 self.end = rec
                 self.run_version += 1
                 self.snap_version += 1
+
+    def begin(self, rec: RunRecord, epochs: list[EpochRecord] = (), events: list[EventRecord] = ()) -> None:
+        """A new run: its header, and what a file already holds of its epochs and live changes."""
+        with self.lock:
+            self.run = rec
+            self.runs += 1
+            if rec.config is not None:
+                self.config = RunConfig.from_dict(rec.config)
+            self.layers = rec.layer_names
+            self.snap, self.end, self.lost = None, None, ""
+            self.epochs, self.events = list(epochs), []
+            for ev in events:
+                self._event(ev)
+            self.history = History(self.layers)
+            self.position, self.upto = None, None
+            self.run_version += 1
+            self.snap_version += 1
+            self.epoch_version += 1
+
+    def _event(self, rec: EventRecord) -> None:
+        if "activation" in rec.set and self.config is not None:
+            self.config = self.config.replace(activation=rec.set["activation"])
+        self.events.append((rec.step, ", ".join(f"{k} {v}" for k, v in rec.set.items())))
+
+    def show(self, snap: Snapshot, index: int, count: int, end: EndRecord | None = None) -> None:
+        """A file's cursor: the snapshot at `index` of `count`; `end` when it is the run's last."""
+        with self.lock:
+            self.snap, self.position, self.upto, self.end = snap, (index, count), snap.step, end
+            self.snap_version += 1
+
+    def add_history(self, snaps) -> None:
+        with self.lock:
+            for s in snaps:
+                self.history.add(s)
+            self.snap_version += 1
+
+    def add_epochs(self, epochs: list[EpochRecord]) -> None:
+        with self.lock:
+            self.epochs.extend(epochs)
+            self.epoch_version += 1
 
     # --------------------------------------------------------------------------------------- derived views
     @property
@@ -128,6 +191,22 @@ class RunState:
     @property
     def total_steps(self) -> int:
         return self.run.total_steps if self.run else 0
+
+    def curves(self, metric_key: str | None = None) -> tuple[list[int], list[float], list[list[float]]]:
+        """The history up to the cursor: steps, loss, and one series per layer of `metric_key`."""
+        with self.lock:
+            h = self.history
+            n = h.upto(self.upto)
+            series = [s[:n] for s in h.series[metric_key]] if metric_key else []
+            return h.steps[:n], h.loss[:n], series
+
+    def visible_epochs(self) -> list[EpochRecord]:
+        with self.lock:
+            return [e for e in self.epochs if self.upto is None or e.step <= self.upto]
+
+    def visible_events(self) -> list[tuple[int, str]]:
+        with self.lock:
+            return [e for e in self.events if self.upto is None or e[0] <= self.upto]
 
     def diagnosis(self) -> tuple[str, float] | None:
         """('vanishing'|'healthy'|'exploding'|'diverged', fc1/fc_last grad-norm ratio) or None before data."""

@@ -1,5 +1,6 @@
-"""The panels of the main screen. Each one draws from the app's RunState and redraws only when the data it
-shows (its `key`) changed: the app's frame timer calls `update_key()` at most --fps times a second.
+"""The panels of the main screen. Each one draws from the screen's RunState (both, for two runs side by side)
+and its view options, and redraws only when what it shows (its `key`) changed: the screen's frame timer calls
+`update_key()` at most --fps times a second.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from textual.widget import Widget
 
 from vgtui.core.diagnosis import explain
 from vgtui.ui import charts
-from vgtui.ui.state import metric
+from vgtui.ui.state import RunState, metric
 
 if TYPE_CHECKING:
-    from vgtui.ui.app import VgtuiApp
+    from vgtui.ui.viewer import MainScreen
 
 REGIME_STYLE = {"vanishing": "color(214)", "healthy": "color(78)", "exploding": "color(201)",
                 "diverged": "bold color(196)"}
@@ -50,8 +51,8 @@ class Panel(Widget):
         self.renders = 0  # how many times the content was rebuilt (tests and the benchmark read it)
 
     @property
-    def vapp(self) -> "VgtuiApp":
-        return self.app  # type: ignore[return-value]
+    def main(self) -> "MainScreen":
+        return self.screen  # type: ignore[return-value]
 
     def key(self) -> object:
         """What the content depends on, besides the size."""
@@ -85,6 +86,11 @@ class Panel(Widget):
             self.renders += 1
         return self._cache
 
+    @property
+    def drawn_key(self) -> object:
+        """The key of what was last rendered (None before the first render)."""
+        return self._cache_key[0] if self._cache_key else None
+
 
 class PlotextPanel(Panel):
     """Shows a plotext 6 figure as Rich text.
@@ -113,111 +119,133 @@ class PlotextPanel(Panel):
 
 # ---------------------------------------------------------------------------------------------- status
 class StatusBar(Panel):
+    """Three lines. One run: what runs (and its diagnosis badge), where it is, what it means or what just
+    happened. Two runs: one line per run, each with its badge, and a line with both positions."""
+
     DEFAULT_CSS = """
     StatusBar { height: 3; width: 1fr; }
     """
 
     def key(self) -> object:
-        s = self.vapp.state
-        o = self.vapp.opts
-        return (s.snap_version, s.epoch_version, s.run_version, o.paused, o.cap, o.notice, o.config_version)
+        m = self.main
+        return (m.versions("snap_version", "epoch_version", "run_version"), m.paused, m.cap, m.pace, m.notice,
+                tuple(st.config for st in m.states))
 
     def build(self, width: int, height: int) -> object:
-        app = self.vapp
-        s, o = app.state, app.opts
-        with s.lock:
-            cfg, run, snap, end, epochs = s.config, s.run, s.snap, s.end, s.epochs
-            diag = s.diagnosis()
-            layers = s.layers
-        # line 1: what runs
-        dataset = run.dataset if run else cfg.dataset
-        device = run.device if run else cfg.device
-        parts = [("vgtui", "bold"), (f"{dataset}", ""), (f"{device}", ""),
-                 (cfg.activation, "bold color(81)"), (f"init {cfg.init}", ""),
-                 (f"bn {'on' if cfg.batchnorm else 'off'}", "bold" if cfg.batchnorm else ""),
-                 (f"skip {'on' if cfg.skip else 'off'}", "bold" if cfg.skip else ""),
-                 (f"{cfg.depth}×{cfg.width}", ""), (f"{cfg.optimizer} lr {cfg.lr:g}", "")]
-        badge = self._badge(diag, layers)
-        line1 = Text(" ", no_wrap=True, overflow="ellipsis")
-        for i, (t, st) in enumerate(parts):
-            if i:
-                line1.append(" · ", style="dim")
-            line1.append(t, style=st)
-        pad = width - line1.cell_len - badge.cell_len - 1
-        if pad < 1:  # narrow: drop the separators' spaces
-            line1 = Text(" ", no_wrap=True, overflow="ellipsis")
-            for i, (t, st) in enumerate(parts[1:]):
-                if i:
-                    line1.append("·", style="dim")
-                line1.append(t.replace("init ", "").replace(" lr ", " "), style=st)
-            pad = width - line1.cell_len - badge.cell_len - 1
-            if pad < 1:
-                badge = self._badge(diag, layers, short=True)
-                pad = width - line1.cell_len - badge.cell_len - 1
-        line1.append(" " * max(pad, 1))
-        line1.append_text(badge)
-        line1.truncate(width)
+        m = self.main
+        if m.compare:
+            a, b = m.states
+            line3 = Text(" ", no_wrap=True, overflow="ellipsis")
+            if m.notice:
+                line3.append(m.notice, style="italic color(177)")
+            else:
+                for tag, st in (("A", a), ("B", b)):
+                    line3.append(f"{tag} ", style="bold")
+                    line3.append(position(st) + "   ")
+                line3.append_text(self._run_state(a, m))
+            return Group(self._what(a, width, "A "), self._what(b, width, "B "), line3)
+        s = m.state
+        return Group(self._what(s, width), self._where(s, width), self._meaning(s, width))
 
-        # line 2: where it is (segments by priority; the lowest go first when the line is too narrow)
+    def _what(self, s: RunState, width: int, tag: str = "") -> Text:
+        """What runs: the file, the model or vgtui's configuration, and the diagnosis badge."""
+        with s.lock:
+            cfg, run, snap = s.config, s.run, s.snap
+            diag, layers = s.diagnosis(), s.layers
+        head = [(f"{tag}{s.label}", "bold")] if s.label else [("vgtui", "bold")]
+        if cfg is not None:
+            dataset = run.dataset if run and run.dataset else cfg.dataset
+            device = run.device if run else cfg.device
+            parts = [(dataset, ""), (device, ""), (cfg.activation, "bold color(81)"), (f"init {cfg.init}", ""),
+                     (f"bn {'on' if cfg.batchnorm else 'off'}", "bold" if cfg.batchnorm else ""),
+                     (f"skip {'on' if cfg.skip else 'off'}", "bold" if cfg.skip else ""),
+                     (f"{cfg.depth}×{cfg.width}", ""), (f"{cfg.optimizer} lr {cfg.lr:g}", "")]
+        else:  # a run of another producer: what its header says
+            parts = [(x, "") for x in (run.model if run else "", run.dataset if run else "", run.device if run else "")
+                     if x]
+            if snap is not None and snap.activation:
+                parts.append((snap.activation, "bold color(81)"))
+        parts = head + parts
+        badge = self._badge(diag, layers)
+        line = join(parts)
+        pad = width - line.cell_len - badge.cell_len - 1
+        if pad < 1:  # narrow: drop the separators' spaces, a shorter badge, then the last parts
+            parts = [(t.replace("init ", "").replace(" lr ", " "), st) for t, st in parts]
+            badge = self._badge(diag, layers, short=True)
+            while True:
+                line = join(parts, "·")
+                pad = width - line.cell_len - badge.cell_len - 1
+                if pad >= 1 or len(parts) <= 2:
+                    break
+                parts.pop()
+        line.append(" " * max(pad, 1))
+        line.append_text(badge)
+        line.truncate(width)
+        return line
+
+    def _where(self, s: RunState, width: int) -> Text:
+        """Where the run is (segments by priority; the lowest go first when the line is too narrow)."""
+        with s.lock:
+            cfg, run, snap, epochs = s.config, s.run, s.snap, s.visible_epochs()
         step = snap.step if snap else 0
         total = run.total_steps if run else 0
         epoch = snap.epoch if snap else (epochs[-1].epoch if epochs else 0)
-        frac = min(step / total, 1.0) if total else 0.0
-        bar_w = 24 if width >= 110 else 10
-        filled = int(round(frac * bar_w))
-        prog = Text()
-        prog.append("━" * filled, style="color(81)")
-        prog.append("━" * (bar_w - filled), style="color(238)")
-        prog.append(f" {frac:4.0%}")
-        segs: list[tuple[int, Text]] = [(0, Text(f"epoch {epoch}/{cfg.epochs}")),
-                                        (0, Text(f"step {step}/{total or '?'}")), (3, prog)]
-        if snap and snap.steps_per_s:
+        segs: list[tuple[int, Text]] = []
+        if s.position is not None:
+            segs.append((0, Text(position(s))))
+        else:
+            frac = min(step / total, 1.0) if total else 0.0
+            bar_w = 24 if width >= 110 else 10
+            filled = int(round(frac * bar_w))
+            prog = Text()
+            prog.append("━" * filled, style="color(81)")
+            prog.append("━" * (bar_w - filled), style="color(238)")
+            prog.append(f" {frac:4.0%}")
+            epochs_total = f"/{cfg.epochs}" if cfg is not None else ""
+            segs += [(0, Text(f"epoch {epoch}{epochs_total}")), (0, Text(f"step {step}/{total or '?'}")), (3, prog)]
+        if snap and snap.steps_per_s and s.position is None:
             segs.append((4, Text(f"{snap.steps_per_s:5.1f} steps/s")))
         if snap:
-            segs.append((1, Text.assemble(("loss ", "dim"), (f"{snap.loss_avg:.3f}", "bold"))))
+            segs.append((1, Text.assemble(("loss ", "dim"), (f"{snap.loss_avg:.3f}", "bold"))))  # nan, inf too
         if epochs:
             e = epochs[-1]
             segs.append((2, Text.assemble(("train ", "dim"), (f"{e.train_acc:.1%}", "bold color(214)"))))
             segs.append((1, Text.assemble(("test ", "dim"), (f"{e.test_acc:.1%}", "bold color(78)"))))
-        state = self._run_state(end, o)
-
-        def assemble(items: list[tuple[int, Text]]) -> Text:
-            t = Text(" ", no_wrap=True, overflow="ellipsis")
-            for i, (_, seg) in enumerate(items):
-                if i:
-                    t.append("  ")
-                t.append_text(seg)
-            return t
-
+        state = self._run_state(s, self.main)
         while True:
-            line2 = assemble(segs)
-            if line2.cell_len + state.cell_len + 2 <= width or len(segs) <= 2:
+            line = join([(seg, "") for _, seg in segs], "  ")
+            if line.cell_len + state.cell_len + 2 <= width or len(segs) <= 2:
                 break
-            drop = max(range(len(segs)), key=lambda k: (segs[k][0], k))
-            segs.pop(drop)
-        line2.append(" " * max(width - line2.cell_len - state.cell_len - 1, 1))
-        line2.append_text(state)
-        line2.truncate(width)
+            segs.pop(max(range(len(segs)), key=lambda k: (segs[k][0], k)))
+        line.append(" " * max(width - line.cell_len - state.cell_len - 1, 1))
+        line.append_text(state)
+        line.truncate(width)
+        return line
 
-        # line 3: what it means, or what just happened
-        line3 = Text(" ", no_wrap=True, overflow="ellipsis")
-        if end is not None and end.status == "diverged":
-            line3.append(f"DIVERGED at step {end.steps}: ", style="bold color(196)")
-            line3.append(f"{end.message}. Press r to restart, i / b / a to change the recipe.")
+    def _meaning(self, s: RunState, width: int) -> Text:
+        """What it means, or what just happened."""
+        m = self.main
+        with s.lock:
+            run, snap, end, diag, layers = s.run, s.snap, s.end, s.diagnosis(), s.layers
+        line = Text(" ", no_wrap=True, overflow="ellipsis")
+        live = m.kind == "trainer"
+        if m.notice:  # what just happened first (cleared when the cursor moves or the run ends)
+            line.append(m.notice, style="italic color(177)")
+        elif end is not None and end.status == "diverged":
+            line.append(f"DIVERGED at step {end.steps}: ", style="bold color(196)")
+            line.append(f"{end.message}." + (" Press r to restart, i / b / a to change the recipe." if live else ""))
         elif end is not None and end.status == "failed":
-            line3.append("FAILED: ", style="bold color(196)")
-            line3.append(end.message)
-        elif o.notice:
-            line3.append(o.notice, style="italic color(177)")
+            line.append("FAILED: ", style="bold color(196)")
+            line.append(end.message)
         elif diag is not None and layers:
             d, r = diag
-            line3.append(explain(d, r, layers[0], layers[-1]), style="dim")
+            line.append(explain(d, r, layers[0], layers[-1]), style="dim")
         elif run is None:
-            line3.append("starting the trainer…", style="dim")
-        else:
-            line3.append("waiting for the first probe…", style="dim")
-        line3.truncate(width)
-        return Group(line1, line2, line3)
+            line.append("starting the trainer…" if live else "waiting for records…", style="dim")
+        elif snap is None:
+            line.append("waiting for the first probe…", style="dim")
+        line.truncate(width)
+        return line
 
     @staticmethod
     def _badge(diag: tuple[str, float] | None, layers: tuple[str, ...], short: bool = False) -> Text:
@@ -232,14 +260,58 @@ class StatusBar(Panel):
         return Text(f" {label} {layers[0]}/{layers[-1]} {r:.1e} ", style=BADGE_STYLE[d])
 
     @staticmethod
-    def _run_state(end, o) -> Text:
+    def _run_state(s: RunState, m: "MainScreen") -> Text:
+        end = s.end
         if end is not None and end.status != "interrupted":
             return Text(f"■ {end.status}", style="bold")
         t = Text()
-        if o.cap:
-            t.append(f"cap {o.cap:g}/s  ", style="color(177)")
-        t.append("⏸ paused" if o.paused else "▶ running", style="bold reverse" if o.paused else "bold")
+        if m.kind == "file":
+            if s.lost:
+                return Text("? writer gone", style="bold color(214)")
+            if m.pace != 1.0:
+                t.append(f"{m.pace:g}x  ", style="color(177)")
+            following = m.source.follow and s.position is not None and s.position[0] >= s.position[1] - 1
+            if following and not m.paused:
+                t.append("● following", style="bold")
+            else:
+                t.append("⏸ paused" if m.paused else "▶ playing", style="bold reverse" if m.paused else "bold")
+            return t
+        if m.kind == "stream":
+            return Text("● following" if not m.paused else "⏸ paused", style="bold")
+        if m.cap:
+            t.append(f"cap {m.cap:g}/s  ", style="color(177)")
+        t.append("⏸ paused" if m.paused else "▶ running", style="bold reverse" if m.paused else "bold")
         return t
+
+
+def join(parts: list[tuple[str | Text, str]], sep: str = " · ") -> Text:
+    """One status line from (text, style) parts."""
+    line = Text(" ", no_wrap=True, overflow="ellipsis")
+    for i, (t, st) in enumerate(parts):
+        if i:
+            line.append(sep, style="dim")
+        if isinstance(t, Text):
+            line.append_text(t)
+        else:
+            line.append(t, style=st)
+    return line
+
+
+def clock(seconds: float) -> str:
+    """03:12, or 1:03:12 past an hour."""
+    if not math.isfinite(seconds):
+        return charts.fmt(seconds)
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def position(s: RunState) -> str:
+    """The position readout of a file's cursor: "snapshot 112 / 4,000 · step 4,480 · 03:12"."""
+    if s.position is None or s.snap is None:
+        return "no snapshot yet"
+    i, n = s.position
+    run = f"run {s.run_of[0]} / {s.run_of[1]} · " if s.run_of else ""
+    return f"{run}snapshot {i + 1:,} / {n:,} · step {s.snap.step:,} · {clock(s.snap.elapsed_s)}"
 
 
 # ---------------------------------------------------------------------------------------------- gradient bars
@@ -273,44 +345,80 @@ class GradientBars(Panel):
     exact row per layer with its value, to the eighth of a cell."""
 
     def key(self) -> object:
-        s, o = self.vapp.state, self.vapp.opts
-        return (s.snap_version, o.metric, o.log)
+        m = self.main
+        return (m.versions("snap_version"), m.metric, m.log)
 
     def on_key_changed(self) -> None:
-        o = self.vapp.opts
-        m = metric(o.metric)
-        scale = f"log, fixed decades 1e{m.lo}…1e{m.hi}" if o.log else "linear, scaled to the largest"
-        self.border_title = f"gradients · {m.label}"
+        m = metric(self.main.metric)
+        scale = f"log, fixed decades 1e{m.lo}…1e{m.hi}" if self.main.log else "linear, scaled to the largest"
+        self.border_title = f"gradients · {m.label}" + (" · A and B" if self.main.compare else "")
         self.border_subtitle = f"{scale} · m metric · l scale"
 
+    def rows(self, key: str) -> list[tuple[str, float | None, str, str, bool]]:
+        """(label, value, regime, label style, non-finite first) per bar: one per layer, or with two runs one
+        per run and layer, interleaved by layer name (a layer only one run has gets its one bar)."""
+        states = self.main.states
+        per_run = []
+        for st in states:
+            with st.lock:
+                snap, names, regimes, end = st.snap, st.layers, st.regimes(), st.end
+            vals = {l.name: getattr(l, key) for l in snap.layers} if snap else {}
+            bad = end.layer if end is not None and end.status == "diverged" else None
+            per_run.append((names, vals, dict(zip(names, regimes)), bad))
+        order: list[str] = []
+        for names, *_ in per_run:
+            order += [n for n in names if n not in order]
+        rows = []
+        for i, name in enumerate(order):
+            for tag, (names, vals, regimes, bad) in zip("AB", per_run):
+                if name not in names:
+                    continue
+                label = f"{name} {tag}" if len(per_run) > 1 else name
+                rows.append((label, vals.get(name), regimes.get(name, "healthy"), layer_style(i, len(order)),
+                             name == bad))
+        return rows
+
     def build(self, width: int, height: int) -> object:
-        app = self.vapp
-        s, o = app.state, app.opts
-        m = metric(o.metric)
-        with s.lock:
-            snap, names, regimes = s.snap, s.layers, s.regimes()
-            end = s.end
-        bad = end.layer if end is not None and end.status == "diverged" else None
-        vals = [getattr(l, m.key) for l in snap.layers] if snap else [None] * len(names)
-        label_w = max((len(n) for n in names), default=3) + 9
+        view = self.main
+        m = metric(view.metric)
+        rows = self.rows(m.key)
+        if len(view.states) == 1 or len(rows) + 2 <= height:
+            return Group(*self.bars(rows, m, view.log, width, height))
+        # two runs and no room for a row per run and layer: A's bars and B's side by side
+        half = (width - 1) // 2
+        cols = [self.bars([(r[0][:-2], *r[1:]) for r in rows if r[0].endswith(tag)], m, view.log, half, height)
+                for tag in "AB"]
+        lines = []
+        for left, right in zip(*cols):
+            left = left.copy()
+            left.truncate(half, pad=True)
+            lines.append(Text(no_wrap=True, overflow="crop").append_text(left).append("│", style="color(238)")
+                         .append_text(right))
+        return Group(*lines)
+
+    @staticmethod
+    def bars(rows: list, m, log: bool, width: int, height: int) -> list[Text]:
+        """The bars of `rows` with their ruler, `height` lines of `width` cells."""
+        vals = [r[1] for r in rows]
+        label_w = max((len(r[0]) for r in rows), default=3) + 9
         area = max(width - label_w - 1, 10)
         span = m.hi - m.lo
         finite = [v for v in vals if v is not None and math.isfinite(v)]
         top = max(finite) if finite and max(finite) > 0 else 1.0
         lines: list[Text] = []
-        n = len(names)
+        n = len(rows)
         gap = 1 if height >= 2 * n + 2 else 0
-        grid = {int(round((p - m.lo) / span * (area - 1))) for p in range(m.lo, m.hi + 1)} if o.log else set()
-        for i, (name, v, r) in enumerate(zip(names, vals, regimes)):
+        grid = {int(round((p - m.lo) / span * (area - 1))) for p in range(m.lo, m.hi + 1)} if log else set()
+        for i, (name, v, r, lstyle, bad) in enumerate(rows):
             row = Text(no_wrap=True, overflow="crop")
-            style = "bold reverse color(196)" if name == bad else layer_style(i, n)
+            style = "bold reverse color(196)" if bad else lstyle
             row.append(f"{name:>{label_w - 9}}", style=style)
-            row.append(f" {charts.fmt(v)} ", style="bold color(196)" if name == bad else "")
+            row.append(f" {charts.fmt(v)} ", style="bold color(196)" if bad else "")
             if v is None:
                 length = 0.0
             elif not math.isfinite(v):
                 length = float(area)
-            elif o.log:
+            elif log:
                 length = 0.0 if v <= 0 else min(max((math.log10(v) - m.lo) / span, 0.0), 1.0) * area
             else:
                 length = min(max(v / top, 0.0), 1.0) * area
@@ -318,8 +426,6 @@ class GradientBars(Panel):
             row.append(bar, style=REGIME_STYLE.get(r, ""))
             rest = "".join("┊" if (len(bar) + j) in grid else " " for j in range(area - len(bar)))
             row.append(rest, style="color(238)")
-            if name == bad:
-                row = Text(no_wrap=True, overflow="crop").append_text(row)
             lines.append(row)
             if gap and i < n - 1:
                 g = Text(" " * label_w, no_wrap=True)
@@ -328,7 +434,7 @@ class GradientBars(Panel):
         # ruler
         ruler = Text(" " * label_w, no_wrap=True, overflow="crop", style="color(244)")
         labels = Text(" " * label_w, no_wrap=True, overflow="crop", style="color(244)")
-        if o.log:
+        if log:
             step = next((k for k in (1, 2, 5, 10) if span / k * 6 <= area), 10)
             marks = {int(round((p - m.lo) / span * (area - 1))): f"1e{p}" for p in range(m.lo, m.hi + 1)
                      if (p - m.lo) % step == 0}
@@ -349,45 +455,63 @@ class GradientBars(Panel):
             foot = [labels] if height >= n + 1 else []
         room = max(height - len(foot), 1)
         if len(lines) > room:  # more layers than rows: keep the first ones and the output layer, say what is left
-            lines = elide_rows(lines, names, room, label_w)
+            lines = elide_rows(lines, [r[0] for r in rows], room, label_w)
         pad = max(height - len(foot) - len(lines), 0)
-        return Group(*lines, *([Text("")] * pad), *foot)
+        return [*lines, *([Text("")] * pad), *foot]
 
 
 # ---------------------------------------------------------------------------------------------- activations
 class ActivationPanel(Panel):
+    """Each hidden layer's activation histogram; two runs side by side in two columns."""
+
     min_interval = 1.0
+
     def key(self) -> object:
-        return (self.vapp.state.snap_version,)
+        return self.main.versions("snap_version")
 
     def on_key_changed(self) -> None:
-        s = self.vapp.state
+        s = self.main.state
         snap = s.snap
-        act = snap.activation if snap else s.config.activation
+        act = snap.activation if snap else (s.config.activation if s.config else "")
         rng = ""
         if snap:
             hidden = [l for l in snap.layers if l.is_hidden]
             if hidden:
                 e = hidden[0].act_hist.edges
                 rng = f" over [{e[0]:g}, {e[-1]:g}]"
-        self.border_title = f"activations · {act}{rng}"
+        self.border_title = f"activations · {act}{rng}" if not self.main.compare else "activations · A | B"
         self.border_subtitle = "per layer: saturated % · dead %"
 
     def build(self, width: int, height: int) -> object:
-        app = self.vapp
-        s = app.state
+        states = self.main.states
+        if len(states) == 1:
+            return Group(*self.column(states[0], width, height))
+        half = (width - 1) // 2
+        cols = [self.column(st, half, height, tag) for st, tag in zip(states, "AB")]
+        lines = []
+        for i in range(max(len(c) for c in cols)):
+            left = cols[0][i].copy() if i < len(cols[0]) else Text("")
+            left.truncate(half, pad=True)
+            line = Text(no_wrap=True, overflow="crop").append_text(left).append("│", style="color(238)")
+            if i < len(cols[1]):
+                line.append_text(cols[1][i])
+            lines.append(line)
+        return Group(*lines)
+
+    def column(self, s: RunState, width: int, height: int, tag: str = "") -> list[Text]:
         with s.lock:
-            snap = s.snap
-            names = s.layers
+            snap, names = s.snap, s.layers
         if snap is None:
-            return Text("waiting for the first probe…", style="dim")
+            return [Text(f"{tag} waiting for the first probe…".strip(), style="dim")]
         hidden = [l for l in snap.layers if l.is_hidden]
         n_all = len(snap.layers)
         if not hidden:
-            return Text("no hidden layers", style="dim")
-        n = len(hidden)
-        per = height // n
+            return [Text("no hidden layers", style="dim")]
         out: list[Text] = []
+        if tag:
+            out.append(Text(f"{tag} {s.label} · {snap.activation}", style="bold", no_wrap=True, overflow="crop"))
+            height -= 1
+        per = max(height, 1) // len(hidden)
         label_w = max(len(l.name) for l in hidden)
         for i, l in enumerate(hidden[: max(height, 1)]):
             idx = names.index(l.name) if l.name in names else i
@@ -403,7 +527,7 @@ class ActivationPanel(Panel):
                 head.append(f"   μ {l.act_mean:+.2f}  σ {l.act_std:.2f}", style="dim")
                 out.append(head)
                 chart = charts.act_hist(l.act_hist, width, per - 1, charts.layer_colours(n_all)[idx],
-                                        colour=app.colour)
+                                        colour=self.main.colour)
                 out.extend(Text.from_ansi(chart, no_wrap=True, overflow="crop", end="").split("\n")[: per - 1])
             else:
                 spark_w = max(width - label_w - 1 - stats.cell_len - 1, 4)
@@ -413,19 +537,26 @@ class ActivationPanel(Panel):
                 out.append(head)
         if len(hidden) > height:
             out[-1] = Text(f"… {len(hidden) - height + 1} more layers: enlarge the terminal", style="dim")
-        return Group(*out)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- the layer table
 class LayerTable(Panel):
     def key(self) -> object:
-        return (self.vapp.state.snap_version,)
+        return self.main.versions("snap_version")
 
     def on_key_changed(self) -> None:
         self.border_title = "layers · the numbers behind the charts"
 
     def build(self, width: int, height: int) -> object:
-        s = self.vapp.state
+        states = self.main.states
+        if len(states) == 1:
+            return self.table(states[0])
+        return Group(*(Group(Text(f"{tag} {st.label}", style="bold"), self.table(st), Text(""))
+                       for st, tag in zip(states, "AB")))
+
+    @staticmethod
+    def table(s: RunState) -> object:
         with s.lock:
             snap, regimes = s.snap, s.regimes()
         t = Table(expand=True, box=None, header_style="bold", pad_edge=False)

@@ -1,0 +1,49 @@
+"""One key map for everything: the screen's bindings, the footer, the help, the palette and the README's table
+all come from vgtui.ui.keymap.KEYMAP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vgtui.ui import keymap
+from vgtui.ui.viewer import MainScreen
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_key_table() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("<!-- tui:start -->"):text.index("<!-- tui:end -->")]
+    start = block.index("| key | what it does")
+    return block[start:block.index("\n\n", start)].strip()
+
+
+def test_readme_key_table_is_the_key_map():
+    assert readme_key_table() == keymap.markdown(), "regenerate it: python -m vgtui.ui.keymap --markdown"
+
+
+def test_markdown_command_prints_the_table():
+    out = subprocess.run([sys.executable, "-m", "vgtui.ui.keymap", "--markdown"], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    assert out.stdout.strip() == keymap.markdown()
+
+
+@pytest.mark.parametrize("kind", ["trainer", "file", "stream"])
+def test_bindings_come_from_the_key_map(kind):
+    class Fake:
+        config, label, follow = None, "x", False
+
+    Fake.kind = kind
+    screen = MainScreen([Fake()])
+    bound = {(key, b.action) for key, bs in screen._bindings.key_to_bindings.items() for b in bs}
+    for k in keymap.KEYMAP:
+        for key in k.keys.split(","):
+            action = k.action if k.applies(kind) else f"unavailable({k.label!r}, {keymap.NEEDS[k.sources]!r})"
+            assert (key, action) in bound
+    shown = {b.action for bs in screen._bindings.key_to_bindings.values() for b in bs if b.show}
+    assert ("activation(1)" in shown) == (kind == "trainer")
+    assert ("seek(1)" in shown) == (kind == "file")

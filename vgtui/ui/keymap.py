@@ -1,0 +1,125 @@
+"""The one key map: every key of the main screen, what it does and with which sources.
+
+The screen's bindings, the footer, the `?` help screen, the command palette and the README's key table are all
+built from `KEYMAP`; `python -m vgtui.ui.keymap --markdown` prints the README table (tests/ui/test_keymap.py fails
+when the README's differs). A key whose source kind is not in `Key.sources` is still bound, hidden, to
+`unavailable`: a press says in one line why it does nothing here.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+TRAINER = frozenset({"trainer"})
+FILE = frozenset({"file"})
+TIME = frozenset({"trainer", "file"})  # a trainer's pace or a replay's pace
+ANY = frozenset({"trainer", "file", "stream"})
+NEEDS = {TRAINER: "a live trainer", FILE: "a metrics file", TIME: "a live trainer or a metrics file"}
+WORKS_WITH = {TRAINER: "live trainer", FILE: "replay", TIME: "live trainer, replay", ANY: "any"}
+
+
+@dataclass(frozen=True)
+class Key:
+    keys: str  # Textual key names, comma-separated
+    action: str  # the screen's action, with its arguments
+    label: str  # in the footer
+    description: str  # in the help screen, the palette and the README
+    sources: frozenset[str] = ANY  # the source kinds it applies to
+    help_keys: str | None = None  # how the help and the README write it ("a / A"); None: folded into another row
+    display: str | None = None  # how the footer writes it
+    show: bool = True  # in the footer
+    priority: bool = False
+    palette: str | None = None  # the command palette's title (None: not in the palette)
+
+    def applies(self, kind: str) -> bool:
+        return kind in self.sources
+
+
+KEYMAP: tuple[Key, ...] = (
+    Key("a", "activation(1)", "activation", "next / previous activation, live: the weights are kept (an event "
+        "in the metrics file)", TRAINER, "a / A", palette="Next activation"),
+    Key("A", "activation(-1)", "prev act", "previous activation, live", TRAINER, show=False,
+        palette="Previous activation"),
+    Key("i", "init", "init", "next weight init, restart from fresh weights", TRAINER, "i", palette="Next init"),
+    Key("b", "batchnorm", "batchnorm", "batchnorm on/off, restart", TRAINER, "b", palette="Toggle batchnorm"),
+    Key("s", "skip", "skip", "skip connections on/off, restart", TRAINER, "s", palette="Toggle skip connections"),
+    Key("plus,equals_sign", "depth(1)", "depth+", "one hidden layer more / less, restart", TRAINER, "+ / -",
+        display="+", palette="Deeper"),
+    Key("minus", "depth(-1)", "depth-", "one hidden layer less, restart", TRAINER, display="-",
+        palette="Shallower"),
+    Key("space", "pause", "pause", "pause / resume training; in a replay, play / pause at the recorded pace",
+        TIME, "space", palette="Pause / resume"),
+    Key("n", "step", "step", "one training step (pauses first)", TRAINER, "n", palette="One step"),
+    Key("left_square_bracket", "speed(1)", "slower", "slower / faster: a steps/s cap while training, the "
+        "replay's pace in a replay", TIME, "[ / ]", display="[", palette="Slower"),
+    Key("right_square_bracket", "speed(-1)", "faster", "faster", TIME, display="]", palette="Faster"),
+    Key("r", "restart", "restart", "restart with the same configuration", TRAINER, "r", palette="Restart"),
+    Key("L", "lower_lr", "lr÷10", "restart with the learning rate divided by 10 (after a divergence)", TRAINER,
+        "L", show=False, palette="Restart with lr ÷ 10"),
+    Key("left", "seek(-1)", "back", "one snapshot back / forward", FILE, "← / →", display="←", palette="Back"),
+    Key("right", "seek(1)", "fwd", "one snapshot forward", FILE, display="→", palette="Forward"),
+    Key("home", "seek_to(0)", "first", "first / last snapshot (the last follows a growing file)", FILE,
+        "home / end", show=False, palette="First snapshot"),
+    Key("end", "seek_to(-1)", "last", "last snapshot", FILE, show=False, palette="Last snapshot"),
+    Key("p", "next_run", "run", "next run of the file (a file with several runs, e.g. restarts)", FILE, "p",
+        palette="Next run of the file"),
+    Key("m", "metric", "metric", "gradient metric: grad norm, mean |grad|, grad:data, update:data", ANY, "m",
+        palette="Next gradient metric"),
+    Key("l", "log", "log/lin", "log / linear axes", ANY, "l", palette="Log / linear axes"),
+    Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table", ANY, "tab",
+        priority=True, palette="Next view"),
+    Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file (the path is shown)", TIME,
+        "e", palette="Export CSV"),
+    Key("ctrl+s", "screenshot_svg", "SVG", "save an SVG screenshot (the path is shown)", ANY, "ctrl+s",
+        priority=True, palette="Save SVG screenshot"),
+    Key("question_mark", "help", "help", "the key help screen", ANY, "?", display="?", palette="Key help"),
+    Key("q", "quit", "quit", "quit (training stops within 2 s)", ANY, "q / ctrl+c", palette="Quit vgtui"),
+    Key("ctrl+c", "quit", "quit", "quit", ANY, show=False, priority=True),
+)
+EXTRA_HELP = (("ctrl+p", "command palette", ANY),)  # Textual's own keys, in the help and the README only
+
+
+def for_kind(kind: str) -> list[Key]:
+    return [k for k in KEYMAP if k.applies(kind)]
+
+
+def bindings(kind: str) -> list[Binding]:
+    """The screen's bindings for a source kind: the keys that apply, and the others hidden and refused."""
+    out = []
+    for k in KEYMAP:
+        if k.applies(kind):
+            out.append(Binding(k.keys, k.action, k.label, show=k.show, key_display=k.display,
+                               priority=k.priority))
+        else:
+            out.append(Binding(k.keys, f"unavailable({k.label!r}, {NEEDS[k.sources]!r})", k.label, show=False))
+    return out
+
+
+def help_rows(kind: str | None = None) -> list[tuple[str, str, str]]:
+    """(keys, what they do, works with) for the help screen (one kind) or the README (every kind)."""
+    rows = [(k.help_keys, k.description, WORKS_WITH[k.sources]) for k in KEYMAP
+            if k.help_keys and (kind is None or k.applies(kind))]
+    rows[-1:-1] = [(keys, what, WORKS_WITH[src]) for keys, what, src in EXTRA_HELP]
+    return rows
+
+
+def markdown() -> str:
+    """The README's key table."""
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = ["| key | what it does | works with |", "|---|---|---|"]
+    for keys, what, src in help_rows():
+        shown = " / ".join(f"`{k.strip()}`" for k in keys.split(" / "))
+        lines.append(f"| {shown} | {cell(what)} | {src} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        print("usage: python -m vgtui.ui.keymap --markdown   (prints the README's key table)", file=sys.stderr)
+        raise SystemExit(2)
+    print(markdown())

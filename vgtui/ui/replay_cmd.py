@@ -1,0 +1,131 @@
+"""`vgtui replay` and `vgtui follow`: the viewer on metrics files or standard input (no training, no torch).
+
+Parsing and opening the files happen before the UI starts, so a bad file is refused with one line on stderr
+(`vgtui: error: ...`) and exit status 2. Without a terminal, a replay prints what the file holds instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from vgtui.core.metrics import MetricsFileError
+
+DEFAULT_FPS = 4.0  # a replay moves with the keys: a frame every 250 ms keeps up with a held key
+
+EPILOG = """\
+keys: left / right one snapshot, home / end, space plays at the recorded pace ([ / ] slower / faster),
+p the next run of the file, e writes the run as CSV, ? all the keys.
+
+examples:
+  vgtui replay run.jsonl                 the recorded run, at its last snapshot
+  vgtui replay run.jsonl --run 2         the second run of the file (a restart in the UI starts a new run)
+  vgtui replay a.jsonl b.jsonl           two runs side by side, aligned by step
+  vgtui follow run.jsonl                 a run still being written, like tail -f (also: replay --follow)
+  ssh box tail -n +1 -f run.jsonl | vgtui follow -     a remote run over SSH, from standard input
+
+exit status: 0 on q, 2 for a bad file or bad arguments."""
+
+
+def build_parser(prog: str, follow: bool) -> argparse.ArgumentParser:
+    what = ("Follow a metrics file that is still being written (or standard input, `-`), like tail -f."
+            if follow else "Replay a recorded metrics file in the terminal UI; two files show side by side.")
+    p = argparse.ArgumentParser(prog=prog, description=what, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    if follow:
+        p.add_argument("file", metavar="FILE", help="the metrics file, or - for standard input")
+    else:
+        p.add_argument("files", nargs="+", metavar="FILE", help="one metrics file, or two to compare")
+        p.add_argument("--follow", action="store_true", help="keep up with a file still being written")
+    p.add_argument("--run", type=int, default=None, metavar="N",
+                   help="which run of the file to show, from 1 (default: the last)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="most redraws a second (default: %(default)s)")
+    return p
+
+
+def replay_main(argv: list[str]) -> int:
+    return _main(argv, follow=False)
+
+
+def follow_main(argv: list[str]) -> int:
+    return _main(argv, follow=True)
+
+
+def _error(message: str) -> int:
+    print(f"vgtui: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _main(argv: list[str], follow: bool) -> int:
+    prog = "vgtui follow" if follow else "vgtui replay"
+    args = build_parser(prog, follow).parse_args(argv)
+    files = [args.file] if follow else args.files
+    follow = follow or args.follow
+    if len(files) > 2:
+        return _error(f"{prog} shows one file, or two side by side (got {len(files)})")
+    if follow and len(files) > 1:
+        return _error("--follow takes one file")
+    if not args.fps > 0:
+        return _error(f"--fps must be a positive number, got {args.fps!r}")
+    if args.run is not None and len(files) > 1:
+        return _error("--run picks the run of one file")
+    tty = sys.stdout.isatty()
+    try:
+        if files == ["-"]:
+            if not follow:
+                return _error("standard input (-) can only be followed: vgtui follow -")
+            return _follow_stdin(args.fps)
+        from vgtui.sources.file import FileSource
+
+        sources = [FileSource(f, run=args.run, follow=follow) for f in files]
+        for s in sources:
+            s.open()
+    except MetricsFileError as e:
+        return _error(str(e))
+    if not tty or not sys.stdin.isatty():
+        return _summary(sources)
+    from vgtui.ui.app import VgtuiApp, run_app
+
+    return run_app(VgtuiApp(sources, fps=args.fps))
+
+
+def _summary(sources) -> int:
+    """No terminal: say what each file holds (and its notice), one line per run."""
+    for s in sources:
+        if s.waiting:
+            print(f"vgtui: {s.waiting} (no terminal here: nothing to show)", file=sys.stderr)
+            continue
+        if s.notice:
+            print(f"vgtui: {s.path}: {s.notice}", file=sys.stderr)
+        for i, run in enumerate(s.runs, start=1):
+            h = run.header
+            last = f"step {int(run.snapshot_steps[-1]):,}" if run.n_snapshots else "no snapshot"
+            end = run.end.status if run.end else "no end record"
+            what = h.model or (h.config or {}).get("activation", "")
+            print(f"{s.path}: run {i}: {what} · {len(h.layers)} layers · {run.n_snapshots:,} snapshots · "
+                  f"last {last} · {end}")
+    print("vgtui: no terminal here: run it in a terminal to see the runs", file=sys.stderr)
+    return 0
+
+
+def _follow_stdin(fps: float) -> int:
+    """Records from standard input; the keys come from the terminal (/dev/tty), which takes stdin's place."""
+    from vgtui.sources.file import StreamSource
+
+    if sys.stdin.isatty():
+        return _error("vgtui follow - reads records from standard input: pipe them in "
+                      "(ssh box tail -n +1 -f run.jsonl | vgtui follow -)")
+    source = StreamSource(os.fdopen(os.dup(0), "rb", buffering=0), "<stdin>")
+    if sys.stderr.isatty():
+        print("vgtui: waiting for the run header on standard input…", file=sys.stderr)
+    source.read_header()  # MetricsFileError: refused before the UI starts
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        return _error("vgtui follow - needs a terminal for its keys (/dev/tty), and none is here")
+    os.dup2(tty, 0)
+    os.close(tty)
+    from vgtui.ui.app import VgtuiApp, run_app
+
+    return run_app(VgtuiApp(source, fps=fps))

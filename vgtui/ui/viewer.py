@@ -1,0 +1,685 @@
+"""The main screen: status, view tabs, the views, the footer; its bindings (from the key map) and actions.
+
+The screen owns what is shown and how: one `RunState` per source (two for `vgtui replay A B`), and the view
+options as reactive attributes whose watchers retitle and redraw. The App only wires sources to it.
+
+Threads and cost (the budget: training inside the TUI at >= 0.90 of headless speed):
+- A live source (the trainer, standard input) is read by a thread worker that folds every record into the
+  RunState and posts a message (`vgtui.ui.messages`) for the records the screen reacts to.
+- A file source is read where it lies: a worker fills the curves' (bounded) history in the background, the
+  cursor keys parse one snapshot each, and a timer follows a growing file (`vgtui.sources.file`).
+- A frame timer runs at most `fps` times a second and asks each visible panel whether its data changed; only
+  those re-render. Keys act at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rich.color import Color
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import BindingsMap
+from textual.containers import Grid, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Static
+from textual.worker import get_current_worker
+
+from vgtui.core.config import ACTIVATIONS, INITS, RunConfig, next_choice
+from vgtui.core.records import (EndRecord, EventRecord, NoticeRecord, Pause, Restart, RunRecord, SetActivation,
+                                SetSpeedCap, StatusRecord, StepOnce)
+from vgtui.sources.base import Source
+from vgtui.ui import charts, keymap
+from vgtui.ui.messages import Acknowledged, LiveChange, RunEnded, RunStarted, SourceLost, TrainerNotice
+from vgtui.ui.screens import FailureScreen, HelpScreen
+from vgtui.ui.state import METRIC_KEYS, RunState, metric
+from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar
+
+MIN_SIZE = (80, 24)
+SPEED_CAPS: tuple[float | None, ...] = (None, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5)
+PACES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # a replay's speed against the recorded pace
+VIEWS = ("overview", "histograms", "layers")
+VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table"}
+MAX_DEPTH = 20
+FOLLOW_POLL_S = 0.25  # how often a followed file is checked for new lines
+STALL_S = 5.0  # a running trainer silent for this long (and 3 snapshot intervals) is said to be stalled
+
+
+def hexc(code: int) -> str:
+    """A 256-colour code as #rrggbb (Textual markup does not take color(N))."""
+    return Color.from_ansi(code).get_truecolor().hex
+
+
+class MainScreen(Screen):
+    metric: reactive[str] = reactive("grad_norm", init=False)
+    log: reactive[bool] = reactive(True, init=False)
+    view: reactive[str] = reactive("overview", init=False)
+    paused: reactive[bool] = reactive(False, init=False)  # training paused, or a replay not playing
+    cap: reactive[float | None] = reactive(None, init=False)  # the trainer's steps/s cap
+    pace: reactive[float] = reactive(1.0, init=False)  # a replay's speed
+    notice: reactive[str] = reactive("", init=False)  # the status line's third line, when something just happened
+
+    def __init__(self, sources: list[Source], fps: float = 2.0, screenshot_dir: str | None = None) -> None:
+        super().__init__()
+        self.sources = sources
+        self.source = sources[0]
+        self.kind = self.source.kind
+        self.states = [RunState(s.config, s.label) for s in sources]
+        self.state = self.states[0]
+        self.fps = max(float(fps), 0.2)
+        self.screenshot_dir = screenshot_dir or os.getcwd()
+        self.frames = 0  # frame timer ticks that redrew something (bench/tests)
+        self._lost_reported = False
+        self.pending: RunConfig | None = None  # what the person asked the trainer for, not yet acknowledged
+        self._last_word = time.monotonic()  # when the live source last sent anything
+        self.stalled = False
+        self._play_from: tuple[float, float] | None = None  # (monotonic, elapsed_s) when play started
+        self._bindings = BindingsMap(keymap.bindings(self.kind))
+
+    @property
+    def colour(self) -> bool:
+        return not self.app.no_color
+
+    @property
+    def compare(self) -> bool:
+        return len(self.states) > 1
+
+    # ------------------------------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        s = self.state
+        yield StatusBar(id="status")
+        yield Static(id="tabs")
+        with ContentSwitcher(initial="overview", id="views"):
+            with Grid(id="overview"):
+                yield GradientBars(id="grads", classes="panel")
+                yield ActivationPanel(id="acts", classes="panel")
+                yield PlotextPanel(self._loss_figure, lambda: self.versions("snap_version", "epoch_version"),
+                                   id="loss", classes="panel")
+                yield PlotextPanel(self._flow_figure, lambda: (self.versions("snap_version"), self.metric,
+                                                               self.log), id="flow", classes="panel")
+            with Vertical(id="histograms"):
+                yield PlotextPanel(self._hist_all_figure, lambda: (s.snap_version, self.log), id="hist-all",
+                                   classes="panel")
+                yield PlotextPanel(self._hist_grid_figure, lambda: (s.snap_version, self.log), id="hist-grid",
+                                   classes="panel")
+            with Vertical(id="layers"):
+                yield LayerTable(id="table", classes="panel")
+        yield Static(id="too-small")
+        yield Footer(compact=True)
+
+    def versions(self, *names: str) -> tuple:
+        """The data versions `names` of every run shown (a panel's key: it redraws when one changes)."""
+        return tuple(getattr(st, n) for st in self.states for n in names)
+
+    def on_mount(self) -> None:
+        self._titles()
+        self._update_tabs()
+        self.check_size()
+        if self.kind == "file":
+            for i, src in enumerate(self.sources):
+                if src.run is not None:
+                    self._open_run(i)
+            if self.source.follow:
+                self.set_interval(FOLLOW_POLL_S, self._follow)
+                self.notice = self.source.waiting or self.notice
+            else:
+                self.paused = True
+            self.set_interval(0.1, self._play)
+        else:
+            self._bridge()
+        if self.kind == "trainer":
+            self.set_interval(1.0, self.check_stall)
+        self.set_interval(1.0 / self.fps, self._frame)
+        self._frame()
+
+    def on_resize(self) -> None:
+        self.check_size()
+
+    def check_size(self) -> None:
+        w, h = self.app.size
+        small = w < MIN_SIZE[0] or h < MIN_SIZE[1]
+        self.set_class(small, "too-small")
+        if small:
+            what = "Training goes on meanwhile; " if self.kind == "trainer" else ""
+            self.query_one("#too-small", Static).update(
+                f"The terminal is {w}x{h}.\n\nEnlarge to at least {MIN_SIZE[0]}x{MIN_SIZE[1]}.\n\n{what}q quits.")
+
+    # ------------------------------------------------------------------------------------------ watchers
+    def watch_metric(self) -> None:
+        self._titles()
+        self._frame(force=True)
+
+    def watch_log(self, log: bool) -> None:
+        self.notice = "log axes (fixed decades)" if log else "linear axes"
+        self._titles()
+        self._frame(force=True)
+
+    def watch_view(self, view: str) -> None:
+        self.query_one("#views", ContentSwitcher).current = view
+        self._update_tabs()
+        self.call_after_refresh(self._frame, True)
+
+    def watch_notice(self) -> None:
+        self._status_now()
+
+    def watch_paused(self) -> None:
+        self._status_now()
+
+    def watch_cap(self) -> None:
+        self._status_now()
+
+    def watch_pace(self) -> None:
+        self._status_now()
+
+    # ------------------------------------------------------------------------------------------ figures
+    def _loss_figure(self, w: int, h: int) -> str:
+        runs = []
+        for st in self.states:
+            steps, loss, _ = st.curves()
+            ep = st.visible_epochs()
+            runs.append((steps, loss, [e.step for e in ep], [e.train_acc for e in ep], [e.test_acc for e in ep],
+                         [e[0] for e in st.visible_events()], st.total_steps))
+        if not self.compare:
+            return charts.loss_curves(*runs[0], w, h, self.colour)
+        return charts.loss_compare(runs, [st.label for st in self.states], w, h, self.colour)
+
+    def _flow_figure(self, w: int, h: int) -> str:
+        m = metric(self.metric)
+        if not self.compare:
+            s = self.state
+            steps, _, series = s.curves(self.metric)
+            return charts.layer_lines(steps, series, s.layers, m, self.log, s.total_steps,
+                                      [e[0] for e in s.visible_events()], w, h, self.colour)
+        runs = []
+        for st in self.states:
+            steps, _, series = st.curves(self.metric)
+            runs.append((steps, series, st.layers, st.total_steps))
+        return charts.layer_lines_compare(runs, m, self.log, w, h, self.colour)
+
+    def _hist_all_figure(self, w: int, h: int) -> str:
+        snap = self.state.snap
+        hist = charts.sum_hists([l.grad_hist for l in snap.layers]) if snap else None
+        return charts.grad_hist(hist, w, h, self.log, 81, self.colour)
+
+    def _hist_grid_figure(self, w: int, h: int) -> str:
+        s = self.state
+        with s.lock:
+            snap, names = s.snap, s.layers
+        hists = [l.grad_hist for l in snap.layers] if snap else [None] * len(names)
+        return charts.grad_hist_grid(hists, names, w, h, self.log, self.colour)
+
+    def _titles(self) -> None:
+        m = metric(self.metric)
+        scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log else "linear y"
+        loss = self.query_one("#loss", Panel)
+        flow = self.query_one("#flow", Panel)
+        loss.border_title = "loss & accuracy over steps"
+        flow.border_title = f"{m.label} per layer over steps · {scale}"
+        if self.compare:
+            a, b = (st.label for st in self.states)
+            loss.border_subtitle = flow.border_subtitle = (f"[{hexc(charts.LOSS_COLOUR)}]━ A {a}[/] "
+                                                           f"[{hexc(charts.B_COLOUR)}]━ B {b}[/]")
+            flow.border_subtitle += " · first and last layer"
+        else:
+            loss.border_subtitle = (f"[{hexc(81)}]━ loss (avg per probe)[/] [{hexc(214)}]● train acc[/] "
+                                    f"[{hexc(78)}]● test acc[/] [{hexc(177)}]│ live change[/]")
+            names = self.state.layers
+            cols = charts.layer_colours(len(names))
+            flow.border_subtitle = " ".join(f"[{hexc(c)}]━{n}[/]" for n, c in zip(names, cols))
+        counts = "log counts, fixed decades 1…1e8" if self.log else "linear counts"
+        self.query_one("#hist-all", Panel).border_title = (
+            f"all weight gradients · x: |g| on a log axis 1e{charts.GRAD_LO}…1e{charts.GRAD_HI} · y: {counts}")
+        self.query_one("#hist-grid", Panel).border_title = "per layer: the same axes"
+
+    def _update_tabs(self) -> None:
+        parts = []
+        for v in VIEWS:
+            t = VIEW_TITLES[v]
+            parts.append(f"[reverse bold] {t} [/]" if v == self.view else f" [dim]{t}[/] ")
+        self.query_one("#tabs", Static).update(" " + "".join(parts) + "  [dim]tab: next view[/]")
+
+    # ------------------------------------------------------------------------------------------ frames
+    def _frame(self, force: bool = False) -> None:
+        """At most fps times a second: every visible panel whose data changed re-renders (figures at most once
+        a second, see Panel.min_interval; `force` skips that, for a key the person just pressed)."""
+        if self.has_class("too-small") or not self.is_mounted:
+            return
+        changed = False
+        with self.app.batch_update():
+            for panel in self.visible_panels():
+                changed |= panel.update_key(force)
+        if changed:
+            self.frames += 1
+
+    def visible_panels(self) -> list[Panel]:
+        return [p for p in self.query(Panel) if p.display and (p.parent is None or p.parent.display)]
+
+    def up_to_date(self) -> bool:
+        """Whether every visible panel shows the data it has now (tests and the benchmark wait for it)."""
+        return all(p.drawn_key == p.key() for p in self.visible_panels())
+
+    def _status_now(self) -> None:
+        """Answer a key at once: the status line (cheap) redraws now, the rest at the next frame."""
+        if self.is_mounted:
+            self.query_one(StatusBar).update_key()
+
+    # ------------------------------------------------------------------------------------------ live sources
+    @work(thread=True, exclusive=True, name="source-bridge", group="bridge")
+    def _bridge(self) -> None:
+        """Fold every record of a live source into the state; post what the screen reacts to."""
+        worker = get_current_worker()
+        state, source = self.state, self.source
+        while not worker.is_cancelled:
+            rec = source.get(timeout=0.1)
+            if rec is None:
+                if source.alive or worker.is_cancelled:
+                    continue
+                rec = source.get(timeout=0.05)  # drain what the pipe still holds
+                if rec is None:
+                    self.post_message(SourceLost(source.why))
+                    return
+            self._last_word = time.monotonic()
+            if isinstance(rec, StatusRecord):  # acknowledgements and notices are not run data
+                self.post_message(Acknowledged(rec))
+                continue
+            if isinstance(rec, NoticeRecord):
+                self.post_message(TrainerNotice(rec))
+                continue
+            state.apply(rec)  # snapshots and epochs: the frame timer redraws what changed
+            if isinstance(rec, RunRecord):
+                self.post_message(RunStarted(rec))
+            elif isinstance(rec, EventRecord):
+                self.post_message(LiveChange(rec))
+            elif isinstance(rec, EndRecord):
+                self.post_message(RunEnded(rec))
+
+    @on(Acknowledged)
+    def _on_ack(self, message: Acknowledged) -> None:
+        self.paused = message.status.paused
+        self.notice = ""
+
+    @on(TrainerNotice)
+    def _on_notice(self, message: TrainerNotice) -> None:
+        n = message.notice
+        self.notice = n.message
+        self.notify(n.message, severity="error" if n.level == "error" else "warning", timeout=15)
+
+    def _acknowledged(self) -> None:
+        """A run header or an event arrived: a pending change is done once what runs is what was asked for."""
+        if self.pending is not None and self.state.config == self.pending:
+            self.pending = None
+
+    def check_stall(self) -> None:
+        """A running trainer that sends nothing for a while (stopped with SIGSTOP, stuck) is said to be stalled."""
+        s = self.state
+        expected = 0.0
+        if s.snap is not None and s.snap.steps_per_s > 0 and s.run is not None and s.run.config:
+            expected = 3 * s.run.config.get("probe_every", 40) / s.snap.steps_per_s
+        silent = time.monotonic() - self._last_word
+        stalled = (not self.paused and s.run is not None and s.end is None and not self.app.closing_sources
+                   and silent > max(STALL_S, expected))
+        if stalled != self.stalled:
+            self.stalled = stalled
+            self.notice = (f"no word from the trainer for {silent:.0f} s (stopped? stuck?); q still quits"
+                           if stalled else "the trainer is answering again")
+
+    @on(RunStarted)
+    def _on_run(self, message: RunStarted) -> None:
+        self.paused = False  # a new run starts running; a later pause comes with its own acknowledgement
+        self._acknowledged()
+        if self.state.runs > 1:
+            what = self.state.config.describe() if self.state.config is not None else message.run.model
+            self.notice = f"restarted: {what}" if self.kind == "trainer" else f"a new run started: {what}"
+            self.notify(self.notice, timeout=4)
+        elif message.run.notice:
+            self.notice = message.run.notice
+            self.notify(message.run.notice, severity="warning", timeout=8)
+        self._titles()
+        self._status_now()
+
+    @on(LiveChange)
+    def _on_event(self, message: LiveChange) -> None:
+        ev = message.event
+        if "activation" in ev.set:
+            self.notice = f"activation → {ev.set['activation']} at step {ev.step} (live, weights kept)"
+        self._acknowledged()
+        self._status_now()
+
+    @on(RunEnded)
+    def _on_end(self, message: RunEnded) -> None:
+        end = message.end
+        self.notice = ""  # the status line now says how the run ended
+        again = " r runs it again." if self.kind == "trainer" else ""
+        if end.status == "failed" and self.kind == "trainer" and self.state.run is None:
+            self.app.startup_error = end.message  # refused before it started (no CUDA, bad data): say it and go
+            self.action_quit(2)
+            return
+        if end.status == "failed" and self.kind == "trainer":
+            self._show_failure(end)
+        elif end.status == "diverged":
+            self.paused = True
+            self.notify(f"Diverged at step {end.steps}, first in {end.layer or 'the loss'}: try a lower lr, "
+                        f"batchnorm, or a different init.{again}", severity="error", timeout=10)
+        elif end.status == "completed":
+            self.notify(f"run completed: {end.message}.{again}", timeout=6)
+        self._status_now()
+
+    @on(SourceLost)
+    def _on_lost(self, message: SourceLost) -> None:
+        if self._lost_reported or self.app.closing_sources:  # type: ignore[attr-defined]
+            return
+        self._lost_reported = True
+        if self.kind != "trainer":
+            self.notice = message.why or "the stream ended"
+            return
+        death = self.source.death() if hasattr(self.source, "death") else "the trainer ended"
+        written = self.source.ensure_end("failed", death) if hasattr(self.source, "ensure_end") else None
+        if written is not None:
+            self.state.apply(written)
+        hint = ("vgtui wrote its end record (status failed)." if written is not None else
+                "The metrics file keeps every record it wrote." if self.source.metrics_path else "")
+        self._show_failure(None, f"{death[0].upper()}{death[1:]} without a word (killed, or out of memory?).",
+                           hint=hint)
+
+    def _show_failure(self, end: EndRecord | None, message: str | None = None, hint: str = "") -> None:
+        """The failure dialog, one at a time (a second failure under an open dialog adds nothing)."""
+        if any(isinstance(sc, FailureScreen) for sc in self.app.screen_stack):
+            return
+        if end is not None and self.source.metrics_path and not hint:
+            hint = "The metrics file ends with status failed, with the traceback."
+
+        def chosen(choice: str | None) -> None:
+            if choice == "restart":
+                if not self.source.alive:  # the process is gone: a new one, with the configuration on screen
+                    self._lost_reported = False
+                    self.source.start(self.wanted)
+                    self._bridge()
+                    self.notice = f"restarting: {self.wanted.describe()} …"
+                else:
+                    self._restart(self.wanted)
+            elif choice == "quit":
+                self.action_quit()
+
+        self.app.push_screen(FailureScreen(end, message, hint), chosen)
+
+    # ------------------------------------------------------------------------------------------ file sources
+    def _open_run(self, i: int) -> None:
+        """Show source i's chosen run: the header at once, the cursor on its last snapshot, and the curves'
+        history filled in the background."""
+        src, st = self.sources[i], self.states[i]
+        run = src.run
+        st.begin(run.header, run.epochs, run.events)
+        st.run_of = (src.run_number, len(src.runs)) if len(src.runs) > 1 else None
+        if i == 0:
+            self._seek_index(max(run.n_snapshots - 1, 0))
+        else:
+            self._align()
+        # after the first frame: parsing the history must not hold the GIL while the first screen is drawn
+        self.call_after_refresh(self._fill_history, i, run)
+        if src.notice:
+            self.notify(src.notice, severity="warning", timeout=8)
+            self.notice = src.notice
+        self._titles()
+
+    @work(thread=True, group="history")
+    def _fill_history(self, i: int, run) -> None:
+        """The curves: every snapshot of the run folded into the bounded history, in chunks so that the cursor
+        keys keep answering (each key parses its one snapshot on the UI thread); for a followed file, then each
+        new snapshot as it is indexed. The only writer of this run's history, so its steps stay in order."""
+        worker = get_current_worker()
+        st, src = self.states[i], self.sources[i]
+        done = 0
+        while not worker.is_cancelled and st.run is run.header:
+            n = run.n_snapshots
+            if done < n:
+                stop = min(done + 50, n)
+                st.add_history(list(run.iter_snapshots(done, stop)))  # parsed before the state's lock is taken
+                done = stop
+            elif not src.follow or run.end is not None:
+                return
+            else:
+                time.sleep(FOLLOW_POLL_S)
+
+    def _seek_index(self, index: int) -> None:
+        """Put run A's cursor on snapshot `index` (clamped), and B's on the same step."""
+        src, st = self.source, self.state
+        run = src.run
+        n = run.n_snapshots
+        if n == 0:
+            return
+        index = min(max(index, 0), n - 1)
+        st.show(run.snapshot(index), index, n, run.end if index == n - 1 else None)
+        if self.compare:
+            self._align()
+
+    def _align(self) -> None:
+        """Run B's cursor on its last snapshot at or before A's step (the runs are aligned by step)."""
+        for src, st in zip(self.sources[1:], self.states[1:]):
+            run = src.run
+            n = run.n_snapshots
+            if n == 0:
+                continue
+            j = run.index_of_step(self.state.snap.step if self.state.snap else 0)
+            st.show(run.snapshot(j), j, n, run.end if j == n - 1 else None)
+
+    def _at_end(self) -> bool:
+        pos = self.state.position
+        return pos is None or pos[0] >= pos[1] - 1
+
+    def _follow(self) -> None:
+        """A followed file: new lines, a new run, the end, or a writer gone quiet."""
+        src, st = self.source, self.state
+        try:
+            change = src.poll()
+        except ValueError as e:  # the file became unreadable (MetricsFileError: one line)
+            self.notice = str(e)
+            return
+        if change.new_run:
+            self._open_run(0)
+            n = len(src.runs)
+            self.notice = f"showing run {src.run_number} of {n} in {st.label}" if n > 1 else f"following {st.label}"
+            return
+        if change.new_epochs:
+            st.add_epochs(change.new_epochs)
+        if change.new_snapshots:
+            at_end = self._at_end()
+            index = st.position[0] if st.position else 0
+            self._seek_index(src.run.n_snapshots - 1 if at_end and not self.paused else index)
+        if change.ended and self._at_end():
+            self._seek_index(src.run.n_snapshots - 1)
+            end = src.run.end
+            self.notice = "" if end.status in ("diverged", "failed") else (
+                f"the run ended: {end.status}" + (f" ({end.message})" if end.message else ""))
+        if change.lost and change.lost != st.lost:
+            st.lost = change.lost
+            self.notice = change.lost
+            self.notify(change.lost, severity="warning", timeout=8)
+
+    def _play(self) -> None:
+        """Playback at the recorded pace (times `pace`): the cursor goes to the last snapshot whose elapsed
+        time the replay clock has passed."""
+        if self.paused or self.kind != "file" or self.state.snap is None:
+            self._play_from = None
+            return
+        now = time.monotonic()
+        if self._play_from is None:
+            self._play_from = (now, self.state.snap.elapsed_s)
+            return
+        t0, e0 = self._play_from
+        run, (i, n) = self.source.run, self.state.position
+        elapsed = run.snapshot_elapsed
+        j = max(int(elapsed.searchsorted(e0 + (now - t0) * self.pace, side="right")) - 1, i)
+        if j != i:
+            self._seek_index(j)
+        if j >= n - 1 and not self.source.follow:
+            self.paused = True
+            self.notice = "the end of the run: home goes back to the first snapshot"
+
+    # ------------------------------------------------------------------------------------------ actions
+    @property
+    def wanted(self) -> RunConfig:
+        """The configuration the person asked for: a pending one, else what runs. Keys build on it, so quick
+        presses (b, s, b) each count even before the trainer acknowledged the one before."""
+        return self.pending or self.state.config
+
+    def _restart(self, cfg: RunConfig, why: str | None = None) -> None:
+        cfg = cfg.validate()
+        self.source.send(Restart(cfg.to_dict()))
+        self.pending = cfg
+        self.notice = f"restarting: {cfg.describe()}" + (f" ({why})" if why else "") + " …"
+
+    def action_unavailable(self, label: str, needs: str) -> None:
+        what = {"file": f"a replay of {self.source.label}", "stream": "a stream of records"}.get(self.kind, "")
+        self.notify(f"{label}: needs {needs}; this is {what}", severity="warning", timeout=4)
+
+    def action_activation(self, step: int) -> None:
+        cfg = self.wanted
+        new = next_choice(cfg.activation, ACTIVATIONS, int(step))
+        self.source.send(SetActivation(new))
+        self.pending = cfg.replace(activation=new)
+        self.notice = f"activation → {new} (live, weights kept)"
+        self.notify(self.notice, timeout=3)
+
+    def action_init(self) -> None:
+        cfg = self.wanted
+        self._restart(cfg.replace(init=next_choice(cfg.init, INITS, 1)))
+
+    def action_batchnorm(self) -> None:
+        cfg = self.wanted
+        self._restart(cfg.replace(batchnorm=not cfg.batchnorm))
+
+    def action_skip(self) -> None:
+        cfg = self.wanted
+        self._restart(cfg.replace(skip=not cfg.skip))
+
+    def action_depth(self, step: int) -> None:
+        cfg = self.wanted
+        depth = min(max(cfg.depth + int(step), 1), MAX_DEPTH)
+        if depth == cfg.depth:
+            self.notify(f"depth stays {depth} (1..{MAX_DEPTH})", timeout=2)
+            return
+        self._restart(cfg.replace(depth=depth))
+
+    def action_restart(self) -> None:
+        self._restart(self.wanted)
+
+    def action_lower_lr(self) -> None:
+        cfg = self.wanted
+        self._restart(cfg.replace(lr=cfg.lr / 10), why=f"lr {cfg.lr:g} → {cfg.lr / 10:g}")
+
+    def action_pause(self) -> None:
+        if self.kind == "file" and self.paused and self._at_end() and not self.source.follow:
+            self._seek_index(0)  # play again from the start
+        if self.kind == "trainer":  # the screen changes when the trainer acknowledges it (a StatusRecord)
+            self.source.send(Pause(not self.paused))
+            self.notice = "resuming …" if self.paused else "pausing …"
+            return
+        self.paused = not self.paused
+
+    def action_step(self) -> None:
+        if not self.paused:
+            self.source.send(Pause(True))
+        self.source.send(StepOnce())
+
+    def action_speed(self, step: int) -> None:
+        if self.kind == "file":
+            i = min(max(PACES.index(self.pace) - int(step), 0), len(PACES) - 1)
+            self.pace = PACES[i]
+            self._play_from = None
+            self.notice = f"replay at {self.pace:g}x the recorded pace"
+            return
+        i = SPEED_CAPS.index(self.cap) if self.cap in SPEED_CAPS else 0
+        i = min(max(i + int(step), 0), len(SPEED_CAPS) - 1)
+        self.cap = SPEED_CAPS[i]
+        self.source.send(SetSpeedCap(self.cap))
+        self.notice = f"speed cap: {self.cap:g} steps/s" if self.cap else "speed cap off: full speed"
+
+    def action_seek(self, delta: int) -> None:
+        pos = self.state.position
+        if pos is not None:
+            self.paused = True
+            self.notice = ""
+            self._seek_index(pos[0] + int(delta))
+            self._status_now()
+
+    def action_seek_to(self, index: int) -> None:
+        if self.source.run is None:
+            return
+        n = self.source.run.n_snapshots
+        self.notice = ""
+        self.paused = int(index) == 0 or not self.source.follow
+        self._seek_index(n - 1 if int(index) < 0 else int(index))
+        self._status_now()
+
+    def action_next_run(self) -> None:
+        src = self.source
+        if len(src.runs) < 2:
+            self.notify(f"{src.label} holds one run", timeout=3)
+            return
+        src.select((src.run_number % len(src.runs)) + 1)
+        self._open_run(0)
+        self.notice = f"run {src.run_number} of {len(src.runs)}"
+
+    def action_metric(self) -> None:
+        self.metric = next_choice(self.metric, METRIC_KEYS, 1)
+
+    def action_log(self) -> None:
+        self.log = not self.log
+
+    def action_next_view(self) -> None:
+        self.view = next_choice(self.view, VIEWS, 1)
+
+    def action_export(self) -> None:
+        if not self.source.metrics_path:
+            self.notify("e: no metrics file behind this run (start vgtui with --metrics PATH)", severity="warning",
+                        timeout=5)
+            return
+        self.notice = "writing the CSV…"
+        self._export()
+
+    @work(thread=True, group="export")
+    def _export(self) -> None:
+        """The run on screen as CSV (vgtui.export.write_csv), beside its metrics file, or in the screenshot folder
+        when that one is not writable: run.csv, or run-2.csv for the second run of a file with several."""
+        from vgtui.core.metrics import MetricsIndex
+        from vgtui.export import write_csv
+
+        path = self.source.metrics_path
+
+        def out_path(number: int, count: int) -> str:
+            stem = os.path.splitext(os.path.basename(path))[0] + (f"-{number}" if count > 1 else "")
+            folder = os.path.dirname(os.path.abspath(path))
+            return os.path.join(folder if os.access(folder, os.W_OK) else self.screenshot_dir, stem + ".csv")
+
+        try:
+            if self.kind == "file":
+                out = out_path(self.source.run_number, len(self.source.runs))
+                rows = write_csv(self.source.run, out)
+            else:  # the trainer's file: its latest run is the one on screen
+                with MetricsIndex(path) as index:
+                    out = out_path(len(index.runs), len(index.runs))
+                    rows = write_csv(index.runs[-1], out)
+        except (OSError, ValueError) as e:
+            self.app.call_from_thread(self.notify, f"e: could not write the CSV: {e}", severity="error")
+            return
+        self.app.call_from_thread(setattr, self, "notice", f"CSV written: {out} ({rows:,} rows)")
+
+    def action_screenshot_svg(self) -> None:
+        name = time.strftime("vgtui_%Y%m%d_%H%M%S.svg")
+        try:
+            path = self.app.save_screenshot(filename=name, path=self.screenshot_dir)
+        except OSError as e:
+            self.notice = f"screenshot not saved: {self.screenshot_dir}: {e.strerror or e}"
+            self.notify(self.notice, severity="error", timeout=8)
+            return
+        self.notice = f"screenshot saved: {path}"
+        self.notify(self.notice, timeout=6)
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.kind))
+
+    def action_quit(self, status: int = 0) -> None:
+        self.app.close_sources(timeout=1.5)  # type: ignore[attr-defined]
+        self.app.exit(int(status))
