@@ -25,7 +25,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from vgtui.core.records import EndRecord, Record, to_json
+from vgtui.core.records import EndRecord, Record, RecordEncoder
 
 
 class MetricsPathError(ValueError):
@@ -114,11 +114,6 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> None:
         raise MetricsPathError(f"{_opt(path)}: cannot write in {parent} ({e.strerror or e})") from e
 
 
-def encode(rec: Record) -> bytes:
-    """One record as one line of strict JSON (non-finite numbers are strings, see records.py)."""
-    return (json.dumps(to_json(rec), separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
-
-
 class MetricsWriter:
     """Appends records to a locked metrics file (see the module docstring).
 
@@ -128,6 +123,7 @@ class MetricsWriter:
     def __init__(self, path: str | os.PathLike | None = None, *, fd: int | None = None, overwrite: bool = False):
         self.error: MetricsWriteError | None = None
         self.records = 0  # written by this writer
+        self._encoder = RecordEncoder()  # snapshots leave out the histogram edges their run header holds
         self.created = False  # this writer made the file (it did not exist)
         if fd is not None:
             self.path = Path(path) if path is not None else None
@@ -172,7 +168,7 @@ class MetricsWriter:
             return
         if self.error is not None and not isinstance(rec, EndRecord):
             return
-        self._append(encode(rec))
+        self._append(self._encoder.line(rec).encode("utf-8"))
 
     __call__ = write  # a writer is a record sink
 
