@@ -416,7 +416,7 @@ class Watch:
     def _check_finite(self, stats: tuple[LayerStats, ...]) -> None:
         """A NaN or Inf is in the snapshot as it is; when one first appears, an event (and a warning) names
         the layers. Training goes on: what to do about it is the user's call."""
-        bad = [(s.name, _what_nonfinite(s)) for s in stats if not s.finite]
+        bad = [(s.name, what) for s in stats if not s.finite and (what := _what_nonfinite(s))]
         if bad and not self._nonfinite:
             (name, what), more = bad[0], len(bad) - 1
             text = f"non-finite {what} in {name}" + (f" and {more} more layer{'s' * (more > 1)}" if more else "")
@@ -466,14 +466,16 @@ class Watch:
         self.close(getattr(sys, "last_exc", None) or getattr(sys, "last_value", None))
 
 
-def _what_nonfinite(s: LayerStats) -> str:
+def _what_nonfinite(s: LayerStats) -> str | None:
+    """What holds a NaN or Inf in the layer, or None. Ratios are left out: constant weights (a fresh BatchNorm's
+    ones) have no spread to divide by, which is no fault of the training."""
     if not (math.isfinite(s.grad_norm) and math.isfinite(s.grad_mean_abs)):
         return "weight gradient"
     if not math.isfinite(s.weight_norm):
         return "weights"
-    if s.act_mean is not None and not math.isfinite(s.act_mean):
+    if s.act_mean is not None and not (math.isfinite(s.act_mean) and math.isfinite(s.act_std or 0.0)):
         return "activations"
-    return "statistics"
+    return None
 
 
 def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
