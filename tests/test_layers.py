@@ -16,7 +16,7 @@ CASES = [
     ("vgtui.sources.base, vgtui.sources.trainer", ("torch", "textual", "plotext", "vgtui.engine", "vgtui.ui")),
     ("vgtui.ui.app, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens, vgtui.ui.state",
      ("torch", "vgtui.engine")),
-    ("vgtui.engine.trainer, vgtui.engine.probes, vgtui.engine.data, vgtui.headless",
+    ("vgtui.engine.trainer, vgtui.engine.probes, vgtui.engine.data, vgtui.headless, vgtui.watching",
      ("textual", "plotext", "rich", "vgtui.ui")),
 ]
 
