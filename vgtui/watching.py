@@ -46,7 +46,7 @@ from vgtui.engine.probes import LAYER_TYPES, Probes
 LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
 
 COMPILED_NOTICE = ("torch.compile'd model: activation statistics are off (module hooks do not run under "
-                   "compile); weight gradients and updates are read from .grad")
+                   "compile); weight gradients are read from .grad")
 
 # Until Snapshot carries extra metrics (a `metrics` field), they are accepted and kept on `Watch.last_metrics`.
 SNAPSHOT_HAS_METRICS = "metrics" in Snapshot.__dataclass_fields__
