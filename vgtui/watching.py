@@ -92,7 +92,7 @@ def select_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec] | No
     """The (name, module) pairs to probe: every Linear/Conv by default; else each module matched by one of
     `layers`: a name, a glob pattern ("layer3.*.conv2"), a module type, or a predicate(name, module). A name or
     pattern that matches nothing, or names a module without a weight, is an error (a typo, most likely)."""
-    named = [(n, m) for n, m in model.named_modules() if n]
+    named = [(n, m) for n, m in model.named_modules() if n] or [(type(model).__name__, model)]  # a bare nn.Linear
     if layers is None:
         return [(n, m) for n, m in named if isinstance(m, LAYER_TYPES)]
     specs = list(layers) if isinstance(layers, (list, tuple, set, frozenset)) else [layers]
