@@ -147,6 +147,8 @@ def test_inplace_activations_and_a_module_called_twice(tmp_path):
     run = _run(tmp_path / "t.jsonl")
     assert [(l.name, l.kind, l.activation) for l in run.header.layers] == [
         ("conv", "Conv2d", "relu"), ("shared", "Linear", "tanh"), ("head", "Linear", None)]
+    # no probe.step(): each probed step is written when the next one begins, without a loss
+    assert [s.step for s in run.snapshots] == [1, 2] and math.isnan(run.snapshots[0].loss)
     F.cross_entropy(ref(x), y).backward()
     z = ref.conv(x)
     conv, shared, _ = run.snapshots[0].layers
@@ -325,6 +327,33 @@ def test_a_failing_hook_turns_off_its_statistics_only(tmp_path):
     run = _run(tmp_path / "p.jsonl")
     assert run.end.status == "completed" and len(run.snapshots) == 2
     assert all(math.isfinite(l.grad_norm) and l.act_mean is None for s in run.snapshots for l in s.layers)
+
+
+def test_a_failure_inside_vgtui_never_stops_the_training(digits, tmp_path, monkeypatch):
+    """Fault injection: the one host copy fails at the second snapshot; the loop runs to its end."""
+    from vgtui.engine.probes import Probes
+
+    calls = []
+
+    def finish(self, extra=()):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        return real_finish(self, extra)
+
+    real_finish = Probes.finish
+    monkeypatch.setattr(Probes, "finish", finish)
+    model = _mlp()
+    before = _hook_count(model, torch.optim.SGD(model.parameters(), lr=0.05))
+    with pytest.warns(WatchWarning, match="probes off from step 5: RuntimeError: device lost"):
+        p = _train(model, _batches(digits, 8), tmp_path / "e.jsonl", every=5, manual=True)
+    assert p.steps == 8
+    run = _run(tmp_path / "e.jsonl")
+    assert [s.step for s in run.snapshots] == [1]
+    assert [(e.step, e.set) for e in run.events] == [(5, {"probes": "off: RuntimeError: device lost"})]
+    assert run.end.status == "completed" and run.end.steps == 8
+    assert run.end.message == "8 steps (vgtui's probes stopped: RuntimeError: device lost)"
+    assert _hook_count(model, torch.optim.SGD(model.parameters(), lr=0.05)) == before
 
 
 def test_autocast_bfloat16_and_gradscaler_unscaled_gradients_and_skipped_steps(digits, tmp_path):

@@ -245,7 +245,10 @@ class Watch:
         """After optimizer.step(): the step's loss and any metrics ({"acc": 0.9}; floats or 0-d tensors, left
         on the device). Without optimizer= it also counts the step; with it, a call with no optimiser step
         since the previous call notes a skipped step (a GradScaler that found inf/NaN gradients)."""
-        if not self.active or self.closed or self._failed:
+        if not self.active or self.closed:
+            return
+        if self._failed:  # the probes are off; the end record still counts the steps
+            self.steps += self.optimizer is None
             return
         if metrics:
             for k, v in metrics.items():
