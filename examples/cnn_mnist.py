@@ -53,13 +53,13 @@ def main(argv=None) -> None:
     total = steps_per_epoch * args.epochs
     total = min(total, args.max_steps) if args.max_steps else total
 
+    step = 0
     with vgtui.watch(model, metrics=args.metrics, every=args.every, optimizer=opt, total_steps=total) as probe:
         for epoch in range(1, args.epochs + 1):
             model.train()
             perm = torch.randperm(len(x_train), device=args.device)
-            for b in range(steps_per_epoch):
-                if probe.steps >= total:
-                    break
+            for b in range(min(steps_per_epoch, total - step)):
+                step += 1
                 idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
                 logits = model(x_train[idx])
                 loss = F.cross_entropy(logits, data.y_train[idx])
@@ -70,8 +70,8 @@ def main(argv=None) -> None:
             model.eval()  # validation in eval(): not probed
             with torch.no_grad():
                 acc = (model(x_test).argmax(1) == data.y_test).float().mean().item()
-            print(f"epoch {epoch}: {probe.steps} steps, loss {loss.item():.3f}, test accuracy {acc:.3f}")
-            if probe.steps >= total:
+            print(f"epoch {epoch}: {step} steps, loss {loss.item():.3f}, test accuracy {acc:.3f}")
+            if step >= total:
                 break
 
 
