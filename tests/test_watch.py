@@ -388,9 +388,14 @@ def test_autocast_bfloat16_and_gradscaler_unscaled_gradients_and_skipped_steps(d
         assert run.snapshots[0].layer("fc1").activation == "sigmoid"
 
 
-def test_torch_compile_reads_gradients_and_says_activations_are_off(digits, tmp_path):
+@pytest.mark.parametrize("how", ["torch.compile(model)", "model.compile()"])
+def test_torch_compile_reads_gradients_and_says_activations_are_off(digits, tmp_path, how):
     model, ref = _mlp(), _mlp()
-    compiled = torch.compile(model, backend="aot_eager")
+    if how == "model.compile()":
+        model.compile(backend="aot_eager")
+        compiled = model
+    else:
+        compiled = torch.compile(model, backend="aot_eager")
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = _batches(digits, 1)[0]
     with pytest.warns(WatchWarning, match="torch.compile'd model: activation statistics are off"):
