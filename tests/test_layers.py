@@ -18,7 +18,7 @@ CASES = [
     ("vgtui.ui.app, vgtui.ui.viewer, vgtui.ui.keymap, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens, "
      "vgtui.ui.state, vgtui.ui.replay_cmd",
      ("torch", "vgtui.engine")),
-    ("vgtui.engine.trainer, vgtui.engine.probes, vgtui.engine.data, vgtui.headless",
+    ("vgtui.engine.trainer, vgtui.engine.probes, vgtui.engine.data, vgtui.headless, vgtui.watching",
      ("textual", "plotext", "rich", "vgtui.ui")),
 ]
 

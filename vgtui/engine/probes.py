@@ -137,11 +137,14 @@ def _sgd_update_known(opt: torch.optim.Optimizer | None) -> bool:
 class Probes:
     """Hooks on every Linear/Conv layer of `model` and the activation after each one."""
 
-    def __init__(self, model: nn.Module, act_bins: int = ACT_BINS):
+    def __init__(self, model: nn.Module, act_bins: int = ACT_BINS,
+                 layers: list[tuple[str, nn.Module]] | None = None):
+        """`layers`, (name, module) pairs with a `weight`, replaces the default choice of every Linear/Conv."""
         self.model = model
         self.act_bins = act_bins
-        self.layers: list[tuple[str, nn.Module]] = [(n, m) for n, m in model.named_modules()
-                                                   if isinstance(m, LAYER_TYPES)]
+        self.layers: list[tuple[str, nn.Module]] = (list(layers) if layers is not None else
+                                                   [(n, m) for n, m in model.named_modules()
+                                                    if isinstance(m, LAYER_TYPES)])
         if not self.layers:
             raise ValueError("the model has no Linear or Conv layer to probe")
         self._ordered = False
@@ -238,10 +241,14 @@ class Probes:
     def _weights(self) -> list[torch.Tensor]:
         return [m.weight.detach() for _, m in self.layers]
 
-    def collect_grads(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def collect_grads(self, optimizer: torch.optim.Optimizer | None = None,
+                      weights_before: list[torch.Tensor] | None = None) -> None:
         """Weight-gradient statistics; call after backward() and before optimizer.step(). With the optimizer,
-        the update of a plain SGD step is read from its state after the step (no copy of the weights)."""
-        ws = self._weights()
+        the update of a plain SGD step is read from its state after the step (no copy of the weights).
+        `weights_before`, a copy of the weights taken before the step, lets it be called after the step (the
+        gradients are still in .grad then) for a loop whose optimiser vgtui never sees; the weight statistics
+        are then those of the copy, as they would have been before the step."""
+        ws = weights_before if weights_before is not None else self._weights()
         gs = [(m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).detach().float()
               for _, m in self.layers]
         with torch.no_grad():
@@ -252,7 +259,10 @@ class Probes:
                                 for gn, g1, wn, g, ws_ in zip(gnorm, gl1, wnorm, gs, self._w_std)]
             self._grad_hists = [_exponent_counts(g) for g in gs]
             self._optimizer = optimizer
-            self._w_before = None if _sgd_update_known(optimizer) else [w.clone() for w in ws]
+            if weights_before is not None:
+                self._w_before = weights_before
+            else:
+                self._w_before = None if _sgd_update_known(optimizer) else [w.clone() for w in ws]
 
     def collect_update(self) -> None:
         """Update:data ratio, (w_after - w_before).std() / w_before.std(); call after optimizer.step()."""

@@ -1,0 +1,116 @@
+"""What vgtui.watch costs a user's loop: the seed's network trained by a bare PyTorch loop, and by the same loop
+watched by vgtui (every=50), side by side.
+
+    python bench/watch_overhead.py                        # 9 interleaved pairs of 500 steps (about 6 minutes)
+    python bench/watch_overhead.py --pairs 3 --steps 100  # a quick check that it runs
+
+Both loops train 784-1000x5-10 sigmoid (vgtui.engine.model.build_model with RunConfig's defaults), SGD lr 0.01
+momentum 0.9, batch 100, on the embedded mnist-5k digits held as tensors on the device. The watched loop is the
+README's: `vgtui.watch(model, metrics=..., every=50, optimizer=opt)` and `probe.step(loss=loss)` after each step,
+writing a real metrics file. Pairs alternate which loop runs first, so that drift in the machine's speed hits
+both; the verdict is on the median of the pairs' ratios (watched / bare steps/s). Target: 0.97 or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+import vgtui
+from vgtui.core.config import RunConfig
+from vgtui.engine.data import load_mnist5k
+from vgtui.engine.model import build_model, build_optimizer
+
+TARGET = 0.97
+
+
+def train(cfg: RunConfig, data, steps: int, every: int | None = None) -> tuple[float, float]:
+    """(steps/s, steps per CPU second of this process) of the plain loop; with `every`, the same loop under
+    vgtui.watch. The CPU-time figure is less disturbed by other processes on a shared machine."""
+    model = build_model(cfg).to(data.x_train.device)
+    opt = build_optimizer(cfg, model)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n, b = len(data.x_train), cfg.batch_size
+    with tempfile.TemporaryDirectory() as d:
+        probe = (vgtui.watch(model, metrics=os.path.join(d, "run.jsonl"), every=every, optimizer=opt, quiet=True)
+                 if every else None)
+        sync(data)
+        t0, c0 = time.perf_counter(), time.process_time()
+        done = 0
+        while done < steps:
+            perm = torch.randperm(n, generator=gen).to(data.x_train.device)
+            for i in range(min(n // b, steps - done)):
+                idx = perm[i * b:(i + 1) * b]
+                loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if probe is not None:
+                    probe.step(loss=loss)
+                done += 1
+        if probe is not None:
+            probe.close()
+        sync(data)
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    if probe is not None:
+        assert probe.steps == steps and probe.snapshots == 1 + steps // every, (probe.steps, probe.snapshots)
+    return steps / dt, steps / dc
+
+
+def sync(data) -> None:
+    if data.x_train.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=9, help="interleaved bare/watched pairs (default: %(default)s)")
+    ap.add_argument("--steps", type=int, default=500, help="steps per run (default: %(default)s)")
+    ap.add_argument("--every", type=int, default=50, help="vgtui.watch(every=...) (default: %(default)s)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    cfg = RunConfig(dataset="mnist-5k", device=args.device)
+    data = load_mnist5k(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; 784-"
+          f"{cfg.width}x{cfg.depth}-10 {cfg.activation}, {cfg.optimizer} lr {cfg.lr} momentum {cfg.momentum}, batch "
+          f"{cfg.batch_size}, {data.name}; {args.steps} steps a run, vgtui.watch every {args.every} steps", flush=True)
+    train(cfg, data, 20)  # warm-up: allocator, kernels, the probes' first use
+    train(cfg, data, 20, args.every)
+    rows = []
+    for i in range(args.pairs):
+        if i % 2 == 0:
+            bare, watched = train(cfg, data, args.steps), train(cfg, data, args.steps, args.every)
+        else:
+            watched, bare = train(cfg, data, args.steps, args.every), train(cfg, data, args.steps)
+        rows.append((bare[0], watched[0], watched[0] / bare[0], watched[1] / bare[1]))
+        print(f"  pair {i + 1}/{args.pairs}: bare {bare[0]:7.2f} steps/s   watched {watched[0]:7.2f} steps/s   "
+              f"ratio {watched[0] / bare[0]:.3f}   (by CPU time {watched[1] / bare[1]:.3f})", flush=True)
+    print()
+    print(f"| pair | bare PyTorch (steps/s) | with vgtui.watch(every={args.every}) (steps/s) | watched / bare | "
+          "by CPU time |")
+    print("|---|---|---|---|---|")
+    for i, (b, w, r, rc) in enumerate(rows, 1):
+        print(f"| {i} | {b:.2f} | {w:.2f} | {r:.3f} | {rc:.3f} |")
+    med = statistics.median(r[2] for r in rows)
+    print(f"| median | {statistics.median(r[0] for r in rows):.2f} | {statistics.median(r[1] for r in rows):.2f} | "
+          f"{med:.3f} | {statistics.median(r[3] for r in rows):.3f} |")
+    print()
+    verdict = "meets the target" if med >= TARGET else "MISSES the target"
+    cost = f"the probe costs {100 * (1 - med):.1f}% of the bare loop's steps/s" if med < 1 else "no cost measured"
+    print(f"median wall-clock ratio {med:.3f} over {len(rows)} pairs: {cost}; {verdict} (ratio >= {TARGET}, at "
+          f"most {100 * (1 - TARGET):.0f}%)")
+    if len(rows) < 9:
+        print(f"(only {len(rows)} pairs: the target is judged on 9 or more)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

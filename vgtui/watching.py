@@ -1,0 +1,501 @@
+"""Watch your own model: vgtui's probes on any nn.Module in any PyTorch training loop, written to a metrics file in
+the app's own format, so that `vgtui follow run.jsonl` shows it live (and replay and compare read it unchanged).
+
+    import vgtui
+    with vgtui.watch(model, metrics="run.jsonl", every=50, optimizer=opt) as probe:
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(); loss.backward(); opt.step()
+            probe.step(loss=loss)      # with optimizer=, optional: it only adds the loss (and metrics=)
+
+Steps: with `optimizer=` the optimiser's step hooks count them (gradients are read just before its step, the update
+just after, so a GradScaler's skipped step is no step); without it, each `probe.step()` is one, called after
+optimizer.step() and before the next zero_grad() (the gradients are read from .grad then, the update from a copy
+of the weights taken when the probed step began). Step 1 and every `every`-th step are probed; the probes' hooks
+exist only during those steps, and each snapshot costs one device-to-host copy.
+
+Nothing here stops the user's training: a hook that fails switches the probes off with a one-line warning, and
+a NaN or Inf is written as such, named in an event. Only rank 0 of a distributed job writes; after DDP's
+backward the gradients are the all-reduced ones.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import datetime
+import fnmatch
+import math
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Union
+
+import torch
+from torch import nn
+
+from vgtui import __version__
+from vgtui.core.records import EndRecord, EventRecord, LayerInfo, LayerStats, Record, RunRecord, Snapshot
+from vgtui.core.writer import MetricsWriter, check_writable
+from vgtui.engine.data import device_name
+from vgtui.engine.probes import LAYER_TYPES, Probes
+
+LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
+
+COMPILED_NOTICE = ("torch.compile'd model: activation statistics are off (module hooks do not run under "
+                   "compile); weight gradients are read from .grad")
+
+# Until Snapshot carries extra metrics (a `metrics` field), they are accepted and kept on `Watch.last_metrics`.
+SNAPSHOT_HAS_METRICS = "metrics" in Snapshot.__dataclass_fields__
+
+
+class WatchWarning(UserWarning):
+    """What vgtui.watch cannot do for this model or loop, said in one line; training goes on."""
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(f"vgtui.watch: {msg}", WatchWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------------------------------ the model
+def _unwrap(model: nn.Module) -> tuple[nn.Module, bool]:
+    """The module whose names the user knows (inside DDP, DataParallel and torch.compile wrappers), and whether
+    it runs compiled."""
+    compiled = False
+    while True:
+        if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model, compiled = model._orig_mod, True
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            break
+    return model, compiled or getattr(model, "_compiled_call_impl", None) is not None
+
+
+def _rank() -> int:
+    """This process's rank in a distributed job (0 when there is none)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def _has_weight(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+def select_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec] | None = None
+                  ) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs to probe: every Linear/Conv by default; else each module matched by one of
+    `layers`: a name, a glob pattern ("layer3.*.conv2"), a module type, or a predicate(name, module). A name or
+    pattern that matches nothing, or names a module without a weight, is an error (a typo, most likely)."""
+    named = [(n, m) for n, m in model.named_modules() if n] or [(type(model).__name__, model)]  # a bare nn.Linear
+    if layers is None:
+        return [(n, m) for n, m in named if isinstance(m, LAYER_TYPES)]
+    specs = list(layers) if isinstance(layers, (list, tuple, set, frozenset)) else [layers]
+    for s in specs:
+        if not isinstance(s, (str, type)) and not callable(s):
+            raise TypeError(f"vgtui.watch: layers= takes names, glob patterns, module types or a predicate, "
+                            f"not {s!r}")
+    for s in (s for s in specs if isinstance(s, str)):
+        hits = [(n, m) for n, m in named if n == s or fnmatch.fnmatchcase(n, s)]
+        if not hits:
+            raise ValueError(f"vgtui.watch: no module of {type(model).__name__} matches layers={s!r}")
+        if s in dict(named) and not _has_weight(dict(named)[s]):
+            raise ValueError(f"vgtui.watch: {s} ({type(dict(named)[s]).__name__}) has no weight to probe")
+
+    def chosen(name: str, module: nn.Module) -> bool:
+        for s in specs:
+            if isinstance(s, str):
+                if name == s or fnmatch.fnmatchcase(name, s):
+                    return True
+            elif isinstance(s, type):
+                if isinstance(module, s):
+                    return True
+            elif s(name, module):
+                return True
+        return False
+
+    picked = [(n, m) for n, m in named if _has_weight(m) and chosen(n, m)]
+    if not picked:
+        raise ValueError(f"vgtui.watch: layers={layers!r} matches no module with a weight in {type(model).__name__}")
+    return picked
+
+
+def describe_model(model: nn.Module) -> str:
+    """The class name and the parameter count: "ResNet, 11,689,512 parameters"."""
+    return f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters"
+
+
+# ------------------------------------------------------------------------------------------ the probes
+class _WatchProbes(Probes):
+    """vgtui's probes for a model vgtui does not know: no module hooks at all for a compiled model, and a hook
+    that raises switches off that module's statistics with a warning instead of stopping the forward pass."""
+
+    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], hooks: bool = True):
+        super().__init__(model, layers=layers)
+        self.hooks = hooks
+        self._off: set[int] = set()
+
+    def _attach(self) -> None:
+        if self.hooks:
+            super()._attach()
+
+    def _safe(self, fn: Callable, module: nn.Module, *args: Any) -> None:
+        if id(module) in self._off:
+            return
+        try:
+            fn(module, *args)
+        except Exception as e:  # the user's forward pass goes on; only this module's statistics stop
+            self._off.add(id(module))
+            name = next((n for n, m in self.model.named_modules() if m is module), type(module).__name__)
+            _warn(f"statistics at {name} ({type(module).__name__}) are off: {type(e).__name__}: {e}")
+
+    def _on_layer(self, module, inputs, out):
+        self._safe(super()._on_layer, module, inputs, out)
+
+    def _on_act_input(self, module, inputs):
+        self._safe(super()._on_act_input, module, inputs)
+
+    def _on_act(self, module, inputs, out):
+        self._safe(super()._on_act, module, inputs, out)
+
+    @property
+    def fired(self) -> bool:
+        """Did a layer's forward hook run since arm()?"""
+        return bool(self._fired)
+
+    def activations(self) -> dict[str, str]:
+        """Layer name -> the activation seen after it in the current probed step (ordered layers)."""
+        self._order_layers()
+        return {self.layers[i][0]: v[0] for i, v in self._act.items()}
+
+
+# ------------------------------------------------------------------------------------------ the watch
+class Watch:
+    """The probes on a user's model and the metrics file they write; see `watch()`. Use it as a context
+    manager, or call close() at the end (an exit without it still ends the file, at interpreter exit)."""
+
+    def __init__(self, model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
+                 optimizer: torch.optim.Optimizer | None = None,
+                 layers: LayerSpec | Iterable[LayerSpec] | None = None, scaler: Any = None, total_steps: int = 0,
+                 quiet: bool = False):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"vgtui.watch: expected a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"vgtui.watch: every={every!r}: a whole number of steps, 1 or more")
+        self.every = every
+        self.optimizer = optimizer
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.path = Path(metrics).expanduser()
+        self.steps = 0
+        self.rank = _rank()
+        self.active = self.rank == 0  # the other ranks record nothing (their gradients are rank 0's)
+        self.closed = False
+        self.last_metrics: dict[str, float] = {}  # the metrics of the last snapshot, as written
+        self.snapshots = 0
+        if not self.active:
+            return
+        self.model, self.compiled = _unwrap(model)
+        self._probes = _WatchProbes(self.model, select_layers(self.model, layers), hooks=not self.compiled)
+        try:
+            check_writable(self.path)
+        except ValueError as e:
+            raise ValueError(f"vgtui.watch: {str(e).replace('--metrics ', 'metrics=', 1)}") from None
+        p = next(self.model.parameters())
+        self.device = p.device
+        self.total_steps = total_steps
+        self._writer = MetricsWriter(self.path)
+        self._started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        self._t0 = time.perf_counter()
+        self._header_written = False
+        self._want = False  # the current step is probed: hooks attached, statistics being gathered
+        self._pending = False  # a probed step whose statistics await the one host copy (its loss may follow)
+        self._pending_t = 0.0
+        self._w_before: list[torch.Tensor] | None = None
+        self._scale: float | None = None  # the GradScaler's scale as a probed step began (without optimizer=)
+        self._last_snap = (0, self._t0)
+        self._loss_last: Any = None
+        self._loss_sum: Any = 0.0
+        self._loss_n = 0
+        self._metrics_now: dict[str, Any] = {}
+        self._opt_steps = self._opt_steps_seen = 0
+        self._calls = 0  # probe.step() calls: once there are some, a probed step waits for its loss
+        self._nonfinite = False
+        self._failed: str | None = None
+        self._warned_no_hooks = False
+        self._handles: list[Any] = []
+        if self.compiled:
+            _warn(COMPILED_NOTICE)
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(self._pre_step))
+            self._handles.append(optimizer.register_step_post_hook(self._post_step))
+        if not self.compiled:  # the only hook outside probed steps: one call per forward, to skip eval passes
+            self._handles.append(self.model.register_forward_pre_hook(self._on_forward))
+        atexit.register(self._at_exit)
+        self._arm()  # step 1 is always probed: the first snapshot shows the model as it starts
+        if not quiet:
+            print(f"vgtui.watch: writing {self.path} (follow it live: vgtui follow {self.path})", file=sys.stderr)
+
+    # ---------------------------------------------------------------------------------- public
+    def step(self, loss: Any = None, metrics: dict[str, Any] | None = None) -> None:
+        """After optimizer.step(): the step's loss and any metrics ({"acc": 0.9}; floats or 0-d tensors, left
+        on the device). Without optimizer= it also counts the step; with it, a call with no optimiser step
+        since the previous call notes a skipped step (a GradScaler that found inf/NaN gradients)."""
+        if not self.active or self.closed:
+            return
+        if self._failed:  # the probes are off; the end record still counts the steps
+            self.steps += self.optimizer is None
+            return
+        if metrics:
+            for k, v in metrics.items():
+                if not isinstance(v, (int, float, torch.Tensor)):
+                    raise TypeError(f"vgtui.watch: metrics[{k!r}] = {v!r} is not a number")
+        try:
+            self._step(loss, metrics or {})
+        except Exception as e:
+            self._fail(e)
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """Remove every hook and end the file: completed, or with `exc`, failed (KeyboardInterrupt:
+        interrupted). Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.active:
+            return
+        atexit.unregister(self._at_exit)
+        if self._pending and not self._failed:
+            try:
+                self._flush()
+            except Exception as e:
+                self._fail(e)
+        self._remove_hooks()
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+            status, message, tb = "completed", f"{self.steps} steps", None
+        elif isinstance(exc, KeyboardInterrupt):
+            status, message, tb = "interrupted", "interrupted by Ctrl+C", None
+        else:
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if self._failed:
+            message += f" (vgtui's probes stopped: {self._failed})"
+        self._write(EndRecord(status=status, steps=self.steps, elapsed_s=time.perf_counter() - self._t0,
+                              message=message, traceback=tb))
+        self._writer.close()
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close(exc)
+        return False
+
+    # ---------------------------------------------------------------------------------- steps
+    def _due(self, n: int) -> bool:
+        return n == 1 or n % self.every == 0
+
+    def _arm(self) -> None:
+        self._probes.arm()
+        self._want = True
+        if self.optimizer is None:  # the update is measured against the weights as the step begins
+            self._w_before = [w.clone() for w in self._probes._weights()]
+            self._scale = self.scaler.get_scale() if self.scaler is not None else None
+
+    def _arm_if_due(self) -> None:
+        if not self._want and not self._pending and self._due(self.steps + 1):
+            self._arm()
+
+    def _on_forward(self, module: nn.Module, args: Any) -> None:
+        """Before each forward pass of the model: finish a probed step still waiting, arm a due one, and
+        gather nothing from an eval() or no_grad pass (validation)."""
+        if self._failed:
+            return
+        try:
+            training = module.training and torch.is_grad_enabled()
+            if self._pending and training and not self._calls:  # a loop without probe.step(): the next step began
+                self._flush()
+            self._arm_if_due()
+            if self._want:
+                self._probes.armed = training
+        except Exception as e:
+            self._fail(e)
+
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        if self._failed:
+            return
+        try:
+            if self._pending:
+                self._flush()
+            self._arm_if_due()
+            if self._want:
+                self._probes.collect_grads(optimizer)
+        except Exception as e:
+            self._fail(e)
+
+    def _post_step(self, optimizer, args, kwargs) -> None:
+        self.steps += 1
+        self._opt_steps += 1
+        if self._failed:
+            return
+        try:
+            if self._want and self._probes._grad_stats is not None:
+                self._probes.collect_update()
+                self._want, self._pending, self._pending_t = False, True, time.perf_counter()
+            self._arm_if_due()
+        except Exception as e:
+            self._fail(e)
+
+    def _step(self, loss: Any, metrics: dict[str, Any]) -> None:
+        self._calls += 1
+        if loss is not None:
+            self._loss_last = loss.detach() if isinstance(loss, torch.Tensor) else float(loss)
+            self._loss_sum = self._loss_sum + self._loss_last
+            self._loss_n += 1
+        self._metrics_now.update({k: (v.detach() if isinstance(v, torch.Tensor) else float(v))
+                                  for k, v in metrics.items()})
+        if self.optimizer is not None:
+            if self._opt_steps == self._opt_steps_seen:
+                self.steps += 1
+                self._skipped()
+            self._opt_steps_seen = self._opt_steps
+        else:
+            self.steps += 1
+            if self._want and self._scale is not None and self.scaler.get_scale() < self._scale:
+                self._skipped()  # the scaler lowered its scale: it found inf/NaN gradients and skipped the step
+            elif self._want:
+                self._probes.collect_grads(weights_before=self._w_before)
+                self._probes.collect_update()
+                self._want, self._pending, self._pending_t = False, True, time.perf_counter()
+        if self._pending:
+            self._flush()
+        self._arm_if_due()
+
+    def _skipped(self) -> None:
+        """No optimiser step since the last probe.step(): say so, and gather the probed step afresh."""
+        self._write(EventRecord(step=self.steps, elapsed_s=time.perf_counter() - self._t0,
+                                set={"skipped": "no optimizer step (a GradScaler found inf/NaN gradients)"}))
+        if self._want:
+            self._arm()
+
+    # ---------------------------------------------------------------------------------- snapshots
+    def _flush(self) -> None:
+        """The pending probed step's snapshot: statistics, loss and metrics in one device-to-host copy."""
+        self._pending = False
+        if self._probes.hooks and not self._probes.fired and not self._warned_no_hooks:
+            self._warned_no_hooks = True
+            _warn(f"no layer's forward hook ran in train mode during probed step {self.steps}: activation "
+                  "statistics are off (a compiled or scripted model, or one trained in eval()?)")
+        nan = float("nan")
+        names = list(self._metrics_now)
+        extra = [self._loss_last if self._loss_last is not None else nan,
+                 self._loss_sum / self._loss_n if self._loss_n else nan, *self._metrics_now.values()]
+        dev = self._probes._grad_stats[0].device
+        dtype = torch.float32 if dev.type == "mps" else torch.float64
+        extra = [v.to(dev, dtype) if isinstance(v, torch.Tensor) else torch.tensor(v, device=dev, dtype=dtype)
+                 for v in extra]
+        acts = self._probes.activations()
+        stats, vals = self._probes.finish(extra=[v.reshape(()) for v in extra])
+        if not self._header_written:
+            self._write_header(stats, acts)
+        steps0, t0 = self._last_snap
+        dt, ds = self._pending_t - t0, self.steps - steps0
+        self.last_metrics = dict(zip(names, vals[2:]))
+        kw = {"metrics": self.last_metrics} if SNAPSHOT_HAS_METRICS and self.last_metrics else {}
+        used = [s.activation for s in stats if s.activation]
+        snap = Snapshot(step=self.steps, epoch=0, elapsed_s=self._pending_t - self._t0, loss=vals[0],
+                        loss_avg=vals[1], steps_per_s=ds / dt if steps0 and dt > 0 and ds > 0 else 0.0,
+                        activation=collections.Counter(used).most_common(1)[0][0] if used else "",
+                        layers=stats, **kw)
+        self._write(snap)
+        self.snapshots += 1
+        self._last_snap = (self.steps, self._pending_t)
+        self._loss_sum, self._loss_n, self._metrics_now = 0.0, 0, {}
+        self._check_finite(stats)
+
+    def _check_finite(self, stats: tuple[LayerStats, ...]) -> None:
+        """A NaN or Inf is in the snapshot as it is; when one first appears, an event (and a warning) names
+        the layers. Training goes on: what to do about it is the user's call."""
+        bad = [(s.name, what) for s in stats if not s.finite and (what := _what_nonfinite(s))]
+        if bad and not self._nonfinite:
+            (name, what), more = bad[0], len(bad) - 1
+            text = f"non-finite {what} in {name}" + (f" and {more} more layer{'s' * (more > 1)}" if more else "")
+            self._write(EventRecord(step=self.steps, elapsed_s=time.perf_counter() - self._t0,
+                                    set={"nonfinite": text}))
+            _warn(f"{text} at step {self.steps} (recorded; training goes on)")
+        self._nonfinite = bool(bad)
+
+    def _write_header(self, stats: tuple[LayerStats, ...] | None, acts: dict[str, str]) -> None:
+        kinds = {n: type(m).__name__ for n, m in self._probes.layers}
+        order = [s.name for s in stats] if stats else [n for n, _ in self._probes.layers]
+        layers = tuple(LayerInfo(n, kinds[n], acts.get(n)) for n in order)
+        self._header_written = True
+        self._writer.write(RunRecord(
+            layers=layers, device=str(self.device), version=__version__, source="vgtui.watch",
+            model=describe_model(self.model), device_name=device_name(self.device), total_steps=self.total_steps,
+            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None, started=self._started,
+            pid=os.getpid()))
+
+    def _write(self, rec: Record) -> None:
+        if not self._header_written:
+            self._write_header(None, {})
+        self._writer.write(rec)
+
+    # ---------------------------------------------------------------------------------- the end
+    def _remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._probes.disarm()
+        self._want = False
+
+    def _fail(self, e: Exception) -> None:
+        """vgtui's own failure: off with a warning and an event; the user's training goes on."""
+        self._failed = f"{type(e).__name__}: {e}"
+        self._remove_hooks()
+        self._pending = False
+        _warn(f"probes off from step {self.steps}: {self._failed} (training goes on)")
+        try:
+            self._write(EventRecord(step=self.steps, elapsed_s=time.perf_counter() - self._t0,
+                                    set={"probes": f"off: {self._failed}"}))
+        except Exception:  # the file itself failed: nothing more to say in it
+            pass
+
+    def _at_exit(self) -> None:
+        """The interpreter exits without close(): end the file (an uncaught exception makes it a failure)."""
+        self.close(getattr(sys, "last_exc", None) or getattr(sys, "last_value", None))
+
+
+def _what_nonfinite(s: LayerStats) -> str | None:
+    """What holds a NaN or Inf in the layer, or None. Ratios are left out: constant weights (a fresh BatchNorm's
+    ones) have no spread to divide by, which is no fault of the training."""
+    if not (math.isfinite(s.grad_norm) and math.isfinite(s.grad_mean_abs)):
+        return "weight gradient"
+    if not math.isfinite(s.weight_norm):
+        return "weights"
+    if s.act_mean is not None and not (math.isfinite(s.act_mean) and math.isfinite(s.act_std or 0.0)):
+        return "activations"
+    return None
+
+
+def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
+          optimizer: torch.optim.Optimizer | None = None, layers: LayerSpec | Iterable[LayerSpec] | None = None,
+          scaler: Any = None, total_steps: int = 0, quiet: bool = False) -> Watch:
+    """Probe `model` as it trains and write the run to `metrics` (JSON Lines; `vgtui follow PATH` shows it live).
+
+    - every: probe step 1 and every `every`-th step (the hooks exist only on those steps).
+    - optimizer: count steps with its step hooks; else call `probe.step()` after each optimizer.step().
+    - scaler: without optimizer=, a GradScaler lets a probed step that it skipped be told apart (its scale is
+      read once per probed step); with optimizer=, a skipped step is one the optimiser never took.
+    - layers: which modules to probe, by name, glob pattern, type or predicate(name, module); default every
+      Linear and Conv layer. Activation statistics come from the activation module that follows each one.
+    - total_steps: the run's length if known (the viewer shows progress).
+    - quiet: no line on stderr naming the file.
+
+    Use it as `with vgtui.watch(...) as probe:` or call `probe.close()`; either removes every hook and writes
+    the end record (completed, failed with the exception, or interrupted).
+    """
+    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet)
