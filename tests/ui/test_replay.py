@@ -199,6 +199,27 @@ async def test_follow_notices_a_writer_gone_without_an_end(tmp_path, monkeypatch
         assert "the last snapshot is step 120" in status and "? writer gone" in status
 
 
+async def test_follow_trusts_the_writers_lock_over_quiet(tmp_path, monkeypatch):
+    """A paused writer is quiet but holds the file's lock: not gone. Once its lock is released without an end
+    record, the follow view says so."""
+    from vgtui.core.writer import MetricsWriter
+
+    monkeypatch.setattr(file_source, "QUIET_S", 0.3)
+    records = load("sigmoid")
+    path = tmp_path / "paused.jsonl"
+    writer = MetricsWriter(path)
+    for r in [records[0], *[r for r in records if isinstance(r, Snapshot)]]:
+        writer.write(r)
+    app = replay(path, follow=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await status_shows(pilot, "snapshot 12 / 12")
+        await pilot.pause(1.0)  # quiet for more than QUIET_S, lock held
+        assert "gone without an end record" not in await status_shows(pilot, "snapshot 12 / 12")
+        writer.close()
+        status = await status_shows(pilot, "the writer is gone without an end record")
+        assert "the last snapshot is step 120" in status
+
+
 async def test_truncated_file_shows_the_usable_part_with_a_notice(tmp_path):
     path = tmp_path / "torn.jsonl"
     write(path, load("sigmoid")[:-2])  # up to the snapshot at step 120

@@ -21,6 +21,7 @@ from typing import IO
 
 from vgtui.core.metrics import MetricsFileError, MetricsIndex, RunIndex, iter_lines_records
 from vgtui.core.records import EpochRecord, Record
+from vgtui.core.writer import holder_pid
 from vgtui.sources.base import Source
 
 QUIET_S = 5.0  # a followed file with nothing new this long gets its writer's pid checked
@@ -124,6 +125,11 @@ class FileSource(Source):
         quiet = time.monotonic() - self._last_change
         pid = run.header.pid
         last = f"the last snapshot is step {int(run.snapshot_steps[-1]):,}" if run.n_snapshots else "no snapshot"
+        if quiet >= QUIET_S and os.path.exists("/proc/locks"):  # Linux: a writer holds the file's lock
+            if holder_pid(self.metrics_path) is None:
+                who = f"the writer (pid {pid})" if pid is not None else "the writer"
+                return f"{who} is gone without an end record: killed? {last}"  # its lock on the file is released
+            return ""
         if pid is not None and quiet >= QUIET_S and not pid_alive(pid):
             return f"the writer (pid {pid}) is gone without an end record: killed? {last}"
         if pid is None and quiet >= QUIET_NO_PID_S:
