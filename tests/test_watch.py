@@ -22,7 +22,7 @@ from conftest import ROOT
 from vgtui.core.config import RunConfig
 from vgtui.core.metrics import read_metrics
 from vgtui.engine.model import build_model
-from vgtui.watching import COMPILED_NOTICE, SNAPSHOT_HAS_METRICS, WatchWarning, select_layers
+from vgtui.watching import COMPILED_NOTICE, WatchWarning, select_layers
 
 
 def _run(path):
@@ -439,8 +439,6 @@ def test_bad_arguments_say_so_in_one_line(tmp_path):
             p.step(metrics={"acc": "high"})
 
 
-@pytest.mark.xfail(not SNAPSHOT_HAS_METRICS, strict=True,
-                   reason="Snapshot has no `metrics` field yet (vgtui/core/records.py: the lead adds it)")
 def test_metrics_go_into_the_snapshot(digits, tmp_path):
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

@@ -48,8 +48,6 @@ LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
 COMPILED_NOTICE = ("torch.compile'd model: activation statistics are off (module hooks do not run under "
                    "compile); weight gradients are read from .grad")
 
-# Until Snapshot carries extra metrics (a `metrics` field), they are accepted and kept on `Watch.last_metrics`.
-SNAPSHOT_HAS_METRICS = "metrics" in Snapshot.__dataclass_fields__
 
 
 class WatchWarning(UserWarning):
@@ -404,7 +402,7 @@ class Watch:
         steps0, t0 = self._last_snap
         dt, ds = self._pending_t - t0, self.steps - steps0
         self.last_metrics = dict(zip(names, vals[2:]))
-        kw = {"metrics": self.last_metrics} if SNAPSHOT_HAS_METRICS and self.last_metrics else {}
+        kw = {"metrics": self.last_metrics} if self.last_metrics else {}
         used = [s.activation for s in stats if s.activation]
         snap = Snapshot(step=self.steps, epoch=0, elapsed_s=self._pending_t - self._t0, loss=vals[0],
                         loss_avg=vals[1], steps_per_s=ds / dt if steps0 and dt > 0 and ds > 0 else 0.0,

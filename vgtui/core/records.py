@@ -246,6 +246,7 @@ class Snapshot:
     steps_per_s: float  # since the previous snapshot (0 when unknown)
     activation: str
     layers: tuple[LayerStats, ...]
+    metrics: dict[str, float] | None = None  # the user's own numbers (vgtui.watch's metrics=), e.g. {"acc": 0.9}
     type: str = field(default="snapshot", init=False)
 
     def layer(self, name: str) -> LayerStats:
@@ -305,7 +306,8 @@ def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
     if isinstance(rec, Snapshot):
         return {"type": "snapshot", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
                 "loss": _num32(rec.loss), "loss_avg": _num32(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
-                "activation": rec.activation, "layers": [l.to_json(header) for l in rec.layers]}
+                "activation": rec.activation, "layers": [l.to_json(header) for l in rec.layers],
+                **({"metrics": {k: _num(v) for k, v in rec.metrics.items()}} if rec.metrics else {})}
     if isinstance(rec, RunRecord):
         d = {"type": "run", "schema": rec.schema, "version": rec.version, "source": rec.source}
         for k in ("model", "config", "dataset", "device", "device_name", "steps_per_epoch", "total_steps",
@@ -344,7 +346,8 @@ def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Reco
         return Snapshot(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]), loss=_unnum(d["loss"]),
                         loss_avg=_unnum(d.get("loss_avg", d["loss"])), steps_per_s=_unnum(d.get("steps_per_s", 0.0)),
                         activation=d.get("activation", ""),
-                        layers=tuple(LayerStats.from_json(l, header) for l in d["layers"]))
+                        layers=tuple(LayerStats.from_json(l, header) for l in d["layers"]),
+                        metrics={k: _unnum(v) for k, v in d["metrics"].items()} if d.get("metrics") else None)
     if t == "run":
         return RunRecord(layers=tuple(LayerInfo.from_json(l) for l in d["layers"]), device=d.get("device", ""),
                          version=d.get("version", ""), config=d.get("config"), source=d.get("source", "vgtui"),
