@@ -378,23 +378,27 @@ print('took:', time.monotonic() - t0)
     assert end["type"] == "end" and end["message"].startswith("quit")
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_the_trainer_never_outlives_its_viewer(how, tmp_path):
+@pytest.mark.parametrize("how, state", [("SIGKILL", "paused"), ("SIGTERM", "paused"), ("SIGKILL", "finished")])
+def test_the_trainer_never_outlives_its_viewer(how, state, tmp_path):
     """The viewer dies alone (any signal, SIGKILL included): its trainer child notices, ends the run with its
-    end record and exits, running or paused."""
+    end record and exits, whether paused or done (waiting for a restart)."""
     m = tmp_path / "m.jsonl"
     script = tmp_path / "viewer.py"
     script.write_text(_backend_script("""
-b = ProcessBackend(CFG, sys.argv[1])
+cfg = CFG.replace(max_steps=12) if sys.argv[2] == 'finished' else CFG
+b = ProcessBackend(cfg, sys.argv[1])
 b.start()
 b.send(SetSpeedCap(50))
 until(b, lambda r: r.type == 'snapshot')
-b.send(Pause(True))
-until(b, lambda r: r.type == 'status')
+if sys.argv[2] == 'paused':
+    b.send(Pause(True))
+    until(b, lambda r: r.type == 'status')
+else:
+    until(b, lambda r: r.type == 'end')
 print(b.pid, flush=True)
 time.sleep(600)
 """))
-    p = subprocess.Popen([sys.executable, str(script), str(m)], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    p = subprocess.Popen([sys.executable, str(script), str(m), state], stdout=subprocess.PIPE, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     child = int(p.stdout.readline())
     p.send_signal(getattr(signal, how))
@@ -404,5 +408,8 @@ time.sleep(600)
         time.sleep(0.05)
     assert not alive(child)
     end = records(m)[-1]
-    assert end["type"] == "end" and end["status"] == "interrupted"
-    assert end["message"] == "the viewer process went away"
+    if state == "finished":  # its end record was written when it finished; nothing is added after it
+        assert end["status"] == "completed" and [r["type"] for r in records(m)].count("end") == 1
+    else:
+        assert end["type"] == "end" and end["status"] == "interrupted"
+        assert end["message"] == "the viewer process went away"

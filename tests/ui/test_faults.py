@@ -100,6 +100,22 @@ def test_q_while_the_trainer_is_stopped_quits_within_2s(tmp_path):
         tty.kill()
 
 
+def test_q_right_at_start_up_quits_and_leaves_whole_lines(tmp_path):
+    m = tmp_path / "m.jsonl"
+    tty = Tty([*TUI, "--metrics", str(m)])
+    try:
+        tty.wait_text("fc1", timeout=30)  # the screen is up; the trainer is still importing torch
+        t0 = time.monotonic()
+        tty.send(b"q")
+        assert tty.wait(10) == 0
+        assert time.monotonic() - t0 < 2.5
+        if m.exists():  # nothing, or whole records ending with the end record
+            recs = records(m)
+            assert recs == [] or recs[-1]["type"] == "end"
+    finally:
+        tty.kill()
+
+
 def test_an_unavailable_device_is_refused_with_one_line_and_no_file(tmp_path):
     import torch
 
@@ -184,6 +200,32 @@ async def test_a_stopped_trainer_is_shown_as_stalled(tmp_path):
             await pilot.press("q")
     finally:
         app.close_sources()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+async def test_a_full_disk_in_the_ui_is_a_notice_and_training_goes_on(make_app, tmp_path):
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(disk)], check=True)
+    try:
+        from vgtui.sources.trainer import ThreadBackend
+        from vgtui.ui.app import VgtuiApp
+
+        backend = ThreadBackend(SMALL.replace(probe_every=1), str(disk / "m.jsonl"))
+        backend.start()
+        app = VgtuiApp(backend, fps=8, start_source=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await status_shows(pilot, "No space left on device", timeout=60)
+            step = app.main.state.step
+            await wait_for(pilot, lambda: app.main.state.step > step + 20, what="training to go on")
+            await pilot.press("q")
+        backend.close()
+        for line in (disk / "m.jsonl").read_text().splitlines():
+            json.loads(line)  # whole lines only
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
 
 
 # ------------------------------------------------------------------------------------------- Pilot, the screen's state

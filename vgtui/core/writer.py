@@ -33,7 +33,10 @@ class MetricsPathError(ValueError):
 
 
 class MetricsWriteError(OSError):
-    """A record could not be written (a full disk, say); the file was rolled back to its last whole line."""
+    """A record could not be written (a full disk, say); the file was rolled back to its last whole line.
+    `reason` is the system's word for it ("No space left on device")."""
+
+    reason: str = ""
 
 
 def _opt(path: str | os.PathLike) -> str:
@@ -187,6 +190,7 @@ class MetricsWriter:
                 pass
             where = f"the metrics file {self.path}" if self.path else "the metrics file"
             self.error = MetricsWriteError(e.errno, f"cannot write {where}: {e.strerror or e}")
+            self.error.reason = e.strerror or str(e)
             raise self.error from e
 
     def close(self) -> None:

@@ -68,8 +68,8 @@ def _file_sink(writer: MetricsWriter | None, notify) -> Any:
             writer.write(rec)
         except MetricsWriteError as e:
             if not isinstance(rec, EndRecord):
-                notify(NoticeRecord(f"{e.strerror}. Training goes on; nothing more is recorded in the file.",
-                                    level="error", step=getattr(rec, "step", 0)))
+                notify(NoticeRecord(f"{e.reason}: the metrics file is no longer written ({writer.path}); "
+                                    "training goes on", level="error", step=getattr(rec, "step", 0)))
 
     return write
 
