@@ -67,6 +67,11 @@ def test_divergence_is_caught_and_named(digits):
     assert "non-finite" in end.message and end.layer in end.message
     # the step where it appears: all snapshots before it are finite
     assert all(s.layers[0].finite for s in recs if isinstance(s, Snapshot))
+    # checked only at snapshots (no sync per step), it still names the step and layer that checking every step
+    # names: the trainer replays from its last good state up to the first non-finite step
+    every = Trainer(cfg.replace(probe_every=1), [], data=digits).run()
+    assert (every.steps, every.layer, every.message) == (end.steps, end.layer, end.message)
+    assert end.steps < 40  # before the first periodic snapshot: found by the replay, not at a check
 
 
 def _run_in_thread(trainer):

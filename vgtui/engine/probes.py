@@ -277,9 +277,9 @@ class Probes:
         self._w_before = None
 
     # ------------------------------------------------------------------ one transfer to the host
-    def grads_finite(self) -> bool:
-        """After collect_grads(): are all weight gradients finite? (one scalar sync)"""
-        return bool(torch.isfinite(torch.stack([s[0] for s in self._grad_stats])).all())
+    def grads_finite(self) -> torch.Tensor:
+        """After collect_grads(): are all weight gradients finite? A boolean tensor on the device (no sync)."""
+        return torch.isfinite(torch.stack([s[0] for s in self._grad_stats])).all()
 
     def finish(self, extra: list[torch.Tensor] = ()) -> tuple[tuple[LayerStats, ...], list[float]]:
         """Move everything to the host in one copy and build the per-layer stats; disarms the probes.

@@ -7,16 +7,29 @@
 Commands (vgtui.core.records: Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop) go through
 `trainer.send(cmd)` from any thread; the trainer drains them between steps. With `hold=True` (the UI's mode) a
 run that ends (completed, diverged, failed) waits for a Restart or a Stop instead of returning.
+
+Host syncs. On a GPU, turning a device tensor into a Python value blocks the host until the device has caught
+up, so an ordinary step does none (tests/test_sync.py checks it): its loss and accuracy are added up on the
+device, and a non-finite loss (or, on probe steps, weight gradient) is recorded on the device as the number of
+the first bad step. The only device -> host copies are, each marked `# sync:` below:
+  - a snapshot (`Probes.finish`, one copy that also carries the loss sums and the first bad step);
+  - an epoch end (the evaluation, the same kind of single copy);
+  - after a divergence has been seen, the replay that locates it (one scalar per replayed step, once per run).
+The run stops at the first of these after a non-finite step, and names that step and the layer: it goes back to
+the last good state it kept (a copy of the weights and optimiser state on the device, taken at a check at most
+once a second and at each epoch start) and replays the steps up to the bad one.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import queue
 import time
 import traceback
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +44,19 @@ from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, La
 
 Sink = Callable[[Record], None]
 EVAL_BATCH = 1000
+CHECKPOINT_EVERY_S = 1.0  # the last good state is copied at most this often (it bounds the replay after a NaN)
+
+
+@dataclass
+class _Checkpoint:
+    """A known-finite state on the device, and what is needed to replay the steps that followed it."""
+
+    step: int  # steps done when it was taken
+    next_batch: int  # index in the epoch of the batch after it
+    perm: torch.Tensor  # that epoch's order of examples
+    activation: str
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
 
 
 class _Interrupt(Exception):
@@ -42,8 +68,10 @@ class _Interrupt(Exception):
 
 class Trainer:
     def __init__(self, config: RunConfig, sinks: Iterable[Sink] = (), data: TensorData | None = None,
-                 hold: bool = False, on_step: Callable[["Trainer"], None] | None = None):
+                 hold: bool = False, on_step: Callable[["Trainer"], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         self.config = config.validate()
+        self.clock = clock  # for elapsed times and the steps/s windows (tests inject a fake one)
         self.sinks = list(sinks)
         self.hold = hold
         self.on_step = on_step
@@ -103,7 +131,7 @@ class Trainer:
             sink(rec)
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self._t0
+        return self.clock() - self._t0
 
     def run(self) -> EndRecord:
         if not self._prepared:
@@ -165,21 +193,29 @@ class Trainer:
 
     def _run_once(self) -> tuple[EndRecord, Command | None]:
         cfg, data = self.config, self.data
-        self._t0 = time.perf_counter()
+        self._t0 = self.clock()
         self.step = self.epoch = self.step_in_epoch = 0
         self._emit(self._header())
-        self._window_loss = torch.zeros((), device=self.device)
-        self._window_n = 0
-        self._window_t, self._window_step = time.perf_counter(), 0
-        self._pace_t, self._pace_step = self._window_t, 0
+        dev = self.device
+        self._acc_dtype = acc = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+        # Device-side accumulators (no sync per step), folded into the host sums below at each check.
+        self._first_bad = torch.zeros((), device=dev, dtype=torch.long)  # first non-finite step; 0: none yet
+        self._acc_loss = torch.zeros((), device=dev, dtype=acc)
+        self._acc_correct = torch.zeros((), device=dev, dtype=torch.long)
+        self._acc_n = 0
+        self._win_loss, self._win_n = 0.0, 0  # since the previous snapshot (host)
+        self._window_t, self._window_step = self.clock(), 0
+        self._pace_t, self._pace_step = time.perf_counter(), 0
+        self._ckpt: _Checkpoint | None = None
+        self._ckpt_t = self.clock()
+        self._activations: list[tuple[int, str]] = []  # activation changes since the checkpoint (for the replay)
         try:
             for epoch in range(1, cfg.epochs + 1):
                 self.epoch = epoch
-                self._ep_loss = torch.zeros((), device=self.device)
-                self._ep_correct = torch.zeros((), device=self.device, dtype=torch.long)
-                self._ep_n = 0
+                self._ep_loss, self._ep_correct, self._ep_n = 0.0, 0, 0
                 perm = torch.randperm(len(data.x_train), generator=self.generator).to(self.device)
                 self.model.train()
+                self._save_checkpoint(perm, 0)
                 last = self.steps_per_epoch if not cfg.max_steps else min(self.steps_per_epoch,
                                                                           cfg.max_steps - self.step)
                 for b in range(last):
@@ -187,9 +223,13 @@ class Trainer:
                     manual = self._between_steps()
                     idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                     probe = manual or (self.step + 1) % cfg.probe_every == 0 or b == last - 1
-                    diverged = self._train_step(data.x_train[idx], data.y_train[idx], probe)
-                    if diverged is not None:
-                        return diverged, None
+                    loss = self._train_step(data.x_train[idx], data.y_train[idx], probe)
+                    if probe:
+                        diverged = self._snapshot(loss)
+                        if diverged is not None:
+                            return diverged, None
+                        if self.clock() - self._ckpt_t >= CHECKPOINT_EVERY_S:
+                            self._save_checkpoint(perm, b + 1)
                     if self.on_step is not None:
                         self.on_step(self)
                     self._pace()
@@ -220,8 +260,8 @@ class Trainer:
     def _apply(self, cmd: Command, running: bool = True) -> None:
         if isinstance(cmd, Pause):
             if self.paused and not cmd.paused:  # the time paused counts neither in steps/s nor in pacing
-                self._window_t, self._window_step = time.perf_counter(), self.step
-                self._pace_t, self._pace_step = self._window_t, self.step
+                self._window_t, self._window_step = self.clock(), self.step
+                self._pace_t, self._pace_step = time.perf_counter(), self.step
             self.paused = cmd.paused
         elif isinstance(cmd, StepOnce):
             if running and self.paused:
@@ -234,6 +274,7 @@ class Trainer:
                 self.model.set_activation(cmd.name)
                 self.config = self.config.replace(activation=cmd.name)
                 if running:
+                    self._activations.append((self.step, cmd.name))
                     self._emit(EventRecord(step=self.step, set={"activation": cmd.name}, elapsed_s=self._elapsed()))
         elif isinstance(cmd, (Restart, Stop)) and running:
             raise _Interrupt(cmd)
@@ -275,7 +316,9 @@ class Trainer:
             due = self._pace_t + (self.step - self._pace_step) / self.speed_cap
 
     # ------------------------------------------------------------------ one step
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, probe: bool) -> EndRecord | None:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, probe: bool) -> torch.Tensor:
+        """One optimiser step; returns its loss (a device tensor). No host sync: the loss, the number right and
+        the first non-finite step are kept on the device and read at the next check."""
         model, opt = self.model, self.optimizer
         if probe:
             self.probes.arm()
@@ -284,41 +327,94 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         loss_d = loss.detach()
+        finite = torch.isfinite(loss_d)
         if probe:
             self.probes.collect_grads(opt)
-        # One scalar check per step (free on the CPU): divergence is caught at the step where it appears,
-        # before the optimiser spreads it. Probe steps also check the weight gradients.
-        if not bool(torch.isfinite(loss_d)) or (probe and not self.probes.grads_finite()):
-            self.probes.disarm()
-            layer, what = locate_nonfinite(model, x)
-            self.step += 1
-            where = f"{layer} ({what})" if layer else "the loss"
-            return self._end("diverged", f"non-finite values at step {self.step}, first in {where}; try a "
-                             "lower --lr, batchnorm, or a different init", layer=layer)
-        self._window_loss += loss_d
-        self._window_n += 1
-        self._ep_loss += loss_d
-        self._ep_correct += (logits.detach().argmax(1) == y).sum()
-        self._ep_n += 1
-        opt.step()
+            finite = finite & self.probes.grads_finite()
         self.step += 1
+        self._first_bad = torch.where((self._first_bad == 0) & ~finite, self.step, self._first_bad)
+        self._acc_loss += loss_d
+        self._acc_correct += (logits.detach().argmax(1) == y).sum()
+        self._acc_n += 1
+        opt.step()
         if probe:
             self.probes.collect_update()
-            self._snapshot(loss_d)
-        return None
+        return loss_d
 
-    def _snapshot(self, loss: torch.Tensor) -> None:
-        layers, (loss_v, window) = self.probes.finish(extra=[loss, self._window_loss / max(self._window_n, 1)])
-        now = time.perf_counter()
+    def _fold(self, loss_sum: float, correct: float) -> None:
+        """Move the device sums just read into the host's per-snapshot and per-epoch sums; restart them."""
+        self._win_loss += loss_sum
+        self._win_n += self._acc_n
+        self._ep_loss += loss_sum
+        self._ep_correct += int(correct)
+        self._ep_n += self._acc_n
+        self._acc_loss.zero_()
+        self._acc_correct.zero_()
+        self._acc_n = 0
+
+    def _snapshot(self, loss: torch.Tensor) -> EndRecord | None:
+        """Read the probes, the sums and the first bad step in one copy; emit the snapshot, or end the run
+        as diverged if a step since the last check was not finite."""
+        layers, (loss_v, loss_sum, correct, first_bad) = self.probes.finish(  # sync: one copy per snapshot
+            extra=[loss, self._acc_loss, self._acc_correct, self._first_bad])
+        if first_bad:
+            return self._diverged(int(first_bad))
+        self._fold(loss_sum, correct)
+        now = self.clock()
         dt, ds = now - self._window_t, self.step - self._window_step
         snap = Snapshot(step=self.step, epoch=self.epoch, elapsed_s=self._elapsed(), loss=float(loss_v),
-                        loss_avg=float(window), steps_per_s=ds / dt if dt > 0 and ds > 0 else 0.0,
+                        loss_avg=self._win_loss / max(self._win_n, 1),
+                        steps_per_s=ds / dt if dt > 0 and ds > 0 else 0.0,
                         activation=self.config.activation, layers=layers)
-        self._window_loss = torch.zeros((), device=self.device)
-        self._window_n = 0
+        self._win_loss, self._win_n = 0.0, 0
         self._window_t, self._window_step = now, self.step
         self.last_snapshot = snap
         self._emit(snap)
+        return None
+
+    # ------------------------------------------------------------------ divergence
+    def _save_checkpoint(self, perm: torch.Tensor, next_batch: int) -> None:
+        """Keep a copy of the current (checked, finite) state on the device, to replay from after a NaN."""
+        self._ckpt = _Checkpoint(step=self.step, next_batch=next_batch, perm=perm,
+                                 activation=self.config.activation,
+                                 model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                                 optimizer=copy.deepcopy(self.optimizer.state_dict()))
+        self._ckpt_t = self.clock()
+        self._activations = []
+
+    def _diverged(self, bad_step: int) -> EndRecord:
+        self.probes.disarm()
+        layer, what, step = self._replay(bad_step)
+        self.step = step
+        where = f"{layer} ({what})" if layer else "the loss"
+        return self._end("diverged", f"non-finite values at step {step}, first in {where}; try a lower --lr, "
+                         "batchnorm, or a different init", layer=layer)
+
+    def _replay(self, bad_step: int) -> tuple[str | None, str, int]:
+        """Go back to the checkpoint and redo the steps up to `bad_step`, checking each (sync: one scalar per
+        replayed step, only here), then locate the first non-finite layer on the bad step's batch before its
+        update. Returns (layer, what, step)."""
+        ck, cfg, model, opt = self._ckpt, self.config, self.model, self.optimizer
+        model.load_state_dict(ck.model)
+        opt.load_state_dict(ck.optimizer)
+        model.set_activation(ck.activation)
+        changes = dict(self._activations)
+        model.train()
+        x = None
+        for step in range(ck.step + 1, bad_step + 1):
+            if step - 1 in changes:
+                model.set_activation(changes[step - 1])
+            b = ck.next_batch + step - ck.step - 1
+            idx = ck.perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x, y = self.data.x_train[idx], self.data.y_train[idx]
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            sums = [loss.detach()] + [p.grad.sum() for p in model.parameters() if p.grad is not None]
+            if step == bad_step or not bool(torch.isfinite(torch.stack(sums)).all()):
+                return (*locate_nonfinite(model, x), step)
+            opt.step()
+        return (*locate_nonfinite(model, x), bad_step)
 
     @torch.no_grad()
     def _evaluate(self) -> EpochRecord:
@@ -332,12 +428,11 @@ class Trainer:
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         model.train()
-        vals = torch.stack([loss_sum.float(), correct.float(), self._ep_loss.float(),
-                            self._ep_correct.float()]).cpu().tolist()
+        test_loss, test_correct = torch.stack([loss_sum.to(self._acc_dtype), correct.to(self._acc_dtype)]).tolist()  # sync: per epoch
         n_test, n_train = len(data.x_test), max(self._ep_n, 1) * self.config.batch_size
-        return EpochRecord(epoch=self.epoch, step=self.step, train_loss=vals[2] / max(self._ep_n, 1),
-                           train_acc=vals[3] / n_train, test_loss=vals[0] / n_test, test_acc=vals[1] / n_test,
-                           elapsed_s=self._elapsed())
+        return EpochRecord(epoch=self.epoch, step=self.step, train_loss=self._ep_loss / max(self._ep_n, 1),
+                           train_acc=self._ep_correct / n_train, test_loss=test_loss / n_test,
+                           test_acc=test_correct / n_test, elapsed_s=self._elapsed())
 
 
 __all__ = ["Trainer"]
