@@ -28,8 +28,9 @@ def test_records_of_a_run(digits, small):
     assert header.layer_names == ("fc1", "fc2", "fc3", "fc4") and header.steps_per_epoch == 40
     assert header.total_steps == 80 and header.config["depth"] == 3 and header.device == "cpu"
     snaps = [r for r in recs if isinstance(r, Snapshot)]
-    # every 5 steps; the epoch's last step (40, 80) is one of them anyway
-    assert [s.step for s in snaps] == list(range(5, 81, 5))
+    # step 1 (numbers at once), then every 5 steps; the epoch's last step (40, 80) is one of them anyway
+    assert [s.step for s in snaps] == [1] + list(range(5, 81, 5))
+    assert header.probe_every == 5 and header.probe_min_interval_s is None  # explicit: exact
     epochs = [r for r in recs if isinstance(r, EpochRecord)]
     assert [(e.epoch, e.step) for e in epochs] == [(1, 40), (2, 80)]
     assert all(0 <= e.test_acc <= 1 and e.train_loss > 0 for e in epochs)
@@ -52,7 +53,7 @@ def test_max_steps_mid_epoch_still_evaluates(digits, small):
     recs = []
     end = Trainer(small.replace(max_steps=7, probe_every=100), [recs.append], data=digits).run()
     assert end.steps == 7
-    assert [r.step for r in recs if isinstance(r, Snapshot)] == [7]
+    assert [r.step for r in recs if isinstance(r, Snapshot)] == [1, 7]
     assert [r.step for r in recs if isinstance(r, EpochRecord)] == [7]
 
 
@@ -194,4 +195,4 @@ def test_reader_skips_a_torn_last_line(tmp_path, digits, small):
     with open(path, "a") as f:
         f.write('{"type": "snapshot", "st')  # a run killed mid-write
     (run,) = read_metrics(path)
-    assert run.end.status == "completed" and len(run.snapshots) == 4 and len(run.epochs) == 1
+    assert run.end.status == "completed" and len(run.snapshots) == 5 and len(run.epochs) == 1

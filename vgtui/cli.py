@@ -9,8 +9,8 @@ import argparse
 import sys
 
 from vgtui import __version__
-from vgtui.core.config import (ACTIVATIONS, DATASETS, DEFAULT_PROBE_EVERY, DEVICES, INITS, OPTIMIZERS, ConfigError,
-                                 RunConfig, default_data_dir)
+from vgtui.core.config import (ACTIVATIONS, DATASETS, DEFAULT_PROBE_EVERY, DEVICES, INITS, OPTIMIZERS,
+                                 PROBE_MIN_INTERVAL_S, ConfigError, RunConfig, default_data_dir)
 
 DEFAULT_FPS = 2.0
 
@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same seed, same numbers on the CPU (default: %(default)s)")
     g.add_argument("--device", default=d["device"].default, metavar="NAME",
                    help=f"{', '.join(DEVICES)} (default: %(default)s: cuda, then mps, then cpu)")
-    g.add_argument("--probe-every", type=int, default=DEFAULT_PROBE_EVERY, metavar="N",
-                   help="take a snapshot of the probes every N steps and at each epoch end (default: %(default)s, "
-                        "about 2%% of training time)")
+    g.add_argument("--probe-every", type=int, default=None, metavar="N",
+                   help="take a snapshot of the probes exactly every N steps (and at step 1 and each epoch end); "
+                        f"default: every {DEFAULT_PROBE_EVERY} steps but at most {1 / PROBE_MIN_INTERVAL_S:g} a "
+                        "second, about 2%% of training time")
 
     g = p.add_argument_group("terminal UI")
     g.add_argument("--fps", type=float, default=DEFAULT_FPS,

@@ -16,7 +16,7 @@ from typing import TextIO
 from vgtui import __version__
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import diagnose, explain
-from vgtui.core.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot
+from vgtui.core.records import EndRecord, EpochRecord, ProgressRecord, Record, RunRecord, Snapshot
 
 EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -43,8 +43,8 @@ def bar(frac: float, width: int = 24) -> str:
 
 
 class Reporter:
-    """Turns records into lines on `out`. On a terminal the progress bar redraws in place (at most 5x a
-    second); elsewhere (logs, CI) only each epoch's closing line is printed."""
+    """Turns records into lines on `out`. On a terminal the progress bar redraws in place from the trainer's
+    progress records (a few a second); elsewhere (logs, CI) only each epoch's closing line is printed."""
 
     def __init__(self, out: TextIO = sys.stdout, tty: bool | None = None):
         self.out = out
@@ -75,6 +75,8 @@ class Reporter:
                         f"{c['batch_size']} · {rec.total_steps:,} steps")
             if rec.notice:
                 self._print(f"notice: {rec.notice}")
+        elif isinstance(rec, ProgressRecord):
+            self.progress(rec)
         elif isinstance(rec, Snapshot):
             self.snap = rec
             self.ratios.append(rec.ratio())
@@ -89,19 +91,20 @@ class Reporter:
         elif isinstance(rec, EndRecord):
             self.end(rec)
 
-    def tick(self, trainer) -> None:
-        """Called after every step: redraw the progress bar on a terminal, at most 5 times a second."""
-        if not self.tty:
+    def progress(self, rec: ProgressRecord) -> None:
+        """Redraw the progress bar on a terminal, at most 5 times a second."""
+        h = self.header
+        if not self.tty or h is None:
             return
         now = time.monotonic()
         if now - self._drawn < 0.2:
             return
         self._drawn = now
-        cfg, spe = trainer.config, trainer.steps_per_epoch
-        done = trainer.step_in_epoch + 1
-        s = self.snap
-        stats = f"  loss {s.loss_avg:.4f}  {s.steps_per_s:.1f} steps/s" if s is not None else ""
-        self.out.write(f"\r\033[Kepoch {trainer.epoch}/{cfg.epochs} {bar(done / spe)} {done}/{spe}{stats}")
+        spe = max(h.steps_per_epoch, 1)
+        done = rec.step - (rec.epoch - 1) * spe
+        epochs = h.config["epochs"] if h.config else rec.epoch
+        self.out.write(f"\r\033[Kepoch {rec.epoch}/{epochs} {bar(done / spe)} {done}/{spe}  loss {rec.loss:.4f}  "
+                       f"{rec.steps_per_s:.1f} steps/s")
         self.out.flush()
         self._live = True
 
@@ -126,7 +129,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
     """Run `config` to the end; return the exit status. Bad input is refused before anything is written."""
     from vgtui.engine.data import DataError
     from vgtui.core.writer import MetricsWriter, check_writable
-    from vgtui.engine.trainer import Trainer
+    from vgtui.engine.trainer import Trainer, progress_at_most
 
     def refuse(msg: str) -> int:
         err.write(f"vgtui: error: {msg}\n")
@@ -140,7 +143,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
             err.write(f"loading {config.dataset} from {config.data_dir}{where}\n")
             err.flush()
         reporter = Reporter(out)
-        trainer = Trainer(config, on_step=reporter.tick)
+        trainer = Trainer(config)
         trainer.prepare()
     except (DataError, ValueError) as e:
         return refuse(str(e))
@@ -149,7 +152,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
         return 130
 
     writer = MetricsWriter(metrics) if metrics else None
-    trainer.sinks = ([writer.write] if writer else []) + [reporter]
+    trainer.sinks = ([progress_at_most(writer.write)] if writer else []) + [reporter]
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         end = trainer.run()

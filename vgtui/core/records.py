@@ -162,11 +162,12 @@ class RunRecord:
     total_steps: int = 0
     train_size: int = 0
     test_size: int = 0
-    probe_every: int | None = None  # the snapshot cadence in steps
+    probe_every: int | None = None  # the snapshot cadence in steps (with probe_min_interval_s: at least that far apart)
     notice: str | None = None  # e.g. the fallback to mnist-5k
     started: str | None = None  # wall-clock start, ISO 8601
     pid: int | None = None  # the writing process
     schema: int = SCHEMA_VERSION
+    probe_min_interval_s: float | None = None  # set when the cadence is automatic: snapshots at least this far apart
     type: str = field(default="run", init=False)
 
     def __post_init__(self) -> None:  # names alone are accepted (and schema-1 headers hold only names)
@@ -240,10 +241,36 @@ class EndRecord:
     type: str = field(default="end", init=False)
 
 
-Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord]
+# ---------------------------------------------------------------------------------------------- progress
+@dataclass(frozen=True, eq=False)
+class ProgressRecord:
+    """A cheap tick between snapshots (a few a second; in the metrics file at most once a second): where the run
+    is and how fast it goes, so counters and the loss move without waiting for the next snapshot."""
+
+    step: int
+    epoch: int
+    elapsed_s: float
+    loss: float  # mean training loss since the previous progress record
+    steps_per_s: float  # since the previous progress record (0 when unknown)
+    type: str = field(default="progress", init=False)
+
+
+def _progress_to_json(rec: ProgressRecord) -> dict[str, Any]:
+    return {"type": "progress", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
+            "loss": _num(rec.loss), "steps_per_s": _num(rec.steps_per_s)}
+
+
+def _progress_from_json(d: dict[str, Any]) -> ProgressRecord:
+    return ProgressRecord(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]),
+                          loss=_unnum(d["loss"]), steps_per_s=_unnum(d.get("steps_per_s", 0.0)))
+
+
+Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord, ProgressRecord]
 
 
 def to_json(rec: Record) -> dict[str, Any]:
+    if isinstance(rec, ProgressRecord):
+        return _progress_to_json(rec)
     if isinstance(rec, Snapshot):
         return {"type": "snapshot", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
                 "loss": _num(rec.loss), "loss_avg": _num(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
@@ -251,7 +278,7 @@ def to_json(rec: Record) -> dict[str, Any]:
     if isinstance(rec, RunRecord):
         d = {"type": "run", "schema": rec.schema, "version": rec.version, "source": rec.source}
         for k in ("model", "config", "dataset", "device", "device_name", "steps_per_epoch", "total_steps",
-                  "train_size", "test_size", "probe_every", "notice", "started", "pid"):
+                  "train_size", "test_size", "probe_every", "probe_min_interval_s", "notice", "started", "pid"):
             v = getattr(rec, k)
             if v is not None and v != "":
                 d[k] = v
@@ -276,6 +303,8 @@ def to_json(rec: Record) -> dict[str, Any]:
 
 def record_from_json(d: dict[str, Any]) -> Record:
     t = d.get("type")
+    if t == "progress":
+        return _progress_from_json(d)
     if t == "snapshot":
         return Snapshot(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]), loss=_unnum(d["loss"]),
                         loss_avg=_unnum(d.get("loss_avg", d["loss"])), steps_per_s=_unnum(d.get("steps_per_s", 0.0)),
@@ -289,7 +318,7 @@ def record_from_json(d: dict[str, Any]) -> Record:
                          train_size=d.get("train_size", 0), test_size=d.get("test_size", 0),
                          probe_every=d.get("probe_every", (d.get("config") or {}).get("probe_every")),
                          notice=d.get("notice"), started=d.get("started"), pid=d.get("pid"),
-                         schema=d.get("schema", 1))
+                         schema=d.get("schema", 1), probe_min_interval_s=d.get("probe_min_interval_s"))
     if t == "epoch":
         return EpochRecord(**{k: _unnum(d[k]) for k in ("epoch", "step", "train_loss", "train_acc", "test_loss",
                                                           "test_acc", "elapsed_s")})

@@ -13,6 +13,7 @@ up, so an ordinary step does none (tests/test_sync.py checks it): its loss and a
 device, and a non-finite loss (or, on probe steps, weight gradient) is recorded on the device as the number of
 the first bad step. The only device -> host copies are, each marked `# sync:` below:
   - a snapshot (`Probes.finish`, one copy that also carries the loss sums and the first bad step);
+  - a progress tick, at most every PROGRESS_EVERY_S (one copy of three scalars: the sums and the first bad step);
   - an epoch end (the evaluation, the same kind of single copy);
   - after a divergence has been seen, the replay that locates it (one scalar per replayed step, once per run).
 The run stops at the first of these after a non-finite step, and names that step and the layer: it goes back to
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
 import os
 import queue
 import time
@@ -35,12 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from vgtui import __version__
-from vgtui.core.config import RunConfig
+from vgtui.core.config import (DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, PROGRESS_EVERY_S, PROGRESS_FILE_EVERY_S,
+                               RunConfig)
 from vgtui.engine.data import TensorData, device_name, load_dataset, resolve_device
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import Probes, locate_nonfinite
-from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, LayerInfo, Pause, Record, Restart,
-                                RunRecord, SetActivation, SetSpeedCap, Snapshot, StepOnce, Stop)
+from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, LayerInfo, Pause, ProgressRecord, Record,
+                                Restart, RunRecord, SetActivation, SetSpeedCap, Snapshot, StepOnce, Stop)
 
 Sink = Callable[[Record], None]
 EVAL_BATCH = 1000
@@ -181,7 +184,8 @@ class Trainer:
                          source="vgtui", model=self.model_description(), dataset=data.name,
                          device_name=device_name(self.device), steps_per_epoch=self.steps_per_epoch,
                          total_steps=self.total_steps, train_size=len(data.x_train), test_size=len(data.x_test),
-                         probe_every=cfg.probe_every, notice=data.notice,
+                         probe_every=cfg.probe_every or DEFAULT_PROBE_EVERY,
+                         probe_min_interval_s=None if cfg.probe_every else PROBE_MIN_INTERVAL_S, notice=data.notice,
                          started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                          pid=os.getpid())
 
@@ -204,7 +208,10 @@ class Trainer:
         self._acc_correct = torch.zeros((), device=dev, dtype=torch.long)
         self._acc_n = 0
         self._win_loss, self._win_n = 0.0, 0  # since the previous snapshot (host)
+        self._prog_loss, self._prog_n = 0.0, 0  # since the previous progress record (host)
         self._window_t, self._window_step = self.clock(), 0
+        self._prog_t, self._prog_step = self._window_t, 0
+        self._snap_t, self._snap_step = self._window_t, 0
         self._pace_t, self._pace_step = time.perf_counter(), 0
         self._ckpt: _Checkpoint | None = None
         self._ckpt_t = self.clock()
@@ -222,12 +229,15 @@ class Trainer:
                     self.step_in_epoch = b
                     manual = self._between_steps()
                     idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                    probe = manual or (self.step + 1) % cfg.probe_every == 0 or b == last - 1
+                    probe = manual or b == last - 1 or self._snapshot_due()
                     loss = self._train_step(data.x_train[idx], data.y_train[idx], probe)
-                    if probe:
-                        diverged = self._snapshot(loss)
+                    tick = self.clock() - self._prog_t >= PROGRESS_EVERY_S
+                    if probe or tick:
+                        diverged = self._snapshot(loss) if probe else self._check()
                         if diverged is not None:
                             return diverged, None
+                        if tick:
+                            self._progress()
                         if self.clock() - self._ckpt_t >= CHECKPOINT_EVERY_S:
                             self._save_checkpoint(perm, b + 1)
                     if self.on_step is not None:
@@ -261,6 +271,7 @@ class Trainer:
         if isinstance(cmd, Pause):
             if self.paused and not cmd.paused:  # the time paused counts neither in steps/s nor in pacing
                 self._window_t, self._window_step = self.clock(), self.step
+                self._prog_t, self._prog_step = self._window_t, self.step
                 self._pace_t, self._pace_step = time.perf_counter(), self.step
             self.paused = cmd.paused
         elif isinstance(cmd, StepOnce):
@@ -341,16 +352,48 @@ class Trainer:
             self.probes.collect_update()
         return loss_d
 
+    def _snapshot_due(self) -> bool:
+        """Is the coming step a snapshot? Step 1 always; then every --probe-every steps exactly, or (automatic)
+        every DEFAULT_PROBE_EVERY steps but at least PROBE_MIN_INTERVAL_S apart."""
+        nxt, every = self.step + 1, self.config.probe_every
+        if nxt == 1:
+            return True
+        if every:
+            return nxt % every == 0
+        base = 0 if self._snap_step == 1 else self._snap_step  # step 1 does not shift it: 40, 80, ... when slow
+        return nxt - base >= DEFAULT_PROBE_EVERY and self.clock() - self._snap_t >= PROBE_MIN_INTERVAL_S
+
     def _fold(self, loss_sum: float, correct: float) -> None:
-        """Move the device sums just read into the host's per-snapshot and per-epoch sums; restart them."""
+        """Move the device sums just read into the host's per-snapshot, per-progress and per-epoch sums;
+        restart them."""
         self._win_loss += loss_sum
         self._win_n += self._acc_n
+        self._prog_loss += loss_sum
+        self._prog_n += self._acc_n
         self._ep_loss += loss_sum
         self._ep_correct += int(correct)
         self._ep_n += self._acc_n
         self._acc_loss.zero_()
         self._acc_correct.zero_()
         self._acc_n = 0
+
+    def _check(self) -> EndRecord | None:
+        """A progress tick's check: read the sums and the first bad step in one copy of three scalars."""
+        loss_sum, correct, first_bad = torch.stack(  # sync: one small copy per progress tick
+            [self._acc_loss, self._acc_correct.to(self._acc_dtype), self._first_bad.to(self._acc_dtype)]).tolist()
+        if first_bad:
+            return self._diverged(int(first_bad))
+        self._fold(loss_sum, correct)
+        return None
+
+    def _progress(self) -> None:
+        now = self.clock()
+        dt, ds = now - self._prog_t, self.step - self._prog_step
+        self._emit(ProgressRecord(step=self.step, epoch=self.epoch, elapsed_s=self._elapsed(),
+                                  loss=self._prog_loss / self._prog_n if self._prog_n else math.nan,
+                                  steps_per_s=ds / dt if dt > 0 and ds > 0 else 0.0))
+        self._prog_loss, self._prog_n = 0.0, 0
+        self._prog_t, self._prog_step = now, self.step
 
     def _snapshot(self, loss: torch.Tensor) -> EndRecord | None:
         """Read the probes, the sums and the first bad step in one copy; emit the snapshot, or end the run
@@ -368,6 +411,7 @@ class Trainer:
                         activation=self.config.activation, layers=layers)
         self._win_loss, self._win_n = 0.0, 0
         self._window_t, self._window_step = now, self.step
+        self._snap_t, self._snap_step = now, self.step
         self.last_snapshot = snap
         self._emit(snap)
         return None
@@ -435,4 +479,22 @@ class Trainer:
                            test_acc=test_correct / n_test, elapsed_s=self._elapsed())
 
 
-__all__ = ["Trainer"]
+def progress_at_most(sink: Sink, every_s: float = PROGRESS_FILE_EVERY_S) -> Sink:
+    """Wrap a sink (the metrics file's) so that it gets every record but progress records at most once per
+    `every_s` of run time: the UI gets them a few times a second, the file a steady, small stream."""
+    last = -math.inf
+
+    def thinned(rec: Record) -> None:
+        nonlocal last
+        if isinstance(rec, ProgressRecord):
+            if rec.elapsed_s - last < every_s:
+                return
+            last = rec.elapsed_s
+        elif isinstance(rec, RunRecord):
+            last = -math.inf
+        sink(rec)
+
+    return thinned
+
+
+__all__ = ["Trainer", "progress_at_most"]
