@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -134,16 +135,56 @@ def device_name(device: torch.device) -> str | None:
     return None
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks cuda, then mps, then cpu. An unavailable explicit choice is a DataError-like ValueError."""
+def gpu_present() -> bool:
+    """Is there an NVIDIA GPU with its kernel driver on this machine, whether or not this torch can use it?"""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def fallback_reason(torch_warnings: list[str], cuda_build: str | None, gpu_here: bool) -> str | None:
+    """Why `--device auto` runs on the CPU of a machine that has a GPU: from the warnings torch gave while checking
+    for CUDA (e.g. "CUDA initialization: The NVIDIA driver on your system is too old (found version 11040)..."),
+    the CUDA version this torch was built for (None: a CPU-only build) and whether a GPU is here. None when
+    there is no GPU to miss."""
+    said = [w.strip() for w in torch_warnings if "CUDA" in w or "driver" in w]
+    if said:
+        first = said[0].splitlines()[0].removeprefix("CUDA initialization:").strip()
+        if gpu_here or "too old" in first:
+            return first[:200]
+    if gpu_here and cuda_build is None:
+        return "this torch is a CPU-only build (install a CUDA build: https://pytorch.org/get-started/locally/)"
+    if gpu_here:
+        return "torch.cuda.is_available() is False"
+    return None
+
+
+def _cuda_available() -> tuple[bool, list[str]]:
+    """torch.cuda.is_available(), with the warnings torch gives on the way (it gives them once per process)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    return available, [str(w.message) for w in caught]
+
+
+def resolve_device(device: str) -> tuple[torch.device, str | None]:
+    """The device to train on, and a one-line notice when `auto` falls back to the CPU on a machine with a GPU it
+    cannot use (a driver too old for this CUDA build, a CPU-only torch), with the reason. 'auto' picks cuda, then
+    mps, then cpu. An unavailable explicit choice is a ValueError."""
     if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
+        available, said = _cuda_available()
+        if available:
+            return torch.device("cuda"), None
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+            return torch.device("mps"), None
+        reason = fallback_reason(said, torch.version.cuda, gpu_present())
+        return torch.device("cpu"), (f"--device auto: running on the CPU; this machine has a GPU that torch cannot "
+                                     f"use: {reason}" if reason else None)
+    if device == "cuda":
+        available, said = _cuda_available()
+        if not available:
+            reason = fallback_reason(said, torch.version.cuda, gpu_present())
+            raise ValueError("--device cuda: no CUDA device is available here"
+                             f"{' (' + reason + ')' if reason else ''}; use --device cpu or auto")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("--device mps: no MPS device is available here; use --device cpu or auto")
-    return torch.device(device)
+    return torch.device(device), None

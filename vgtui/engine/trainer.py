@@ -81,6 +81,7 @@ class Trainer:
         self.commands: "queue.Queue[Command]" = queue.Queue()
         self.data = data
         self.device: torch.device | None = None
+        self.device_notice: str | None = None  # why `--device auto` fell back to the CPU, if it did
         self.model = None
         self.paused = False
         self.speed_cap: float | None = None
@@ -99,7 +100,7 @@ class Trainer:
 
     def prepare(self) -> None:
         """Resolve the device, load the data (unless given), build model, optimiser and probes."""
-        self.device = resolve_device(self.config.device)
+        self.device, self.device_notice = resolve_device(self.config.device)
         if self.data is None or not self._data_matches(self.config):
             self.data = load_dataset(self.config.dataset, self.config.data_dir, self.config.offline, self.device)
         else:
@@ -185,7 +186,8 @@ class Trainer:
                          device_name=device_name(self.device), steps_per_epoch=self.steps_per_epoch,
                          total_steps=self.total_steps, train_size=len(data.x_train), test_size=len(data.x_test),
                          probe_every=cfg.probe_every or DEFAULT_PROBE_EVERY,
-                         probe_min_interval_s=None if cfg.probe_every else PROBE_MIN_INTERVAL_S, notice=data.notice,
+                         probe_min_interval_s=None if cfg.probe_every else PROBE_MIN_INTERVAL_S,
+                         notice="; ".join(n for n in (self.device_notice, data.notice) if n) or None,
                          started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                          pid=os.getpid())
 
