@@ -26,6 +26,7 @@ examples:
   vgtui --headless --dataset mnist-5k --epochs 2   the same without the UI
   vgtui --headless --activation relu --init kaiming --metrics run.jsonl
   vgtui --headless --batchnorm --max-steps 200 --device cuda
+  vgtui data download mnist                        fetch full MNIST ahead of time (into --data-dir)
 
 exit status (headless): 0 completed, 1 failed, 2 bad arguments or missing data, 3 diverged, 130 interrupted.
 data: --dataset mnist reads MNIST from --data-dir (default $VGTUI_DATA, else ~/.cache/vgtui) and downloads it
@@ -94,7 +95,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 # Subcommands: name -> ("module:function", one line for `vgtui --help`). Each function takes the rest of argv and
 # returns the exit status; its module is imported only when the subcommand is used (no torch for the viewer).
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("vgtui.datacmd:main", "data download [mnist|fashion-mnist|all]: fetch datasets ahead of time"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

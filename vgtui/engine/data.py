@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import warnings
@@ -23,6 +24,14 @@ DOWNLOAD_TIMEOUT_S = 10.0
 
 class DataError(RuntimeError):
     """A dataset that cannot be had: the message says how to get it."""
+
+
+class CorruptData(DataError):
+    """A dataset file that is there but broken (truncated, say): an error, never a silent fallback."""
+
+
+# vgtui's dataset names -> torchvision's classes (their folder under --data-dir is the class name).
+TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
 @dataclass
@@ -81,6 +90,7 @@ def _torchvision(cls_name: str, data_dir: str, offline: bool):
 
     cls = getattr(tvd, cls_name)
     root = Path(data_dir).expanduser()
+    check_raw_files(cls_name, data_dir)
     try:
         return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
     except RuntimeError as missing:
@@ -97,12 +107,47 @@ def _torchvision(cls_name: str, data_dir: str, offline: bool):
         raise DataError(f"{cls_name} is not in {root} and downloading it failed ({cause[:120]})") from e
 
 
+def check_idx(path: Path) -> None:
+    """Raise ValueError saying what is wrong unless `path` is a whole uint8 IDX file (MNIST's format): the magic
+    number, then one 4-byte size per dimension, then exactly that many bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\0\0\x08" or not 1 <= head[3] <= 4:
+            raise ValueError("not an IDX file of bytes (bad header)")
+        dims = f.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        raise ValueError(f"truncated in its header ({size} bytes)")
+    expected = 4 + len(dims) + math.prod(int.from_bytes(dims[i:i + 4], "big") for i in range(0, len(dims), 4))
+    if size != expected:
+        raise ValueError(f"{'truncated' if size < expected else 'too long'}: {size:,} bytes where its header "
+                         f"says {expected:,}")
+
+
+def check_raw_files(cls_name: str, data_dir: str) -> None:
+    """Raise CorruptData naming the first broken IDX file of a torchvision dataset in data_dir, and the fix."""
+    import torchvision.datasets as tvd
+
+    raw = Path(data_dir).expanduser() / cls_name / "raw"
+    name = next(k for k, v in TORCHVISION_CLASSES.items() if v == cls_name)
+    for gz, _ in getattr(tvd, cls_name).resources:
+        path = raw / gz.removesuffix(".gz")
+        if path.is_file():
+            try:
+                check_idx(path)
+            except ValueError as e:
+                raise CorruptData(f"{path} is damaged ({e}); delete it and run `vgtui data download {name} "
+                                  f"--data-dir {data_dir}`") from e
+
+
 def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.device | str = "cpu") -> TensorData:
     if name == "mnist-5k":
         return load_mnist5k(device)
     if name == "mnist":
         try:
             train, test = _torchvision("MNIST", data_dir, offline)
+        except CorruptData:
+            raise
         except DataError as e:
             notice = (f"{e}; using the embedded mnist-5k (5,000 real digits) instead. For full MNIST, put it in "
                       f"--data-dir (MNIST/raw/) or run once with network access.")
@@ -111,6 +156,8 @@ def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.
     if name == "fashion-mnist":
         try:
             train, test = _torchvision("FashionMNIST", data_dir, offline)
+        except CorruptData:
+            raise
         except DataError as e:
             raise DataError(f"{e}. Get Fashion-MNIST by running once with network access, or copy its files "
                             f"into {Path(data_dir).expanduser() / 'FashionMNIST' / 'raw'} and pass --data-dir "
