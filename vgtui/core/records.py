@@ -55,9 +55,7 @@ class Hist:
 
     def to_json(self) -> dict[str, Any]:
         d = {"edges": _float_list(self.edges), "counts": [int(c) for c in self.counts.tolist()],
-             "under": int(self.under), "over": int(self.over)}
-        if self.zeros:
-            d["zeros"] = int(self.zeros)
+             "under": int(self.under), "over": int(self.over), "zeros": int(self.zeros)}
         return d
 
     @classmethod
@@ -78,13 +76,13 @@ class LayerStats:
     grad_mean_abs: float  # mean |weight gradient|
     weight_norm: float
     grad_data_ratio: float  # grad.std() / weight.std()
-    update_data_ratio: float  # (w_after - w_before).std() / w_after.std(), after the optimiser step
+    update_data_ratio: float  # update.std() / w_before.std(); plain SGD: the intended step lr * momentum buffer
     out_grad_norm: float | None  # L2 norm of dLoss/d(layer output), the back-propagated gradient
     grad_hist: Hist | None  # all weight gradients of the layer on a log10 |g| axis
     activation: str | None = None
     act_mean: float | None = None
     act_std: float | None = None
-    saturated_frac: float | None = None  # outputs where act'(z) < 5% of its maximum
+    saturated_frac: float | None = None  # outputs where |act'(z)| < 5% of its largest magnitude
     dead_frac: float | None = None  # units saturated on every example of the batch
     act_hist: Hist | None = None
 
