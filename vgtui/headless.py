@@ -15,11 +15,12 @@ from typing import TextIO
 
 from vgtui import __version__
 from vgtui.core.config import RunConfig
-from vgtui.core.diagnosis import diagnose, explain
+from vgtui.core.diagnosis import diagnose, explain, explain_learning, judge_learning
 from vgtui.core.records import EndRecord, EpochRecord, ProgressRecord, Record, RunRecord, Snapshot
 
 EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
 BLOCKS = "▁▂▃▄▅▆▇█"
+N_CLASSES = 10  # every dataset vgtui trains on has 10 classes
 LOG_LO, LOG_HI = -8, 2  # fixed decades of the summary line: ▁ = 1e-8 or less, █ = 1e2 or more
 
 
@@ -52,6 +53,8 @@ class Reporter:
         self.header: RunRecord | None = None
         self.snap: Snapshot | None = None
         self.ratios: list[float] = []
+        self.losses: list[float] = []  # each snapshot's mean training loss
+        self.accuracy: float | None = None  # the latest epoch's test accuracy
         self._drawn = 0.0
         self._live = False
 
@@ -64,7 +67,7 @@ class Reporter:
 
     def __call__(self, rec: Record) -> None:
         if isinstance(rec, RunRecord):
-            self.header, self.ratios = rec, []
+            self.header, self.ratios, self.losses, self.accuracy = rec, [], [], None
             c = rec.config
             arch = f"784-{c['width']}x{c['depth']}-10"
             extras = ", ".join(x for x in (c["init"] + " init", "batchnorm" if c["batchnorm"] else "",
@@ -80,7 +83,9 @@ class Reporter:
         elif isinstance(rec, Snapshot):
             self.snap = rec
             self.ratios.append(rec.ratio())
+            self.losses.append(rec.loss_avg)
         elif isinstance(rec, EpochRecord):
+            self.accuracy = rec.test_acc
             h = self.header
             epochs = h.config["epochs"] if h else rec.epoch
             sps = f"  {self.snap.steps_per_s:.1f} steps/s" if self.snap and self.snap.steps_per_s else ""
@@ -115,11 +120,18 @@ class Reporter:
             finite = [r for r in self.ratios if math.isfinite(r)]
             ratio = statistics.median(finite) if finite else math.nan
             norms = [l.grad_norm for l in self.snap.layers] if self.snap else []
-            verdict = "diverged" if rec.status == "diverged" else diagnose(ratio, norms)
+            verdict = diagnose(ratio, norms)
+            if rec.status == "diverged":
+                verdict = "exploded" if rec.message.startswith("exploded") else "diverged"
             n = len(self.ratios)
             self._print(f"{names[0]}/{names[-1]} gradient-norm ratio, median of {n} snapshot{'s' if n > 1 else ''}: "
                         f"{ratio:.2e}")
-            self._print(explain(verdict, ratio, names[0], names[-1]))
+            if verdict in ("diverged", "exploded"):
+                self._print(explain(verdict, ratio, names[0], names[-1]))
+            else:
+                self._print("gradient flow: " + explain(verdict, ratio, names[0], names[-1]))
+                learning = judge_learning(self.losses, N_CLASSES, self.accuracy)
+                self._print("learning: " + explain_learning(learning, self.losses, N_CLASSES, self.accuracy, verdict))
         label = {"completed": "done", "interrupted": "interrupted", "diverged": "DIVERGED", "failed": "FAILED"}
         self._print(f"{label.get(rec.status, rec.status)}: {rec.message} ({rec.steps:,} steps in {rec.elapsed_s:.1f} s)")
 

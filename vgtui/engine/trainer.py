@@ -16,6 +16,8 @@ the first bad step. The only device -> host copies are, each marked `# sync:` be
   - a progress tick, at most every PROGRESS_EVERY_S (one copy of three scalars: the sums and the first bad step);
   - an epoch end (the evaluation, the same kind of single copy);
   - after a divergence has been seen, the replay that locates it (one scalar per replayed step, once per run).
+A run whose mean training loss since the last check is over 100x chance has exploded without a NaN (sigmoid at lr
+1e30, Adam at lr 10): it ends there too, like a divergence (status "diverged", the message says it exploded).
 The run stops at the first of these after a non-finite step, and names that step and the layer: it goes back to
 the last good state it kept (a copy of the weights and optimiser state on the device, taken at a check at most
 once a second and at each epoch start) and replays the steps up to the bad one.
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 from vgtui import __version__
 from vgtui.core.config import (DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, PROGRESS_EVERY_S, PROGRESS_FILE_EVERY_S,
                                RunConfig)
+from vgtui.core.diagnosis import chance_loss, exploded
 from vgtui.engine.data import TensorData, device_name, load_dataset, resolve_device
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import Probes, locate_nonfinite
@@ -116,7 +119,8 @@ class Trainer:
         if getattr(self, "probes", None) is not None:
             self.probes.close()
         cfg = self.config
-        self.model = build_model(cfg, self.data.in_features, int(self.data.y_train.max()) + 1).to(self.device)
+        self.n_classes = int(self.data.y_train.max()) + 1
+        self.model = build_model(cfg, self.data.in_features, self.n_classes).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.probes = Probes(self.model)
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -385,6 +389,8 @@ class Trainer:
             [self._acc_loss, self._acc_correct.to(self._acc_dtype), self._first_bad.to(self._acc_dtype)]).tolist()
         if first_bad:
             return self._diverged(int(first_bad))
+        if self._acc_n and exploded(loss_sum / self._acc_n, self.n_classes):
+            return self._exploded(loss_sum / self._acc_n)
         self._fold(loss_sum, correct)
         return None
 
@@ -404,6 +410,8 @@ class Trainer:
             extra=[loss, self._acc_loss, self._acc_correct, self._first_bad])
         if first_bad:
             return self._diverged(int(first_bad))
+        if self._acc_n and exploded(loss_sum / self._acc_n, self.n_classes):
+            return self._exploded(loss_sum / self._acc_n)
         self._fold(loss_sum, correct)
         now = self.clock()
         dt, ds = now - self._window_t, self.step - self._window_step
@@ -435,6 +443,25 @@ class Trainer:
         where = f"{layer} ({what})" if layer else "the loss"
         return self._end("diverged", f"non-finite values at step {step}, first in {where}; try a lower --lr, "
                          "batchnorm, or a different init", layer=layer)
+
+    def _exploded(self, loss: float) -> EndRecord:
+        """A loss far above chance with no NaN (sigmoid at lr 1e30, Adam at lr 10): end it like a divergence, naming
+        the layer whose weights grew the most since the last good state."""
+        self.probes.disarm()
+        growth = {}
+        for name, m in self.probes.layers:  # sync: once, at the end of the run
+            before = self._ckpt.model.get(f"{name}.weight") if self._ckpt else None
+            if before is not None:
+                growth[name] = float(torch.linalg.vector_norm(m.weight.detach().float())
+                                     / torch.linalg.vector_norm(before.float()).clamp_min(1e-30))
+        layer = max(growth, key=lambda n: growth[n] if math.isfinite(growth[n]) else math.inf) if growth else None
+        where = ""
+        if layer:
+            where = (f", the weights of {layer} grew the most (x{growth[layer]:.2g})" if math.isfinite(growth[layer])
+                     else f", the weights of {layer} overflowed first")
+        return self._end("diverged", f"exploded: the training loss reached {loss:.3g} by step {self.step} (chance "
+                         f"is {chance_loss(self.n_classes):.2f}) without a NaN{where}; try a much lower --lr "
+                         "(divide by 100), batchnorm, or xavier init", layer=layer)
 
     def _replay(self, bad_step: int) -> tuple[str | None, str, int]:
         """Go back to the checkpoint and redo the steps up to `bad_step`, checking each (sync: one scalar per
