@@ -33,11 +33,38 @@ data: --dataset mnist reads MNIST from --data-dir (default $VGTUI_DATA, else ~/.
 there when it can; without it, vgtui falls back to the embedded mnist-5k and says so."""
 
 
+def version_text() -> str:
+    """vgtui's version, then torch's, the CUDA it was built for and the device `--device auto` would use (with
+    the reason when a GPU here cannot be used). Imports torch: only for --version."""
+    lines = [f"vgtui {__version__} (python {sys.version.split()[0]})"]
+    try:
+        import torch
+    except ImportError as e:
+        return "\n".join(lines + [f"torch: not importable ({e})"])
+    from vgtui.engine.data import device_name, resolve_device
+
+    cuda = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    lines.append(f"torch {torch.__version__} ({cuda})")
+    device, notice = resolve_device("auto")
+    name = device_name(device)
+    lines.append(f"device: {device}{f' ({name})' if name else ''} (what --device auto picks here)")
+    if notice:
+        lines.append(f"notice: {notice}")
+    return "\n".join(lines)
+
+
+class VersionAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = RunConfig.__dataclass_fields__
     p = argparse.ArgumentParser(prog="vgtui", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"vgtui {__version__}")
+    p.add_argument("--version", action=VersionAction, nargs=0,
+                   help="print vgtui's version and the torch, CUDA and device it would use, and exit")
     p.add_argument("--headless", action="store_true", help="run without the terminal UI (also when there is no TTY)")
     p.add_argument("--metrics", metavar="PATH", help="write every record as JSON Lines to PATH")
 
