@@ -457,11 +457,11 @@ class Trainer:
         layer = max(growth, key=lambda n: growth[n] if math.isfinite(growth[n]) else math.inf) if growth else None
         where = ""
         if layer:
-            where = (f", the weights of {layer} grew the most (x{growth[layer]:.2g})" if math.isfinite(growth[layer])
-                     else f", the weights of {layer} overflowed first")
-        return self._end("diverged", f"exploded: the training loss reached {loss:.3g} by step {self.step} (chance "
-                         f"is {chance_loss(self.n_classes):.2f}) without a NaN{where}; try a much lower --lr "
-                         "(divide by 100), batchnorm, or xavier init", layer=layer)
+            where = f", {layer}'s weights " + ("grew most" if math.isfinite(growth[layer]) else "overflowed")
+        # short, the advice early: the UI's status line shows the start of it
+        return self._end("diverged", f"exploded: loss {loss:.3g} (chance {chance_loss(self.n_classes):.2f}), no "
+                         f"NaN{where}; try a much lower --lr (divide by 100), batchnorm, or xavier init",
+                         layer=layer)
 
     def _replay(self, bad_step: int) -> tuple[str | None, str, int]:
         """Go back to the checkpoint and redo the steps up to `bad_step`, checking each (sync: one scalar per
