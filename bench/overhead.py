@@ -2,6 +2,8 @@
 
     python bench/overhead.py                  # 5 interleaved pairs of 200 steps, then a 5,000-step memory run
     python bench/overhead.py --pairs 3 --steps 120 --memory-steps 0
+    python bench/overhead.py --device cuda --steps 5000   # on a GPU: longer runs, a step is well under 1 ms
+    python bench/overhead.py --bare-only --steps 2000     # one bare-loop figure (steps/s), for bench/tui_cost.py
 
 Both train the seed's network (784-1000x5-10 sigmoid, SGD lr 0.01 momentum 0.9, batch 100) on the embedded
 mnist-5k digits held as tensors on the device, and both evaluate the test set at each epoch end (as
@@ -22,25 +24,33 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vgtui.core.config import DEFAULT_PROBE_EVERY, RunConfig
-from vgtui.engine.data import load_mnist5k
+from vgtui.core.config import DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, RunConfig
+from vgtui.engine.data import device_name, load_mnist5k, resolve_device
 from vgtui.core.writer import MetricsWriter
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.trainer import Trainer
 from vgtui.headless import Reporter
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device to finish its queued work (timing on a GPU is otherwise the launch time only)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bare_loop(cfg: RunConfig, data, steps: int) -> float:
     """A plain PyTorch loop of the same network: steps/s, evaluation at each epoch end included."""
-    model = build_model(cfg)
+    device = data.x_train.device
+    model = build_model(cfg).to(device)
     opt = build_optimizer(cfg, model)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, b = len(data.x_train), cfg.batch_size
     spe = n // b
+    sync(device)
     t0 = time.perf_counter()
     done = 0
     while done < steps:
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(device)
         model.train()
         for i in range(min(spe, steps - done)):
             idx = perm[i * b:(i + 1) * b]
@@ -53,6 +63,7 @@ def bare_loop(cfg: RunConfig, data, steps: int) -> float:
         with torch.no_grad():
             for j in range(0, len(data.x_test), 1000):
                 F.cross_entropy(model(data.x_test[j:j + 1000]), data.y_test[j:j + 1000], reduction="sum")
+    sync(device)
     return steps / (time.perf_counter() - t0)
 
 
@@ -63,8 +74,10 @@ def engine(cfg: RunConfig, data, steps: int, on_step=None) -> float:
         trainer = Trainer(cfg.replace(max_steps=steps, epochs=10 ** 6), data=data, on_step=on_step)
         trainer.prepare()
         trainer.sinks = [writer, Reporter(devnull, tty=False)]
+        sync(trainer.device)
         t0 = time.perf_counter()
         end = trainer.run()
+        sync(trainer.device)
         dt = time.perf_counter() - t0
         writer.close()
     assert end.status == "completed" and end.steps == steps
@@ -87,13 +100,23 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=5, help="interleaved bare/engine pairs (default 5)")
     ap.add_argument("--steps", type=int, default=200, help="steps per run (default 200: 5 epochs of mnist-5k)")
     ap.add_argument("--memory-steps", type=int, default=5000, help="length of the memory run (0 skips it)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    ap.add_argument("--bare-only", action="store_true", help="print one bare-loop figure (steps/s) and stop")
     args = ap.parse_args()
 
-    cfg = RunConfig(dataset="mnist-5k", device=args.device)
-    data = load_mnist5k(args.device)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"probe every {DEFAULT_PROBE_EVERY} steps, {args.steps} steps a run", flush=True)
+    device, notice = resolve_device(args.device)
+    cfg = RunConfig(dataset="mnist-5k", device=device.type)
+    data = load_mnist5k(device)
+    if args.bare_only:
+        bare_loop(cfg, data, min(args.steps, 50))  # warm-up
+        print(f"{bare_loop(cfg, data, args.steps):.2f}")
+        return
+    name = device_name(device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+          f"{f' ({name})' if name else ''}, probes every {DEFAULT_PROBE_EVERY} steps but at most "
+          f"{1 / PROBE_MIN_INTERVAL_S:g} a second, {args.steps} steps a run", flush=True)
+    if notice:
+        print(f"notice: {notice}", flush=True)
     rows = []
     if args.pairs:
         bare_loop(cfg, data, 20)  # warm-up

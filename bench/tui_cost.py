@@ -2,11 +2,15 @@
 
     python bench/tui_cost.py                  # 3 interleaved TUI/headless pairs + a latency run (~3 min)
     python bench/tui_cost.py --pairs 5 --steps 400
+    python bench/tui_cost.py --device cuda        # on a GPU: bare loop, headless and TUI steps/s side by side
 
 Prints one table:
-- throughput: training steps/s inside the TUI over headless, both read from their --metrics files (snapshot
-  step and elapsed time, from step 50 to the end, so start-up and warm-up are left out); runs interleaved
-  (TUI, headless, headless, TUI, ...) and the median ratio quoted, since this machine is noisy. Target >= 0.90.
+- throughput: training steps/s inside the TUI over headless, both read from their --metrics files (step and
+  elapsed time of the snapshot and progress records, from step 50 to the end, so start-up and warm-up are left
+  out); runs interleaved (TUI, headless, headless, TUI, ...) and the median ratio quoted, since this machine is
+  noisy. Target >= 0.90. On CUDA (or with --bare) each pair also runs the bare PyTorch loop of bench/overhead.py
+  (a third run), and the table gives bare, headless and TUI steps/s side by side, with headless / bare (target
+  >= 0.90) and TUI / bare (target >= 0.80).
 - terminal bytes/s: what the TUI wrote to its 120x40 pty (tmux pipe-pane) per second while training, steady
   state. Target <= 64 KB/s.
 - key-to-screen latency while training: `space` sent through tmux until the status line shows "paused" (and
@@ -93,7 +97,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def steps_per_s(records: list[dict], from_step: int = 50) -> float:
-    snaps = [r for r in records if r["type"] == "snapshot" and r["step"] >= from_step]
+    snaps = [r for r in records if r["type"] in ("snapshot", "progress") and r["step"] >= from_step]
     if len(snaps) < 2:
         raise RuntimeError("too few snapshots to time")
     a, b = snaps[0], snaps[-1]
@@ -107,7 +111,7 @@ def ended(path: Path) -> bool:
 def run_headless(args, work: Path, i: int) -> float:
     m = work / f"headless{i}.jsonl"
     cmd = [sys.executable, "-m", "vgtui", "--headless", "--dataset", "mnist-5k", "--max-steps", str(args.steps),
-           "--epochs", "100", "--metrics", str(m)]
+           "--epochs", "100000", "--device", args.device, "--metrics", str(m)]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
     return steps_per_s(read_metrics(m))
 
@@ -115,11 +119,12 @@ def run_headless(args, work: Path, i: int) -> float:
 def run_tui(args, work: Path, i: int) -> tuple[float, float]:
     """(steps/s, terminal bytes/s in the steady state)."""
     m = work / f"tui{i}.jsonl"
-    cmd = [sys.executable, "-m", "vgtui", "--dataset", "mnist-5k", "--max-steps", str(args.steps), "--epochs", "100",
-           "--metrics", str(m)]
+    cmd = [sys.executable, "-m", "vgtui", "--dataset", "mnist-5k", "--max-steps", str(args.steps), "--epochs",
+           "100000", "--device", args.device, "--metrics", str(m)]
     t = Tmux(f"tui{i}", 120, 40, cmd, work)
     try:
-        if not t.wait(lambda: any(r["type"] == "snapshot" and r["step"] >= 50 for r in read_metrics(m)), 120):
+        if not t.wait(lambda: any(r["type"] in ("snapshot", "progress") and r["step"] >= 50
+                                  for r in read_metrics(m)), 120):
             raise RuntimeError("the TUI did not train:\n" + t.screen())
         b0, t0 = t.bytes(), time.monotonic()
         if not t.wait(lambda: ended(m), 600):
@@ -138,7 +143,8 @@ def run_tui(args, work: Path, i: int) -> tuple[float, float]:
 def latency_run(args, work: Path) -> tuple[list[float], float]:
     """Key-to-screen latencies (s) of `space` while training, and the seconds `q` took to exit."""
     m = work / "latency.jsonl"
-    cmd = [sys.executable, "-m", "vgtui", "--dataset", "mnist-5k", "--epochs", "100", "--metrics", str(m)]
+    cmd = [sys.executable, "-m", "vgtui", "--dataset", "mnist-5k", "--epochs", "100000", "--device", args.device,
+           "--metrics", str(m)]
     t = Tmux("latency", 120, 40, cmd, work)
     lat = []
     try:
@@ -166,20 +172,49 @@ def latency_run(args, work: Path) -> tuple[list[float], float]:
         t.stop()
 
 
+def run_bare(args) -> float:
+    """The bare PyTorch loop of bench/overhead.py, in its own process like the others: steps/s."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "overhead.py"), "--bare-only", "--steps",
+                          str(args.steps), "--device", args.device], cwd=ROOT, check=True, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return float(out.stdout.split()[-1])
+
+
+def describe_device(name: str) -> tuple[str, str]:
+    """(device type, words for it: 'cuda (NVIDIA H200)') as vgtui would resolve --device `name`."""
+    sys.path.insert(0, str(ROOT))
+    from vgtui.engine.data import device_name, resolve_device
+
+    device, _ = resolve_device(name)
+    gpu = device_name(device)
+    return device.type, f"{device}{f' ({gpu})' if gpu else ''}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=3, help="TUI/headless pairs, interleaved (default 3)")
-    ap.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="training steps per run (default 300 on the CPU, 20000 on a GPU)")
     ap.add_argument("--keys", type=int, default=10, help="key presses timed in the latency run (default 10)")
+    ap.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    ap.add_argument("--bare", action="store_true", help="also time the bare PyTorch loop (always on CUDA)")
     args = ap.parse_args()
     if not shutil.which("tmux"):
         print("tui_cost: needs tmux (apt-get install tmux)", file=sys.stderr)
         return 2
+    kind, words = describe_device(args.device)
+    args.device = kind
+    args.steps = args.steps or (300 if kind == "cpu" else 20000)
+    bare = args.bare or kind == "cuda"
+    print(f"device {words}; {args.steps} steps a run", flush=True)
     work = Path(tempfile.mkdtemp(prefix="vgtui-bench-"))
-    ratios, tui_sps, head_sps, bps = [], [], [], []
+    ratios, tui_sps, head_sps, bare_sps, bps = [], [], [], [], []
     for i in range(args.pairs):
         order = ("tui", "headless") if i % 2 == 0 else ("headless", "tui")
         got = {}
+        if bare:
+            got["bare"] = run_bare(args)
+            bare_sps.append(got["bare"])
         for what in order:
             if what == "tui":
                 got["tui"], b = run_tui(args, work, i)
@@ -189,7 +224,8 @@ def main() -> int:
         tui_sps.append(got["tui"])
         head_sps.append(got["headless"])
         ratios.append(got["tui"] / got["headless"])
-        print(f"pair {i + 1}: TUI {got['tui']:.1f} steps/s, headless {got['headless']:.1f} steps/s, "
+        bare_text = f"bare {got['bare']:.1f} steps/s, " if bare else ""
+        print(f"pair {i + 1}: {bare_text}TUI {got['tui']:.1f} steps/s, headless {got['headless']:.1f} steps/s, "
               f"ratio {ratios[-1]:.2f}, terminal {bps[-1] / 1024:.1f} KB/s", flush=True)
     lat, quit_s = latency_run(args, work)
     print(f"latencies (ms): {' '.join(f'{x * 1000:.0f}' for x in lat)}; q exited in {quit_s:.2f} s", flush=True)
@@ -200,6 +236,18 @@ def main() -> int:
          f"{min(ratios):.2f}..{max(ratios):.2f}", ">= 0.90", med(ratios) >= 0.90),
         ("  TUI steps/s (median)", f"{med(tui_sps):.1f}", "", "", None),
         ("  headless steps/s (median)", f"{med(head_sps):.1f}", "", "", None),
+    ]
+    if bare:
+        head_bare = [h / b for h, b in zip(head_sps, bare_sps)]
+        tui_bare = [t / b for t, b in zip(tui_sps, bare_sps)]
+        rows += [
+            ("  bare PyTorch loop steps/s (median)", f"{med(bare_sps):.1f}", "", "", None),
+            ("headless / bare loop (median of pairs)", f"{med(head_bare):.2f}",
+             f"{min(head_bare):.2f}..{max(head_bare):.2f}", ">= 0.90", med(head_bare) >= 0.90),
+            ("TUI / bare loop (median of pairs)", f"{med(tui_bare):.2f}",
+             f"{min(tui_bare):.2f}..{max(tui_bare):.2f}", ">= 0.80", med(tui_bare) >= 0.80),
+        ]
+    rows += [
         ("terminal bytes/s at 120x40 (median)", f"{med(bps) / 1024:.1f} KB/s",
          f"{min(bps) / 1024:.1f}..{max(bps) / 1024:.1f}", "<= 64 KB/s", med(bps) <= 64 * 1024),
         ("key-to-screen latency while training (median)", f"{med(lat) * 1000:.0f} ms",
@@ -211,7 +259,7 @@ def main() -> int:
     for name, value, rng, target, ok in rows:
         print(f"{name:52} {value:>11} {rng:>13} {target:>11}  {'' if ok is None else ('yes' if ok else 'NO')}")
     print(f"\n{args.pairs} interleaved pairs of {args.steps} steps, seed network on mnist-5k, default --fps and "
-          f"--probe-every; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+          f"--probe-every; device {words}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
     shutil.rmtree(work, ignore_errors=True)
     return 0 if all(ok is not False for *_, ok in rows) else 1
 

@@ -171,3 +171,75 @@ def test_update_ratio_with_adam_copies_the_weights(digits):
         w = getattr(model, s.name).weight.detach()
         expect = ((w - before[s.name]).std() / before[s.name].std()).item()
         assert s.update_data_ratio == pytest.approx(expect, rel=1e-4)
+
+
+def _one_probed_step(model, x, y, opt=None):
+    probes = Probes(model)
+    probes.arm()
+    loss = F.cross_entropy(model(x), y)
+    model.zero_grad()
+    loss.backward()
+    probes.collect_grads(opt)
+    if opt is not None:
+        opt.step()
+        probes.collect_update()
+    stats, _ = probes.finish()
+    return stats
+
+
+@pytest.mark.parametrize("activation, fn", [("gelu", F.gelu), ("swish", F.silu), ("mish", F.mish)])
+def test_saturation_of_non_monotone_activations_uses_the_derivatives_magnitude(digits, activation, fn):
+    """gelu's derivative is negative for z in about (-3, -0.75): units there pass gradient back (sign flipped),
+    so they are not saturated; only |act'(z)| < 5% of its largest counts."""
+    cfg = RunConfig(dataset="mnist-5k", depth=1, width=256, activation=activation, seed=0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.fc1.weight.mul_(8.0)  # spread z over the negative-derivative region and the flat tails
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    (fc1, _) = _one_probed_step(model, x, y)
+
+    z = model.fc1(x).detach().requires_grad_(True)
+    (d,) = torch.autograd.grad(fn(z).sum(), z)
+    grid = torch.linspace(-20, 20, 40001, requires_grad=True)
+    (dg,) = torch.autograd.grad(fn(grid).sum(), grid)
+    threshold = 0.05 * dg.abs().max()
+    expect = (d.abs() < threshold).float().mean().item()
+    signed = (d < threshold).float().mean().item()  # what counting the negative derivatives would give
+    assert fc1.saturated_frac == pytest.approx(expect, abs=1e-6)
+    assert signed - expect > 0.05  # a real difference on this batch: the test tells the two apart
+    assert fc1.dead_frac == pytest.approx((d.abs() < threshold).all(0).float().mean().item())
+
+
+def test_grad_mean_abs_is_exact_to_float64(digits):
+    """fc1 of the seed's network: 784,000 gradients; a float32 sum of them drifts, the field must not."""
+    model = build_model(RunConfig(dataset="mnist-5k", depth=1, width=1000, seed=0))
+    (fc1, _) = _one_probed_step(model, digits.x_train[:100], digits.y_train[:100])
+    g = model.fc1.weight.grad.numpy().astype(np.float64)
+    assert fc1.grad_mean_abs == pytest.approx(np.abs(g).mean(), rel=1e-12)
+
+
+def test_grad_hist_always_writes_zeros():
+    from vgtui.core.records import Hist
+
+    d = Hist(np.array([0.0, 1.0]), np.array([3])).to_json()
+    assert d["zeros"] == 0 and Hist.from_json(d).zeros == 0
+
+
+def test_update_ratio_under_sgd_is_the_intended_step(digits):
+    """Plain SGD with momentum, a few steps in: update_data_ratio = std(lr * momentum buffer) / std(w_before),
+    the optimiser's intended step (README); the stored weights move by it up to float32 rounding."""
+    model = build_model(RunConfig(dataset="mnist-5k", depth=2, width=32, seed=2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = digits.x_train[:100], digits.y_train[:100]
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    before = {n: getattr(model, n).weight.detach().clone() for n in model.layer_names}
+    stats = _one_probed_step(model, x, y, opt)
+    for s in stats:
+        w = getattr(model, s.name).weight
+        step = 0.05 * opt.state[w]["momentum_buffer"]
+        assert s.update_data_ratio == pytest.approx((step.std() / before[s.name].std()).item(), rel=1e-5)
+        actual = ((w.detach() - before[s.name]).std() / before[s.name].std()).item()
+        assert s.update_data_ratio == pytest.approx(actual, rel=1e-3)  # the same, up to float32 rounding

@@ -28,8 +28,9 @@ def test_records_of_a_run(digits, small):
     assert header.layer_names == ("fc1", "fc2", "fc3", "fc4") and header.steps_per_epoch == 40
     assert header.total_steps == 80 and header.config["depth"] == 3 and header.device == "cpu"
     snaps = [r for r in recs if isinstance(r, Snapshot)]
-    # every 5 steps; the epoch's last step (40, 80) is one of them anyway
-    assert [s.step for s in snaps] == list(range(5, 81, 5))
+    # step 1 (numbers at once), then every 5 steps; the epoch's last step (40, 80) is one of them anyway
+    assert [s.step for s in snaps] == [1] + list(range(5, 81, 5))
+    assert header.probe_every == 5 and header.probe_min_interval_s is None  # explicit: exact
     epochs = [r for r in recs if isinstance(r, EpochRecord)]
     assert [(e.epoch, e.step) for e in epochs] == [(1, 40), (2, 80)]
     assert all(0 <= e.test_acc <= 1 and e.train_loss > 0 for e in epochs)
@@ -52,21 +53,45 @@ def test_max_steps_mid_epoch_still_evaluates(digits, small):
     recs = []
     end = Trainer(small.replace(max_steps=7, probe_every=100), [recs.append], data=digits).run()
     assert end.steps == 7
-    assert [r.step for r in recs if isinstance(r, Snapshot)] == [7]
+    assert [r.step for r in recs if isinstance(r, Snapshot)] == [1, 7]
     assert [r.step for r in recs if isinstance(r, EpochRecord)] == [7]
 
 
 def test_divergence_is_caught_and_named(digits):
-    """ReLU + Kaiming at lr 1.0 goes non-finite within a few steps (../shared/FACTS.md)."""
-    cfg = RunConfig(dataset="mnist-5k", activation="relu", init="kaiming", lr=1.0, max_steps=50)
+    """ReLU + Kaiming at lr 1.0 goes non-finite within a few steps (../shared/FACTS.md). With a clock that never
+    moves there is no progress tick, so the first check after step 1 is the snapshot at step 40: the trainer sees
+    the first bad step there, replays from its last good state, and names the same step and layer as a plain loop
+    that checks every step."""
+    import torch
+    import torch.nn.functional as F
+
+    from vgtui.engine.probes import locate_nonfinite
+
+    cfg = RunConfig(dataset="mnist-5k", activation="relu", init="kaiming", lr=1.0, max_steps=50, device="cpu")
     recs = []
-    end = Trainer(cfg, [recs.append], data=digits).run()
+    end = Trainer(cfg, [recs.append], data=digits, clock=lambda: 0.0).run()
     assert end.status == "diverged"
-    assert end.steps <= 10
     assert end.layer in ("fc1", "fc2", "fc3", "fc4", "fc5", "fc6")
-    assert "non-finite" in end.message and end.layer in end.message
+    assert f"non-finite values at step {end.steps}, first in {end.layer} (" in end.message
     # the step where it appears: all snapshots before it are finite
     assert all(s.layers[0].finite for s in recs if isinstance(s, Snapshot))
+
+    # the reference: plain torch on the same model, optimiser and batches, checking every step
+    ref = Trainer(cfg, [], data=digits)
+    ref.prepare()
+    perm = torch.randperm(len(digits.x_train), generator=ref.generator)
+    model, opt = ref.model, ref.optimizer
+    for step in range(1, 51):
+        idx = perm[(step - 1) * 100:step * 100]
+        x, y = digits.x_train[idx], digits.y_train[idx]
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not torch.isfinite(loss) or not all(torch.isfinite(p.grad).all() for p in model.parameters()):
+            break
+        opt.step()
+    assert (end.steps, end.layer) == (step, locate_nonfinite(model, x)[0])
+    assert 2 < end.steps < 40  # found by the replay, not at a check
 
 
 def _run_in_thread(trainer):
@@ -189,4 +214,4 @@ def test_reader_skips_a_torn_last_line(tmp_path, digits, small):
     with open(path, "a") as f:
         f.write('{"type": "snapshot", "st')  # a run killed mid-write
     (run,) = read_metrics(path)
-    assert run.end.status == "completed" and len(run.snapshots) == 4 and len(run.epochs) == 1
+    assert run.end.status == "completed" and len(run.snapshots) == 5 and len(run.epochs) == 1

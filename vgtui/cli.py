@@ -10,7 +10,8 @@ import sys
 
 from vgtui import __version__
 from vgtui.core.config import (ACTIVATIONS, DATASETS, DEFAULT_PROBE_EVERY, DEVICES, INITS, MAX_FPS, MIN_FPS,
-                                 OPTIMIZERS, ConfigError, RunConfig, check_fits, default_data_dir)
+                                 OPTIMIZERS, PROBE_MIN_INTERVAL_S, ConfigError, RunConfig, check_fits,
+                                 default_data_dir)
 
 DEFAULT_FPS = 2.0
 
@@ -26,11 +27,38 @@ examples:
   vgtui --headless --dataset mnist-5k --epochs 2   the same without the UI
   vgtui --headless --activation relu --init kaiming --metrics run.jsonl
   vgtui --headless --batchnorm --max-steps 200 --device cuda
+  vgtui data download mnist                        fetch full MNIST ahead of time (into --data-dir)
 
 exit status (headless): 0 completed, 1 failed, 2 bad arguments or missing data, 3 diverged, 4 the metrics file
 could not be written (a full disk), 130 Ctrl+C, 129 hangup (SIGHUP), 143 SIGTERM, 141 standard output closed.
 data: --dataset mnist reads MNIST from --data-dir (default $VGTUI_DATA, else ~/.cache/vgtui) and downloads it
 there when it can; without it, vgtui falls back to the embedded mnist-5k and says so."""
+
+
+def version_text() -> str:
+    """vgtui's version, then torch's, the CUDA it was built for and the device `--device auto` would use (with
+    the reason when a GPU here cannot be used). Imports torch: only for --version."""
+    lines = [f"vgtui {__version__} (python {sys.version.split()[0]})"]
+    try:
+        import torch
+    except ImportError as e:
+        return "\n".join(lines + [f"torch: not importable ({e})"])
+    from vgtui.engine.data import device_name, resolve_device
+
+    cuda = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    lines.append(f"torch {torch.__version__} ({cuda})")
+    device, notice = resolve_device("auto")
+    name = device_name(device)
+    lines.append(f"device: {device}{f' ({name})' if name else ''} (what --device auto picks here)")
+    if notice:
+        lines.append(f"notice: {notice}")
+    return "\n".join(lines)
+
+
+class VersionAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = f"subcommands (vgtui NAME --help for theirs):\n{subs}\n\n{EPILOG}" if subs else EPILOG
     p = argparse.ArgumentParser(prog="vgtui", description=DESCRIPTION, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"vgtui {__version__}")
+    p.add_argument("--version", action=VersionAction, nargs=0,
+                   help="print vgtui's version and the torch, CUDA and device it would use, and exit")
     p.add_argument("--headless", action="store_true", help="run without the terminal UI (also when there is no TTY)")
     p.add_argument("--metrics", metavar="PATH",
                    help="append every record as JSON Lines to PATH (never truncated; locked while the run writes)")
@@ -77,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same seed, same numbers on the CPU (default: %(default)s)")
     g.add_argument("--device", default=d["device"].default, metavar="NAME",
                    help=f"{', '.join(DEVICES)} (default: %(default)s: cuda, then mps, then cpu)")
-    g.add_argument("--probe-every", type=int, default=DEFAULT_PROBE_EVERY, metavar="N",
-                   help="take a snapshot of the probes every N steps and at each epoch end (default: %(default)s, "
-                        "about 2%% of training time)")
+    g.add_argument("--probe-every", type=int, default=None, metavar="N",
+                   help="take a snapshot of the probes exactly every N steps (and at step 1 and each epoch end); "
+                        f"default: every {DEFAULT_PROBE_EVERY} steps but at most {1 / PROBE_MIN_INTERVAL_S:g} a "
+                        "second, about 2%% of training time")
 
     g = p.add_argument_group("terminal UI")
     g.add_argument("--fps", type=float, default=DEFAULT_FPS,
@@ -103,6 +133,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("vgtui.ui.replay_cmd:replay_main", "replay a metrics file in the UI (two files: side by side)"),
     "follow": ("vgtui.ui.replay_cmd:follow_main", "follow a metrics file still being written, or - for stdin"),
     "export": ("vgtui.export:main", "write a metrics file's snapshots as CSV, one row per snapshot and layer"),
+    "data": ("vgtui.datacmd:main", "data download [mnist|fashion-mnist|all]: fetch datasets ahead of time"),
 }
 
 

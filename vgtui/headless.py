@@ -18,11 +18,12 @@ from typing import TextIO
 from vgtui import __version__
 from vgtui import signals as sig
 from vgtui.core.config import RunConfig
-from vgtui.core.diagnosis import diagnose, explain
-from vgtui.core.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot
+from vgtui.core.diagnosis import diagnose, explain, explain_learning, judge_learning
+from vgtui.core.records import EndRecord, EpochRecord, ProgressRecord, Record, RunRecord, Snapshot
 
 EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}  # signals: see vgtui.signals
 BLOCKS = "▁▂▃▄▅▆▇█"
+N_CLASSES = 10  # every dataset vgtui trains on has 10 classes
 LOG_LO, LOG_HI = -8, 2  # fixed decades of the summary line: ▁ = 1e-8 or less, █ = 1e2 or more
 
 
@@ -46,8 +47,8 @@ def bar(frac: float, width: int = 24) -> str:
 
 
 class Reporter:
-    """Turns records into lines on `out`. On a terminal the progress bar redraws in place (at most 5x a
-    second); elsewhere (logs, CI) only each epoch's closing line is printed."""
+    """Turns records into lines on `out`. On a terminal the progress bar redraws in place from the trainer's
+    progress records (a few a second); elsewhere (logs, CI) only each epoch's closing line is printed."""
 
     def __init__(self, out: TextIO = sys.stdout, tty: bool | None = None):
         self.out = out
@@ -55,6 +56,8 @@ class Reporter:
         self.header: RunRecord | None = None
         self.snap: Snapshot | None = None
         self.ratios: list[float] = []
+        self.losses: list[float] = []  # each snapshot's mean training loss
+        self.accuracy: float | None = None  # the latest epoch's test accuracy
         self._drawn = 0.0
         self._live = False
 
@@ -67,7 +70,7 @@ class Reporter:
 
     def __call__(self, rec: Record) -> None:
         if isinstance(rec, RunRecord):
-            self.header, self.ratios = rec, []
+            self.header, self.ratios, self.losses, self.accuracy = rec, [], [], None
             c = rec.config
             arch = f"784-{c['width']}x{c['depth']}-10"
             extras = ", ".join(x for x in (c["init"] + " init", "batchnorm" if c["batchnorm"] else "",
@@ -78,10 +81,14 @@ class Reporter:
                         f"{c['batch_size']} · {rec.total_steps:,} steps")
             if rec.notice:
                 self._print(f"notice: {rec.notice}")
+        elif isinstance(rec, ProgressRecord):
+            self.progress(rec)
         elif isinstance(rec, Snapshot):
             self.snap = rec
             self.ratios.append(rec.ratio())
+            self.losses.append(rec.loss_avg)
         elif isinstance(rec, EpochRecord):
+            self.accuracy = rec.test_acc
             h = self.header
             epochs = h.config["epochs"] if h else rec.epoch
             sps = f"  {self.snap.steps_per_s:.1f} steps/s" if self.snap and self.snap.steps_per_s else ""
@@ -92,19 +99,20 @@ class Reporter:
         elif isinstance(rec, EndRecord):
             self.end(rec)
 
-    def tick(self, trainer) -> None:
-        """Called after every step: redraw the progress bar on a terminal, at most 5 times a second."""
-        if not self.tty:
+    def progress(self, rec: ProgressRecord) -> None:
+        """Redraw the progress bar on a terminal, at most 5 times a second."""
+        h = self.header
+        if not self.tty or h is None:
             return
         now = time.monotonic()
         if now - self._drawn < 0.2:
             return
         self._drawn = now
-        cfg, spe = trainer.config, trainer.steps_per_epoch
-        done = trainer.step_in_epoch + 1
-        s = self.snap
-        stats = f"  loss {s.loss_avg:.4f}  {s.steps_per_s:.1f} steps/s" if s is not None else ""
-        self.out.write(f"\r\033[Kepoch {trainer.epoch}/{cfg.epochs} {bar(done / spe)} {done}/{spe}{stats}")
+        spe = max(h.steps_per_epoch, 1)
+        done = rec.step - (rec.epoch - 1) * spe
+        epochs = h.config["epochs"] if h.config else rec.epoch
+        self.out.write(f"\r\033[Kepoch {rec.epoch}/{epochs} {bar(done / spe)} {done}/{spe}  loss {rec.loss:.4f}  "
+                       f"{rec.steps_per_s:.1f} steps/s")
         self.out.flush()
         self._live = True
 
@@ -115,11 +123,18 @@ class Reporter:
             finite = [r for r in self.ratios if math.isfinite(r)]
             ratio = statistics.median(finite) if finite else math.nan
             norms = [l.grad_norm for l in self.snap.layers] if self.snap else []
-            verdict = "diverged" if rec.status == "diverged" else diagnose(ratio, norms)
+            verdict = diagnose(ratio, norms)
+            if rec.status == "diverged":
+                verdict = "exploded" if rec.message.startswith("exploded") else "diverged"
             n = len(self.ratios)
             self._print(f"{names[0]}/{names[-1]} gradient-norm ratio, median of {n} snapshot{'s' if n > 1 else ''}: "
                         f"{ratio:.2e}")
-            self._print(explain(verdict, ratio, names[0], names[-1]))
+            if verdict in ("diverged", "exploded"):
+                self._print(explain(verdict, ratio, names[0], names[-1]))
+            else:
+                self._print("gradient flow: " + explain(verdict, ratio, names[0], names[-1]))
+                learning = judge_learning(self.losses, N_CLASSES, self.accuracy)
+                self._print("learning: " + explain_learning(learning, self.losses, N_CLASSES, self.accuracy, verdict))
         label = {"completed": "done", "interrupted": "interrupted", "diverged": "DIVERGED", "failed": "FAILED"}
         self._print(f"{label.get(rec.status, rec.status)}: {rec.message} ({rec.steps:,} steps in {rec.elapsed_s:.1f} s)")
 
@@ -173,7 +188,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
     from vgtui.core.records import Stop
     from vgtui.core.writer import MetricsWriteError, MetricsWriter, check_writable
     from vgtui.engine.data import DataError
-    from vgtui.engine.trainer import Trainer
+    from vgtui.engine.trainer import Trainer, progress_at_most
 
     def refuse(msg: str) -> int:
         err.write(f"vgtui: error: {msg}\n")
@@ -200,7 +215,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
             safe_out = _SafeOut(out, lambda e: stop("standard output was closed (broken pipe)",
                                                     sig.BROKEN_PIPE_STATUS))
             reporter = Reporter(safe_out)  # type: ignore[arg-type]
-            trainer = Trainer(config, on_step=reporter.tick)
+            trainer = Trainer(config)
             trainer.prepare()
             writer = MetricsWriter(metrics, overwrite=overwrite) if metrics else None
         except (DataError, ValueError) as e:  # MetricsPathError and ConfigError are ValueErrors
@@ -215,7 +230,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
             except MetricsWriteError as e:
                 stop(f"stopped: {e.strerror}", 4)
 
-        trainer.sinks = ([to_file] if writer else []) + [reporter]
+        trainer.sinks = ([progress_at_most(to_file)] if writer else []) + [reporter]
         try:
             end = trainer.run()
             status = exit_override[0] if exit_override else EXIT.get(end.status, 1)

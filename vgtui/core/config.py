@@ -38,10 +38,19 @@ SEED_MAX = 2**63 - 1  # torch.manual_seed's range for a non-negative seed
 MAX_FPS = 30.0  # redraws a second: a terminal cannot show more, and the UI must keep time for keys
 MIN_FPS = 0.1
 
-# The default costs under 3% of training time on the seed's network (bench/overhead.py measures it). 40 also
-# divides both datasets' epochs (40 steps of mnist-5k, 600 of MNIST at batch 100), so the epoch-end snapshots
-# coincide with the periodic ones instead of adding to them.
+# Snapshot cadence. Without --probe-every ("auto"), a snapshot every DEFAULT_PROBE_EVERY steps but at least
+# PROBE_MIN_INTERVAL_S apart: on a CPU, where 40 steps of the seed's network take over a second, that is every 40
+# steps; on a GPU doing thousands of steps a second, it is 4 a second, a steady, small stream. An explicit
+# --probe-every N is exact (every N steps), so runs that are compared stay aligned by step. Either way there is
+# a snapshot at step 1 (numbers at once) and at each epoch end. 40 costs under 3% of training time on the seed's
+# network (bench/overhead.py measures it) and divides both datasets' epochs (40 steps of mnist-5k, 600 of MNIST at
+# batch 100), so the epoch-end snapshots coincide with the periodic ones instead of adding to them.
 DEFAULT_PROBE_EVERY = 40
+PROBE_MIN_INTERVAL_S = 0.25
+# Progress records (step, loss, steps/s between snapshots): this often to the UI; the metrics file keeps at most
+# one per PROGRESS_FILE_EVERY_S.
+PROGRESS_EVERY_S = 0.25
+PROGRESS_FILE_EVERY_S = 1.0
 
 
 def default_data_dir() -> str:
@@ -76,7 +85,7 @@ class RunConfig:
     max_steps: int | None = None
     seed: int = 0
     device: str = "auto"
-    probe_every: int = DEFAULT_PROBE_EVERY
+    probe_every: int | None = None  # None: automatic (see above)
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -117,9 +126,11 @@ class RunConfig:
         choice("--optimizer", self.optimizer, OPTIMIZERS)
         choice("--device", self.device, DEVICES)
         for option, value in (("--depth", self.depth), ("--width", self.width), ("--batch-size", self.batch_size),
-                              ("--epochs", self.epochs), ("--probe-every", self.probe_every)):
+                              ("--epochs", self.epochs)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(option, f"must be a positive whole number, got {value!r}")
+        if self.probe_every is not None and (not isinstance(self.probe_every, int) or self.probe_every < 1):
+            raise ConfigError("--probe-every", f"must be a positive whole number, got {self.probe_every!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ConfigError("--max-steps", f"must be a positive whole number, got {self.max_steps!r}")
         if self.depth > MAX_DEPTH:

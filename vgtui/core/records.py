@@ -119,13 +119,13 @@ class LayerStats:
     grad_mean_abs: float  # mean |weight gradient|
     weight_norm: float
     grad_data_ratio: float  # grad.std() / weight.std()
-    update_data_ratio: float  # (w_after - w_before).std() / w_after.std(), after the optimiser step
+    update_data_ratio: float  # update.std() / w_before.std(); plain SGD: the intended step lr * momentum buffer
     out_grad_norm: float | None  # L2 norm of dLoss/d(layer output), the back-propagated gradient
     grad_hist: Hist | None  # all weight gradients of the layer on a log10 |g| axis
     activation: str | None = None
     act_mean: float | None = None
     act_std: float | None = None
-    saturated_frac: float | None = None  # outputs where act'(z) < 5% of its maximum
+    saturated_frac: float | None = None  # outputs where |act'(z)| < 5% of its largest magnitude
     dead_frac: float | None = None  # units saturated on every example of the batch
     act_hist: Hist | None = None
 
@@ -151,6 +151,7 @@ class LayerStats:
                 d[k] = _num32(v)
         if self.grad_hist is not None:
             d["grad_hist"] = self.grad_hist.to_json(header.grad_edges if header else None)
+            d["grad_hist"]["zeros"] = int(self.grad_hist.zeros)  # always written: exact zeros are news
         if self.act_hist is not None:
             d["act_hist"] = self.act_hist.to_json(header.act_edges_for(self.activation) if header else None)
         return d
@@ -207,13 +208,14 @@ class RunRecord:
     total_steps: int = 0
     train_size: int = 0
     test_size: int = 0
-    probe_every: int | None = None  # the snapshot cadence in steps
+    probe_every: int | None = None  # the snapshot cadence in steps (with probe_min_interval_s: at least that far apart)
     notice: str | None = None  # e.g. the fallback to mnist-5k
     started: str | None = None  # wall-clock start, ISO 8601
     pid: int | None = None  # the writing process
     grad_edges: np.ndarray | None = None  # the weight-gradient histograms' bin edges (log10 |g|), fixed per run
     act_edges: dict[str, np.ndarray] | None = None  # the activation histograms' bin edges, per activation
     schema: int = SCHEMA_VERSION
+    probe_min_interval_s: float | None = None  # set when the cadence is automatic: snapshots at least this far apart
     type: str = field(default="run", init=False)
 
     def __post_init__(self) -> None:  # names alone are accepted (and schema-1 headers hold only names)
@@ -297,12 +299,38 @@ class EndRecord:
     type: str = field(default="end", init=False)
 
 
-Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord]
+# ---------------------------------------------------------------------------------------------- progress
+@dataclass(frozen=True, eq=False)
+class ProgressRecord:
+    """A cheap tick between snapshots (a few a second; in the metrics file at most once a second): where the run
+    is and how fast it goes, so counters and the loss move without waiting for the next snapshot."""
+
+    step: int
+    epoch: int
+    elapsed_s: float
+    loss: float  # mean training loss since the previous progress record
+    steps_per_s: float  # since the previous progress record (0 when unknown)
+    type: str = field(default="progress", init=False)
+
+
+def _progress_to_json(rec: ProgressRecord) -> dict[str, Any]:
+    return {"type": "progress", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
+            "loss": _num(rec.loss), "steps_per_s": _num(rec.steps_per_s)}
+
+
+def _progress_from_json(d: dict[str, Any]) -> ProgressRecord:
+    return ProgressRecord(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]),
+                          loss=_unnum(d["loss"]), steps_per_s=_unnum(d.get("steps_per_s", 0.0)))
+
+
+Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord, ProgressRecord]
 
 
 def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
     """The JSON object of a record, "type" first (readers index a file by its lines' first bytes). With the
     run's header, a snapshot leaves out the histogram edges that the header holds."""
+    if isinstance(rec, ProgressRecord):
+        return _progress_to_json(rec)
     if isinstance(rec, Snapshot):
         return {"type": "snapshot", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
                 "loss": _num32(rec.loss), "loss_avg": _num32(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
@@ -311,7 +339,7 @@ def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
     if isinstance(rec, RunRecord):
         d = {"type": "run", "schema": rec.schema, "version": rec.version, "source": rec.source}
         for k in ("model", "config", "dataset", "device", "device_name", "steps_per_epoch", "total_steps",
-                  "train_size", "test_size", "probe_every", "notice", "started", "pid"):
+                  "train_size", "test_size", "probe_every", "probe_min_interval_s", "notice", "started", "pid"):
             v = getattr(rec, k)
             if v is not None and v != "":
                 d[k] = v
@@ -342,6 +370,8 @@ def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Reco
     """The record of a JSON object; a snapshot's histograms without edges take them from the run's `header`.
     Raises KeyError, TypeError or ValueError for an object that is not a record."""
     t = d.get("type")
+    if t == "progress":
+        return _progress_from_json(d)
     if t == "snapshot":
         return Snapshot(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]), loss=_unnum(d["loss"]),
                         loss_avg=_unnum(d.get("loss_avg", d["loss"])), steps_per_s=_unnum(d.get("steps_per_s", 0.0)),
@@ -358,7 +388,7 @@ def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Reco
                          notice=d.get("notice"), started=d.get("started"), pid=d.get("pid"),
                          grad_edges=_edges(d.get("grad_edges")),
                          act_edges={k: _edges(v) for k, v in d["act_edges"].items()} if d.get("act_edges") else None,
-                         schema=d.get("schema", 1))
+                         schema=d.get("schema", 1), probe_min_interval_s=d.get("probe_min_interval_s"))
     if t == "epoch":
         return EpochRecord(**{k: _unnum(d[k]) for k in ("epoch", "step", "train_loss", "train_acc", "test_loss",
                                                           "test_acc", "elapsed_s")})

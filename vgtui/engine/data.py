@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +24,14 @@ DOWNLOAD_TIMEOUT_S = 10.0
 
 class DataError(RuntimeError):
     """A dataset that cannot be had: the message says how to get it."""
+
+
+class CorruptData(DataError):
+    """A dataset file that is there but broken (truncated, say): an error, never a silent fallback."""
+
+
+# vgtui's dataset names -> torchvision's classes (their folder under --data-dir is the class name).
+TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
 @dataclass
@@ -80,6 +90,7 @@ def _torchvision(cls_name: str, data_dir: str, offline: bool):
 
     cls = getattr(tvd, cls_name)
     root = Path(data_dir).expanduser()
+    check_raw_files(cls_name, data_dir)
     try:
         return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
     except RuntimeError as missing:
@@ -96,12 +107,47 @@ def _torchvision(cls_name: str, data_dir: str, offline: bool):
         raise DataError(f"{cls_name} is not in {root} and downloading it failed ({cause[:120]})") from e
 
 
+def check_idx(path: Path) -> None:
+    """Raise ValueError saying what is wrong unless `path` is a whole uint8 IDX file (MNIST's format): the magic
+    number, then one 4-byte size per dimension, then exactly that many bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\0\0\x08" or not 1 <= head[3] <= 4:
+            raise ValueError("not an IDX file of bytes (bad header)")
+        dims = f.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        raise ValueError(f"truncated in its header ({size} bytes)")
+    expected = 4 + len(dims) + math.prod(int.from_bytes(dims[i:i + 4], "big") for i in range(0, len(dims), 4))
+    if size != expected:
+        raise ValueError(f"{'truncated' if size < expected else 'too long'}: {size:,} bytes where its header "
+                         f"says {expected:,}")
+
+
+def check_raw_files(cls_name: str, data_dir: str) -> None:
+    """Raise CorruptData naming the first broken IDX file of a torchvision dataset in data_dir, and the fix."""
+    import torchvision.datasets as tvd
+
+    raw = Path(data_dir).expanduser() / cls_name / "raw"
+    name = next(k for k, v in TORCHVISION_CLASSES.items() if v == cls_name)
+    for gz, _ in getattr(tvd, cls_name).resources:
+        path = raw / gz.removesuffix(".gz")
+        if path.is_file():
+            try:
+                check_idx(path)
+            except ValueError as e:
+                raise CorruptData(f"{path} is damaged ({e}); delete it and run `vgtui data download {name} "
+                                  f"--data-dir {data_dir}`") from e
+
+
 def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.device | str = "cpu") -> TensorData:
     if name == "mnist-5k":
         return load_mnist5k(device)
     if name == "mnist":
         try:
             train, test = _torchvision("MNIST", data_dir, offline)
+        except CorruptData:
+            raise
         except DataError as e:
             notice = (f"{e}; using the embedded mnist-5k (5,000 real digits) instead. For full MNIST, put it in "
                       f"--data-dir (MNIST/raw/) or run once with network access.")
@@ -110,6 +156,8 @@ def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.
     if name == "fashion-mnist":
         try:
             train, test = _torchvision("FashionMNIST", data_dir, offline)
+        except CorruptData:
+            raise
         except DataError as e:
             raise DataError(f"{e}. Get Fashion-MNIST by running once with network access, or copy its files "
                             f"into {Path(data_dir).expanduser() / 'FashionMNIST' / 'raw'} and pass --data-dir "
@@ -134,16 +182,56 @@ def device_name(device: torch.device) -> str | None:
     return None
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks cuda, then mps, then cpu. An unavailable explicit choice is a DataError-like ValueError."""
+def gpu_present() -> bool:
+    """Is there an NVIDIA GPU with its kernel driver on this machine, whether or not this torch can use it?"""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def fallback_reason(torch_warnings: list[str], cuda_build: str | None, gpu_here: bool) -> str | None:
+    """Why `--device auto` runs on the CPU of a machine that has a GPU: from the warnings torch gave while checking
+    for CUDA (e.g. "CUDA initialization: The NVIDIA driver on your system is too old (found version 11040)..."),
+    the CUDA version this torch was built for (None: a CPU-only build) and whether a GPU is here. None when
+    there is no GPU to miss."""
+    said = [w.strip() for w in torch_warnings if "CUDA" in w or "driver" in w]
+    if said:
+        first = said[0].splitlines()[0].removeprefix("CUDA initialization:").strip()
+        if gpu_here or "too old" in first:
+            return first[:200]
+    if gpu_here and cuda_build is None:
+        return "this torch is a CPU-only build (install a CUDA build: https://pytorch.org/get-started/locally/)"
+    if gpu_here:
+        return "torch.cuda.is_available() is False"
+    return None
+
+
+def _cuda_available() -> tuple[bool, list[str]]:
+    """torch.cuda.is_available(), with the warnings torch gives on the way (it gives them once per process)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    return available, [str(w.message) for w in caught]
+
+
+def resolve_device(device: str) -> tuple[torch.device, str | None]:
+    """The device to train on, and a one-line notice when `auto` falls back to the CPU on a machine with a GPU it
+    cannot use (a driver too old for this CUDA build, a CPU-only torch), with the reason. 'auto' picks cuda, then
+    mps, then cpu. An unavailable explicit choice is a ValueError."""
     if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
+        available, said = _cuda_available()
+        if available:
+            return torch.device("cuda"), None
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+            return torch.device("mps"), None
+        reason = fallback_reason(said, torch.version.cuda, gpu_present())
+        return torch.device("cpu"), (f"--device auto: running on the CPU; this machine has a GPU that torch cannot "
+                                     f"use: {reason}" if reason else None)
+    if device == "cuda":
+        available, said = _cuda_available()
+        if not available:
+            reason = fallback_reason(said, torch.version.cuda, gpu_present())
+            raise ValueError("--device cuda: no CUDA device is available here"
+                             f"{' (' + reason + ')' if reason else ''}; use --device cpu or auto")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("--device mps: no MPS device is available here; use --device cpu or auto")
-    return torch.device(device)
+    return torch.device(device), None

@@ -37,7 +37,7 @@ ACT_RANGES: dict[str, tuple[float, float]] = {
 }
 DEFAULT_ACT_RANGE = (-4.0, 4.0)
 ACT_BINS = 40
-SATURATION = 0.05  # a unit is saturated where act'(z) < 5% of the activation's largest derivative
+SATURATION = 0.05  # a unit is saturated where |act'(z)| < 5% of the activation's largest |derivative|
 
 # Weight-gradient histograms: one bin per power of two of |g|, 2^-46 (1.4e-14) .. 2^8 (256), read straight from
 # the float32 exponent bits (far cheaper than log10 + histc over millions of values).
@@ -98,7 +98,7 @@ def _max_derivative(module: nn.Module, name: str, device: torch.device) -> torch
     key = (name, repr(module))
     if key not in _DMAX_CACHE:
         grid = torch.linspace(-20.0, 20.0, 40001, device=device)
-        _DMAX_CACHE[key] = float(_derivative(module, grid).max())  # once per activation: a one-off sync
+        _DMAX_CACHE[key] = float(_derivative(module, grid).abs().max())  # once per activation: a one-off sync
     return torch.tensor(_DMAX_CACHE[key], device=device)
 
 
@@ -226,7 +226,9 @@ class Probes:
         lo, hi = ACT_RANGES.get(name, DEFAULT_ACT_RANGE)
         with torch.no_grad():
             h = out.detach().float()
-            d = _derivative(module, z, h)
+            # |act'(z)|: for non-monotone activations (gelu, swish, mish) the derivative is negative for some z,
+            # and a unit there still passes gradient back (only its sign flips): saturated means a small magnitude
+            d = _derivative(module, z, h).abs()
             sat = d < SATURATION * _max_derivative(module, name, d.device)
             per_unit = sat.movedim(1, -1).reshape(-1, sat.shape[1]) if sat.dim() > 2 else sat.reshape(sat.shape[0], -1)
             hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
@@ -253,7 +255,10 @@ class Probes:
               for _, m in self.layers]
         with torch.no_grad():
             ws32 = [w.float() for w in ws]
-            gnorm, gl1, wnorm = _foreach_norm(gs), _foreach_norm(gs, 1.0), _foreach_norm(ws32)
+            gnorm, wnorm = _foreach_norm(gs), _foreach_norm(ws32)
+            # the L1 sum accumulated in float64 (float32 sums of a million small positive values drift by 0.1%)
+            wide = torch.float32 if gs[0].device.type == "mps" else torch.float64
+            gl1 = [g.abs().sum(dtype=wide) for g in gs]
             self._w_std = [_std(wn, w.sum(), w.numel()) for wn, w in zip(wnorm, ws32)]
             self._grad_stats = [torch.stack([gn, g1 / g.numel(), wn, _std(gn, g.sum(), g.numel()) / ws_])
                                 for gn, g1, wn, g, ws_ in zip(gnorm, gl1, wnorm, gs, self._w_std)]
@@ -265,7 +270,11 @@ class Probes:
                 self._w_before = None if _sgd_update_known(optimizer) else [w.clone() for w in ws]
 
     def collect_update(self) -> None:
-        """Update:data ratio, (w_after - w_before).std() / w_before.std(); call after optimizer.step()."""
+        """Update:data ratio, update.std() / w_before.std(); call after optimizer.step(). Under plain SGD the
+        update is the optimiser's intended step, lr * momentum buffer (the gradient without momentum): what w
+        moves by in exact arithmetic, read from the optimiser's state instead of copying the weights. The stored
+        float32 weights move by that step rounded to their resolution (by nothing at all when the step is below
+        it, as in vanishing first layers). Under any other optimiser it is the actual change, w_after - w_before."""
         if self._w_std is None:
             return
         with torch.no_grad():
@@ -287,9 +296,9 @@ class Probes:
         self._w_before = None
 
     # ------------------------------------------------------------------ one transfer to the host
-    def grads_finite(self) -> bool:
-        """After collect_grads(): are all weight gradients finite? (one scalar sync)"""
-        return bool(torch.isfinite(torch.stack([s[0] for s in self._grad_stats])).all())
+    def grads_finite(self) -> torch.Tensor:
+        """After collect_grads(): are all weight gradients finite? A boolean tensor on the device (no sync)."""
+        return torch.isfinite(torch.stack([s[0] for s in self._grad_stats])).all()
 
     def finish(self, extra: list[torch.Tensor] = ()) -> tuple[tuple[LayerStats, ...], list[float]]:
         """Move everything to the host in one copy and build the per-layer stats; disarms the probes.

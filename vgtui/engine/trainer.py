@@ -7,32 +7,63 @@
 Commands (vgtui.core.records: Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop) go through
 `trainer.send(cmd)` from any thread; the trainer drains them between steps. With `hold=True` (the UI's mode) a
 run that ends (completed, diverged, failed) waits for a Restart or a Stop instead of returning.
+
+Host syncs. On a GPU, turning a device tensor into a Python value blocks the host until the device has caught
+up, so an ordinary step does none (tests/test_sync.py checks it): its loss and accuracy are added up on the
+device, and a non-finite loss (or, on probe steps, weight gradient) is recorded on the device as the number of
+the first bad step. The only device -> host copies are, each marked `# sync:` below:
+  - a snapshot (`Probes.finish`, one copy that also carries the loss sums and the first bad step);
+  - a progress tick, at most every PROGRESS_EVERY_S (one copy of three scalars: the sums and the first bad step);
+  - an epoch end (the evaluation, the same kind of single copy);
+  - after a divergence has been seen, the replay that locates it (one scalar per replayed step, once per run).
+A run whose mean training loss since the last check is over 100x chance has exploded without a NaN (sigmoid at lr
+1e30, Adam at lr 10): it ends there too, like a divergence (status "diverged", the message says it exploded).
+The run stops at the first of these after a non-finite step, and names that step and the layer: it goes back to
+the last good state it kept (a copy of the weights and optimiser state on the device, taken at a check at most
+once a second and at each epoch start) and replays the steps up to the bad one.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
+import math
 import os
 import queue
 import time
 import traceback
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vgtui import __version__
-from vgtui.core.config import ACTIVATIONS, RunConfig
+from vgtui.core.config import (ACTIVATIONS, DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, PROGRESS_EVERY_S,
+                               PROGRESS_FILE_EVERY_S, RunConfig)
+from vgtui.core.diagnosis import chance_loss, exploded
 from vgtui.engine.data import TensorData, device_name, load_dataset, resolve_device
 from vgtui.engine.model import build_model, build_optimizer
-from vgtui.engine.probes import (ACT_RANGES, DEFAULT_ACT_RANGE, GRAD_EDGES_LOG10, Probes,
-                                 locate_nonfinite)
-from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, LayerInfo, Pause, Record, Restart,
-                                RunRecord, SetActivation, SetSpeedCap, Snapshot, StatusRecord, StepOnce, Stop)
+from vgtui.engine.probes import ACT_RANGES, DEFAULT_ACT_RANGE, GRAD_EDGES_LOG10, Probes, locate_nonfinite
+from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, LayerInfo, Pause, ProgressRecord, Record,
+                                Restart, RunRecord, SetActivation, SetSpeedCap, Snapshot, StatusRecord, StepOnce, Stop)
 
 Sink = Callable[[Record], None]
 EVAL_BATCH = 1000
+CHECKPOINT_EVERY_S = 1.0  # the last good state is copied at most this often (it bounds the replay after a NaN)
+
+
+@dataclass
+class _Checkpoint:
+    """A known-finite state on the device, and what is needed to replay the steps that followed it."""
+
+    step: int  # steps done when it was taken
+    next_batch: int  # index in the epoch of the batch after it
+    perm: torch.Tensor  # that epoch's order of examples
+    activation: str
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
 
 
 class _Interrupt(Exception):
@@ -44,14 +75,17 @@ class _Interrupt(Exception):
 
 class Trainer:
     def __init__(self, config: RunConfig, sinks: Iterable[Sink] = (), data: TensorData | None = None,
-                 hold: bool = False, on_step: Callable[["Trainer"], None] | None = None):
+                 hold: bool = False, on_step: Callable[["Trainer"], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         self.config = config.validate()
+        self.clock = clock  # for elapsed times and the steps/s windows (tests inject a fake one)
         self.sinks = list(sinks)
         self.hold = hold
         self.on_step = on_step
         self.commands: "queue.Queue[Command]" = queue.Queue()
         self.data = data
         self.device: torch.device | None = None
+        self.device_notice: str | None = None  # why `--device auto` fell back to the CPU, if it did
         self.model = None
         self.paused = False
         self.speed_cap: float | None = None
@@ -70,7 +104,7 @@ class Trainer:
 
     def prepare(self) -> None:
         """Resolve the device, load the data (unless given), build model, optimiser and probes."""
-        self.device = resolve_device(self.config.device)
+        self.device, self.device_notice = resolve_device(self.config.device)
         if self.data is None or not self._data_matches(self.config):
             self.data = load_dataset(self.config.dataset, self.config.data_dir, self.config.offline, self.device)
         else:
@@ -86,7 +120,8 @@ class Trainer:
         if getattr(self, "probes", None) is not None:
             self.probes.close()
         cfg = self.config
-        self.model = build_model(cfg, self.data.in_features, int(self.data.y_train.max()) + 1).to(self.device)
+        self.n_classes = int(self.data.y_train.max()) + 1
+        self.model = build_model(cfg, self.data.in_features, self.n_classes).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.probes = Probes(self.model)
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -105,7 +140,7 @@ class Trainer:
             sink(rec)
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self._t0
+        return self.clock() - self._t0
 
     def run(self) -> EndRecord:
         if not self._prepared:
@@ -155,7 +190,9 @@ class Trainer:
                          source="vgtui", model=self.model_description(), dataset=data.name,
                          device_name=device_name(self.device), steps_per_epoch=self.steps_per_epoch,
                          total_steps=self.total_steps, train_size=len(data.x_train), test_size=len(data.x_test),
-                         probe_every=cfg.probe_every, notice=data.notice,
+                         probe_every=cfg.probe_every or DEFAULT_PROBE_EVERY,
+                         probe_min_interval_s=None if cfg.probe_every else PROBE_MIN_INTERVAL_S,
+                         notice="; ".join(n for n in (self.device_notice, data.notice) if n) or None,
                          started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                          pid=os.getpid(), grad_edges=GRAD_EDGES_LOG10,
                          act_edges={a: np.linspace(*ACT_RANGES.get(a, DEFAULT_ACT_RANGE), self.probes.act_bins + 1)
@@ -169,32 +206,49 @@ class Trainer:
 
     def _run_once(self) -> tuple[EndRecord, Command | None]:
         cfg, data = self.config, self.data
-        self._t0 = time.perf_counter()
+        self._t0 = self.clock()
         self.step = self.epoch = self.step_in_epoch = 0
         self._emit(self._header())
-        self._window_loss = torch.zeros((), device=self.device)
-        self._window_n = 0
-        self._window_t, self._window_step = time.perf_counter(), 0
-        self._pace_t, self._pace_step = self._window_t, 0
+        dev = self.device
+        self._acc_dtype = acc = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+        # Device-side accumulators (no sync per step), folded into the host sums below at each check.
+        self._first_bad = torch.zeros((), device=dev, dtype=torch.long)  # first non-finite step; 0: none yet
+        self._acc_loss = torch.zeros((), device=dev, dtype=acc)
+        self._acc_correct = torch.zeros((), device=dev, dtype=torch.long)
+        self._acc_n = 0
+        self._win_loss, self._win_n = 0.0, 0  # since the previous snapshot (host)
+        self._prog_loss, self._prog_n = 0.0, 0  # since the previous progress record (host)
+        self._window_t, self._window_step = self.clock(), 0
+        self._prog_t, self._prog_step = self._window_t, 0
+        self._snap_t, self._snap_step = self._window_t, 0
+        self._pace_t, self._pace_step = time.perf_counter(), 0
+        self._ckpt: _Checkpoint | None = None
+        self._ckpt_t = self.clock()
+        self._activations: list[tuple[int, str]] = []  # activation changes since the checkpoint (for the replay)
         try:
             for epoch in range(1, cfg.epochs + 1):
                 self.epoch = epoch
-                self._ep_loss = torch.zeros((), device=self.device)
-                self._ep_correct = torch.zeros((), device=self.device, dtype=torch.long)
-                self._ep_n = 0
-                self._ep_examples = 0
+                self._ep_loss, self._ep_correct, self._ep_n, self._ep_examples = 0.0, 0, 0, 0
                 perm = torch.randperm(len(data.x_train), generator=self.generator).to(self.device)
                 self.model.train()
+                self._save_checkpoint(perm, 0)
                 last = self.steps_per_epoch if not cfg.max_steps else min(self.steps_per_epoch,
                                                                           cfg.max_steps - self.step)
                 for b in range(last):
                     self.step_in_epoch = b
                     manual = self._between_steps()
                     idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                    probe = manual or (self.step + 1) % cfg.probe_every == 0 or b == last - 1
-                    diverged = self._train_step(data.x_train[idx], data.y_train[idx], probe)
-                    if diverged is not None:
-                        return diverged, None
+                    probe = manual or b == last - 1 or self._snapshot_due()
+                    loss = self._train_step(data.x_train[idx], data.y_train[idx], probe)
+                    tick = self.clock() - self._prog_t >= PROGRESS_EVERY_S
+                    if probe or tick:
+                        diverged = self._snapshot(loss) if probe else self._check()
+                        if diverged is not None:
+                            return diverged, None
+                        if tick:
+                            self._progress()
+                        if self.clock() - self._ckpt_t >= CHECKPOINT_EVERY_S:
+                            self._save_checkpoint(perm, b + 1)
                     if self.on_step is not None:
                         self.on_step(self)
                     self._pace()
@@ -225,8 +279,9 @@ class Trainer:
     def _apply(self, cmd: Command, running: bool = True) -> None:
         if isinstance(cmd, Pause):
             if self.paused and not cmd.paused:  # the time paused counts neither in steps/s nor in pacing
-                self._window_t, self._window_step = time.perf_counter(), self.step
-                self._pace_t, self._pace_step = self._window_t, self.step
+                self._window_t, self._window_step = self.clock(), self.step
+                self._prog_t, self._prog_step = self._window_t, self.step
+                self._pace_t, self._pace_step = time.perf_counter(), self.step
             if cmd.paused != self.paused:
                 self.paused = cmd.paused
                 self._emit(StatusRecord(paused=self.paused, step=self.step))
@@ -241,6 +296,7 @@ class Trainer:
                 self.model.set_activation(cmd.name)
                 self.config = self.config.replace(activation=cmd.name)
                 if running:
+                    self._activations.append((self.step, cmd.name))
                     self._emit(EventRecord(step=self.step, set={"activation": cmd.name}, elapsed_s=self._elapsed()))
         elif isinstance(cmd, (Restart, Stop)) and running:
             raise _Interrupt(cmd)
@@ -282,7 +338,9 @@ class Trainer:
             due = self._pace_t + (self.step - self._pace_step) / self.speed_cap
 
     # ------------------------------------------------------------------ one step
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, probe: bool) -> EndRecord | None:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, probe: bool) -> torch.Tensor:
+        """One optimiser step; returns its loss (a device tensor). No host sync: the loss, the number right and
+        the first non-finite step are kept on the device and read at the next check."""
         model, opt = self.model, self.optimizer
         if probe:
             self.probes.arm()
@@ -291,42 +349,151 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         loss_d = loss.detach()
+        finite = torch.isfinite(loss_d)
         if probe:
             self.probes.collect_grads(opt)
-        # One scalar check per step (free on the CPU): divergence is caught at the step where it appears,
-        # before the optimiser spreads it. Probe steps also check the weight gradients.
-        if not bool(torch.isfinite(loss_d)) or (probe and not self.probes.grads_finite()):
-            self.probes.disarm()
-            layer, what = locate_nonfinite(model, x)
-            self.step += 1
-            where = f"{layer} ({what})" if layer else "the loss"
-            return self._end("diverged", f"non-finite values at step {self.step}, first in {where}; try a "
-                             "lower --lr, batchnorm, or a different init", layer=layer)
-        self._window_loss += loss_d
-        self._window_n += 1
-        self._ep_loss += loss_d
-        self._ep_correct += (logits.detach().argmax(1) == y).sum()
-        self._ep_n += 1
-        self._ep_examples += len(y)
-        opt.step()
+            finite = finite & self.probes.grads_finite()
         self.step += 1
+        self._first_bad = torch.where((self._first_bad == 0) & ~finite, self.step, self._first_bad)
+        self._acc_loss += loss_d
+        self._acc_correct += (logits.detach().argmax(1) == y).sum()
+        self._acc_n += 1
+        self._ep_examples += len(y)  # a shape: no sync
+        opt.step()
         if probe:
             self.probes.collect_update()
-            self._snapshot(loss_d)
+        return loss_d
+
+    def _snapshot_due(self) -> bool:
+        """Is the coming step a snapshot? Step 1 always; then every --probe-every steps exactly, or (automatic)
+        every DEFAULT_PROBE_EVERY steps but at least PROBE_MIN_INTERVAL_S apart."""
+        nxt, every = self.step + 1, self.config.probe_every
+        if nxt == 1:
+            return True
+        if every:
+            return nxt % every == 0
+        base = 0 if self._snap_step == 1 else self._snap_step  # step 1 does not shift it: 40, 80, ... when slow
+        return nxt - base >= DEFAULT_PROBE_EVERY and self.clock() - self._snap_t >= PROBE_MIN_INTERVAL_S
+
+    def _fold(self, loss_sum: float, correct: float) -> None:
+        """Move the device sums just read into the host's per-snapshot, per-progress and per-epoch sums;
+        restart them."""
+        self._win_loss += loss_sum
+        self._win_n += self._acc_n
+        self._prog_loss += loss_sum
+        self._prog_n += self._acc_n
+        self._ep_loss += loss_sum
+        self._ep_correct += int(correct)
+        self._ep_n += self._acc_n
+        self._acc_loss.zero_()
+        self._acc_correct.zero_()
+        self._acc_n = 0
+
+    def _check(self) -> EndRecord | None:
+        """A progress tick's check: read the sums and the first bad step in one copy of three scalars."""
+        loss_sum, correct, first_bad = torch.stack(  # sync: one small copy per progress tick
+            [self._acc_loss, self._acc_correct.to(self._acc_dtype), self._first_bad.to(self._acc_dtype)]).tolist()
+        if first_bad:
+            return self._diverged(int(first_bad))
+        if self._acc_n and exploded(loss_sum / self._acc_n, self.n_classes):
+            return self._exploded(loss_sum / self._acc_n)
+        self._fold(loss_sum, correct)
         return None
 
-    def _snapshot(self, loss: torch.Tensor) -> None:
-        layers, (loss_v, window) = self.probes.finish(extra=[loss, self._window_loss / max(self._window_n, 1)])
-        now = time.perf_counter()
+    def _progress(self) -> None:
+        now = self.clock()
+        dt, ds = now - self._prog_t, self.step - self._prog_step
+        self._emit(ProgressRecord(step=self.step, epoch=self.epoch, elapsed_s=self._elapsed(),
+                                  loss=self._prog_loss / self._prog_n if self._prog_n else math.nan,
+                                  steps_per_s=ds / dt if dt > 0 and ds > 0 else 0.0))
+        self._prog_loss, self._prog_n = 0.0, 0
+        self._prog_t, self._prog_step = now, self.step
+
+    def _snapshot(self, loss: torch.Tensor) -> EndRecord | None:
+        """Read the probes, the sums and the first bad step in one copy; emit the snapshot, or end the run
+        as diverged if a step since the last check was not finite."""
+        layers, (loss_v, loss_sum, correct, first_bad) = self.probes.finish(  # sync: one copy per snapshot
+            extra=[loss, self._acc_loss, self._acc_correct, self._first_bad])
+        if first_bad:
+            return self._diverged(int(first_bad))
+        if self._acc_n and exploded(loss_sum / self._acc_n, self.n_classes):
+            return self._exploded(loss_sum / self._acc_n)
+        self._fold(loss_sum, correct)
+        now = self.clock()
         dt, ds = now - self._window_t, self.step - self._window_step
         snap = Snapshot(step=self.step, epoch=self.epoch, elapsed_s=self._elapsed(), loss=float(loss_v),
-                        loss_avg=float(window), steps_per_s=ds / dt if dt > 0 and ds > 0 else 0.0,
+                        loss_avg=self._win_loss / max(self._win_n, 1),
+                        steps_per_s=ds / dt if dt > 0 and ds > 0 else 0.0,
                         activation=self.config.activation, layers=layers)
-        self._window_loss = torch.zeros((), device=self.device)
-        self._window_n = 0
+        self._win_loss, self._win_n = 0.0, 0
         self._window_t, self._window_step = now, self.step
+        self._snap_t, self._snap_step = now, self.step
         self.last_snapshot = snap
         self._emit(snap)
+        return None
+
+    # ------------------------------------------------------------------ divergence
+    def _save_checkpoint(self, perm: torch.Tensor, next_batch: int) -> None:
+        """Keep a copy of the current (checked, finite) state on the device, to replay from after a NaN."""
+        self._ckpt = _Checkpoint(step=self.step, next_batch=next_batch, perm=perm,
+                                 activation=self.config.activation,
+                                 model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                                 optimizer=copy.deepcopy(self.optimizer.state_dict()))
+        self._ckpt_t = self.clock()
+        self._activations = []
+
+    def _diverged(self, bad_step: int) -> EndRecord:
+        self.probes.disarm()
+        layer, what, step = self._replay(bad_step)
+        self.step = step
+        where = f"{layer} ({what})" if layer else "the loss"
+        return self._end("diverged", f"non-finite values at step {step}, first in {where}; try a lower --lr, "
+                         "batchnorm, or a different init", layer=layer)
+
+    def _exploded(self, loss: float) -> EndRecord:
+        """A loss far above chance with no NaN (sigmoid at lr 1e30, Adam at lr 10): end it like a divergence, naming
+        the layer whose weights grew the most since the last good state."""
+        self.probes.disarm()
+        growth = {}
+        for name, m in self.probes.layers:  # sync: once, at the end of the run
+            before = self._ckpt.model.get(f"{name}.weight") if self._ckpt else None
+            if before is not None:
+                growth[name] = float(torch.linalg.vector_norm(m.weight.detach().float())
+                                     / torch.linalg.vector_norm(before.float()).clamp_min(1e-30))
+        layer = max(growth, key=lambda n: growth[n] if math.isfinite(growth[n]) else math.inf) if growth else None
+        where = ""
+        if layer:
+            where = f", {layer}'s weights " + ("grew most" if math.isfinite(growth[layer]) else "overflowed")
+        # short, the advice early: the UI's status line shows the start of it
+        return self._end("diverged", f"exploded: loss {loss:.3g} (chance {chance_loss(self.n_classes):.2f}), no "
+                         f"NaN{where}; try a much lower --lr (divide by 100), batchnorm, or xavier init",
+                         layer=layer)
+
+    def _replay(self, bad_step: int) -> tuple[str | None, str, int]:
+        """Go back to the checkpoint and redo the steps up to `bad_step`, checking each (sync: one scalar per
+        replayed step, only here), then locate the first non-finite layer on the bad step's batch before its
+        update. Returns (layer, what, step)."""
+        ck, cfg, model, opt = self._ckpt, self.config, self.model, self.optimizer
+        model.load_state_dict(ck.model)
+        opt.load_state_dict(ck.optimizer)
+        model.set_activation(ck.activation)
+        changes = dict(self._activations)
+        model.train()
+        x = None
+        for step in range(ck.step + 1, bad_step + 1):
+            if step - 1 in changes:
+                model.set_activation(changes[step - 1])
+            b = ck.next_batch + step - ck.step - 1
+            idx = ck.perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x, y = self.data.x_train[idx], self.data.y_train[idx]
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            sums = [loss.detach()] + [p.grad.sum() for p in model.parameters() if p.grad is not None]
+            if step == bad_step or not bool(torch.isfinite(torch.stack(sums)).all()):
+                return (*locate_nonfinite(model, x), step)
+            opt.step()
+        return (*locate_nonfinite(model, x), bad_step)
 
     @torch.no_grad()
     def _evaluate(self) -> EpochRecord:
@@ -340,12 +507,29 @@ class Trainer:
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         model.train()
-        vals = torch.stack([loss_sum.float(), correct.float(), self._ep_loss.float(),
-                            self._ep_correct.float()]).cpu().tolist()
-        n_test, n_train = len(data.x_test), max(self._ep_examples, 1)  # examples seen, not steps x batch size
-        return EpochRecord(epoch=self.epoch, step=self.step, train_loss=vals[2] / max(self._ep_n, 1),
-                           train_acc=vals[3] / n_train, test_loss=vals[0] / n_test, test_acc=vals[1] / n_test,
-                           elapsed_s=self._elapsed())
+        test_loss, test_correct = torch.stack([loss_sum.to(self._acc_dtype), correct.to(self._acc_dtype)]).tolist()  # sync: per epoch
+        n_test, n_train = len(data.x_test), max(self._ep_examples, 1)  # examples seen, not steps x batch
+        return EpochRecord(epoch=self.epoch, step=self.step, train_loss=self._ep_loss / max(self._ep_n, 1),
+                           train_acc=self._ep_correct / n_train, test_loss=test_loss / n_test,
+                           test_acc=test_correct / n_test, elapsed_s=self._elapsed())
 
 
-__all__ = ["Trainer"]
+def progress_at_most(sink: Sink, every_s: float = PROGRESS_FILE_EVERY_S) -> Sink:
+    """Wrap a sink (the metrics file's) so that it gets every record but progress records at most once per
+    `every_s` of run time: the UI gets them a few times a second, the file a steady, small stream."""
+    last = -math.inf
+
+    def thinned(rec: Record) -> None:
+        nonlocal last
+        if isinstance(rec, ProgressRecord):
+            if rec.elapsed_s - last < every_s:
+                return
+            last = rec.elapsed_s
+        elif isinstance(rec, RunRecord):
+            last = -math.inf
+        sink(rec)
+
+    return thinned
+
+
+__all__ = ["Trainer", "progress_at_most"]

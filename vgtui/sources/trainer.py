@@ -142,7 +142,9 @@ class ThreadBackend(Backend):
 
         self.config = config or self.config
         self._file.open()
-        sinks = [_file_sink(self._file.writer, self._records.put), self._records.put]
+        from vgtui.engine.trainer import progress_at_most
+
+        sinks = [progress_at_most(_file_sink(self._file.writer, self._records.put)), self._records.put]
         self.trainer = Trainer(self.config, sinks, data=self.data, hold=True)
         self._thread = threading.Thread(target=self._main, name="vgtui-trainer", daemon=True)
         self._thread.start()
@@ -223,7 +225,10 @@ def _child_main(config: dict, metrics_path: str | None, metrics_fd: int | None, 
     try:
         from vgtui.engine.trainer import Trainer
 
-        trainer = Trainer(RunConfig.from_dict(config), [_file_sink(writer, to_viewer), to_viewer], hold=True)
+        from vgtui.engine.trainer import progress_at_most
+
+        file_sink = progress_at_most(_file_sink(writer, to_viewer))  # progress records: at most 1 a second
+        trainer = Trainer(RunConfig.from_dict(config), [file_sink, to_viewer], hold=True)
 
         def pump() -> None:  # commands from the viewer -> the trainer's own thread-safe queue
             while True:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import diagnose
-from vgtui.core.records import EndRecord, EpochRecord, EventRecord, Record, RunRecord, Snapshot
+from vgtui.core.records import EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord, Snapshot
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,11 @@ class RunState:
         self.run_of: tuple[int, int] | None = None  # (number, count) of the run shown, in a file of several
         self.upto: int | None = None  # the curves stop at this step (a file's cursor); None: everything
         self.lost = ""  # why a followed writer seems gone
+        self.progress: ProgressRecord | None = None  # the trainer's latest tick between snapshots
         self.snap_version = 0
         self.epoch_version = 0
         self.run_version = 0
+        self.progress_version = 0
 
     # --------------------------------------------------------------------------------------- folding records
     def apply(self, rec: Record) -> None:
@@ -132,6 +134,9 @@ class RunState:
             elif isinstance(rec, EpochRecord):
                 self.epochs.append(rec)
                 self.epoch_version += 1
+            elif isinstance(rec, ProgressRecord):
+                self.progress = rec
+                self.progress_version += 1
             elif isinstance(rec, RunRecord):
                 self.begin(rec)
             elif isinstance(rec, EventRecord):
@@ -151,7 +156,7 @@ class RunState:
             if rec.config is not None:
                 self.config = RunConfig.from_dict(rec.config)
             self.layers = rec.layer_names
-            self.snap, self.end, self.lost = None, None, ""
+            self.snap, self.end, self.lost, self.progress = None, None, "", None
             self.epochs, self.events = list(epochs), []
             for ev in events:
                 self._event(ev)
@@ -187,6 +192,13 @@ class RunState:
     @property
     def step(self) -> int:
         return self.snap.step if self.snap else 0
+
+    def live_progress(self) -> ProgressRecord | None:
+        """The latest progress tick when it is newer than the snapshot shown (a live run between snapshots)."""
+        p = self.progress
+        if p is None or self.position is not None or (self.snap is not None and p.step <= self.snap.step):
+            return None
+        return p
 
     @property
     def total_steps(self) -> int:

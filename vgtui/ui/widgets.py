@@ -128,7 +128,8 @@ class StatusBar(Panel):
 
     def key(self) -> object:
         m = self.main
-        return (m.versions("snap_version", "epoch_version", "run_version"), m.paused, m.cap, m.pace, m.notice,
+        return (m.versions("snap_version", "epoch_version", "run_version", "progress_version"), m.paused, m.cap,
+                m.pace, m.notice,
                 tuple(st.config for st in m.states))
 
     def build(self, width: int, height: int) -> object:
@@ -186,10 +187,10 @@ class StatusBar(Panel):
     def _where(self, s: RunState, width: int) -> Text:
         """Where the run is (segments by priority; the lowest go first when the line is too narrow)."""
         with s.lock:
-            cfg, run, snap, epochs = s.config, s.run, s.snap, s.visible_epochs()
-        step = snap.step if snap else 0
+            cfg, run, snap, epochs, tick = s.config, s.run, s.snap, s.visible_epochs(), s.live_progress()
+        step = tick.step if tick else (snap.step if snap else 0)  # progress ticks move it between snapshots
         total = run.total_steps if run else 0
-        epoch = snap.epoch if snap else (epochs[-1].epoch if epochs else 0)
+        epoch = tick.epoch if tick else (snap.epoch if snap else (epochs[-1].epoch if epochs else 0))
         segs: list[tuple[int, Text]] = []
         if s.position is not None:
             segs.append((0, Text(position(s))))
@@ -203,10 +204,12 @@ class StatusBar(Panel):
             prog.append(f" {frac:4.0%}")
             epochs_total = f"/{cfg.epochs}" if cfg is not None else ""
             segs += [(0, Text(f"epoch {epoch}{epochs_total}")), (0, Text(f"step {step}/{total or '?'}")), (3, prog)]
-        if snap and snap.steps_per_s and s.position is None:
-            segs.append((4, Text(f"{snap.steps_per_s:5.1f} steps/s")))
-        if snap:
-            segs.append((1, Text.assemble(("loss ", "dim"), (f"{snap.loss_avg:.3f}", "bold"))))  # nan, inf too
+        rate = tick.steps_per_s if tick else (snap.steps_per_s if snap else 0.0)
+        if rate and s.position is None:
+            segs.append((4, Text(f"{rate:5.1f} steps/s")))
+        if tick or snap:
+            loss = tick.loss if tick else snap.loss_avg
+            segs.append((1, Text.assemble(("loss ", "dim"), (f"{loss:.3f}", "bold"))))  # nan, inf too
         if epochs:
             e = epochs[-1]
             segs.append((2, Text.assemble(("train ", "dim"), (f"{e.train_acc:.1%}", "bold color(214)"))))

@@ -1,0 +1,81 @@
+"""No host sync on ordinary steps: a step that is neither a snapshot nor a progress tick turns no tensor into a
+Python value (on a GPU each such conversion would stall the host until the device caught up)."""
+
+import contextlib
+
+import pytest
+import torch
+
+from vgtui.engine.trainer import Trainer
+
+# Every way a tensor's value reaches Python: each blocks the host on a GPU.
+SYNCING = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "cpu", "numpy")
+
+
+class Forbidden(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def tensor_values_forbidden(when):
+    """Patch torch.Tensor's value conversions to raise while `when()` is true."""
+    originals = {name: getattr(torch.Tensor, name) for name in SYNCING}
+
+    def guard(name, original):
+        def patched(self, *args, **kwargs):
+            if when():
+                raise Forbidden(f"Tensor.{name} on an ordinary step")
+            return original(self, *args, **kwargs)
+        return patched
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, guard(name, original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+def _ordinary_steps_run(digits, small, forbid_cuda_sync=False):
+    """Train 20 steps with snapshots at 1, 10, 20 and a clock that never moves (so no progress tick): the
+    steps in between must not read a tensor. Returns the steps that ran under the guard."""
+    special = {1, 10, 20}
+    state = {"forbidden": False, "guarded": []}
+
+    def on_step(trainer):  # after step k: the next step (k + 1) runs under the guard unless it is special
+        if forbid_cuda_sync:
+            torch.cuda.set_sync_debug_mode(0)
+        state["forbidden"] = trainer.step + 1 not in special and trainer.step < 20
+        if state["forbidden"]:
+            state["guarded"].append(trainer.step + 1)
+            if forbid_cuda_sync:
+                torch.cuda.set_sync_debug_mode("error")
+
+    cfg = small.replace(max_steps=20, probe_every=10, epochs=1)
+    trainer = Trainer(cfg, [], data=digits, on_step=on_step, clock=lambda: 0.0)
+    with tensor_values_forbidden(lambda: state["forbidden"]):
+        try:
+            end = trainer.run()
+        finally:
+            if forbid_cuda_sync:
+                torch.cuda.set_sync_debug_mode(0)
+    assert end.status == "completed" and end.steps == 20
+    return state["guarded"]
+
+
+def test_ordinary_steps_turn_no_tensor_into_a_python_value(digits, small):
+    guarded = _ordinary_steps_run(digits, small)
+    assert guarded == [s for s in range(2, 20) if s != 10]
+
+
+def test_the_guard_catches_a_sync():
+    """The guard itself works: bool() of a tensor under it raises."""
+    with tensor_values_forbidden(lambda: True), pytest.raises(Forbidden):
+        bool(torch.ones(()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for torch.cuda.set_sync_debug_mode")
+def test_ordinary_steps_do_not_sync_on_cuda(digits, small):
+    guarded = _ordinary_steps_run(digits.to("cuda"), small.replace(device="cuda"), forbid_cuda_sync=True)
+    assert len(guarded) == 17
