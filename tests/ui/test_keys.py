@@ -194,8 +194,10 @@ async def test_divergence_halts_and_names_the_layer(make_app):
         assert end.status == "diverged"
         status = await status_shows(pilot, "DIVERGED")
         assert "lower --lr" in status
-        # seeded: at lr 5 the loss is the first non-finite value (step 5), before any layer's gradient
-        assert end.layer is None and "first in the loss" in status
+        # seeded, a check at every step (probe_every 1): at lr 5 the loss passes 100x chance at step 2, before any
+        # value is non-finite: it exploded, and the layer whose weights grew most is named
+        assert end.message.startswith("exploded") and end.steps == 2 and end.layer == "fc4"
+        assert "exploded" in status
         assert app.main.paused
         await pilot.press("r")
         await wait_for(pilot, lambda: app.main.state.runs >= 2, what="the restart")

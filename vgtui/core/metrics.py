@@ -27,8 +27,8 @@ from typing import IO, Any, Iterable, Iterator
 import numpy as np
 
 from vgtui import __version__
-from vgtui.core.records import (SCHEMA_VERSION, EndRecord, EpochRecord, EventRecord, Record, RunRecord, Snapshot,
-                                record_from_json)
+from vgtui.core.records import (SCHEMA_VERSION, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
+                                Snapshot, record_from_json)
 
 WHAT_IT_IS = "a vgtui metrics file is the JSON Lines that `vgtui --metrics FILE` writes"
 _CHUNK = 1 << 22  # bytes read at a time while indexing
@@ -77,7 +77,7 @@ class RecordDecoder:
                 raise _not_metrics(self.name, f"line {lineno} is not JSON") from e
             raise self._damaged(lineno, f"not JSON ({e})") from e
         t = d.get("type") if isinstance(d, dict) else None
-        if t not in ("run", "snapshot", "epoch", "event", "end"):
+        if t not in ("run", "snapshot", "epoch", "event", "end", "progress"):
             what = "a JSON object" if isinstance(d, dict) else f"a JSON {type(d).__name__}"
             if first:
                 raise _not_metrics(self.name, f"line {lineno} is {what} without a vgtui record type")
@@ -144,6 +144,7 @@ class RunIndex:
         self._index = index
         self.header = header
         self.lineno = lineno  # of the header line
+        self.progress: ProgressRecord | None = None  # the latest progress record (at most one a second in a file)
         self.epochs: list[EpochRecord] = []
         self.events: list[EventRecord] = []
         self.end: EndRecord | None = None
@@ -318,6 +319,8 @@ class MetricsIndex:
             self.runs[-1].events.append(rec)
         elif isinstance(rec, EndRecord):
             self.runs[-1].end = rec
+        elif isinstance(rec, ProgressRecord):
+            self.runs[-1].progress = rec
 
     def refresh(self) -> bool:
         """Index the whole lines appended since the last scan (a new run header starts a new RunIndex); True if

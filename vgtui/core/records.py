@@ -87,9 +87,10 @@ class Hist:
         if first:
             d["first"] = first
         d["counts"] = counts[first:stop].tolist()
-        for k in ("under", "over", "zeros"):
+        for k in ("under", "over"):
             if getattr(self, k):
                 d[k] = int(getattr(self, k))
+        d["zeros"] = int(self.zeros)  # always written: exact zeros are news (0 for an activation histogram)
         return d
 
     @classmethod
@@ -151,7 +152,6 @@ class LayerStats:
                 d[k] = _num32(v)
         if self.grad_hist is not None:
             d["grad_hist"] = self.grad_hist.to_json(header.grad_edges if header else None)
-            d["grad_hist"]["zeros"] = int(self.grad_hist.zeros)  # always written: exact zeros are news
         if self.act_hist is not None:
             d["act_hist"] = self.act_hist.to_json(header.act_edges_for(self.activation) if header else None)
         return d

@@ -134,6 +134,32 @@ def _sgd_update_known(opt: torch.optim.Optimizer | None) -> bool:
                and not g.get("maximize") for g in opt.param_groups)
 
 
+class HostPack:
+    """Device tensors gathered for one device-to-host copy and read back by name, not by position:
+
+        pack = HostPack(); pack.add((0, "grad"), t); pack.copy(torch.float64); pack[0, "grad"] -> np.ndarray
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[torch.Tensor] = []
+        self._spans: dict[Any, tuple[int, int]] = {}
+        self._n = 0
+        self._host: np.ndarray | None = None
+
+    def add(self, key: Any, t: torch.Tensor) -> None:
+        t = t.detach().reshape(-1)
+        self._parts.append(t)
+        self._spans[key] = (self._n, self._n + t.numel())  # a shape: no sync
+        self._n += t.numel()
+
+    def copy(self, dtype: torch.dtype) -> None:
+        self._host = torch.cat([p.to(dtype) for p in self._parts]).cpu().numpy()  # sync: one copy for all
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        a, b = self._spans[key]
+        return self._host[a:b]
+
+
 class Probes:
     """Hooks on every Linear/Conv layer of `model` and the activation after each one."""
 
@@ -306,48 +332,42 @@ class Probes:
         if self._grad_stats is None:
             self.collect_grads()
         self._order_layers()
-        n = len(self.layers)
         dev = self._grad_stats[0].device
         nan = torch.tensor(float("nan"), device=dev)
-        parts: list[torch.Tensor] = [t.detach().reshape(1) for t in extra]
-        for i in range(n):
-            out_grad = self._act_grad.get(i, self._out_grad.get(i, nan))
-            update = self._update[i] if self._update is not None else nan
-            parts += [self._grad_stats[i], update.reshape(1), out_grad.reshape(1), self._grad_hists[i].reshape(-1)]
+        pack = HostPack()
+        for j, t in enumerate(extra):
+            pack.add(("extra", j), t)
+        for i in range(len(self.layers)):
+            pack.add((i, "grad"), self._grad_stats[i])  # norm, mean |g|, weight norm, grad:data
+            pack.add((i, "update"), self._update[i] if self._update is not None else nan)
+            pack.add((i, "out_grad"), self._act_grad.get(i, self._out_grad.get(i, nan)))
+            pack.add((i, "grad_hist"), self._grad_hists[i])  # counts per float32 exponent, 256
             if i in self._act:
-                parts += [self._act[i][1], self._act[i][2]]
-        dtype = torch.float32 if dev.type == "mps" else torch.float64
-        host = torch.cat([p.to(dtype) for p in parts]).cpu().numpy()  # the one device -> host copy
+                pack.add((i, "act"), self._act[i][1])  # mean, std, saturated, dead, under, over
+                pack.add((i, "act_hist"), self._act[i][2])
+        pack.copy(torch.float32 if dev.type == "mps" else torch.float64)  # sync: the one device -> host copy
 
         stats: list[LayerStats] = []
-        pos = len(extra)
-
-        def take(k: int) -> np.ndarray:
-            nonlocal pos
-            pos += k
-            return host[pos - k:pos]
-
+        exp = np.arange(256) - 127
+        inside = (exp >= GRAD_EXP_MIN) & (exp < GRAD_EXP_MAX)
         for i, (name, _) in enumerate(self.layers):
-            gn, gma, wn, gdr = take(4)
-            (upd,), (og,) = take(1), take(1)
-            raw = take(256).astype(np.int64)
-            exp = np.arange(256) - 127
-            inside = (exp >= GRAD_EXP_MIN) & (exp < GRAD_EXP_MAX)
+            gn, gma, wn, gdr = pack[i, "grad"]
+            raw = pack[i, "grad_hist"].astype(np.int64)
             grad_hist = Hist(GRAD_EDGES_LOG10, raw[inside], under=int(raw[1:][exp[1:] < GRAD_EXP_MIN].sum()),
                              over=int(raw[exp >= GRAD_EXP_MAX].sum()), zeros=int(raw[0]))
             kw: dict[str, Any] = {}
             if i in self._act:
                 act_name, _, _, lo, hi = self._act[i]
-                mean, std, sat, dead, under, over = take(6)
-                counts = take(self.act_bins).astype(np.int64)
+                mean, std, sat, dead, under, over = pack[i, "act"]
+                counts = pack[i, "act_hist"].astype(np.int64)
                 kw = dict(activation=act_name, act_mean=float(mean), act_std=float(std), saturated_frac=float(sat),
                           dead_frac=float(dead),
                           act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1), counts, int(under), int(over)))
             stats.append(LayerStats(name=name, grad_norm=float(gn), grad_mean_abs=float(gma), weight_norm=float(wn),
-                                    grad_data_ratio=float(gdr), update_data_ratio=float(upd),
-                                    out_grad_norm=float(og), grad_hist=grad_hist, **kw))
+                                    grad_data_ratio=float(gdr), update_data_ratio=float(pack[i, "update"][0]),
+                                    out_grad_norm=float(pack[i, "out_grad"][0]), grad_hist=grad_hist, **kw))
         self.disarm()
-        return tuple(stats), [float(v) for v in host[:len(extra)]]
+        return tuple(stats), [float(pack["extra", j][0]) for j in range(len(extra))]
 
     def _order_layers(self) -> None:
         """Put layers in the order the forward pass reached them (once): input-to-output order."""

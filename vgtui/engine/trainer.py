@@ -92,7 +92,6 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.step_in_epoch = 0
-        self.last_snapshot: Snapshot | None = None
         self.last_end: EndRecord | None = None
         self._steps_pending = 0
         self._prepared = False
@@ -428,7 +427,6 @@ class Trainer:
         self._win_loss, self._win_n = 0.0, 0
         self._window_t, self._window_step = now, self.step
         self._snap_t, self._snap_step = now, self.step
-        self.last_snapshot = snap
         self._emit(snap)
         return None
 

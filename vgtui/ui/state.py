@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from vgtui.core.config import RunConfig
-from vgtui.core.diagnosis import diagnose
+from vgtui.core.diagnosis import diagnose, judge_learning
 from vgtui.core.records import EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord, Snapshot
 
 
@@ -229,6 +229,18 @@ class RunState:
         norms = [l.grad_norm for l in self.snap.layers]
         ratio = self.snap.ratio("grad_norm")
         return diagnose(ratio, norms), ratio
+
+    def learning(self) -> tuple[str, list[float], float | None]:
+        """The verdict on learning beside the one on gradient flow ('too early', 'learning', 'stalled', 'rising',
+        'exploding'), from the loss curve up to the cursor and the latest test accuracy; with the losses and the
+        accuracy it was judged on. Only for vgtui's own classifier runs ('too early' for a run of another source,
+        whose loss has no known chance level)."""
+        with self.lock:
+            if self.run is None or self.run.config is None:
+                return "too early", [], None
+            _, loss, _ = self.curves()
+            acc = self.visible_epochs()[-1].test_acc if self.visible_epochs() else None
+        return judge_learning(loss, accuracy=acc), loss, acc
 
     def regimes(self) -> list[str]:
         """Each layer's regime (by its grad norm against the last layer's)."""

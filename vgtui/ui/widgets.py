@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
-from vgtui.core.diagnosis import explain
+from vgtui.core.diagnosis import badge, explain, explain_learning
 from vgtui.ui import charts
 from vgtui.ui.state import RunState, metric
 
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 REGIME_STYLE = {"vanishing": "color(214)", "healthy": "color(78)", "exploding": "color(201)",
                 "diverged": "bold color(196)"}
 BADGE_STYLE = {"vanishing": "bold black on color(214)", "healthy": "bold black on color(78)",
-               "exploding": "bold black on color(201)", "diverged": "bold white on color(196)"}
+               "exploding": "bold black on color(201)", "diverged": "bold white on color(196)",
+               "loss rising": "bold black on color(201)", "not learning": "bold black on color(214)"}
 
 
 def layer_style(i: int, n: int) -> str:
@@ -167,12 +168,13 @@ class StatusBar(Panel):
             if snap is not None and snap.activation:
                 parts.append((snap.activation, "bold color(81)"))
         parts = head + parts
-        badge = self._badge(diag, layers)
+        learning = s.learning()[0]
+        badge = self._badge(diag, layers, learning=learning)
         line = join(parts)
         pad = width - line.cell_len - badge.cell_len - 1
         if pad < 1:  # narrow: drop the separators' spaces, a shorter badge, then the last parts
             parts = [(t.replace("init ", "").replace(" lr ", " "), st) for t, st in parts]
-            badge = self._badge(diag, layers, short=True)
+            badge = self._badge(diag, layers, short=True, learning=learning)
             while True:
                 line = join(parts, "·")
                 pad = width - line.cell_len - badge.cell_len - 1
@@ -242,7 +244,11 @@ class StatusBar(Panel):
             line.append(end.message)
         elif diag is not None and layers:
             d, r = diag
-            line.append(explain(d, r, layers[0], layers[-1]), style="dim")
+            verdict, losses, acc = s.learning()
+            if d == "healthy" and verdict in ("rising", "stalled", "exploding"):
+                line.append(explain_learning(verdict, losses, accuracy=acc, flow=d), style="dim")
+            else:
+                line.append(explain(d, r, layers[0], layers[-1]), style="dim")
         elif run is None:
             line.append("starting the trainer…" if live else "waiting for records…", style="dim")
         elif snap is None:
@@ -251,11 +257,15 @@ class StatusBar(Panel):
         return line
 
     @staticmethod
-    def _badge(diag: tuple[str, float] | None, layers: tuple[str, ...], short: bool = False) -> Text:
+    def _badge(diag: tuple[str, float] | None, layers: tuple[str, ...], short: bool = False,
+               learning: str = "too early") -> Text:
+        """The diagnosis badge: the worst of the verdicts on gradient flow and on learning (vgtui.core.diagnosis)."""
         if diag is None:
             return Text(" … ", style="reverse")
         d, r = diag
-        label = d.upper()
+        label = badge(d, learning)
+        if label.lower() != d:  # gradients fine, the loss is not: the learning verdict stands alone
+            return Text(f" {label} ", style=BADGE_STYLE[label.lower()])
         if d == "diverged":
             return Text(f" {label} ", style=BADGE_STYLE[d])  # the layer is named on the line below
         if short:
