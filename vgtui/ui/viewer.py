@@ -77,6 +77,7 @@ class MainScreen(Screen):
         self.stalled = False
         self._play_from: tuple[float, float] | None = None  # (monotonic, elapsed_s) when play started
         self._bindings = BindingsMap(keymap.bindings(self.kind))
+        self._footer_width = 0
 
     @property
     def colour(self) -> bool:
@@ -139,6 +140,10 @@ class MainScreen(Screen):
 
     def check_size(self) -> None:
         w, h = self.app.size
+        if w != self._footer_width:  # the footer shows the keys that fit (q and ? always: keymap.FOOTER)
+            self._footer_width = w
+            self._bindings = BindingsMap(keymap.bindings(self.kind, w))
+            self.refresh_bindings()
         small = w < MIN_SIZE[0] or h < MIN_SIZE[1]
         self.set_class(small, "too-small")
         if small:
