@@ -556,7 +556,7 @@ class ActivationPanel(Panel):
         if snap and not self.main.compare and len(hidden) < len(snap.layers) - 1:
             # a user's model: layers with no activation module after them (a conv before a residual sum) have no
             # histogram; say so rather than leave a person looking for them (the output layer never has one)
-            sub = f"only the {len(hidden)} of {len(snap.layers)} layers with an activation"
+            sub = f"{len(hidden)} of {len(snap.layers)} layers have an activation"
         self.border_subtitle = sub
 
     def build(self, width: int, height: int) -> object:
@@ -613,8 +613,8 @@ class ActivationPanel(Panel):
                 head.append_text(stats)
                 out.append(head)
         if len(hidden) > height:
-            out[-1] = Text(f"… {len(hidden) - height + 1} more: a larger terminal shows them, tab the numbers",
-                           style="dim", no_wrap=True, overflow="ellipsis")
+            out[-1] = Text(f"… {len(hidden) - height + 1} more (tab: the layer table)", style="dim", no_wrap=True,
+                           overflow="ellipsis")
         return out
 
 
@@ -636,15 +636,17 @@ class LayerTable(Panel):
     def build(self, width: int, height: int) -> object:
         states = self.main.states
         if len(states) == 1:
-            table, dropped = self.table(states[0], width, height)
+            table, dropped = self.table(states[0], width, height - 1)
         else:
-            parts = [self.table(st, width, (height - 2 * len(states)) // len(states)) for st in states]
+            parts = [self.table(st, width, (height - 1 - 2 * len(states)) // len(states)) for st in states]
             dropped = parts[0][1]
             table = Group(*(Group(Text(f"{tag} {st.label}", style="bold"), t, Text(""))
                             for (t, _), st, tag in zip(parts, states, "AB")))
-        self.border_subtitle = (f"{dropped} more columns in a wider terminal: {', '.join(TABLE_HIDDEN[dropped])}"
-                                if dropped else "")
-        return table
+        if not dropped:
+            return table
+        note = Text(f"{dropped} more columns in a wider terminal: {', '.join(TABLE_HIDDEN[dropped])}",
+                    style="dim", no_wrap=True, overflow="ellipsis")
+        return Group(table, note)
 
     @staticmethod
     def cells(s: RunState) -> list[list[Text | str]]:
