@@ -205,3 +205,23 @@ def test_grouping_and_abbreviation():
     assert [r[0] for r in coarse] == ["conv1", "layer1.* ×3", "layer2.0.conv1", "fc"]
     assert coarse[1][1] == 4.0 and coarse[1][5] == 2.0  # max, then min
     assert abbreviate("layer3.1.conv2", 8) == "…1.conv2" and abbreviate("fc", 8) == "fc"
+
+
+def test_user_metrics_follow_the_curves():
+    """Snapshot.metrics become curves aligned with the steps (nan where a snapshot lacks a name), halved with the
+    rest of the bounded history."""
+    import dataclasses
+    import math
+
+    from vgtui.core.metrics import iter_records
+    from vgtui.core.records import Snapshot
+    from vgtui.ui.state import History
+
+    snaps = [r for r in iter_records(RESNET) if isinstance(r, Snapshot)]
+    h = History(tuple(l.name for l in snaps[0].layers), cap=4)
+    h.add(dataclasses.replace(snaps[0], metrics=None))
+    for s in snaps[1:3]:
+        h.add(s)
+    assert math.isnan(h.user["acc"][0]) and h.user["acc"][1:] == [s.metrics["acc"] for s in snaps[1:3]]
+    h.add(snaps[3])  # the 4th point halves the history
+    assert len(h.user["acc"]) == len(h.steps) == 2

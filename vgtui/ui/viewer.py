@@ -187,7 +187,7 @@ class MainScreen(Screen):
             runs.append((steps, loss, [e.step for e in ep], [e.train_acc for e in ep], [e.test_acc for e in ep],
                          [e[0] for e in st.visible_events()], st.total_steps))
         if not self.compare:
-            return charts.loss_curves(*runs[0], w, h, self.colour)
+            return charts.loss_curves(*runs[0], w, h, self.colour, user=self.state.user_curves())
         return charts.loss_compare(runs, [st.label for st in self.states], w, h, self.colour)
 
     def _flow_figure(self, w: int, h: int) -> str:
@@ -230,6 +230,9 @@ class MainScreen(Screen):
         else:
             loss.border_subtitle = (f"[{hexc(81)}]━ loss (avg per probe)[/] [{hexc(214)}]● train acc[/] "
                                     f"[{hexc(78)}]● test acc[/] [{hexc(177)}]│ live change[/]")
+            if self.state.run is not None and self.state.run.config is None:  # a user's run (vgtui.watch)
+                loss.border_subtitle = (f"[{hexc(81)}]━ loss (avg per probe)[/] [{hexc(214)}]• your metrics in "
+                                        f"0..1[/]")
             names = self.state.layers
             cols = charts.layer_colours(len(names))
             flow.border_subtitle = " ".join(f"[{hexc(c)}]━{n}[/]" for n, c in zip(names, cols))
