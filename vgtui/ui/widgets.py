@@ -461,9 +461,10 @@ class GradientBars(Panel):
     def bars(rows: list, m, log: bool, width: int, height: int) -> list[Text]:
         """The bars of `rows` with their ruler, `height` lines of `width` cells."""
         vals = [r[1] for r in rows]
-        ranged = any(len(r) > 5 for r in rows)  # grouped rows: min‥max in the value column
-        value_w = 17 if ranged else 9
         name_w = label_width([r[0] for r in rows], width)
+        # grouped rows: min‥max in the value column, where that leaves the bars 16 cells (else the max alone)
+        ranged = any(len(r) > 5 for r in rows) and width - name_w - 18 >= 16
+        value_w = 17 if ranged else 9
         label_w = name_w + value_w
         area = max(width - label_w - 1, 10)
         span = m.hi - m.lo
@@ -487,7 +488,7 @@ class GradientBars(Panel):
             style = "bold reverse color(196)" if bad else lstyle
             row.append(f"{abbreviate(name, name_w):>{name_w}}", style=style)
             lo = lo[0] if lo else None
-            value = f"{charts.fmt(lo)}‥{charts.fmt(v)}" if lo is not None and lo != v else charts.fmt(v)
+            value = f"{charts.fmt(lo)}‥{charts.fmt(v)}" if ranged and lo is not None and lo != v else charts.fmt(v)
             row.append(f" {value:<{value_w - 2}} ", style="bold color(196)" if bad else "")
             length = cells(v)
             if lo is not None:  # a group: solid to its smallest layer, shaded to its largest
