@@ -230,9 +230,10 @@ class MainScreen(Screen):
         else:
             loss.border_subtitle = (f"[{hexc(81)}]━ loss (avg per probe)[/] [{hexc(214)}]● train acc[/] "
                                     f"[{hexc(78)}]● test acc[/] [{hexc(177)}]│ live change[/]")
-            if self.state.run is not None and self.state.run.config is None:  # a user's run (vgtui.watch)
-                loss.border_subtitle = (f"[{hexc(81)}]━ loss (avg per probe)[/] [{hexc(214)}]• your metrics in "
-                                        f"0..1[/]")
+            s = self.state
+            if s.run is not None and s.run.config is None:  # a user's run (vgtui.watch): no epochs, maybe metrics=
+                loss.border_subtitle = f"[{hexc(81)}]━ loss (avg per probe)[/]" + (
+                    f" [{hexc(214)}]• your metrics in 0..1[/]" if s.snap is not None and s.snap.metrics else "")
             names = self.state.layers
             cols = charts.layer_colours(len(names))
             flow.border_subtitle = " ".join(f"[{hexc(c)}]━{n}[/]" for n, c in zip(names, cols))
