@@ -6,7 +6,8 @@
 Each live one runs the app through `run_test` at 120x40 over a ThreadBackend training the seed's network
 (784-1000x5-10) for 3 epochs (120 steps), waits for the run to complete, and saves the screen with
 `save_screenshot`. The replay ones first record two such runs headless (sigmoid; relu + kaiming) into metrics
-files, then open `vgtui replay` on them: one file at its 9th snapshot, and both side by side. The numbers are
+files, then open `vgtui replay` on them: one file at its 9th snapshot, and both side by side. follow-resnet18 runs
+examples/resnet.py (torchvision's resnet18 under `vgtui.watch`) and shows `vgtui follow` on its file. The numbers are
 those of seeded runs: they repeat up to timings (steps/s, elapsed times).
 """
 
@@ -58,11 +59,11 @@ async def shoot(name: str, changes: dict, size=(120, 40), keys=()) -> Path:
     return path
 
 
-async def shoot_replay(name: str, paths: list[str], keys=(), size=(120, 40)) -> Path:
+async def shoot_replay(name: str, paths: list[str], keys=(), size=(120, 40), follow: bool = False) -> Path:
     from vgtui.sources.file import FileSource
     from vgtui.ui.app import VgtuiApp
 
-    sources = [FileSource(p) for p in paths]
+    sources = [FileSource(p, follow=follow) for p in paths]
     for s in sources:
         s.open()
     app = VgtuiApp(sources, fps=4)
@@ -106,6 +107,19 @@ async def replays() -> list[Path]:
             await shoot_replay("two-runs", [sigmoid, relu])]
 
 
+async def follow_resnet() -> Path:
+    """`vgtui follow` on a run of examples/resnet.py (torchvision's resnet18 under vgtui.watch, 40 steps on random
+    images, seeded), written first by the example itself."""
+    import subprocess
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="vgtui-shots-"), "resnet.jsonl")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, str(ROOT / "examples" / "resnet.py"), "--metrics", path, "--steps", "40",
+                    "--every", "2", "--device", "cpu"], env=env, check=True, capture_output=True)
+    return await shoot_replay("follow-resnet18", [path], follow=True)
+
+
 async def main() -> None:
     OUT.mkdir(exist_ok=True)
     only = set(sys.argv[1:])
@@ -118,6 +132,8 @@ async def main() -> None:
     if not only or "sigmoid-histograms" in only:
         path = await shoot("sigmoid-histograms", SHOTS["sigmoid-vanishing"], keys=("tab",))
         print(path.relative_to(ROOT))
+    if not only or "follow-resnet18" in only:
+        print((await follow_resnet()).relative_to(ROOT))
     if not only or {"replay", "two-runs"} & only:
         for path in await replays():
             print(path.relative_to(ROOT))

@@ -1,4 +1,9 @@
-"""Re-create the recorded runs the snapshot tests replay (real training, seeded): python tests/ui/make_fixture.py"""
+"""Re-create the recorded runs the snapshot tests replay (real training, seeded): python tests/ui/make_fixture.py
+
+resnet18.jsonl is a user's run as `vgtui.watch` writes it: torchvision's resnet18 (21 Conv/Linear layers with
+ResNet's own names, some with no activation after them) for 30 steps on random images, with no known length and
+the user's own `acc` metric. Its timings and wall-clock fields are made regular (0.5 s a step) so the screens that
+follow it repeat exactly."""
 
 from __future__ import annotations
 
@@ -18,8 +23,43 @@ RUNS = {
 }
 
 
+def resnet18_run(path: Path, steps: int = 30, every: int = 5) -> None:
+    """A seeded resnet18 run through vgtui.watch, with no total_steps, then its timings made regular."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.models import resnet18
+
+    import vgtui
+
+    torch.manual_seed(0)
+    model = resnet18(weights=None, num_classes=10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    with vgtui.watch(model, metrics=path, every=every, optimizer=opt, quiet=True) as probe:
+        for _ in range(steps):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            probe.step(loss=loss, metrics={"acc": (out.argmax(1) == y).float().mean()})
+    lines = []
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        if d["type"] == "run":
+            d.update(version="0.0.0", started="2026-01-01T00:00:00+00:00", pid=None)
+        if "elapsed_s" in d:
+            d["elapsed_s"] = 0.5 * d.get("step", d.get("steps", 0))
+        if "steps_per_s" in d:
+            d["steps_per_s"] = 2.0
+        lines.append(json.dumps(d, separators=(",", ":")))
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
+    resnet18_run(HERE / "resnet18.jsonl")
+    print("resnet18", len((HERE / "resnet18.jsonl").read_text().splitlines()), "records")
     for name, cfg in RUNS.items():
         recs = []
         Trainer(cfg, [recs.append]).run()

@@ -25,6 +25,7 @@ AXIS_COLOUR = 244
 LOSS_COLOUR = 81
 TRAIN_COLOUR = 214
 TEST_COLOUR = 78
+USER_COLOURS = (214, 78, 177, 229)  # the user's metrics in the loss chart, in name order
 EVENT_COLOUR = 177
 B_COLOUR = 213  # run B, beside run A in LOSS_COLOUR
 
@@ -140,8 +141,10 @@ def _events(p, events: Sequence[int], ylo: float, yhi: float, colour: bool) -> N
 
 def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequence[int],
                 train_acc: Sequence[float], test_acc: Sequence[float], events: Sequence[int], total_steps: int,
-                width: int, height: int, colour: bool = True) -> str:
-    """Training loss over steps (left axis, linear) and train/test accuracy per epoch (right axis, 0..100%)."""
+                width: int, height: int, colour: bool = True, user: dict[str, Sequence[float]] | None = None) -> str:
+    """Training loss over steps (left axis, linear) and train/test accuracy per epoch (right axis, 0..100%);
+    `user`: the user's own metrics per probe (vgtui.watch's metrics=, aligned with `steps`), those whose values
+    all lie in 0..1 (accuracies, fractions) on the right axis as dots (the status shows every one's latest)."""
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
     y = np.asarray(loss, dtype=float)
@@ -153,6 +156,13 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     if x.size:
         FIG.draw(FIG.signal(x.tolist(), y.tolist(), marker=_marker("hd", LOSS_COLOUR, colour)).lines())
     FIG.ruler("y", 0).lim(0, ymax)
+    for (name, vals), code in zip(sorted((user or {}).items()), USER_COLOURS):
+        n = min(len(vals), len(steps))  # a history that grew between the two reads: the common part
+        v = np.asarray(vals[:n], dtype=float)
+        ok = np.isfinite(v)
+        if ok.any() and v[ok].min() >= 0 and v[ok].max() <= 1:
+            ux, (uy,) = _downsample(np.asarray(steps[:n], dtype=float)[ok], [v[ok]], max(width, 10))
+            FIG.draw(FIG.signal(ux.tolist(), uy.tolist(), marker=_marker("•", code, colour), yside="right").lines())
     if epoch_steps:
         for acc, code in ((train_acc, TRAIN_COLOUR), (test_acc, TEST_COLOUR)):
             FIG.draw(FIG.signal([float(e) for e in epoch_steps], [float(a) for a in acc],

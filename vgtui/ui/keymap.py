@@ -4,6 +4,10 @@ The screen's bindings, the footer, the `?` help screen, the command palette and 
 built from `KEYMAP`; `python -m vgtui.ui.keymap --markdown` prints the README table (tests/ui/test_keymap.py fails
 when the README's differs). A key whose source kind is not in `Key.sources` is still bound, hidden, to
 `unavailable`: a press says in one line why it does nothing here.
+
+The footer is one line and must keep `q quit` and `? help` at every width from 80 columns up (a person on a small
+terminal over SSH has to find the way out and the way to the rest). `FOOTER` ranks the keys: the footer shows, in
+that order, as many as fit the width (`footer_keys`); the others are in the help screen and the palette.
 """
 
 from __future__ import annotations
@@ -79,19 +83,48 @@ KEYMAP: tuple[Key, ...] = (
     Key("q", "quit", "quit", "quit (training stops within 2 s)", ANY, "q / ctrl+c", palette="Quit vgtui"),
     Key("ctrl+c", "quit", "quit", "quit", ANY, show=False, priority=True),
 )
-EXTRA_HELP = (("ctrl+p", "command palette", ANY),)  # Textual's own keys, in the help and the README only
+EXTRA_HELP = (("ctrl+p", "command palette", ANY),)
+# the footer's keys, most important first (by their first Textual key name); the footer shows those that fit
+FOOTER = ("q", "question_mark", "tab", "space", "a", "left", "right", "m", "l", "b", "s", "i", "plus,equals_sign",
+          "minus", "r", "n", "p", "left_square_bracket", "right_square_bracket", "e", "ctrl+s")
+PALETTE_CELLS = 14  # what Textual's "^p palette" takes at the footer's right end
+ITEM_GAP = 2  # cells between a footer key and its label, and after the label  # Textual's own keys, in the help and the README only
 
 
 def for_kind(kind: str) -> list[Key]:
     return [k for k in KEYMAP if k.applies(kind)]
 
 
-def bindings(kind: str) -> list[Binding]:
-    """The screen's bindings for a source kind: the keys that apply, and the others hidden and refused."""
+def footer_cells(k: Key) -> int:
+    """The cells a key takes in Textual's compact footer."""
+    shown = k.display or k.keys.split(",")[0].replace("ctrl+", "^")
+    return len(shown) + len(k.label) + ITEM_GAP
+
+
+def footer_keys(kind: str, width: int) -> list[Key]:
+    """The keys the footer shows at `width` columns, in FOOTER's order: the most important that fit."""
+    by_keys = {k.keys: k for k in KEYMAP if k.show and k.applies(kind)}
+    room = width - PALETTE_CELLS
     out = []
+    for name in FOOTER:
+        k = by_keys.get(name)
+        if k is not None and footer_cells(k) <= room:
+            out.append(k)
+            room -= footer_cells(k)
+    return out
+
+
+def bindings(kind: str, width: int = 1000) -> list[Binding]:
+    """The screen's bindings for a source kind: the keys that apply (those in the footer at `width` columns
+    first, in the footer's order), and the others hidden and refused."""
+    shown = footer_keys(kind, width)
+    out = [Binding(k.keys, k.action, k.label, show=True, key_display=k.display, priority=k.priority)
+           for k in shown]
     for k in KEYMAP:
+        if k in shown:
+            continue
         if k.applies(kind):
-            out.append(Binding(k.keys, k.action, k.label, show=k.show, key_display=k.display,
+            out.append(Binding(k.keys, k.action, k.label, show=False, key_display=k.display,
                                priority=k.priority))
         else:
             out.append(Binding(k.keys, f"unavailable({k.label!r}, {NEEDS[k.sources]!r})", k.label, show=False))

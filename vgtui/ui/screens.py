@@ -14,9 +14,12 @@ from vgtui.core.records import EndRecord
 from vgtui.ui import keymap
 
 class HelpScreen(ModalScreen[None]):
-    """The keys that work with this source (`kind`), from the key map."""
+    """The keys that work with this source (`kind`), from the key map. The text wraps to the terminal's width
+    and scrolls with the arrow keys where it is taller than the terminal (80x24 over SSH, no mouse)."""
 
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=True)]
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=True),
+                Binding("up", "scroll(-1)", "scroll", show=False), Binding("down", "scroll(1)", "scroll", show=False),
+                Binding("pageup", "scroll(-10)", show=False), Binding("pagedown", "scroll(10)", show=False)]
 
     def __init__(self, kind: str = "trainer") -> None:
         super().__init__()
@@ -28,17 +31,22 @@ class HelpScreen(ModalScreen[None]):
         t.add_column()
         for keys, what, _ in keymap.help_rows(self.kind):
             t.add_row(keys, what)
-        with Vertical(id="help-box"):
-            yield Static(Text("vgtui: watch gradients vanish, switch the remedy, watch them come back",
-                              style="bold"), id="help-title")
-            yield Static(t, id="help-keys")
-            yield Static(Text("Bars: weight-gradient size per layer on a log axis with fixed decades, "
-                              "orange = vanishing (below 1% of the last layer's), green = healthy, "
-                              "magenta = exploding, red = non-finite.  esc closes.", style="dim"),
-                         id="help-foot")
+        with Vertical(id="help-box") as box:
+            box.border_title = "vgtui keys · ? shows this screen"
+            box.border_subtitle = "? or esc closes · ↑ ↓ scroll"
+            with VerticalScroll(id="help-scroll"):
+                yield Static(t, id="help-keys")
+                yield Static(Text("Bars: weight-gradient size per layer on a log axis with fixed decades, "
+                                  "orange = vanishing (below 1% of the last layer's), green = healthy, "
+                                  "magenta = exploding, red = non-finite; a row like layer3.* ×5 is a group of "
+                                  "layers, its bar solid to the smallest and shaded to the largest.", style="dim"),
+                             id="help-foot")
 
     def action_dismiss(self, result=None) -> None:  # type: ignore[override]
         self.dismiss(None)
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one("#help-scroll", VerticalScroll).scroll_relative(y=int(lines), animate=False)
 
 
 class FailureScreen(ModalScreen[str]):

@@ -68,6 +68,7 @@ class History:
         self.steps: list[int] = []
         self.loss: list[float] = []
         self.series: dict[str, list[list[float]]] = {k: [[] for _ in names] for k in METRIC_KEYS}
+        self.user: dict[str, list[float]] = {}  # the user's metrics (Snapshot.metrics), nan where a snapshot lacks one
 
     def add(self, snap: Snapshot) -> None:
         self.seen += 1
@@ -80,6 +81,10 @@ class History:
             for i, name in enumerate(self.names):
                 l = by_name.get(name)
                 self.series[k][i].append(getattr(l, k) if l is not None else math.nan)
+        for k, v in (snap.metrics or {}).items():
+            self.user.setdefault(k, [math.nan] * (len(self.steps) - 1))
+        for k, vals in self.user.items():
+            vals.append(float((snap.metrics or {}).get(k, math.nan)))
         if len(self.steps) >= self.cap:
             self._halve()
 
@@ -87,6 +92,7 @@ class History:
         self.stride *= 2
         self.steps, self.loss = self.steps[::2], self.loss[::2]
         self.series = {k: [s[::2] for s in v] for k, v in self.series.items()}
+        self.user = {k: v[::2] for k, v in self.user.items()}
 
     def upto(self, step: int | None) -> int:
         """How many points lie at or before `step` (all when None)."""
@@ -211,6 +217,12 @@ class RunState:
             n = h.upto(self.upto)
             series = [s[:n] for s in h.series[metric_key]] if metric_key else []
             return h.steps[:n], h.loss[:n], series
+
+    def user_curves(self) -> dict[str, list[float]]:
+        """The user's metrics (vgtui.watch's metrics=) up to the cursor, aligned with `curves()`'s steps."""
+        with self.lock:
+            n = self.history.upto(self.upto)
+            return {k: v[:n] for k, v in self.history.user.items()}
 
     def visible_epochs(self) -> list[EpochRecord]:
         with self.lock:

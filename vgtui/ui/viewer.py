@@ -77,6 +77,7 @@ class MainScreen(Screen):
         self.stalled = False
         self._play_from: tuple[float, float] | None = None  # (monotonic, elapsed_s) when play started
         self._bindings = BindingsMap(keymap.bindings(self.kind))
+        self._footer_width = 0
 
     @property
     def colour(self) -> bool:
@@ -139,6 +140,10 @@ class MainScreen(Screen):
 
     def check_size(self) -> None:
         w, h = self.app.size
+        if w != self._footer_width:  # the footer shows the keys that fit (q and ? always: keymap.FOOTER)
+            self._footer_width = w
+            self._bindings = BindingsMap(keymap.bindings(self.kind, w))
+            self.refresh_bindings()
         small = w < MIN_SIZE[0] or h < MIN_SIZE[1]
         self.set_class(small, "too-small")
         if small:
@@ -182,7 +187,7 @@ class MainScreen(Screen):
             runs.append((steps, loss, [e.step for e in ep], [e.train_acc for e in ep], [e.test_acc for e in ep],
                          [e[0] for e in st.visible_events()], st.total_steps))
         if not self.compare:
-            return charts.loss_curves(*runs[0], w, h, self.colour)
+            return charts.loss_curves(*runs[0], w, h, self.colour, user=self.state.user_curves())
         return charts.loss_compare(runs, [st.label for st in self.states], w, h, self.colour)
 
     def _flow_figure(self, w: int, h: int) -> str:
@@ -225,6 +230,10 @@ class MainScreen(Screen):
         else:
             loss.border_subtitle = (f"[{hexc(81)}]━ loss (avg per probe)[/] [{hexc(214)}]● train acc[/] "
                                     f"[{hexc(78)}]● test acc[/] [{hexc(177)}]│ live change[/]")
+            s = self.state
+            if s.run is not None and s.run.config is None:  # a user's run (vgtui.watch): no epochs, maybe metrics=
+                loss.border_subtitle = f"[{hexc(81)}]━ loss (avg per probe)[/]" + (
+                    f" [{hexc(214)}]• your metrics in 0..1[/]" if s.snap is not None and s.snap.metrics else "")
             names = self.state.layers
             cols = charts.layer_colours(len(names))
             flow.border_subtitle = " ".join(f"[{hexc(c)}]━{n}[/]" for n, c in zip(names, cols))

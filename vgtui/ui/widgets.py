@@ -196,6 +196,10 @@ class StatusBar(Panel):
         segs: list[tuple[int, Text]] = []
         if s.position is not None:
             segs.append((0, Text(position(s))))
+        elif not total and run is not None:  # a run of unknown length (a user's loop): no bar, no epochs; the step and the time
+            segs.append((0, Text(f"step {step:,}")))
+            if snap:
+                segs.append((2, Text(clock(snap.elapsed_s))))
         else:
             frac = min(step / total, 1.0) if total else 0.0
             bar_w = 24 if width >= 110 else 10
@@ -207,11 +211,13 @@ class StatusBar(Panel):
             epochs_total = f"/{cfg.epochs}" if cfg is not None else ""
             segs += [(0, Text(f"epoch {epoch}{epochs_total}")), (0, Text(f"step {step}/{total or '?'}")), (3, prog)]
         rate = tick.steps_per_s if tick else (snap.steps_per_s if snap else 0.0)
-        if rate and s.position is None:
+        if rate and (s.position is None or getattr(self.main.source, "follow", False)):
             segs.append((4, Text(f"{rate:5.1f} steps/s")))
         if tick or snap:
             loss = tick.loss if tick else snap.loss_avg
             segs.append((1, Text.assemble(("loss ", "dim"), (f"{loss:.3f}", "bold"))))  # nan, inf too
+        for k, v in ((snap.metrics if snap else None) or {}).items():  # the user's own numbers (metrics=)
+            segs.append((2, Text.assemble((f"{k} ", "dim"), (f"{v:.4g}", "bold color(214)"))))
         if epochs:
             e = epochs[-1]
             segs.append((2, Text.assemble(("train ", "dim"), (f"{e.train_acc:.1%}", "bold color(214)"))))
@@ -338,6 +344,59 @@ def hbar(length: float) -> str:
     return "█" * full + (EIGHTHS[rest] if rest else "")
 
 
+def abbreviate(name: str, width: int) -> str:
+    """A layer name in `width` cells, cut from the left (`…1.conv2`): the end of a module path tells layers
+    apart (the full names are in the layer table)."""
+    return name if len(name) <= width else "…" + name[len(name) - width + 1:]
+
+
+def label_width(names, width: int) -> int:
+    """The label column of a panel `width` cells wide: the longest name, at most a third of the panel."""
+    return min(max((len(n) for n in names), default=3), max(width // 3, 10))
+
+
+def prefix(name: str, depth: int) -> str:
+    """The module prefix of `name` at `depth` dotted parts (`layer3.1.conv2`, 1 -> `layer3`)."""
+    parts = name.split(".")
+    return ".".join(parts[:depth]) if len(parts) > depth else name
+
+
+def group_rows(rows: list[tuple], room: int) -> list[tuple]:
+    """Rows (one per layer) grouped by module prefix into at most `room` rows, as finely as fits: consecutive
+    layers under the same prefix (`layer3.*`) become one row whose bar spans the group's min..max and whose
+    regime is its worst. A group of one stays the layer. Returns the rows unchanged when they fit, and the
+    coarsest grouping when none fits."""
+    if len(rows) <= room:
+        return rows
+    deepest = max(r[0].count(".") for r in rows)
+    grouped = rows
+    for depth in range(deepest, 0, -1):
+        runs: list[tuple[str, list[tuple]]] = []
+        for r in rows:
+            p = prefix(r[0], depth)
+            if runs and runs[-1][0] == p:
+                runs[-1][1].append(r)
+            else:
+                runs.append((p, [r]))
+        grouped = [members[0] if len(members) == 1 else group_row(p, members) for p, members in runs]
+        if len(grouped) <= room:
+            return grouped
+    return grouped
+
+
+WORST = ("diverged", "exploding", "vanishing", "healthy")
+
+
+def group_row(p: str, members: list[tuple]) -> tuple:
+    """One row for a group of layers: (label, max, worst regime, first layer's style, any non-finite, min)."""
+    vals = [m[1] for m in members if m[1] is not None]
+    finite = [v for v in vals if math.isfinite(v)]
+    hi = max(vals, key=lambda v: (not math.isfinite(v), v)) if vals else None
+    lo = min(finite) if finite else None
+    worst = min((m[2] for m in members), key=lambda r: WORST.index(r) if r in WORST else len(WORST))
+    return (f"{p}.* ×{len(members)}", hi, worst, members[0][3], any(m[4] for m in members), lo)
+
+
 def elide_rows(lines: list[Text], names: tuple[str, ...] | list[str], room: int, label_w: int) -> list[Text]:
     """One row per layer in `room` rows: the first layers, a row that names the hidden ones, the last layer (the
     output layer, which the diagnosis compares against, is never dropped)."""
@@ -346,7 +405,7 @@ def elide_rows(lines: list[Text], names: tuple[str, ...] | list[str], room: int,
     keep = room - 2
     hidden = names[keep:len(lines) - 1]
     more = Text(no_wrap=True, overflow="crop", style="bold color(244)")
-    more.append(f"{'⋮':>{label_w - 9}} {len(hidden)} more: {hidden[0]}…{hidden[-1]} (tab: layer table)")
+    more.append(f"{'⋮':>{label_w}} {len(hidden)} more: {hidden[0]}…{hidden[-1]} (tab: layer table)")
     return [*lines[:keep], more, lines[-1]]
 
 
@@ -396,6 +455,8 @@ class GradientBars(Panel):
         m = metric(view.metric)
         rows = self.rows(m.key)
         if len(view.states) == 1 or len(rows) + 2 <= height:
+            if len(view.states) == 1:  # more layers than rows: grouped by module prefix
+                rows = group_rows(rows, height - 2 if height >= 8 else height - 1)
             return Group(*self.bars(rows, m, view.log, width, height))
         # two runs and no room for a row per run and layer: A's bars and B's side by side
         half = (width - 1) // 2
@@ -413,7 +474,11 @@ class GradientBars(Panel):
     def bars(rows: list, m, log: bool, width: int, height: int) -> list[Text]:
         """The bars of `rows` with their ruler, `height` lines of `width` cells."""
         vals = [r[1] for r in rows]
-        label_w = max((len(r[0]) for r in rows), default=3) + 9
+        name_w = label_width([r[0] for r in rows], width)
+        # grouped rows: min‥max in the value column, where that leaves the bars 16 cells (else the max alone)
+        ranged = any(len(r) > 5 for r in rows) and width - name_w - 18 >= 16
+        value_w = 17 if ranged else 9
+        label_w = name_w + value_w
         area = max(width - label_w - 1, 10)
         span = m.hi - m.lo
         finite = [v for v in vals if v is not None and math.isfinite(v)]
@@ -422,20 +487,28 @@ class GradientBars(Panel):
         n = len(rows)
         gap = 1 if height >= 2 * n + 2 else 0
         grid = {int(round((p - m.lo) / span * (area - 1))) for p in range(m.lo, m.hi + 1)} if log else set()
-        for i, (name, v, r, lstyle, bad) in enumerate(rows):
+        def cells(v: float | None) -> float:
+            if v is None:
+                return 0.0
+            if not math.isfinite(v):
+                return float(area)
+            if log:
+                return 0.0 if v <= 0 else min(max((math.log10(v) - m.lo) / span, 0.0), 1.0) * area
+            return min(max(v / top, 0.0), 1.0) * area
+
+        for i, (name, v, r, lstyle, bad, *lo) in enumerate(rows):
             row = Text(no_wrap=True, overflow="crop")
             style = "bold reverse color(196)" if bad else lstyle
-            row.append(f"{name:>{label_w - 9}}", style=style)
-            row.append(f" {charts.fmt(v)} ", style="bold color(196)" if bad else "")
-            if v is None:
-                length = 0.0
-            elif not math.isfinite(v):
-                length = float(area)
-            elif log:
-                length = 0.0 if v <= 0 else min(max((math.log10(v) - m.lo) / span, 0.0), 1.0) * area
+            row.append(f"{abbreviate(name, name_w):>{name_w}}", style=style)
+            lo = lo[0] if lo else None
+            value = f"{charts.fmt(lo)}‥{charts.fmt(v)}" if ranged and lo is not None and lo != v else charts.fmt(v)
+            row.append(f" {value:<{value_w - 2}} ", style="bold color(196)" if bad else "")
+            length = cells(v)
+            if lo is not None:  # a group: solid to its smallest layer, shaded to its largest
+                solid = min(int(cells(lo)), int(length))
+                bar = "█" * solid + "▒" * (int(length) - solid)
             else:
-                length = min(max(v / top, 0.0), 1.0) * area
-            bar = hbar(length)
+                bar = hbar(length)
             row.append(bar, style=REGIME_STYLE.get(r, ""))
             rest = "".join("┊" if (len(bar) + j) in grid else " " for j in range(area - len(bar)))
             row.append(rest, style="color(238)")
@@ -468,7 +541,7 @@ class GradientBars(Panel):
             foot = [labels] if height >= n + 1 else []
         room = max(height - len(foot), 1)
         if len(lines) > room:  # more layers than rows: keep the first ones and the output layer, say what is left
-            lines = elide_rows(lines, [r[0] for r in rows], room, label_w)
+            lines = elide_rows(lines, [r[0] for r in rows], room, name_w)
         pad = max(height - len(foot) - len(lines), 0)
         return [*lines, *([Text("")] * pad), *foot]
 
@@ -493,7 +566,12 @@ class ActivationPanel(Panel):
                 e = hidden[0].act_hist.edges
                 rng = f" over [{e[0]:g}, {e[-1]:g}]"
         self.border_title = f"activations · {act}{rng}" if not self.main.compare else "activations · A | B"
-        self.border_subtitle = "per layer: saturated % · dead %"
+        sub = "per layer: saturated % · dead %"
+        if snap and not self.main.compare and len(hidden) < len(snap.layers) - 1:
+            # a user's model: layers with no activation module after them (a conv before a residual sum) have no
+            # histogram; say so rather than leave a person looking for them (the output layer never has one)
+            sub = f"{len(hidden)} of {len(snap.layers)} layers have an activation"
+        self.border_subtitle = sub
 
     def build(self, width: int, height: int) -> object:
         states = self.main.states
@@ -525,13 +603,13 @@ class ActivationPanel(Panel):
             out.append(Text(f"{tag} {s.label} · {snap.activation}", style="bold", no_wrap=True, overflow="crop"))
             height -= 1
         per = max(height, 1) // len(hidden)
-        label_w = max(len(l.name) for l in hidden)
+        label_w = label_width([l.name for l in hidden], width)
         for i, l in enumerate(hidden[: max(height, 1)]):
             idx = names.index(l.name) if l.name in names else i
             st = layer_style(idx, n_all)
             sat, dead = l.saturated_frac or 0.0, l.dead_frac or 0.0
             head = Text(no_wrap=True, overflow="crop")
-            head.append(f"{l.name:<{label_w}} ", style="bold " + st)
+            head.append(f"{abbreviate(l.name, label_w):<{label_w}} ", style="bold " + st)
             stats = Text(no_wrap=True)
             stats.append(f"sat {sat:4.0%}", style="bold color(214)" if sat > 0.5 else "")
             stats.append(f"  dead {dead:4.0%}", style="bold color(196)" if dead > 0.1 else "")
@@ -549,11 +627,19 @@ class ActivationPanel(Panel):
                 head.append_text(stats)
                 out.append(head)
         if len(hidden) > height:
-            out[-1] = Text(f"… {len(hidden) - height + 1} more layers: enlarge the terminal", style="dim")
+            out[-1] = Text(f"… {len(hidden) - height + 1} more (tab: the layer table)", style="dim", no_wrap=True,
+                           overflow="ellipsis")
         return out
 
 
 # ---------------------------------------------------------------------------------------------- the layer table
+# The layer table's columns: (header, priority); at a width too small for all of them the highest priority numbers
+# go first (the layer and its regime never), so the table stays readable at 80 columns instead of cutting every
+# column to "la…".
+TABLE_COLUMNS = (("layer", 0), ("regime", 0), ("‖∇W‖", 1), ("mean|∇W|", 6), ("grad:data", 4), ("update:data", 2),
+                 ("‖∂L/∂out‖", 5), ("act μ", 5), ("act σ", 6), ("saturated", 3), ("dead", 3))
+
+
 class LayerTable(Panel):
     def key(self) -> object:
         return self.main.versions("snap_version")
@@ -564,29 +650,67 @@ class LayerTable(Panel):
     def build(self, width: int, height: int) -> object:
         states = self.main.states
         if len(states) == 1:
-            return self.table(states[0])
-        return Group(*(Group(Text(f"{tag} {st.label}", style="bold"), self.table(st), Text(""))
-                       for st, tag in zip(states, "AB")))
+            table, dropped = self.table(states[0], width, height - 1)
+        else:
+            parts = [self.table(st, width, (height - 1 - 2 * len(states)) // len(states)) for st in states]
+            dropped = parts[0][1]
+            table = Group(*(Group(Text(f"{tag} {st.label}", style="bold"), t, Text(""))
+                            for (t, _), st, tag in zip(parts, states, "AB")))
+        if not dropped:
+            return table
+        note = Text(f"{dropped} more columns in a wider terminal: {', '.join(TABLE_HIDDEN[dropped])}",
+                    style="dim", no_wrap=True, overflow="ellipsis")
+        return Group(table, note)
 
     @staticmethod
-    def table(s: RunState) -> object:
+    def cells(s: RunState) -> list[list[Text | str]]:
+        """Each layer's row, every column (TABLE_COLUMNS' order)."""
         with s.lock:
             snap, regimes = s.snap, s.regimes()
-        t = Table(expand=True, box=None, header_style="bold", pad_edge=False)
-        for c in ("layer", "regime", "‖∇W‖", "mean|∇W|", "grad:data", "update:data", "‖∂L/∂out‖", "act μ",
-                  "act σ", "saturated", "dead"):
-            t.add_column(c, justify="left" if c in ("layer", "regime") else "right", no_wrap=True)
-        if snap is None:
-            return Text("waiting for the first probe…", style="dim")
         n = len(snap.layers)
-        for i, (l, r) in enumerate(zip(snap.layers, regimes)):
-            def f(v, pct=False):
-                if v is None:
-                    return "-"
-                return f"{v:.0%}" if pct else (f"{v:+.2f}" if abs(v) < 100 and pct is None else charts.fmt(v))
-            t.add_row(Text(l.name, style=layer_style(i, n)), Text(r, style=REGIME_STYLE.get(r, "")),
-                      f(l.grad_norm), f(l.grad_mean_abs), f(l.grad_data_ratio), f(l.update_data_ratio),
-                      f(l.out_grad_norm), "-" if l.act_mean is None else f"{l.act_mean:+.3f}",
-                      "-" if l.act_std is None else f"{l.act_std:.3f}", f(l.saturated_frac, True),
-                      f(l.dead_frac, True))
-        return t
+
+        def f(v, pct=False):
+            if v is None:
+                return "-"
+            return f"{v:.0%}" if pct else charts.fmt(v)
+
+        return [[Text(l.name, style=layer_style(i, n)), Text(r, style=REGIME_STYLE.get(r, "")),
+                 f(l.grad_norm), f(l.grad_mean_abs), f(l.grad_data_ratio), f(l.update_data_ratio),
+                 f(l.out_grad_norm), "-" if l.act_mean is None else f"{l.act_mean:+.3f}",
+                 "-" if l.act_std is None else f"{l.act_std:.3f}", f(l.saturated_frac, True),
+                 f(l.dead_frac, True)] for i, (l, r) in enumerate(zip(snap.layers, regimes))]
+
+    @classmethod
+    def table(cls, s: RunState, width: int = 1000, height: int = 1000) -> tuple[object, int]:
+        """The table in `width` cells: the columns that fit at their full width (see TABLE_COLUMNS), and how many
+        were left out; the rows that fit in `height` lines, the last saying how many more there are."""
+        if s.snap is None:
+            return Text("waiting for the first probe…", style="dim"), 0
+        rows = cls.cells(s)
+        widths = [max(len(h), *(len(str(r[j])) for r in rows)) + 2 for j, (h, _) in enumerate(TABLE_COLUMNS)]
+        keep = list(range(len(TABLE_COLUMNS)))
+        while sum(widths[j] for j in keep) > width + 2:
+            keep.remove(max(keep, key=lambda j: (TABLE_COLUMNS[j][1], j)))
+        t = Table(expand=True, box=None, header_style="bold", pad_edge=False)
+        for j in keep:
+            h = TABLE_COLUMNS[j][0]
+            t.add_column(h, justify="left" if j < 2 else "right", no_wrap=True, min_width=widths[j] - 2)
+        room = max(height - 1, 1)
+        shown = rows if len(rows) <= room else rows[:room - 1]
+        for r in shown:
+            t.add_row(*(r[j] for j in keep))
+        dropped = len(TABLE_COLUMNS) - len(keep)
+        if len(shown) < len(rows):
+            more = Text(f"… {len(rows) - len(shown)} more layers: a taller terminal shows them", style="dim",
+                        no_wrap=True, overflow="ellipsis")
+            return Group(t, more), dropped
+        return t, dropped
+
+
+def _hidden_columns() -> dict[int, list[str]]:
+    """The headers left out when `n` columns are dropped (the same order as LayerTable.table drops them)."""
+    order = sorted(range(len(TABLE_COLUMNS)), key=lambda j: (TABLE_COLUMNS[j][1], j), reverse=True)
+    return {n: [TABLE_COLUMNS[j][0] for j in order[:n]] for n in range(len(TABLE_COLUMNS) + 1)}
+
+
+TABLE_HIDDEN = _hidden_columns()
