@@ -172,6 +172,26 @@ def latency_run(args, work: Path) -> tuple[list[float], float]:
         t.stop()
 
 
+def fps_run(args, work: Path, fps: float, seconds: float = 10.0) -> float:
+    """Terminal bytes/s at 120x40 while training at `--fps fps` (a slow link wants a low one), steady state."""
+    m = work / f"fps{fps:g}.jsonl"
+    cmd = [sys.executable, "-m", "vgtui", "--dataset", "mnist-5k", "--epochs", "100000", "--device", args.device,
+           "--fps", f"{fps:g}", "--metrics", str(m)]
+    t = Tmux(f"fps{str(fps).replace('.', '_')}", 120, 40, cmd, work)
+    try:
+        if not t.wait(lambda: any(r["type"] in ("snapshot", "progress") and r["step"] >= 50
+                                  for r in read_metrics(m)), 120):
+            raise RuntimeError("the TUI did not train:\n" + t.screen())
+        b0, t0 = t.bytes(), time.monotonic()
+        time.sleep(seconds)
+        b1, t1 = t.bytes(), time.monotonic()
+        t.keys("q")
+        t.wait(lambda: t.rc() is not None, 5, 0.05)
+        return (b1 - b0) / (t1 - t0)
+    finally:
+        t.stop()
+
+
 def run_bare(args) -> float:
     """The bare PyTorch loop of bench/overhead.py, in its own process like the others: steps/s."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "overhead.py"), "--bare-only", "--steps",
@@ -198,6 +218,8 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=10, help="key presses timed in the latency run (default 10)")
     ap.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     ap.add_argument("--bare", action="store_true", help="also time the bare PyTorch loop (always on CUDA)")
+    ap.add_argument("--fps-sweep", metavar="LIST", default="",
+                    help="also measure terminal bytes/s at each of these --fps (e.g. 0.5,1,2,4), 10 s each")
     args = ap.parse_args()
     if not shutil.which("tmux"):
         print("tui_cost: needs tmux (apt-get install tmux)", file=sys.stderr)
@@ -254,6 +276,10 @@ def main() -> int:
          f"{min(lat) * 1000:.0f}..{max(lat) * 1000:.0f}", "<= 150 ms", med(lat) <= 0.150),
         ("q to exit status 0", f"{quit_s:.2f} s", "", "<= 2 s", quit_s <= 2.0),
     ]
+    for fps in [float(x) for x in args.fps_sweep.split(",") if x.strip()]:
+        b = fps_run(args, work, fps)
+        print(f"--fps {fps:g}: terminal {b / 1024:.1f} KB/s", flush=True)
+        rows.append((f"terminal bytes/s at 120x40, --fps {fps:g}", f"{b / 1024:.1f} KB/s", "", "", None))
     print()
     print(f"{'measure':52} {'value':>11} {'range':>13} {'target':>11}  ok")
     for name, value, rng, target, ok in rows:
