@@ -11,7 +11,7 @@ import time
 import pytest
 import torchvision.datasets as tvd
 
-from tests.conftest import run_cli
+from conftest import run_cli
 from vgtui import datacmd
 from vgtui.engine.data import CorruptData, load_dataset, load_mnist5k_arrays, write_idx
 

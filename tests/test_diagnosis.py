@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from tests.conftest import run_cli
+from conftest import run_cli
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import badge, chance_loss, diagnose, explain_learning, judge_learning
 from vgtui.core.records import EndRecord, EpochRecord, Snapshot
