@@ -15,7 +15,7 @@ import torch
 from conftest import ROOT, run_cli
 from vgtui import compare
 from vgtui.core.config import RunConfig
-from vgtui.core.metrics import read_runs
+from vgtui.core.metrics import read_metrics
 from vgtui.engine.model import build_model
 
 
@@ -83,9 +83,10 @@ def test_he2015_xavier_deep_relu_gradient_ratio_far_below_kaiming(capsys, one_th
     xavier, kaiming = rows["relu+xavier"], rows["relu+kaiming"]
     assert xavier["ratio"] < kaiming["ratio"] / 30
     assert len(xavier["layer_ratio"]) == 31  # 30 hidden layers and the output layer
-    # the gradient shrinks layer by layer back from the output under Xavier's init, not under Kaiming's
-    assert xavier["layer_ratio"][0] < xavier["layer_ratio"][15] < xavier["layer_ratio"][29]
-    assert min(kaiming["layer_ratio"][:30]) > 0.3
+    # under Xavier's init every layer below the top few gets about 1/100 of the output layer's gradient; under
+    # Kaiming's every layer gets about as much as the output layer
+    assert max(xavier["layer_ratio"][:25]) < 0.1 and xavier["layer_ratio"][-2] > 0.2
+    assert min(kaiming["layer_ratio"]) > 0.5
     assert xavier["paper"] == "stalls, gradients diminish" and "ImageNet" in doc["paper_setup"]
 
 
@@ -132,10 +133,10 @@ def test_json_csv_metrics_dir_and_seeds(capsys, one_thread, tmp_path):
     assert [r["configuration"] for r in doc["rows"]] == ["sigmoid", "relu+kaiming", "tanh+xavier+lr0.05"]
     assert doc["preset"] is None and doc["setup"].startswith("mnist-5k, at most 6 steps")
     for name in ("sigmoid", "relu+kaiming", "tanh+xavier+lr0.05"):
-        runs = read_runs(tmp_path / f"{name}.jsonl")
+        runs = read_metrics(tmp_path / f"{name}.jsonl")
         assert len(runs) == 1 and runs[-1].header.config["max_steps"] == 6
         assert [s.step for s in runs[-1].snapshots] == [1, 2, 4, 6]
-    assert read_runs(tmp_path / "tanh+xavier+lr0.05.jsonl")[-1].header.config["lr"] == 0.05
+    assert read_metrics(tmp_path / "tanh+xavier+lr0.05.jsonl")[-1].header.config["lr"] == 0.05
 
     status, out, _ = run(capsys, "sigmoid", "relu", *small, "--csv")
     table = list(csv.DictReader(io.StringIO(out)))
@@ -170,11 +171,11 @@ def test_same_seed_same_numbers_whatever_the_neighbours(capsys, one_thread):
     ("relu+tanh", "two words for the activation ('relu' and 'tanh')"),
     ("relu+xavier+kaiming", "two words for the init"),
     ("relu++bn", "an empty word"),
-    ("relu+depth2.5", "depth takes a whole number, e.g. depth30"),
-    ("relu+lr0.1.2", "lr takes a number, e.g. lr0.1"),
-    ("relu+lr-1", "lr must be a positive number, got -1.0"),
-    ("relu+depth0", "depth must be a positive whole number, got 0"),
-    ("sigmoid+bn+batch1", "batch normalisation needs at least 2 examples per batch"),
+    ("relu+depth2.5", "'depth2.5': depth takes a whole number, e.g. depth30"),
+    ("relu+lr0.1.2", "'lr0.1.2': lr takes a number, e.g. lr0.1"),
+    ("relu+lr-1", "lr: must be a positive number, got -1.0"),
+    ("relu+depth0", "depth: must be a positive whole number, got 0"),
+    ("sigmoid+bn+batch1", "batch-size: batch normalisation needs at least 2 examples per batch"),
 ])
 def test_bad_spec_is_refused_with_the_grammar(spec, says):
     p = run_cli(["compare", spec], timeout=30)
@@ -211,11 +212,11 @@ def test_ctrl_c_prints_the_table_of_what_finished():
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "vgtui", "compare", "sigmoid+depth1+width8", "sigmoid",
-                             "--epochs", "1000", "--probe-every", "50", "--json"],
+                             "--epochs", "100", "--probe-every", "50", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
         err = ""
-        deadline = time.monotonic() + 90  # the first configuration: 40,000 steps of a 784-8-10 net
+        deadline = time.monotonic() + 90  # the first configuration: 4,000 steps of a 784-8-10 net
         while "[1/2]" not in err and time.monotonic() < deadline:
             line = proc.stderr.readline()
             if not line:

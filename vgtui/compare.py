@@ -98,7 +98,7 @@ def parse_spec(spec: str, base: RunConfig) -> RunConfig:
     try:
         return base.replace(**changes).validate()
     except ConfigError as e:
-        raise SpecError(f"{spec!r}: {e.option.lstrip('-')} {e.message}") from None
+        raise SpecError(f"{spec!r}: {e.option.lstrip('-')}: {e.message}") from None
 
 
 def label(spec: str) -> str:
@@ -339,9 +339,9 @@ def _text_columns(rows: list[Row], preset: Preset | None) -> tuple[list[str], li
             cells[0] += f" ({'/'.join(sorted({r.status for r in rs}))})"
         out.append(cells)
     if preset is not None and preset.view == "layers":
-        head.append("grad norm / last layer's, per layer")
+        head.append("grad norm / output layer's, per hidden layer")
         for cells, row in zip(out, rows):
-            cells.append(" ".join(f"{v:.0e}" for v in _sample(row._med_list("layer_ratio"))))
+            cells.append(" ".join(f"{v:.0e}" for v in _sample(row._med_list("layer_ratio")[:-1])))  # hidden
     if preset is not None and preset.view == "actstats":
         head += ["act mean, step 1", "act std, step 1", "act std, end"]
         for cells, row in zip(out, rows):
