@@ -119,6 +119,9 @@ def test_glorot2010_prints_the_papers_errors_beside_ours_with_our_setup(capsys, 
     body = {l.split()[0]: l for l in lines[2:7]}
     assert list(body) == ["softsign", "softsign+xavier", "tanh", "tanh+xavier", "sigmoid"]
     assert body["softsign"].rstrip().endswith("1.64") and body["sigmoid"].rstrip().endswith("2.21")
+    assert " test err % " in lines[0]  # ours, beside theirs
+    sigmoid_err = body["sigmoid"].split()[-2]
+    assert 50 <= float(sigmoid_err) <= 100  # 4 steps: chance level, nothing like the paper's 2.21
     assert "ours: mnist-5k, at most 4 steps, batch 100, 784-32x2-10" in out
     assert "paper: full MNIST, minibatch 10" in out
 

@@ -117,7 +117,8 @@ class Preset:
     paper: str | None = None  # the paper's column header
     paper_values: dict[str, str] = field(default_factory=dict)
     paper_setup: str = ""
-    view: str | None = None  # "layers" (per-layer gradient ratio), "actstats" (act mean/std), "pre" (percentiles)
+    view: str | None = None  # "layers" (per-layer gradient ratio), "actstats" (act mean/std), "pre" (percentiles),
+    # "err" (our test error %, beside the paper's)
 
 
 PRESETS: dict[str, Preset] = {
@@ -133,7 +134,7 @@ PRESETS: dict[str, Preset] = {
         paper_values={"softsign": "1.64", "softsign+xavier": "1.72", "tanh": "1.76", "tanh+xavier": "1.64",
                       "sigmoid": "2.21"},
         paper_setup="full MNIST, minibatch 10, trained to convergence; their standard init U[-1/sqrt(n), "
-                    "1/sqrt(n)] is PyTorch's default Linear init"),
+                    "1/sqrt(n)] is PyTorch's default Linear init", view="err"),
     "he2015": Preset(
         ("relu+xavier", "relu+kaiming"),
         "He et al. 2015, Figure 3: 30 layers of ReLU, Xavier's init against theirs (kaiming)",
@@ -352,6 +353,10 @@ def _text_columns(rows: list[Row], preset: Preset | None) -> tuple[list[str], li
         for cells, row in zip(out, rows):
             cells += [_spread([r.pre_drift for r in row.results], "{:.2f}"),
                       "  ".join("/".join(_g(v, 2) for v in p) for p in row.results[0].pre_last)]
+    if preset is not None and preset.view == "err":
+        head.append("test err %")
+        for cells, row in zip(out, rows):
+            cells.append(_spread([100 * (1 - r.test_acc) for r in row.results], "{:.1f}"))
     if preset is not None and preset.paper:
         head.append(preset.paper)
         for cells, row in zip(out, rows):
