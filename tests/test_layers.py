@@ -20,10 +20,11 @@ CASES = [
      ("torch", "vgtui.engine")),
     ("vgtui.engine.trainer, vgtui.engine.probes, vgtui.engine.data, vgtui.headless, vgtui.watching",
      ("textual", "plotext", "rich", "vgtui.ui")),
+    ("vgtui.compare", ("torch", "textual", "plotext", "rich", "vgtui.engine", "vgtui.ui")),  # refuses before torch
 ]
 
 
-@pytest.mark.parametrize("modules, forbidden", CASES, ids=["core", "sources", "ui", "engine"])
+@pytest.mark.parametrize("modules, forbidden", CASES, ids=["core", "sources", "ui", "engine", "compare"])
 def test_layer_imports(modules, forbidden):
     code = (f"import sys\nimport {modules}\n"
             f"print(sorted(m for m in {forbidden!r} if m in sys.modules))")

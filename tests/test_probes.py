@@ -243,3 +243,33 @@ def test_update_ratio_under_sgd_is_the_intended_step(digits):
         assert s.update_data_ratio == pytest.approx((step.std() / before[s.name].std()).item(), rel=1e-5)
         actual = ((w.detach() - before[s.name]).std() / before[s.name].std()).item()
         assert s.update_data_ratio == pytest.approx(actual, rel=1e-3)  # the same, up to float32 rounding
+
+
+def test_pre_activation_percentiles_match_plain_torch(digits):
+    """pre_p15/p50/p85 are the 15th/50th/85th percentiles of each hidden layer's activation input z: exact for a
+    small batch (every value), within sampling error of the exact ones for a large layer (a fixed sample)."""
+    for width, batch, exact in ((48, 100, True), (400, 200, False)):
+        cfg = RunConfig(dataset="mnist-5k", depth=3, width=width, activation="tanh", batchnorm=True, seed=1)
+        model = build_model(cfg)
+        x, y = digits.x_train[:batch], digits.y_train[:batch]
+        zs, h = {}, x.flatten(1)
+        with torch.no_grad():
+            ref_model = build_model(cfg)
+            ref_model.load_state_dict(model.state_dict())
+            for i in range(1, 4):
+                z = getattr(ref_model, f"bn{i}")(getattr(ref_model, f"fc{i}")(h))  # the activation's input
+                zs[f"fc{i}"] = z
+                h = torch.tanh(z)
+        probes = Probes(model)
+        probes.arm()
+        F.cross_entropy(model(x), y).backward()
+        stats, _ = probes.finish()
+        for s in stats[:3]:
+            ref = torch.quantile(zs[s.name].flatten(), torch.tensor([0.15, 0.5, 0.85])).tolist()
+            got = [s.pre_p15, s.pre_p50, s.pre_p85]
+            assert got[0] < got[1] < got[2]
+            if exact:
+                assert got == pytest.approx(ref, rel=1e-5, abs=1e-6), s.name
+            else:  # 16,384 of 80,000 values: a quantile's sampling error is a few hundredths of z's spread
+                assert got == pytest.approx(ref, abs=0.05), s.name
+        assert stats[3].pre_p50 is None

@@ -133,6 +133,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("vgtui.ui.replay_cmd:replay_main", "replay a metrics file in the UI (two files: side by side)"),
     "follow": ("vgtui.ui.replay_cmd:follow_main", "follow a metrics file still being written, or - for stdin"),
     "export": ("vgtui.export:main", "write a metrics file's snapshots as CSV, one row per snapshot and layer"),
+    "compare": ("vgtui.compare:main", "train several configurations (SPECs or a --preset) and print one table"),
     "data": ("vgtui.datacmd:main", "data download [mnist|fashion-mnist|all]: fetch datasets ahead of time"),
 }
 

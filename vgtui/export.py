@@ -27,8 +27,8 @@ DESCRIPTION = """\
 Write the snapshots of a run in a metrics file as CSV: one row per snapshot and layer, one column per number.
 Columns: step, epoch, elapsed_s, loss, loss_avg, steps_per_s, activation (the network's at that step), layer,
 layer_activation (that layer's; empty for none), then the layer's probes: grad_norm, grad_mean_abs, weight_norm,
-grad_data_ratio, update_data_ratio, out_grad_norm, act_mean, act_std, saturated_frac, dead_frac (empty where a
-layer has none). Non-finite values are written nan, inf, -inf. The histograms are not exported."""
+grad_data_ratio, update_data_ratio, out_grad_norm, act_mean, act_std, saturated_frac, dead_frac, pre_p15,
+pre_p50, pre_p85 (empty where a layer has none). Non-finite values are written nan, inf, -inf. The histograms are not exported."""
 
 EPILOG = """\
 examples:

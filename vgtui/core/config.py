@@ -28,7 +28,7 @@ ACTIVATIONS: tuple[str, ...] = (
     "softplus",
     "linear",
 )
-INITS: tuple[str, ...] = ("default", "xavier", "xavier-normal", "kaiming", "orthogonal")
+INITS: tuple[str, ...] = ("default", "xavier", "xavier-normal", "kaiming", "lecun", "orthogonal")
 DATASETS: tuple[str, ...] = ("mnist", "mnist-5k", "fashion-mnist")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")

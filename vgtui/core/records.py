@@ -129,9 +129,14 @@ class LayerStats:
     saturated_frac: float | None = None  # outputs where |act'(z)| < 5% of its largest magnitude
     dead_frac: float | None = None  # units saturated on every example of the batch
     act_hist: Hist | None = None
+    # 15th, 50th and 85th percentiles of the activation's input z (the pre-activation) over the batch, as in Ioffe &
+    # Szegedy's Figure 1 (None in files written before they were probed)
+    pre_p15: float | None = None
+    pre_p50: float | None = None
+    pre_p85: float | None = None
 
     _FLOATS = ("grad_norm", "grad_mean_abs", "weight_norm", "grad_data_ratio", "update_data_ratio",
-               "out_grad_norm", "act_mean", "act_std", "saturated_frac", "dead_frac")
+               "out_grad_norm", "act_mean", "act_std", "saturated_frac", "dead_frac", "pre_p15", "pre_p50", "pre_p85")
 
     @property
     def is_hidden(self) -> bool:

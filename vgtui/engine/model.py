@@ -90,14 +90,15 @@ class MLP(nn.Module):
 
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Re-initialise every Linear/Conv layer: default (PyTorch's own), xavier (uniform, Glorot's "normalised
-    init"), xavier-normal, kaiming (normal, fan_in, ReLU gain), orthogonal. Biases go to zero except for
-    'default', which keeps PyTorch's."""
+    init"), xavier-normal, kaiming (normal, fan_in, ReLU gain), lecun (normal, std 1/sqrt(fan_in): the init SELU's
+    self-normalisation assumes), orthogonal. Biases go to zero except for 'default', which keeps PyTorch's."""
     if scheme == "default":
         return
     fns = {
         "xavier": nn.init.xavier_uniform_,
         "xavier-normal": nn.init.xavier_normal_,
         "kaiming": lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu"),
+        "lecun": lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="linear"),  # gain 1
         "orthogonal": nn.init.orthogonal_,
     }
     if scheme not in fns:

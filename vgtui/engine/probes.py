@@ -37,6 +37,10 @@ ACT_RANGES: dict[str, tuple[float, float]] = {
 }
 DEFAULT_ACT_RANGE = (-4.0, 4.0)
 ACT_BINS = 40
+# Pre-activation percentiles are taken over at most this many of a layer's inputs z, a fixed random sample (the
+# same positions at every snapshot): a sort of 16k values instead of the whole batch's (100k for the seed's net).
+PRE_SAMPLE = 16384
+PRE_QUANTILES = (0.15, 0.50, 0.85)
 SATURATION = 0.05  # a unit is saturated where |act'(z)| < 5% of the activation's largest |derivative|
 
 # Weight-gradient histograms: one bin per power of two of |g|, 2^-46 (1.4e-14) .. 2^8 (256), read straight from
@@ -100,6 +104,23 @@ def _max_derivative(module: nn.Module, name: str, device: torch.device) -> torch
         grid = torch.linspace(-20.0, 20.0, 40001, device=device)
         _DMAX_CACHE[key] = float(_derivative(module, grid).abs().max())  # once per activation: a one-off sync
     return torch.tensor(_DMAX_CACHE[key], device=device)
+
+
+_SAMPLE_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _pre_percentiles(z: torch.Tensor) -> torch.Tensor:
+    """The PRE_QUANTILES of z (on its device, no sync): exact when z has at most PRE_SAMPLE values, else those of a
+    fixed random sample of PRE_SAMPLE of them."""
+    flat = z.detach().float().reshape(-1)
+    n = flat.numel()
+    if n > PRE_SAMPLE:
+        key = (n, str(flat.device))
+        if key not in _SAMPLE_CACHE:
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:PRE_SAMPLE]
+            _SAMPLE_CACHE[key] = idx.to(flat.device)
+        flat = flat[_SAMPLE_CACHE[key]]
+    return torch.quantile(flat, torch.tensor(PRE_QUANTILES, device=flat.device))
 
 
 def _foreach_norm(ts: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
@@ -259,8 +280,9 @@ class Probes:
             per_unit = sat.movedim(1, -1).reshape(-1, sat.shape[1]) if sat.dim() > 2 else sat.reshape(sat.shape[0], -1)
             hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
             under = (h < lo).sum().float()
-            scalars = torch.stack([h.mean(), h.std(), sat.float().mean(), per_unit.all(dim=0).float().mean(),
-                                   under, h.numel() - hist.sum() - under])
+            scalars = torch.cat([torch.stack([h.mean(), h.std(), sat.float().mean(),
+                                              per_unit.all(dim=0).float().mean(), under, h.numel() - hist.sum() - under]),
+                                 _pre_percentiles(z)])
         self._act[idx] = (name, scalars, hist, lo, hi)
         if out.requires_grad:
             out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, torch.linalg.vector_norm(g.float())))
@@ -343,7 +365,7 @@ class Probes:
             pack.add((i, "out_grad"), self._act_grad.get(i, self._out_grad.get(i, nan)))
             pack.add((i, "grad_hist"), self._grad_hists[i])  # counts per float32 exponent, 256
             if i in self._act:
-                pack.add((i, "act"), self._act[i][1])  # mean, std, saturated, dead, under, over
+                pack.add((i, "act"), self._act[i][1])  # mean, std, saturated, dead, under, over, z's p15 p50 p85
                 pack.add((i, "act_hist"), self._act[i][2])
         pack.copy(torch.float32 if dev.type == "mps" else torch.float64)  # sync: the one device -> host copy
 
@@ -358,10 +380,10 @@ class Probes:
             kw: dict[str, Any] = {}
             if i in self._act:
                 act_name, _, _, lo, hi = self._act[i]
-                mean, std, sat, dead, under, over = pack[i, "act"]
+                mean, std, sat, dead, under, over, p15, p50, p85 = pack[i, "act"]
                 counts = pack[i, "act_hist"].astype(np.int64)
                 kw = dict(activation=act_name, act_mean=float(mean), act_std=float(std), saturated_frac=float(sat),
-                          dead_frac=float(dead),
+                          dead_frac=float(dead), pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
                           act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1), counts, int(under), int(over)))
             stats.append(LayerStats(name=name, grad_norm=float(gn), grad_mean_abs=float(gma), weight_norm=float(wn),
                                     grad_data_ratio=float(gdr), update_data_ratio=float(pack[i, "update"][0]),
