@@ -19,7 +19,7 @@ from vgtui.core.records import EndRecord
 from vgtui.ui.screens import FailureScreen
 from vgtui.ui.widgets import GradientBars
 
-TUI = ["--dataset", "mnist-5k", "--depth", "3", "--width", "64", "--epochs", "500", "--probe-every", "5"]
+TUI = ["--dataset", "mnist-5k", "--depth", "3", "--width", "64", "--epochs", "500"]  # the default cadence
 
 
 def records(path: Path) -> list[dict]:
@@ -186,13 +186,15 @@ async def test_a_stopped_trainer_is_shown_as_stalled(tmp_path):
     from vgtui.sources.trainer import ProcessBackend
     from vgtui.ui.app import VgtuiApp
 
-    backend = ProcessBackend(SMALL, str(tmp_path / "m.jsonl"))
+    backend = ProcessBackend(SMALL.replace(probe_every=None), str(tmp_path / "m.jsonl"))  # the default cadence
     backend.start()
     backend.send(SetSpeedCap(50))
     app = VgtuiApp(backend, fps=8, start_source=False)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_for(pilot, lambda: app.main.state.snap is not None, timeout=60, what="a snapshot")
+            await pilot.pause(1.5)  # the stall check has run with snapshots in hand
+            assert app.is_running
             os.kill(backend.pid, signal.SIGSTOP)
             await status_shows(pilot, "no word from the trainer", timeout=15)
             os.kill(backend.pid, signal.SIGCONT)

@@ -324,8 +324,8 @@ class MainScreen(Screen):
         """A running trainer that sends nothing for a while (stopped with SIGSTOP, stuck) is said to be stalled."""
         s = self.state
         expected = 0.0
-        if s.snap is not None and s.snap.steps_per_s > 0 and s.run is not None and s.run.config:
-            expected = 3 * s.run.config.get("probe_every", 40) / s.snap.steps_per_s
+        if s.snap is not None and s.snap.steps_per_s > 0 and s.run is not None:
+            expected = 3 * (s.run.probe_every or 40) / s.snap.steps_per_s  # three snapshot intervals
         silent = time.monotonic() - self._last_word
         stalled = (not self.paused and s.run is not None and s.end is None and not self.app.closing_sources
                    and silent > max(STALL_S, expected))
