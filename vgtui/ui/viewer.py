@@ -57,6 +57,7 @@ class MainScreen(Screen):
     log: reactive[bool] = reactive(True, init=False)
     view: reactive[str] = reactive("overview", init=False)
     paused: reactive[bool] = reactive(False, init=False)  # training paused, or a replay not playing
+    pause_wanted: reactive[bool | None] = reactive(None, init=False)  # asked of the trainer, not yet acknowledged
     cap: reactive[float | None] = reactive(None, init=False)  # the trainer's steps/s cap
     pace: reactive[float] = reactive(1.0, init=False)  # a replay's speed
     notice: reactive[str] = reactive("", init=False)  # the status line's third line, when something just happened
@@ -170,6 +171,9 @@ class MainScreen(Screen):
         self._status_now()
 
     def watch_paused(self) -> None:
+        self._status_now()
+
+    def watch_pause_wanted(self) -> None:
         self._status_now()
 
     def watch_cap(self) -> None:
@@ -307,7 +311,8 @@ class MainScreen(Screen):
     @on(Acknowledged)
     def _on_ack(self, message: Acknowledged) -> None:
         self.paused = message.status.paused
-        self.notice = ""
+        if self.pause_wanted == self.paused:
+            self.pause_wanted = None
 
     @on(TrainerNotice)
     def _on_notice(self, message: TrainerNotice) -> None:
@@ -581,9 +586,10 @@ class MainScreen(Screen):
     def action_pause(self) -> None:
         if self.kind == "file" and self.paused and self._at_end() and not self.source.follow:
             self._seek_index(0)  # play again from the start
-        if self.kind == "trainer":  # the screen changes when the trainer acknowledges it (a StatusRecord)
-            self.source.send(Pause(not self.paused))
-            self.notice = "resuming …" if self.paused else "pausing …"
+        if self.kind == "trainer":  # "pausing…" at once; "paused" when the trainer acknowledges it (a StatusRecord)
+            wanted = not (self.paused if self.pause_wanted is None else self.pause_wanted)
+            self.pause_wanted = wanted
+            self.source.send(Pause(wanted))
             return
         self.paused = not self.paused
 

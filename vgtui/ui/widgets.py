@@ -129,8 +129,8 @@ class StatusBar(Panel):
 
     def key(self) -> object:
         m = self.main
-        return (m.versions("snap_version", "epoch_version", "run_version", "progress_version"), m.paused, m.cap,
-                m.pace, m.notice,
+        return (m.versions("snap_version", "epoch_version", "run_version", "progress_version"), m.paused,
+                m.pause_wanted, m.cap, m.pace, m.notice,
                 tuple(st.config for st in m.states))
 
     def build(self, width: int, height: int) -> object:
@@ -299,7 +299,10 @@ class StatusBar(Panel):
             return Text("● following" if not m.paused else "⏸ paused", style="bold")
         if m.cap:
             t.append(f"cap {m.cap:g}/s  ", style="color(177)")
-        t.append("⏸ paused" if m.paused else "▶ running", style="bold reverse" if m.paused else "bold")
+        if m.pause_wanted is not None and m.pause_wanted != m.paused:  # asked, not yet acknowledged
+            t.append("⏸ pausing…" if m.pause_wanted else "▶ resuming…", style="italic")
+        else:
+            t.append("⏸ paused" if m.paused else "▶ running", style="bold reverse" if m.paused else "bold")
         return t
 
 
