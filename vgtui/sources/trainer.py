@@ -19,7 +19,8 @@ hands the open file to the trainer, which writes every record; when the trainer 
 with SIGSTOP, it is stuck in a long step past the deadline), the backend writes the end record itself. A trainer
 restarted after its process died appends to the same file under the same lock.
 
-The child process never outlives its viewer: it reads its commands from a pipe whose other end only the viewer
+Trainers are spawned from a thread made before the viewer lowers its priority (`_Launcher`), so a restarted one
+runs at the priority the first had. The child process never outlives its viewer: it reads its commands from a pipe whose other end only the viewer
 holds, so when the viewer dies (any signal, SIGKILL included) the child reads EOF, ends the run with its end record
 ("the viewer process went away") and exits. SIGTERM and SIGHUP to the child end the run the same way.
 
@@ -32,7 +33,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -260,10 +260,36 @@ def _child_main(config: dict, metrics_path: str | None, metrics_fd: int | None, 
 
 
 def _context():
-    """forkserver where there is one: the server starts with the first trainer, before the viewer lowers its own
-    priority, so a trainer restarted later does not inherit the viewer's niceness."""
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods and sys.platform != "darwin" else "spawn")
+    """spawn: measured with bench/tui_cost.py, a trainer forked from a forkserver trained at 0.83 of headless speed
+    inside the TUI (5 pairs), a spawned one at 1.04 (3 pairs). `VGTUI_START_METHOD` overrides it, for measurements."""
+    method = os.environ.get("VGTUI_START_METHOD", "spawn")
+    return mp.get_context(method if method in mp.get_all_start_methods() else "spawn")
+
+
+class _Launcher:
+    """Starts the trainer processes from one thread made before the viewer lowers its own priority. On Linux a
+    nice value belongs to a thread and a child inherits the one of the thread that forks it, so a trainer
+    restarted later (after one died) runs at the priority the first one had, not at the viewer's."""
+
+    def __init__(self) -> None:
+        self._jobs: "queue.Queue[tuple[Any, threading.Event, list]]" = queue.Queue()
+        threading.Thread(target=self._run, name="vgtui-launcher", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            proc, done, error = self._jobs.get()
+            try:
+                proc.start()
+            except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+                error.append(e)
+            done.set()
+
+    def start(self, proc) -> None:
+        done, error = threading.Event(), []
+        self._jobs.put((proc, done, error))
+        done.wait()
+        if error:
+            raise error[0]
 
 
 class ProcessBackend(Backend):
@@ -273,6 +299,7 @@ class ProcessBackend(Backend):
         self.config = config
         self.metrics_path = metrics_path
         self._ctx = _context()
+        self._launcher = _Launcher()  # made now: before the viewer lowers its priority (see run_tui)
         self._proc = None
         self._file = _RunFile(metrics_path, overwrite)
         self._outbox: "queue.Queue[Command | None]" = queue.Queue()
@@ -293,7 +320,7 @@ class ProcessBackend(Backend):
         fd = _InheritedFd(self._file.writer.fd) if self._file.writer else None
         self._proc = self._ctx.Process(target=_child_main, name="vgtui-trainer", daemon=True,
                                        args=(self.config.to_dict(), self.metrics_path, fd, cmd_r, child_conn))
-        self._proc.start()
+        self._launcher.start(self._proc)
         child_conn.close()
         cmd_r.close()
         self._outbox = queue.Queue()
