@@ -30,3 +30,12 @@ def run_cli(args, timeout=120, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "VGTUI_DATA": kw.pop("data_dir", "/nonexistent-vgtui-data")}
     return subprocess.run([sys.executable, "-m", "vgtui", *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, pid_alive, run_cli
 
 FAST = ["--headless", "--dataset", "mnist-5k", "--depth", "2", "--width", "32"]
 SLOW = ["--headless", "--dataset", "mnist-5k", "--depth", "3", "--width", "256", "--epochs", "200"]
@@ -40,15 +40,6 @@ def wait_for_records(path: Path, kind: str = "snapshot", timeout: float = 60.0, 
             return
         time.sleep(0.05)
     raise AssertionError(f"no {kind} record in {path} after {timeout} s")
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie waiting for its parent counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------------------------------- the metrics file
@@ -404,9 +395,9 @@ time.sleep(600)
     p.send_signal(getattr(signal, how))
     p.wait(10)
     t0 = time.monotonic()
-    while alive(child) and time.monotonic() - t0 < 10:
+    while pid_alive(child) and time.monotonic() - t0 < 10:
         time.sleep(0.05)
-    assert not alive(child)
+    assert not pid_alive(child)
     end = records(m)[-1]
     if state == "finished":  # its end record was written when it finished; nothing is added after it
         assert end["status"] == "completed" and [r["type"] for r in records(m)].count("end") == 1

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pid_alive
+
 from .conftest import SMALL, shows, status_shows, wait_for
 from .replay import ReplayBackend, load
 from .ptyrun import Tty
@@ -37,18 +39,10 @@ def wait_file(path: Path, kind: str, timeout: float = 60.0) -> list[dict]:
     raise AssertionError(f"no {kind} record in {path} after {timeout} s")
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def gone_within(pid: int, seconds: float) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        if not alive(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.05)
     return False

@@ -167,6 +167,11 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
         for acc, code in ((train_acc, TRAIN_COLOUR), (test_acc, TEST_COLOUR)):
             FIG.draw(FIG.signal([float(e) for e in epoch_steps], [float(a) for a in acc],
                                 marker=_marker("●", code, colour), yside="right").lines())
+    return _finish_loss_axes(xmax, width, height, colour)
+
+
+def _finish_loss_axes(xmax: float, width: int, height: int, colour: bool) -> str:
+    """The loss charts' axes (steps on x, accuracy 0..100% on the right) and the finished figure."""
     FIG.ruler("y", 1).lim(0, 1)
     FIG.ruler("y", 1).ticks([0, 0.5, 1], ["0%", "50%", "100%"])
     FIG.ruler("x").lim(0, xmax)
@@ -235,13 +240,7 @@ def loss_compare(runs: Sequence[tuple], labels: Sequence[str], width: int, heigh
             FIG.draw(FIG.signal([float(e) for e in ep_steps], [float(a) for a in test],
                                 marker=_marker("●", code, colour), yside="right").lines())
     FIG.ruler("y", 0).lim(0, ymax * 1.05)
-    FIG.ruler("y", 1).lim(0, 1)
-    FIG.ruler("y", 1).ticks([0, 0.5, 1], ["0%", "50%", "100%"])
-    FIG.ruler("x").lim(0, xmax)
-    xt = _step_ticks(xmax, width)
-    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
-    FIG.ruler("y", 0).frequency(max(2, min(5, height // 4)))
-    return _finish(colour)
+    return _finish_loss_axes(xmax, width, height, colour)
 
 
 def layer_lines_compare(runs: Sequence[tuple], m: Metric, log: bool, width: int, height: int,
