@@ -102,9 +102,9 @@ expect "fc1" 5 "the layers are on the screen"
 keys Space
 expect "⏸ paused" 5 "space pauses"
 keys '?'
-expect "watch gradients vanish, switch the remedy" 5 "? opens the help"
+expect "or esc closes" 5 "? opens the help"
 keys Escape
-expect_gone "watch gradients vanish, switch the remedy" 5 "escape closes the help"
+expect_gone "or esc closes" 5 "escape closes the help"
 keys Space
 expect "▶ running" 5 "space resumes"
 keys a
