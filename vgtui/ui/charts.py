@@ -170,13 +170,28 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     return _finish_loss_axes(xmax, width, height, colour)
 
 
+def _step_axis(xmax: float, width: int) -> None:
+    """Steps on x, from 0 to `xmax`, ticks that fit `width`."""
+    FIG.ruler("x").lim(0, xmax)
+    xt = _step_ticks(xmax, width)
+    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
+
+
+def _finish_metric_axes(m: Metric, log: bool, ymax: float, xmax: float, width: int, height: int,
+                        colour: bool) -> str:
+    """A per-layer metric chart's axes (the metric's fixed decades when log) and the finished figure."""
+    FIG.ruler("y").lim(0, ymax)
+    if log:
+        FIG.ruler("y").ticks(*_decade_ticks(m.lo, m.hi, (height - 2) * 3))
+    _step_axis(xmax, width)
+    return _finish(colour)
+
+
 def _finish_loss_axes(xmax: float, width: int, height: int, colour: bool) -> str:
     """The loss charts' axes (steps on x, accuracy 0..100% on the right) and the finished figure."""
     FIG.ruler("y", 1).lim(0, 1)
     FIG.ruler("y", 1).ticks([0, 0.5, 1], ["0%", "50%", "100%"])
-    FIG.ruler("x").lim(0, xmax)
-    xt = _step_ticks(xmax, width)
-    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
+    _step_axis(xmax, width)
     FIG.ruler("y", 0).frequency(max(2, min(5, height // 4)))
     return _finish(colour)
 
@@ -208,13 +223,7 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
     _events(FIG, events, 0, ymax, colour)
     for xx, vv, c in lines:
         FIG.draw(FIG.signal(xx.tolist(), vv.tolist(), marker=_marker("hd", c, colour)).lines())
-    FIG.ruler("y").lim(0, ymax)
-    if log:
-        FIG.ruler("y").ticks(*_decade_ticks(m.lo, m.hi, (height - 2) * 3))
-    FIG.ruler("x").lim(0, xmax)
-    xt = _step_ticks(xmax, width)
-    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
-    return _finish(colour)
+    return _finish_metric_axes(m, log, ymax, xmax, width, height, colour)
 
 
 def loss_compare(runs: Sequence[tuple], labels: Sequence[str], width: int, height: int,
@@ -265,13 +274,7 @@ def layer_lines_compare(runs: Sequence[tuple], m: Metric, log: bool, width: int,
     ymax = float(m.hi - m.lo) if log else (top * 1.05 if top > 0 else 1.0)
     for xx, vv, symbol, code in lines:
         FIG.draw(FIG.signal(xx.tolist(), vv.tolist(), marker=_marker(symbol, code, colour)).lines())
-    FIG.ruler("y").lim(0, ymax)
-    if log:
-        FIG.ruler("y").ticks(*_decade_ticks(m.lo, m.hi, (height - 2) * 3))
-    FIG.ruler("x").lim(0, xmax)
-    xt = _step_ticks(xmax, width)
-    FIG.ruler("x").ticks(xt, [f"{t:g}" for t in xt])
-    return _finish(colour)
+    return _finish_metric_axes(m, log, ymax, xmax, width, height, colour)
 
 
 # ---------------------------------------------------------------------------------------------- gradient histograms
