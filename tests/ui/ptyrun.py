@@ -76,6 +76,12 @@ class Tty:
             time.sleep(0.02)
         raise AssertionError(f"vgtui still running after {timeout} s")
 
+    def __enter__(self) -> "Tty":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
     def kill(self) -> None:
         try:
             os.kill(self.pid, 9)

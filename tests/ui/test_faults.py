@@ -39,6 +39,13 @@ def wait_file(path: Path, kind: str, timeout: float = 60.0) -> list[dict]:
     raise AssertionError(f"no {kind} record in {path} after {timeout} s")
 
 
+def training(tty: Tty, m: Path) -> int:
+    """Wait until the TUI trains (a snapshot in the file, the layers on screen); the trainer's pid."""
+    trainer = wait_file(m, "snapshot")[0]["pid"]
+    tty.wait_text("fc1")
+    return trainer
+
+
 def gone_within(pid: int, seconds: float) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -57,10 +64,8 @@ def gone_within(pid: int, seconds: float) -> bool:
 ])
 def test_the_ui_dying_ends_the_run_and_leaves_no_trainer(how, status, words, tmp_path):
     m = tmp_path / "m.jsonl"
-    tty = Tty([*TUI, "--metrics", str(m)])
-    try:
-        trainer = wait_file(m, "snapshot")[0]["pid"]
-        tty.wait_text("fc1")
+    with Tty([*TUI, "--metrics", str(m)]) as tty:
+        trainer = training(tty, m)
         if how == "hangup":
             tty.hang_up()  # tmux kill-session, a dropped SSH connection
         else:
@@ -72,16 +77,12 @@ def test_the_ui_dying_ends_the_run_and_leaves_no_trainer(how, status, words, tmp
         if how == "SIGTERM":  # the terminal is given back: alternate screen left, mouse reporting off
             tail = bytes(tty.out[-4000:])
             assert b"\x1b[?1049l" in tail and b"\x1b[?1000l" in tail
-    finally:
-        tty.kill()
 
 
 def test_q_while_the_trainer_is_stopped_quits_within_2s(tmp_path):
     m = tmp_path / "m.jsonl"
-    tty = Tty([*TUI, "--metrics", str(m)])
-    try:
-        trainer = wait_file(m, "snapshot")[0]["pid"]
-        tty.wait_text("fc1")
+    with Tty([*TUI, "--metrics", str(m)]) as tty:
+        trainer = training(tty, m)
         os.kill(trainer, signal.SIGSTOP)
         t0 = time.monotonic()
         tty.send(b"q")
@@ -90,14 +91,11 @@ def test_q_while_the_trainer_is_stopped_quits_within_2s(tmp_path):
         assert gone_within(trainer, 5)
         end = records(m)[-1]
         assert end["type"] == "end" and "did not answer" in end["message"]
-    finally:
-        tty.kill()
 
 
 def test_q_right_at_start_up_quits_and_leaves_whole_lines(tmp_path):
     m = tmp_path / "m.jsonl"
-    tty = Tty([*TUI, "--metrics", str(m)])
-    try:
+    with Tty([*TUI, "--metrics", str(m)]) as tty:
         tty.wait_text("fc1", timeout=30)  # the screen is up; the trainer is still importing torch
         t0 = time.monotonic()
         tty.send(b"q")
@@ -106,8 +104,6 @@ def test_q_right_at_start_up_quits_and_leaves_whole_lines(tmp_path):
         if m.exists():  # nothing, or whole records ending with the end record
             recs = records(m)
             assert recs == [] or recs[-1]["type"] == "end"
-    finally:
-        tty.kill()
 
 
 def test_an_unavailable_device_is_refused_with_one_line_and_no_file(tmp_path):
@@ -115,26 +111,20 @@ def test_an_unavailable_device_is_refused_with_one_line_and_no_file(tmp_path):
 
     device = "mps" if torch.cuda.is_available() else "cuda"
     m = tmp_path / "m.jsonl"
-    tty = Tty([*TUI, "--device", device, "--metrics", str(m)])
-    try:
+    with Tty([*TUI, "--device", device, "--metrics", str(m)]) as tty:
         assert tty.wait(60) == 2
         assert f"vgtui: error: --device {device}: no" in tty.text
         assert "Traceback" not in tty.text and "Training failed" not in tty.text
         assert not m.exists()
-    finally:
-        tty.kill()
 
 
 def test_a_bad_ui_nice_is_a_warning_not_a_traceback(tmp_path):
     m = tmp_path / "m.jsonl"
-    tty = Tty([*TUI, "--metrics", str(m)], env={"VGTUI_UI_NICE": "lots"})
-    try:
+    with Tty([*TUI, "--metrics", str(m)], env={"VGTUI_UI_NICE": "lots"}) as tty:
         wait_file(m, "snapshot")
         tty.send(b"q")
         assert tty.wait(10) == 0
         assert "VGTUI_UI_NICE='lots' is not a whole number" in tty.text and "Traceback" not in tty.text
-    finally:
-        tty.kill()
 
 
 # ------------------------------------------------------------------------------------------- Pilot, a real trainer
