@@ -52,6 +52,8 @@ def worker(rank: int, args: argparse.Namespace) -> None:
             opt.step()
             probe.step(loss=loss)
     print(f"rank {rank}: pid {os.getpid()}, {probe.steps} steps, writes the file: {probe.active}", flush=True)
+    # Leave together: a rank that tears gloo down while its peer is still busy can abort (SIGABRT) under load.
+    dist.barrier()
     dist.destroy_process_group()
 
 
