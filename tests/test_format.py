@@ -98,7 +98,7 @@ def test_compact_snapshots_carry_no_edges_and_float32_digits(recorded):
     produced, writer_file, compact_file = recorded
     lines = compact_file.read_text().splitlines()
     head = json.loads(lines[0])
-    assert head["schema"] == 2 and len(head["grad_edges"]) == 55 and set(head["act_edges"]) >= {"sigmoid", "tanh"}
+    assert head["schema"] == SCHEMA_VERSION == 3 and len(head["grad_edges"]) == 55 and set(head["act_edges"]) >= {"sigmoid", "tanh"}
     assert head["layers"][0] == {"name": "fc1", "kind": "Linear", "activation": "sigmoid"}
     snaps = [json.loads(l) for l in lines if l.startswith('{"type":"snapshot"')]
     assert len(snaps) == 12 and not any("edges" in l.get("grad_hist", {}) or "edges" in l.get("act_hist", {})

@@ -36,7 +36,8 @@ _SNIFF = 8192  # bytes looked at for NUL bytes (a binary file)
 _CACHE = 64  # parsed snapshots kept per run (stepping back and forth re-reads none)
 # The writer puts "type" first and a snapshot's step, epoch and elapsed time right after it: the index reads them
 # from the line's first bytes. A line in any other layout is parsed whole instead.
-_SNAPSHOT_PREFIX = re.compile(rb'\{"type":"snapshot","step":(\d+),"epoch":(\d+),"elapsed_s":([-+.\deE]+|"[-a-z]+"),')
+_SNAPSHOT_PREFIX = re.compile(
+    rb'\{"type":"snapshot",(?:"branch":"([A-Z])",)?"step":(\d+),"epoch":(\d+),"elapsed_s":([-+.\deE]+|"[-a-z]+"),')
 
 
 class MetricsFileError(ValueError):
@@ -60,7 +61,8 @@ class RecordDecoder:
 
     def __init__(self, name: str):
         self.name = name
-        self.header: RunRecord | None = None  # the latest run header decoded
+        self.header: RunRecord | None = None  # the latest run header decoded (of the run, not of a branch)
+        self.headers: dict[str | None, RunRecord] = {}  # the latest header of the run and of each branch
 
     def parse(self, line: bytes | str, lineno: int) -> dict[str, Any]:
         """The JSON object of a line, checked to be a record (a dict with a known "type")."""
@@ -93,14 +95,21 @@ class RecordDecoder:
         return d
 
     def record(self, d: dict[str, Any], lineno: int, header: RunRecord | None = None) -> Record:
-        """The record of a parsed line; a snapshot is read with `header` (default: the latest header)."""
+        """The record of a parsed line; a snapshot is read with `header` (default: the latest header of its
+        branch)."""
+        branch = d.get("branch")
+        if branch is not None and d.get("type") != "run" and branch not in self.headers:
+            raise self._damaged(lineno, f"a record of branch {branch} before that branch's run header")
         try:
-            rec = record_from_json(d, header or self.header)
+            rec = record_from_json(d, header or self.headers.get(branch))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise self._damaged(lineno, f"a {d.get('type')} record that cannot be read ({type(e).__name__}: {e})"
                                 ) from e
         if isinstance(rec, RunRecord):
-            self.header = rec
+            self.headers[rec.branch] = rec
+            if rec.branch is None:
+                self.header = rec
+                self.headers = {None: rec}  # a new run: its branches are to come
         return rec
 
     def decode(self, line: bytes | str, lineno: int) -> Record:
@@ -148,6 +157,8 @@ class RunIndex:
         self.epochs: list[EpochRecord] = []
         self.events: list[EventRecord] = []
         self.end: EndRecord | None = None
+        self.branches: list[RunIndex] = []  # forks of this run (branch B), in file order
+        self.parent: RunIndex | None = None  # for a branch: the run it forked from
         self._offsets, self._lengths, self._linenos = array("q"), array("q"), array("q")
         self._steps, self._epochs_of, self._elapsed = array("q"), array("q"), array("d")
         self._cache: OrderedDict[int, Snapshot] = OrderedDict()
@@ -259,6 +270,7 @@ class MetricsIndex:
         self._lineno = 0  # lines indexed (blank ones included)
         self._n_records = 0
         self._tail = b""  # an incomplete last line
+        self._branch_runs: dict[str, RunIndex] = {}  # the current run's open branch of each name
 
     # ------------------------------------------------------------------ reading
     def _read(self, offset: int, length: int) -> bytes:
@@ -299,28 +311,48 @@ class MetricsIndex:
         self._n_records += 1
         m = _SNAPSHOT_PREFIX.match(buf, start, end) if self.runs else None
         if m:
-            el = m.group(3)
-            self.runs[-1]._add(offset, end - start, lineno, int(m.group(1)), int(m.group(2)),
-                               float(el.strip(b'"')))
+            el = m.group(4)
+            self._run_of(m.group(1) and m.group(1).decode(), lineno)._add(
+                offset, end - start, lineno, int(m.group(2)), int(m.group(3)), float(el.strip(b'"')))
             return
         line = buf[start:end]
         d = self._decoder.parse(line, lineno)
         if d["type"] == "snapshot":  # a snapshot in another layout: parsed once here for its step
-            run = self.runs[-1]
+            run = self._run_of(d.get("branch"), lineno)
             snap = self._decoder.record(d, lineno, run.header)
             run._add(offset, end - start, lineno, snap.step, snap.epoch, snap.elapsed_s)
             return
         rec = self._decoder.record(d, lineno)
         if isinstance(rec, RunRecord):
-            self.runs.append(RunIndex(self, rec, lineno))
-        elif isinstance(rec, EpochRecord):
-            self.runs[-1].epochs.append(rec)
+            if rec.branch is None:
+                self.runs.append(RunIndex(self, rec, lineno))
+                self._branch_runs = {}
+            else:  # a fork: filed under the run it forked from
+                parent = self._run_of(None, lineno)
+                branch = self._branch_runs[rec.branch] = RunIndex(self, rec, lineno)
+                branch.parent = parent
+                parent.branches.append(branch)
+            return
+        run = self._run_of(rec.branch, lineno)
+        if isinstance(rec, EpochRecord):
+            run.epochs.append(rec)
         elif isinstance(rec, EventRecord):
-            self.runs[-1].events.append(rec)
+            run.events.append(rec)
         elif isinstance(rec, EndRecord):
-            self.runs[-1].end = rec
+            run.end = rec
         elif isinstance(rec, ProgressRecord):
-            self.runs[-1].progress = rec
+            run.progress = rec
+
+    def _run_of(self, branch: str | None, lineno: int) -> RunIndex:
+        """The run a record belongs to: the latest run, or its open branch of that name."""
+        if branch is None:
+            if not self.runs:
+                raise self._decoder._damaged(lineno, "a record before any run header")
+            return self.runs[-1]
+        run = self._branch_runs.get(branch)
+        if run is None:
+            raise self._decoder._damaged(lineno, f"a record of branch {branch} before that branch's run header")
+        return run
 
     def refresh(self) -> bool:
         """Index the whole lines appended since the last scan (a new run header starts a new RunIndex); True if
@@ -410,10 +442,16 @@ class MetricsRun:
     epochs: list[EpochRecord] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     end: EndRecord | None = None
+    branches: list["MetricsRun"] = field(default_factory=list)  # its forks (branch B), each a run of its own
+
+
+def _parsed(r: RunIndex) -> MetricsRun:
+    return MetricsRun(r.header, list(r.iter_snapshots()), list(r.epochs), list(r.events), r.end,
+                      [_parsed(b) for b in r.branches])
 
 
 def read_metrics(path: str | os.PathLike) -> list[MetricsRun]:
-    """Every run of the file with every record parsed (seconds for 10,000 snapshots: a viewer uses MetricsIndex)."""
+    """Every run of the file with every record parsed (seconds for 10,000 snapshots: a viewer uses MetricsIndex).
+    A fork's branch is under the run it forked from (`MetricsRun.branches`), not in the list."""
     with MetricsIndex(path) as index:
-        return [MetricsRun(r.header, list(r.iter_snapshots()), list(r.epochs), list(r.events), r.end)
-                for r in index.runs]
+        return [_parsed(r) for r in index.runs]

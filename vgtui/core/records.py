@@ -11,6 +11,11 @@ Schema 2 (schema 1 is still read): the run header carries the histogram bin edge
 only their counts when their edges are the header's. Probe values are float32 on the device: a value that is
 exactly a float32 is written in float32's shortest round-trip form ("0.1", not "0.10000000149011612"), so it
 reads back as the same float32; any other float is written in full (no value is ever rounded).
+
+Schema 3 adds branches: `f` in the UI forks a live run, and the fork's second network (branch B) trains in
+lockstep with the run (branch A). Every record of branch B carries `"branch": "B"` right after its type, starting
+with its own run header (`forked_at`: the step it was copied at); records without it are the run's own. A reader
+files B's records under the run they forked from (`RunIndex.branches`, `MetricsRun.branches`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any, Union
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+BRANCHES = ("B",)  # the names a fork's branch records carry; the run itself (branch A) carries none
 
 
 # ---------------------------------------------------------------------------------------------- JSON helpers
@@ -221,6 +227,8 @@ class RunRecord:
     act_edges: dict[str, np.ndarray] | None = None  # the activation histograms' bin edges, per activation
     schema: int = SCHEMA_VERSION
     probe_min_interval_s: float | None = None  # set when the cadence is automatic: snapshots at least this far apart
+    branch: str | None = None  # "B": the header of a fork's branch (see BRANCHES); None: the run itself
+    forked_at: int | None = None  # the step whose state this run starts from: a branch's fork, or a kept branch
     type: str = field(default="run", init=False)
 
     def __post_init__(self) -> None:  # names alone are accepted (and schema-1 headers hold only names)
@@ -254,6 +262,7 @@ class Snapshot:
     activation: str
     layers: tuple[LayerStats, ...]
     metrics: dict[str, float] | None = None  # the user's own numbers (vgtui.watch's metrics=), e.g. {"acc": 0.9}
+    branch: str | None = None
     type: str = field(default="snapshot", init=False)
 
     def layer(self, name: str) -> LayerStats:
@@ -277,6 +286,7 @@ class EpochRecord:
     test_loss: float
     test_acc: float
     elapsed_s: float
+    branch: str | None = None
     type: str = field(default="epoch", init=False)
 
 
@@ -287,6 +297,7 @@ class EventRecord:
     step: int
     set: dict[str, Any]
     elapsed_s: float = 0.0
+    branch: str | None = None
     type: str = field(default="event", init=False)
 
 
@@ -301,6 +312,7 @@ class EndRecord:
     message: str = ""
     layer: str | None = None  # where divergence was first seen
     traceback: str | None = None  # for status "failed"
+    branch: str | None = None
     type: str = field(default="end", init=False)
 
 
@@ -315,6 +327,7 @@ class ProgressRecord:
     elapsed_s: float
     loss: float  # mean training loss since the previous progress record
     steps_per_s: float  # since the previous progress record (0 when unknown)
+    branch: str | None = None
     type: str = field(default="progress", init=False)
 
 
@@ -332,8 +345,15 @@ Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord, Progres
 
 
 def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
-    """The JSON object of a record, "type" first (readers index a file by its lines' first bytes). With the
-    run's header, a snapshot leaves out the histogram edges that the header holds."""
+    """The JSON object of a record, "type" first and then a branch's "branch" (readers index a file by its lines'
+    first bytes). With the run's header, a snapshot leaves out the histogram edges that the header holds."""
+    d = _to_json(rec, header)
+    if getattr(rec, "branch", None):
+        d = {"type": d.pop("type"), "branch": rec.branch, **d}
+    return d
+
+
+def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
     if isinstance(rec, ProgressRecord):
         return _progress_to_json(rec)
     if isinstance(rec, Snapshot):
@@ -344,7 +364,8 @@ def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
     if isinstance(rec, RunRecord):
         d = {"type": "run", "schema": rec.schema, "version": rec.version, "source": rec.source}
         for k in ("model", "config", "dataset", "device", "device_name", "steps_per_epoch", "total_steps",
-                  "train_size", "test_size", "probe_every", "probe_min_interval_s", "notice", "started", "pid"):
+                  "train_size", "test_size", "probe_every", "probe_min_interval_s", "notice", "started", "pid",
+                  "forked_at"):
             v = getattr(rec, k)
             if v is not None and v != "":
                 d[k] = v
@@ -372,8 +393,19 @@ def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
 
 
 def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Record:
-    """The record of a JSON object; a snapshot's histograms without edges take them from the run's `header`.
-    Raises KeyError, TypeError or ValueError for an object that is not a record."""
+    """The record of a JSON object; a snapshot's histograms without edges take them from the run's `header`
+    (its branch's header, for a branch's snapshot). Raises KeyError, TypeError or ValueError for an object that
+    is not a record."""
+    rec = _record_from_json(d, header)
+    branch = d.get("branch")
+    if branch is not None:
+        if branch not in BRANCHES:
+            raise ValueError(f"unknown branch {branch!r}")
+        object.__setattr__(rec, "branch", branch)
+    return rec
+
+
+def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
     t = d.get("type")
     if t == "progress":
         return _progress_from_json(d)
@@ -393,7 +425,8 @@ def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Reco
                          notice=d.get("notice"), started=d.get("started"), pid=d.get("pid"),
                          grad_edges=_edges(d.get("grad_edges")),
                          act_edges={k: _edges(v) for k, v in d["act_edges"].items()} if d.get("act_edges") else None,
-                         schema=d.get("schema", 1), probe_min_interval_s=d.get("probe_min_interval_s"))
+                         schema=d.get("schema", 1), probe_min_interval_s=d.get("probe_min_interval_s"),
+                         forked_at=d.get("forked_at"))
     if t == "epoch":
         return EpochRecord(**{k: _unnum(d[k]) for k in ("epoch", "step", "train_loss", "train_acc", "test_loss",
                                                           "test_acc", "elapsed_s")})
@@ -415,11 +448,15 @@ class RecordEncoder:
 
     def __init__(self) -> None:
         self.header: RunRecord | None = None
+        self.headers: dict[str | None, RunRecord] = {}  # the latest header of the run and of each branch
 
     def line(self, rec: Record) -> str:
+        branch = getattr(rec, "branch", None)
         if isinstance(rec, RunRecord):
-            self.header = rec
-        return json.dumps(to_json(rec, self.header), separators=(",", ":"), allow_nan=False) + "\n"
+            self.headers[branch] = rec
+            if branch is None:
+                self.header = rec
+        return json.dumps(to_json(rec, self.headers.get(branch)), separators=(",", ":"), allow_nan=False) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -435,9 +472,28 @@ class StepOnce:
 
 @dataclass(frozen=True)
 class SetActivation:
-    """Swap the activation of the running model; its weights are kept."""
+    """Swap the activation of the running model; its weights are kept. In a fork, `branch` "B" changes B only."""
 
     name: str
+    branch: str | None = None
+
+
+@dataclass(frozen=True)
+class SetLR:
+    """Set the learning rate of the running optimiser; the weights are kept (a fork's branch B)."""
+
+    lr: float
+    branch: str | None = None
+
+
+@dataclass(frozen=True)
+class Fork:
+    """`on`: copy the running run into branch B (weights, optimiser state, step, data order), trained in lockstep
+    with it on the same batches. Off: end the fork, keeping branch `keep` ("A": the run goes on as it was;
+    "B": the run goes on from B's state, under a new run header)."""
+
+    on: bool
+    keep: str = "A"
 
 
 @dataclass(frozen=True)
@@ -447,9 +503,11 @@ class SetSpeedCap:
 
 @dataclass(frozen=True)
 class Restart:
-    """Start again from fresh weights with this configuration (as a RunConfig.to_dict())."""
+    """Start again from fresh weights with this configuration (as a RunConfig.to_dict()). In a fork, `branch`
+    "B": A and B both start again from the same seed, B with this configuration, and stay forked."""
 
     config: dict[str, Any]
+    branch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -484,4 +542,4 @@ class StatusRecord:
     ephemeral = True
 
 
-Command = Union[Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop]
+Command = Union[Pause, StepOnce, SetActivation, SetLR, SetSpeedCap, Restart, Stop, Fork]

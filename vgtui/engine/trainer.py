@@ -4,9 +4,16 @@
     trainer.prepare()          # loads data and builds the model; raises DataError / ValueError before anything
     end = trainer.run()        # emits RunRecord, Snapshot..., EpochRecord..., EndRecord; returns the EndRecord
 
-Commands (vgtui.core.records: Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop) go through
+Commands (vgtui.core.records: Pause, StepOnce, SetActivation, SetLR, SetSpeedCap, Restart, Stop, Fork) go through
 `trainer.send(cmd)` from any thread; the trainer drains them between steps. With `hold=True` (the UI's mode) a
 run that ends (completed, diverged, failed) waits for a Restart or a Stop instead of returning.
+
+The fork (`Fork(True)`): a second network, branch B, starts as an exact copy of the run (weights, optimiser
+state, step, sums) and trains in lockstep with it: each step of A is followed by the same step of B on the same
+batch, and both are probed at the same steps. Its records carry branch "B". Commands with branch "B" change B only
+(SetActivation, SetLR: at once, weights kept); Restart with branch "B" starts A and B again from the same seed, B
+with the new configuration, still forked. `Fork(False, keep)` ends it: keeping A, B ends; keeping B, A ends and the
+run goes on from B's state under a new run header (`forked_at` = that step).
 
 Host syncs. On a GPU, turning a device tensor into a Python value blocks the host until the device has caught
 up, so an ordinary step does none (tests/test_sync.py checks it): its loss and accuracy are added up on the
@@ -26,6 +33,7 @@ once a second and at each epoch start) and replays the steps up to the bad one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import math
 import os
@@ -46,12 +54,18 @@ from vgtui.core.diagnosis import chance_loss, exploded
 from vgtui.engine.data import TensorData, device_name, load_dataset, resolve_device
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import ACT_RANGES, DEFAULT_ACT_RANGE, GRAD_EDGES_LOG10, Probes, locate_nonfinite
-from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, LayerInfo, Pause, ProgressRecord, Record,
-                                Restart, RunRecord, SetActivation, SetSpeedCap, Snapshot, StatusRecord, StepOnce, Stop)
+from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, Fork, LayerInfo, Pause, ProgressRecord,
+                                Record, Restart, RunRecord, SetActivation, SetLR, SetSpeedCap, Snapshot, StatusRecord,
+                                StepOnce, Stop)
 
 Sink = Callable[[Record], None]
 EVAL_BATCH = 1000
 CHECKPOINT_EVERY_S = 1.0  # the last good state is copied at most this often (it bounds the replay after a NaN)
+# What a run keeps of its own besides model, optimiser and probes: the sums and clocks of one network's training.
+# A fork's branch B starts with a copy of them (it has trained exactly what A has).
+_SUMS = ("_first_bad", "_acc_loss", "_acc_correct", "_acc_n", "_win_loss", "_win_n", "_prog_loss", "_prog_n",
+         "_window_t", "_window_step", "_prog_t", "_prog_step", "_snap_t", "_snap_step", "_ep_loss", "_ep_correct",
+         "_ep_n", "_ep_examples")
 
 
 @dataclass
@@ -95,6 +109,8 @@ class Trainer:
         self.last_end: EndRecord | None = None
         self._steps_pending = 0
         self._prepared = False
+        self.fork: Trainer | None = None  # branch B while the run is forked
+        self._fork_config: RunConfig | None = None  # a restart of a fork: B's configuration for the next run
 
     # ------------------------------------------------------------------ set-up
     def send(self, cmd: Command) -> None:
@@ -162,6 +178,10 @@ class Trainer:
 
     def _restart(self, cmd: Restart) -> None:
         config = RunConfig.from_dict(cmd.config).validate()
+        if cmd.branch == "B":  # a forked run starts again: A as it is, B with the new configuration
+            config.replace(seed=self.config.seed).validate()  # B must be buildable before A restarts
+            self._fork_config = config.replace(seed=self.config.seed)
+            config = self.config
         old_config, old_data = self.config, self.data
         self.config = config
         if not self._data_matches(config):
@@ -208,22 +228,12 @@ class Trainer:
         self._t0 = self.clock()
         self.step = self.epoch = self.step_in_epoch = 0
         self._emit(self._header())
-        dev = self.device
-        self._acc_dtype = acc = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
-        # Device-side accumulators (no sync per step), folded into the host sums below at each check.
-        self._first_bad = torch.zeros((), device=dev, dtype=torch.long)  # first non-finite step; 0: none yet
-        self._acc_loss = torch.zeros((), device=dev, dtype=acc)
-        self._acc_correct = torch.zeros((), device=dev, dtype=torch.long)
-        self._acc_n = 0
-        self._win_loss, self._win_n = 0.0, 0  # since the previous snapshot (host)
-        self._prog_loss, self._prog_n = 0.0, 0  # since the previous progress record (host)
-        self._window_t, self._window_step = self.clock(), 0
-        self._prog_t, self._prog_step = self._window_t, 0
-        self._snap_t, self._snap_step = self._window_t, 0
+        self._init_sums()
         self._pace_t, self._pace_step = time.perf_counter(), 0
-        self._ckpt: _Checkpoint | None = None
-        self._ckpt_t = self.clock()
-        self._activations: list[tuple[int, str]] = []  # activation changes since the checkpoint (for the replay)
+        self.fork = None
+        if self._fork_config is not None:  # a forked run restarted: B from the same seed, at step 0
+            self._start_fork(self._fork_config)
+            self._fork_config = None
         try:
             for epoch in range(1, cfg.epochs + 1):
                 self.epoch = epoch
@@ -231,6 +241,9 @@ class Trainer:
                 perm = torch.randperm(len(data.x_train), generator=self.generator).to(self.device)
                 self.model.train()
                 self._save_checkpoint(perm, 0)
+                if self.fork is not None:
+                    self.fork._epoch_start(epoch, perm)
+                self._perm = perm
                 last = self.steps_per_epoch if not cfg.max_steps else min(self.steps_per_epoch,
                                                                           cfg.max_steps - self.step)
                 for b in range(last):
@@ -239,24 +252,41 @@ class Trainer:
                     idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                     probe = manual or b == last - 1 or self._snapshot_due()
                     loss = self._train_step(data.x_train[idx], data.y_train[idx], probe)
+                    fork = self.fork
+                    if fork is not None:  # B: the same step on the same batch, right after A's
+                        fork.step_in_epoch = b
+                        loss_b = fork._train_step(data.x_train[idx], data.y_train[idx], probe)
                     tick = self.clock() - self._prog_t >= PROGRESS_EVERY_S
                     if probe or tick:
                         diverged = self._snapshot(loss) if probe else self._check()
                         if diverged is not None:
                             return diverged, None
+                        if fork is not None and (fork._snapshot(loss_b) if probe else fork._check()) is not None:
+                            self.fork = None  # B diverged: its end record says where; A goes on alone
                         if tick:
                             self._progress()
+                            if self.fork is not None:
+                                self.fork._progress()
                         if self.clock() - self._ckpt_t >= CHECKPOINT_EVERY_S:
                             self._save_checkpoint(perm, b + 1)
+                            if self.fork is not None:
+                                self.fork._save_checkpoint(perm, b + 1)
                     if self.on_step is not None:
                         self.on_step(self)
                     self._pace()
                 self._emit(self._evaluate())
+                if self.fork is not None:
+                    self.fork._emit(self.fork._evaluate())
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
         except _Interrupt as stop:
-            msg = ("restarted: " + RunConfig.from_dict(stop.cmd.config).describe()
-                   if isinstance(stop.cmd, Restart) else stop.cmd.message)
+            if isinstance(stop.cmd, Restart) and stop.cmd.branch == "B":
+                msg = (f"restarted A and B from fresh weights (seed {self.config.seed}): B = "
+                       + RunConfig.from_dict(stop.cmd.config).describe())
+            elif isinstance(stop.cmd, Restart):
+                msg = "restarted: " + RunConfig.from_dict(stop.cmd.config).describe()
+            else:
+                msg = stop.cmd.message
             return self._end("interrupted", msg), stop.cmd
         except KeyboardInterrupt as e:  # Ctrl+C, or a signal turned into one (headless: see vgtui.headless)
             self._end("interrupted", getattr(e, "message", None) or "interrupted by Ctrl+C")
@@ -269,6 +299,12 @@ class Trainer:
         return self._end("completed", f"{self.step} steps, {self.epoch} epochs"), None
 
     def _end(self, status: str, message: str, layer: str | None = None, tb: str | None = None) -> EndRecord:
+        if self.fork is not None:  # the run ends: its fork with it
+            fork, self.fork = self.fork, None
+            if status == "diverged":
+                fork._end("interrupted", f"run A diverged at step {self.step}")
+            else:
+                fork._end(status, message, tb=tb)
         end = EndRecord(status=status, steps=self.step, elapsed_s=self._elapsed(), message=message, layer=layer,
                         traceback=tb)
         self._emit(end)
@@ -290,6 +326,19 @@ class Trainer:
         elif isinstance(cmd, SetSpeedCap):
             self.speed_cap = cmd.steps_per_s if cmd.steps_per_s and cmd.steps_per_s > 0 else None
             self._pace_t, self._pace_step = time.perf_counter(), self.step
+        elif isinstance(cmd, Fork):
+            if running:
+                self._fork_command(cmd)
+        elif cmd.__class__ in (SetActivation, SetLR) and cmd.branch == "B":
+            if self.fork is not None and running:
+                self.fork._apply(dataclasses.replace(cmd, branch=None))
+        elif isinstance(cmd, SetLR):
+            if cmd.lr != self.config.lr and self.model is not None:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cmd.lr
+                self.config = self.config.replace(lr=cmd.lr)
+                if running:
+                    self._emit(EventRecord(step=self.step, set={"lr": cmd.lr}, elapsed_s=self._elapsed()))
         elif isinstance(cmd, SetActivation):
             if cmd.name != self.config.activation and self.model is not None:
                 self.model.set_activation(cmd.name)
@@ -299,6 +348,88 @@ class Trainer:
                     self._emit(EventRecord(step=self.step, set={"activation": cmd.name}, elapsed_s=self._elapsed()))
         elif isinstance(cmd, (Restart, Stop)) and running:
             raise _Interrupt(cmd)
+
+    # ------------------------------------------------------------------ the fork
+    def _init_sums(self) -> None:
+        """A run's sums and clocks, at its start."""
+        dev = self.device
+        self._acc_dtype = acc = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+        # Device-side accumulators (no sync per step), folded into the host sums below at each check.
+        self._first_bad = torch.zeros((), device=dev, dtype=torch.long)  # first non-finite step; 0: none yet
+        self._acc_loss = torch.zeros((), device=dev, dtype=acc)
+        self._acc_correct = torch.zeros((), device=dev, dtype=torch.long)
+        self._acc_n = 0
+        self._win_loss, self._win_n = 0.0, 0  # since the previous snapshot (host)
+        self._prog_loss, self._prog_n = 0.0, 0  # since the previous progress record (host)
+        self._window_t, self._window_step = self.clock(), 0
+        self._prog_t, self._prog_step = self._window_t, 0
+        self._snap_t, self._snap_step = self._window_t, 0
+        self._ep_loss, self._ep_correct, self._ep_n, self._ep_examples = 0.0, 0, 0, 0
+        self._ckpt: _Checkpoint | None = None
+        self._ckpt_t = self.clock()
+        self._activations: list[tuple[int, str]] = []  # activation changes since the checkpoint (for the replay)
+
+    def _emit_b(self, rec: Record) -> None:
+        """Branch B's sink: its records, marked "B", go where the run's go."""
+        if isinstance(rec, (RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord, ProgressRecord)):
+            self._emit(dataclasses.replace(rec, branch="B"))
+
+    def _start_fork(self, config: RunConfig | None = None) -> None:
+        """Branch B. Without `config`: an exact copy of this run now (weights, optimiser state, step, sums). With
+        it: fresh weights from that configuration and this run's seed (a forked run that started again)."""
+        b = Trainer(config or self.config, sinks=[self._emit_b], data=self.data, clock=self.clock)
+        b.device, b.n_classes, b._t0 = self.device, self.n_classes, self._t0
+        b.steps_per_epoch, b.total_steps = self.steps_per_epoch, self.total_steps
+        if config is None:
+            b.model = copy.deepcopy(self.model)  # between steps: the probes' hooks are not attached
+            b.optimizer = build_optimizer(b.config, b.model)
+            b.optimizer.load_state_dict(copy.deepcopy(self.optimizer.state_dict()))
+        else:
+            b.model = build_model(b.config, self.data.in_features, self.n_classes).to(self.device)
+            b.optimizer = build_optimizer(b.config, b.model)
+        b.probes = Probes(b.model)
+        b._prepared = True
+        b.step, b.epoch, b.step_in_epoch = self.step, self.epoch, self.step_in_epoch
+        b._init_sums()
+        if config is None:
+            for name in _SUMS:
+                v = getattr(self, name)
+                setattr(b, name, v.clone() if isinstance(v, torch.Tensor) else v)
+            b._save_checkpoint(self._perm, self.step_in_epoch)  # between steps: the next batch is step_in_epoch
+        self.fork = b
+        b._emit(dataclasses.replace(b._header(), forked_at=self.step))
+
+    def _epoch_start(self, epoch: int, perm: torch.Tensor) -> None:
+        """Branch B at the start of an epoch (A's order of examples)."""
+        self.epoch = epoch
+        self._ep_loss, self._ep_correct, self._ep_n, self._ep_examples = 0.0, 0, 0, 0
+        self.model.train()
+        self._save_checkpoint(perm, 0)
+
+    def _fork_command(self, cmd: Fork) -> None:
+        if cmd.on:
+            if self.fork is None:
+                self._start_fork()
+                self._emit(EventRecord(step=self.step, set={"fork": f"B forked at step {self.step}"},
+                                       elapsed_s=self._elapsed()))
+            return
+        if self.fork is None:
+            return
+        fork = self.fork
+        if cmd.keep != "B":
+            self.fork = None
+            fork._end("interrupted", f"the fork ended at step {self.step}: A was kept")
+            self._emit(EventRecord(step=self.step, set={"fork": "ended, A kept"}, elapsed_s=self._elapsed()))
+            return
+        # B is kept: A ends here, and the run goes on from B's state under a new header
+        self.fork = None
+        self._end("interrupted", f"the fork ended at step {self.step}: B was kept and goes on as the run")
+        fork._end("completed", f"the fork ended at step {self.step}: B goes on as the run")
+        self.probes.close()
+        self.model, self.optimizer, self.probes, self.config = fork.model, fork.optimizer, fork.probes, fork.config
+        for name in _SUMS + ("_ckpt", "_ckpt_t", "_activations"):
+            setattr(self, name, getattr(fork, name))
+        self._emit(dataclasses.replace(self._header(), forked_at=self.step))
 
     def _between_steps(self) -> bool:
         """Drain commands; block while paused. True when the next step is a single step asked for while paused."""
