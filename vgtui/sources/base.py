@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from vgtui.core.config import RunConfig
-from vgtui.core.records import Command, Pause, Record, Restart, SetActivation, SetSpeedCap, StepOnce, Stop
+from vgtui.core.records import Command, Fork, Pause, Record, Restart, SetActivation, SetLR, SetSpeedCap, StepOnce, Stop
 
 SOURCE_KINDS = ("trainer", "file", "stream")
-TRAINER_COMMANDS: frozenset[type] = frozenset({Pause, StepOnce, SetActivation, SetSpeedCap, Restart, Stop})
+TRAINER_COMMANDS: frozenset[type] = frozenset({Pause, StepOnce, SetActivation, SetLR, SetSpeedCap, Restart, Stop, Fork})
 
 
 class Source:

@@ -54,6 +54,11 @@ KEYMAP: tuple[Key, ...] = (
         display="+", palette="Deeper"),
     Key("minus", "depth(-1)", "depth-", "one hidden layer less, restart", TRAINER, display="-",
         palette="Shallower"),
+    Key("f", "fork", "fork", "fork the run: B starts as an exact copy of A and trains beside it on the same batches; "
+        "a and L then change B at once, i b s + - r restart A and B from the same seed; f again ends the fork, "
+        "keeping the branch in focus", TRAINER, "f", palette="Fork the run (A/B) / end the fork"),
+    Key("o", "focus", "focus", "during a fork: switch the focus between A and B (the histograms show it, f keeps "
+        "it)", TRAINER, "o", show=False, palette="Focus on the other branch"),
     Key("space", "pause", "pause", "pause / resume training; in a replay, play / pause at the recorded pace",
         TIME, "space", palette="Pause / resume"),
     Key("n", "step", "step", "one training step (pauses first)", TRAINER, "n", palette="One step"),
@@ -85,7 +90,7 @@ KEYMAP: tuple[Key, ...] = (
 )
 EXTRA_HELP = (("ctrl+p", "command palette", ANY),)
 # the footer's keys, most important first (by their first Textual key name); the footer shows those that fit
-FOOTER = ("q", "question_mark", "tab", "space", "a", "left", "right", "m", "l", "b", "s", "i", "plus,equals_sign",
+FOOTER = ("q", "question_mark", "tab", "space", "a", "f", "left", "right", "m", "l", "b", "s", "i", "plus,equals_sign",
           "minus", "r", "n", "p", "left_square_bracket", "right_square_bracket", "e", "ctrl+s")
 PALETTE_CELLS = 14  # what Textual's "^p palette" takes at the footer's right end
 ITEM_GAP = 2  # cells between a footer key and its label, and after the label  # Textual's own keys, in the help and the README only

@@ -52,3 +52,20 @@ class TrainerNotice(Message, bubble=False):
     def __init__(self, notice: NoticeRecord) -> None:
         super().__init__()
         self.notice = notice
+
+
+class ForkStarted(Message, bubble=False):
+    """Branch B's run header arrived: `state` is B's, already holding it."""
+
+    def __init__(self, state, run: RunRecord) -> None:
+        super().__init__()
+        self.state = state
+        self.run = run
+
+
+class ForkEnded(Message, bubble=False):
+    """Branch B's end record arrived."""
+
+    def __init__(self, end: EndRecord) -> None:
+        super().__init__()
+        self.end = end

@@ -28,11 +28,12 @@ from textual.widgets import ContentSwitcher, Footer, Static
 from textual.worker import get_current_worker
 
 from vgtui.core.config import ACTIVATIONS, INITS, RunConfig, next_choice
-from vgtui.core.records import (EndRecord, EventRecord, NoticeRecord, Pause, Restart, RunRecord, SetActivation,
-                                SetSpeedCap, StatusRecord, StepOnce)
+from vgtui.core.records import (EndRecord, EventRecord, Fork, NoticeRecord, Pause, Restart, RunRecord, SetActivation,
+                                SetLR, SetSpeedCap, StatusRecord, StepOnce)
 from vgtui.sources.base import Source
 from vgtui.ui import charts, keymap
-from vgtui.ui.messages import Acknowledged, LiveChange, RunEnded, RunStarted, SourceLost, TrainerNotice
+from vgtui.ui.messages import (Acknowledged, ForkEnded, ForkStarted, LiveChange, RunEnded, RunStarted, SourceLost,
+                               TrainerNotice)
 from vgtui.ui.screens import FailureScreen, HelpScreen
 from vgtui.ui.state import METRIC_KEYS, RunState, metric
 from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar
@@ -69,6 +70,7 @@ class MainScreen(Screen):
         self.kind = self.source.kind
         self.states = [RunState(s.config, s.label) for s in sources]
         self.state = self.states[0]
+        self.branch_focus = 0  # the run the single-run views show (the histograms); in a fork, the branch `f` keeps
         self.fps = max(float(fps), 0.2)
         self.screenshot_dir = screenshot_dir or os.getcwd()
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
@@ -88,9 +90,22 @@ class MainScreen(Screen):
     def compare(self) -> bool:
         return len(self.states) > 1
 
+    @property
+    def forked(self) -> bool:
+        """A live fork: the trainer's run (A) and its branch B, side by side."""
+        return self.kind == "trainer" and len(self.states) > 1
+
+    @property
+    def focused_state(self) -> RunState:
+        return self.states[min(self.branch_focus, len(self.states) - 1)]
+
+    @property
+    def target(self) -> RunState:
+        """The run the recipe keys change: B during a fork (A is the control), else the run."""
+        return self.states[1] if self.forked else self.state
+
     # ------------------------------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        s = self.state
         yield StatusBar(id="status")
         yield Static(id="tabs")
         with ContentSwitcher(initial="overview", id="views"):
@@ -102,10 +117,10 @@ class MainScreen(Screen):
                 yield PlotextPanel(self._flow_figure, lambda: (self.versions("snap_version"), self.metric,
                                                                self.log), id="flow", classes="panel")
             with Vertical(id="histograms"):
-                yield PlotextPanel(self._hist_all_figure, lambda: (s.snap_version, self.log), id="hist-all",
-                                   classes="panel")
-                yield PlotextPanel(self._hist_grid_figure, lambda: (s.snap_version, self.log), id="hist-grid",
-                                   classes="panel")
+                yield PlotextPanel(self._hist_all_figure, lambda: (self.focused_state.snap_version, self.branch_focus, self.log),
+                                   id="hist-all", classes="panel")
+                yield PlotextPanel(self._hist_grid_figure, lambda: (self.focused_state.snap_version, self.branch_focus, self.log),
+                                   id="hist-grid", classes="panel")
             with Vertical(id="layers"):
                 yield LayerTable(id="table", classes="panel")
         yield Static(id="too-small")
@@ -208,12 +223,12 @@ class MainScreen(Screen):
         return charts.layer_lines_compare(runs, m, self.log, w, h, self.colour)
 
     def _hist_all_figure(self, w: int, h: int) -> str:
-        snap = self.state.snap
+        snap = self.focused_state.snap
         hist = charts.sum_hists([l.grad_hist for l in snap.layers]) if snap else None
         return charts.grad_hist(hist, w, h, self.log, 81, self.colour)
 
     def _hist_grid_figure(self, w: int, h: int) -> str:
-        s = self.state
+        s = self.focused_state
         with s.lock:
             snap, names = s.snap, s.layers
         hists = [l.grad_hist for l in snap.layers] if snap else [None] * len(names)
@@ -284,6 +299,7 @@ class MainScreen(Screen):
         """Fold every record of a live source into the state; post what the screen reacts to."""
         worker = get_current_worker()
         state, source = self.state, self.source
+        branch: RunState | None = None  # a fork's branch B
         while not worker.is_cancelled:
             rec = source.get(timeout=0.1)
             if rec is None:
@@ -299,6 +315,18 @@ class MainScreen(Screen):
                 continue
             if isinstance(rec, NoticeRecord):
                 self.post_message(TrainerNotice(rec))
+                continue
+            if getattr(rec, "branch", None) == "B":  # the fork's records go to B's state
+                if isinstance(rec, RunRecord):
+                    branch = RunState(None, f"fork@{rec.forked_at:,}" if rec.forked_at else "fork@0")
+                    branch.begin(rec)
+                    self.post_message(ForkStarted(branch, rec))
+                elif branch is not None:
+                    branch.apply(rec)
+                    if isinstance(rec, EndRecord):
+                        self.post_message(ForkEnded(rec))
+                    elif isinstance(rec, EventRecord):
+                        self.post_message(LiveChange(rec))
                 continue
             state.apply(rec)  # snapshots and epochs: the frame timer redraws what changed
             if isinstance(rec, RunRecord):
@@ -322,7 +350,7 @@ class MainScreen(Screen):
 
     def _acknowledged(self) -> None:
         """A run header or an event arrived: a pending change is done once what runs is what was asked for."""
-        if self.pending is not None and self.state.config == self.pending:
+        if self.pending is not None and self.target.config == self.pending:
             self.pending = None
 
     def check_stall(self) -> None:
@@ -343,7 +371,10 @@ class MainScreen(Screen):
     def _on_run(self, message: RunStarted) -> None:
         self.paused = False  # a new run starts running; a later pause comes with its own acknowledgement
         self._acknowledged()
-        if self.state.runs > 1:
+        if message.run.forked_at is not None and self.kind == "trainer":
+            self.notice = f"the fork ended at step {message.run.forked_at:,}: B goes on as the run"
+            self.notify(self.notice, timeout=4)
+        elif self.state.runs > 1 and not (self.forked and self.pending is not None):
             what = self.state.config.describe() if self.state.config is not None else message.run.model
             self.notice = f"restarted: {what}" if self.kind == "trainer" else f"a new run started: {what}"
             self.notify(self.notice, timeout=4)
@@ -356,9 +387,46 @@ class MainScreen(Screen):
     @on(LiveChange)
     def _on_event(self, message: LiveChange) -> None:
         ev = message.event
+        who = "B: " if ev.branch == "B" else ""
         if "activation" in ev.set:
-            self.notice = f"activation → {ev.set['activation']} at step {ev.step} (live, weights kept)"
+            self.notice = f"{who}activation → {ev.set['activation']} at step {ev.step} (live, weights kept)"
+        elif "lr" in ev.set:
+            self.notice = f"{who}lr → {ev.set['lr']:g} at step {ev.step} (live, weights kept)"
+        if who:
+            self.notice += "; A unchanged"
         self._acknowledged()
+        self._status_now()
+
+    @on(ForkStarted)
+    def _on_fork(self, message: ForkStarted) -> None:
+        restarted = self.forked
+        self.states = [self.state, message.state]
+        self._acknowledged()
+        if restarted:  # a recipe change restarted A and B: the notice already says so
+            self.notice = (f"restarted A and B from seed {self.state.config.seed}: "
+                           f"B = {message.state.config.describe()}")
+        else:
+            self.notice = (f"forked at step {message.run.forked_at:,}: B = A; a L change B, i b s + - r restart "
+                           "both; o focus, f ends")
+        self._titles()
+        self._status_now()
+
+    @on(ForkEnded)
+    def _on_fork_end(self, message: ForkEnded) -> None:
+        end = message.end
+        if end.message.startswith("restarted A and B"):  # B's next header follows
+            return
+        if not self.forked:
+            return
+        self.states = [self.state]
+        self.branch_focus = 0
+        self.pending = None
+        if end.status == "diverged":
+            self.notice = f"B diverged at step {end.steps} ({end.message}); A goes on alone"
+            self.notify(self.notice, severity="error", timeout=8)
+        elif "A was kept" in end.message:
+            self.notice = f"the fork ended at step {end.steps}: A goes on, B is in the metrics file"
+        self._titles()
         self._status_now()
 
     @on(RunEnded)
@@ -535,11 +603,17 @@ class MainScreen(Screen):
     @property
     def wanted(self) -> RunConfig:
         """The configuration the person asked for: a pending one, else what runs. Keys build on it, so quick
-        presses (b, s, b) each count even before the trainer acknowledged the one before."""
-        return self.pending or self.state.config
+        presses (b, s, b) each count even before the trainer acknowledged the one before. During a fork: B's."""
+        return self.pending or self.target.config
 
     def _restart(self, cfg: RunConfig, why: str | None = None) -> None:
         cfg = cfg.validate()
+        if self.forked:  # A and B start again together, from the same seed: the comparison stays fair
+            self.source.send(Restart(cfg.to_dict(), branch="B"))
+            self.pending = cfg
+            self.notice = (f"restarting A and B from seed {self.state.config.seed}: B = "
+                           f"{cfg.describe()}" + (f" ({why})" if why else "") + " …")
+            return
         self.source.send(Restart(cfg.to_dict()))
         self.pending = cfg
         self.notice = f"restarting: {cfg.describe()}" + (f" ({why})" if why else "") + " …"
@@ -551,9 +625,9 @@ class MainScreen(Screen):
     def action_activation(self, step: int) -> None:
         cfg = self.wanted
         new = next_choice(cfg.activation, ACTIVATIONS, int(step))
-        self.source.send(SetActivation(new))
+        self.source.send(SetActivation(new, branch="B" if self.forked else None))
         self.pending = cfg.replace(activation=new)
-        self.notice = f"activation → {new} (live, weights kept)"
+        self.notice = ("B: " if self.forked else "") + f"activation → {new} (live, weights kept)"
         self.notify(self.notice, timeout=3)
 
     def action_init(self) -> None:
@@ -581,7 +655,38 @@ class MainScreen(Screen):
 
     def action_lower_lr(self) -> None:
         cfg = self.wanted
+        if self.forked:  # B's learning rate changes at once, its weights kept
+            self.source.send(SetLR(cfg.lr / 10, branch="B"))
+            self.pending = cfg.replace(lr=cfg.lr / 10)
+            self.notice = f"B: lr {cfg.lr:g} → {cfg.lr / 10:g} (live, weights kept)"
+            return
         self._restart(cfg.replace(lr=cfg.lr / 10), why=f"lr {cfg.lr:g} → {cfg.lr / 10:g}")
+
+    def action_fork(self) -> None:
+        """Fork the run (B copies A, and the recipe keys change B), or end the fork keeping the focused branch."""
+        if self.forked:
+            keep = "AB"[self.branch_focus]
+            self.source.send(Fork(False, keep=keep))
+            self.notice = f"ending the fork: keeping {keep} …"
+            return
+        if self.state.run is None or self.state.end is not None:
+            self.notify("f forks a running run: " + ("r starts it again first" if self.state.end else
+                                                    "wait for it to start"), severity="warning", timeout=4)
+            return
+        self.source.send(Fork(True))
+        self.pending = None
+        self.notice = "forking: B copies A (weights, optimiser state, step, data order) …"
+
+    def action_focus(self) -> None:
+        """Switch the branch in focus: the one the histograms show and `f` keeps."""
+        if not self.forked:
+            self.notify("o switches between A and B during a fork (f forks the run)", timeout=3)
+            return
+        self.branch_focus = 1 - self.branch_focus
+        keep = "AB"[self.branch_focus]
+        self.notice = f"focus on {keep}: the histograms show {keep}; f ends the fork keeping {keep}"
+        self._titles()
+        self._frame(force=True)
 
     def action_pause(self) -> None:
         if self.kind == "file" and self.paused and self._at_end() and not self.source.follow:

@@ -130,7 +130,7 @@ class StatusBar(Panel):
     def key(self) -> object:
         m = self.main
         return (m.versions("snap_version", "epoch_version", "run_version", "progress_version"), m.paused,
-                m.pause_wanted, m.cap, m.pace, m.notice,
+                m.pause_wanted, m.cap, m.pace, m.notice, m.branch_focus,
                 tuple(st.config for st in m.states))
 
     def build(self, width: int, height: int) -> object:
@@ -138,7 +138,9 @@ class StatusBar(Panel):
         if m.compare:
             a, b = m.states
             line3 = Text(" ", no_wrap=True, overflow="ellipsis")
-            if m.notice:
+            if m.forked:
+                line3.append_text(self._fork_line(a, b, m))
+            elif m.notice:
                 line3.append(m.notice, style="italic color(177)")
             else:
                 for tag, st in (("A", a), ("B", b)):
@@ -149,12 +151,33 @@ class StatusBar(Panel):
         s = m.state
         return Group(self._what(s, width), self._where(s, width), self._meaning(s, width))
 
+    def _fork_line(self, a: RunState, b: RunState, m: "MainScreen") -> Text:
+        """A live fork: where both are, B's accuracy against A's, and the focus."""
+        t = Text()
+        tick = a.live_progress()
+        step = tick.step if tick else a.step
+        t.append(f"step {step:,}  ", style="bold")
+        ea, eb = a.visible_epochs(), b.visible_epochs()
+        if ea and eb:
+            d = 100 * (eb[-1].test_acc - ea[-1].test_acc)
+            t.append("test acc ", style="dim")
+            t.append(f"A {ea[-1].test_acc:.1%}  B {eb[-1].test_acc:.1%}  ", style="bold")
+            t.append(f"B−A {d:+.1f} pts  ", style="bold color(78)" if d > 0 else "bold color(214)" if d < 0 else "bold")
+        t.append_text(self._run_state(a, m))
+        t.append("  ")
+        if m.notice:  # what just happened, else how to go on
+            t.append(m.notice, style="italic color(177)")
+        else:
+            focus = "AB"[m.branch_focus]
+            t.append(f"focus {focus} (o) · f ends the fork keeping {focus}", style="dim")
+        return t
+
     def _what(self, s: RunState, width: int, tag: str = "") -> Text:
         """What runs: the file, the model or vgtui's configuration, and the diagnosis badge."""
         with s.lock:
             cfg, run, snap = s.config, s.run, s.snap
             diag, layers = s.diagnosis(), s.layers
-        head = [(f"{tag}{s.label}", "bold")] if s.label else [("vgtui", "bold")]
+        head = [(f"{tag}{s.label or 'vgtui'}", "bold")] if s.label or tag else [("vgtui", "bold")]
         if cfg is not None:
             dataset = run.dataset if run and run.dataset else cfg.dataset
             device = run.device if run else cfg.device

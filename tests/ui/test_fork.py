@@ -1,0 +1,92 @@
+"""The fork in the UI, on the real app over real training (a ThreadBackend): `f` forks, a live change goes to B
+only, a recipe change restarts A and B together, `o` moves the focus, `f` again ends the fork keeping it; and
+the metrics file holds both branches."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import status_shows, text_of, wait_for
+from vgtui.ui.widgets import GradientBars
+
+
+def records(backend):
+    with open(backend.metrics_path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+async def forked(pilot, app):
+    await wait_for(pilot, lambda: app.main.state.snap is not None, what="a snapshot")
+    await pilot.press("f")
+    await wait_for(pilot, lambda: app.main.forked and app.main.states[1].snap is not None, what="B's first snapshot")
+
+
+async def test_fork_then_a_live_change_goes_to_b_only(make_app):
+    app, backend = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await forked(pilot, app)
+        a, b = app.main.states
+        assert b.run.forked_at >= 1 and b.config == a.config
+        screen = await status_shows(pilot, "B fork@")
+        assert "A vgtui" in screen
+        await status_shows(pilot, "forked at step")
+        bars = text_of(app.main.query_one(GradientBars))
+        assert "gradients · grad norm ‖∇W‖ · A and B" in bars and "fc1 A" in bars and "fc1 B" in bars
+        await pilot.press("a")
+        await status_shows(pilot, "B: activation → tanh", timeout=0.5)  # at once
+        await wait_for(pilot, lambda: backend.trainer.fork is not None
+                       and backend.trainer.fork.config.activation == "tanh", what="tanh in B")
+        await wait_for(pilot, lambda: b.snap is not None and b.snap.activation == "tanh", what="a tanh snapshot of B")
+        assert backend.trainer.config.activation == "sigmoid" and a.snap.activation == "sigmoid"
+        assert a.config.activation == "sigmoid" and b.config.activation == "tanh"
+        await status_shows(pilot, "A unchanged")
+        ev = [r for r in records(backend) if r["type"] == "event"]
+        assert [r.get("branch") for r in ev] == [None, "B"] and ev[1]["set"] == {"activation": "tanh"}
+        assert a.runs == 1  # no restart
+        # lr: B at once, weights kept
+        await pilot.press("L")
+        await wait_for(pilot, lambda: backend.trainer.fork.config.lr == 0.001, what="B's lr")
+        assert backend.trainer.config.lr == 0.01 and a.runs == 1
+
+
+async def test_an_architectural_change_restarts_both_and_f_ends_the_fork_keeping_the_focus(make_app):
+    app, backend = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await forked(pilot, app)
+        await pilot.press("b")
+        await status_shows(pilot, "restarted A and B from seed 0: B = sigmoid + batchnorm")
+        await wait_for(pilot, lambda: app.main.state.runs == 2 and app.main.forked
+                       and app.main.states[1].config.batchnorm and app.main.states[1].snap is not None,
+                       what="A and B restarted")
+        a, b = app.main.states
+        assert not a.config.batchnorm and b.run.forked_at == 0
+        assert b.snap.step == a.snap.step or abs(b.snap.step - a.snap.step) <= 5
+        heads = [(r.get("branch"), r.get("forked_at")) for r in records(backend) if r["type"] == "run"]
+        assert heads[-2:] == [(None, None), ("B", 0)]
+        await status_shows(pilot, "bn on")  # B's line
+        # the focus, then f: B is kept and goes on as the run
+        await pilot.press("o")
+        await status_shows(pilot, "focus on B", timeout=0.5)
+        assert app.main.focused_state is b
+        await pilot.press("f")
+        await wait_for(pilot, lambda: not app.main.forked and app.main.state.runs == 3, what="the fork to end")
+        assert app.main.state.config.batchnorm and app.main.state.run.forked_at > 0
+        await status_shows(pilot, "B goes on as the run")
+        ends = [(r.get("branch"), r["status"]) for r in records(backend) if r["type"] == "end"]
+        assert ends[-2:] == [(None, "interrupted"), ("B", "completed")]
+        await wait_for(pilot, lambda: app.main.state.snap is not None and app.main.state.snap.step
+                       > app.main.state.run.forked_at, what="the run going on")
+
+
+async def test_f_again_keeping_a_ends_b(make_app):
+    app, backend = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await forked(pilot, app)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: not app.main.forked, what="the fork to end")
+        await status_shows(pilot, "A goes on, B is in the metrics file")
+        assert app.main.state.runs == 1 and backend.trainer.fork is None
+        end_b = [r for r in records(backend) if r["type"] == "end" and r.get("branch") == "B"]
+        assert len(end_b) == 1 and end_b[0]["message"].endswith("A was kept")
+        await pilot.press("o")
+        assert app.main.branch_focus == 0  # nothing to focus without a fork
