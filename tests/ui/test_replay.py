@@ -104,7 +104,7 @@ async def test_replay_offers_no_trainer_keys_and_says_why(tmp_path):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         help_text = text_of(app.screen.query_one("#help-keys"))
-        assert "one snapshot back / forward" in help_text and "activation" not in help_text
+        assert "one snapshot back / forward" in help_text and "next / previous activation" not in help_text
         await pilot.press("escape")
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Forward", "Last snapshot", "Export CSV"} <= titles and "Next activation" not in titles

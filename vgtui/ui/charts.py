@@ -277,6 +277,95 @@ def layer_lines_compare(runs: Sequence[tuple], m: Metric, log: bool, width: int,
     return _finish_metric_axes(m, log, ymax, xmax, width, height, colour)
 
 
+NO_PRE = "no pre-activation percentiles (older files lack them)"
+BAND_KEY = "⠤ 15th & 85th"
+
+
+def _legend(parts: Sequence[tuple[str, int]], width: int, colour: bool) -> str:
+    """A line of (text, 256-colour code) parts over a chart, cut at `width` cells (Text.from_ansi would wrap it)."""
+    out, room = [], width
+    for text, code in parts:
+        text = text[:room]
+        room -= len(text)
+        if text:
+            out.append(f"\x1b[38;5;{code}m{text}\x1b[0m" if colour else text)
+    return "".join(out)
+
+
+def _band_marker(code: int, colour: bool):
+    """The 15th and 85th percentiles: thin (braille) and dim, in the colour of their median."""
+    return plt.marker("braille", pixel=plt.pixel(code, style="dim")) if colour else "braille"
+
+
+def _pre_axes(legend: str, lines: list, events: Sequence[int], xmax: float, width: int, height: int,
+              colour: bool) -> str:
+    """`legend` on a line of its own over `lines` (x, y, marker) drawn on a linear y axis around the data (z is
+    signed)."""
+    _start(width, height - 1, colour)
+    ys = [y for _, y, _ in lines if y.size]
+    lo, hi = (min(float(y.min()) for y in ys), max(float(y.max()) for y in ys)) if ys else (-1.0, 1.0)
+    pad = (hi - lo) * 0.05 or max(abs(hi) * 0.05, 0.1)
+    lo, hi = lo - pad, hi + pad
+    _events(FIG, events, lo, hi, colour)
+    for x, y, marker in lines:
+        FIG.draw(FIG.signal(x.tolist(), y.tolist(), marker=marker).lines())
+    FIG.ruler("y").lim(lo, hi)
+    FIG.ruler("y").frequency(max(2, min(5, height // 4)))
+    _step_axis(xmax, width)
+    return legend + "\n" + _finish(colour)
+
+
+def _pre_lines(x: np.ndarray, band: Sequence[Sequence[float]], code: int, colour: bool, width: int) -> list:
+    """One layer's (p15, p50, p85) as lines: the median solid, the other two as `_band_marker`; [] without data."""
+    ys = [np.asarray(s, dtype=float) for s in band]
+    x, ys = _downsample(x, ys, max(width, 10))
+    out = []
+    for y, marker in zip(ys, (_band_marker(code, colour), _marker("hd", code, colour), _band_marker(code, colour))):
+        ok = np.isfinite(y)
+        if ok.any():
+            out.append((x[ok], y[ok], marker))
+    return out
+
+
+def pre_percentiles(steps: Sequence[int], names: Sequence[str], bands: Sequence[Sequence[Sequence[float]]],
+                    total_steps: int, events: Sequence[int], width: int, height: int, colour: bool = True) -> str:
+    """Ioffe & Szegedy 2015, Figure 1, for every hidden layer: the median of its pre-activation z over steps in
+    the layer's colour, the 15th and 85th percentiles thin and dim in the same colour, on a linear y axis (z is
+    signed, so no log). `bands` is (p15, p50, p85) per layer of `names`, nan where a layer has none: those layers
+    (the output layer) are left out, and a run with none at all (an older file) gets the one-line NO_PRE."""
+    x = np.asarray(steps, dtype=float)
+    lines, keys = [], []
+    for name, band, code in zip(names, bands, layer_colours(len(names))):
+        drawn = _pre_lines(x, band, code, colour, width)
+        if drawn:
+            lines += drawn
+            keys.append((f"━ {name} ", code))
+    if x.size and not lines:
+        return NO_PRE
+    legend = _legend([*keys, ("medians  " if keys else "", AXIS_COLOUR), (BAND_KEY, AXIS_COLOUR)], width, colour)
+    xmax = float(max(total_steps, x.max() if x.size else 1, 1))
+    return _pre_axes(legend, lines, events, xmax, width, height, colour)
+
+
+def pre_percentiles_compare(runs: Sequence[tuple], width: int, height: int, colour: bool = True) -> str:
+    """Two runs' pre-activation percentiles over steps, each run's last hidden layer (Figure 1's "typical
+    activation from the last hidden layer"): A in LOSS_COLOUR, B in B_COLOUR, the median solid, the 15th and
+    85th thin. Each run is (steps, names, bands, total_steps) as in `pre_percentiles`."""
+    xmax, lines, keys, any_steps = 1.0, [], [], False
+    for (steps, names, bands, total), tag, code in zip(runs, "AB", (LOSS_COLOUR, B_COLOUR)):
+        x = np.asarray(steps, dtype=float)
+        any_steps = any_steps or bool(x.size)
+        xmax = max(xmax, float(total), float(x.max()) if x.size else 0.0)
+        drawn = [(n, d) for n, d in ((n, _pre_lines(x, b, code, colour, width)) for n, b in zip(names, bands)) if d]
+        if drawn:
+            lines += drawn[-1][1]
+            keys.append((f"━ {tag} {drawn[-1][0]} ", code))
+    if any_steps and not lines:
+        return NO_PRE
+    legend = _legend([*keys, ("medians  " if keys else "", AXIS_COLOUR), (BAND_KEY, AXIS_COLOUR)], width, colour)
+    return _pre_axes(legend, lines, [], xmax, width, height, colour)
+
+
 # ---------------------------------------------------------------------------------------------- gradient histograms
 GRAD_LO, GRAD_HI = -14, 3  # the x axis of weight-gradient histograms, log10 |g| (the engine bins 2^-46..2^8)
 COUNT_DECADES = 8  # log count axis: 1 .. 1e8, fixed

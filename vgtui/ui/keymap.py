@@ -75,8 +75,8 @@ KEYMAP: tuple[Key, ...] = (
     Key("end", "seek_to(-1)", "last", "last snapshot", FILE, show=False, palette="Last snapshot"),
     Key("p", "next_run", "run", "next run of the file (a file with several runs, e.g. restarts)", FILE, "p",
         palette="Next run of the file"),
-    Key("m", "metric", "metric", "gradient metric: grad norm, mean |grad|, grad:data, update:data", ANY, "m",
-        palette="Next gradient metric"),
+    Key("m", "metric", "metric", "gradient metric: grad norm, mean |grad|, grad:data, update:data; then the "
+        "curves show the pre-activation percentiles", ANY, "m", palette="Next metric"),
     Key("l", "log", "log/lin", "log / linear axes", ANY, "l", palette="Log / linear axes"),
     Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table", ANY, "tab",
         priority=True, palette="Next view"),

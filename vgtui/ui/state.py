@@ -37,12 +37,25 @@ METRICS: tuple[Metric, ...] = (
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
+# The curves panel's last choice after the gradient metrics (`m`): each hidden layer's pre-activation percentiles
+# over steps, as in Ioffe & Szegedy 2015, Figure 1. Not a gradient metric: the bars go on showing one (bar_metric).
+PRE = "pre_percentiles"
+PRE_KEYS = ("pre_p15", "pre_p50", "pre_p85")  # LayerStats attributes
+CURVE_KEYS = (*METRIC_KEYS, PRE)  # what `m` cycles through
+
 
 def metric(key: str) -> Metric:
     for m in METRICS:
         if m.key == key:
             return m
     raise KeyError(key)
+
+
+def bar_metric(key: str) -> Metric:
+    """The gradient metric the bars show while the curves show `key`: the same one, or while the curves show the
+    pre-activation percentiles the last gradient metric of the cycle (the one `m` came from), so the bars keep
+    what they showed."""
+    return METRICS[-1] if key == PRE else metric(key)
 
 
 def regime(value: float, last: float) -> str:
@@ -67,7 +80,7 @@ class History:
         self.seen = 0
         self.steps: list[int] = []
         self.loss: list[float] = []
-        self.series: dict[str, list[list[float]]] = {k: [[] for _ in names] for k in METRIC_KEYS}
+        self.series: dict[str, list[list[float]]] = {k: [[] for _ in names] for k in (*METRIC_KEYS, *PRE_KEYS)}
         self.user: dict[str, list[float]] = {}  # the user's metrics (Snapshot.metrics), nan where a snapshot lacks one
 
     def add(self, snap: Snapshot) -> None:
@@ -77,10 +90,10 @@ class History:
         by_name = {l.name: l for l in snap.layers}
         self.steps.append(snap.step)
         self.loss.append(snap.loss_avg)
-        for k in METRIC_KEYS:
+        for k, series in self.series.items():
             for i, name in enumerate(self.names):
-                l = by_name.get(name)
-                self.series[k][i].append(getattr(l, k) if l is not None else math.nan)
+                v = getattr(by_name[name], k) if name in by_name else None
+                series[i].append(math.nan if v is None else v)  # None: the output layer's percentiles, old files
         for k, v in (snap.metrics or {}).items():
             self.user.setdefault(k, [math.nan] * (len(self.steps) - 1))
         for k, vals in self.user.items():
@@ -217,6 +230,14 @@ class RunState:
             n = h.upto(self.upto)
             series = [s[:n] for s in h.series[metric_key]] if metric_key else []
             return h.steps[:n], h.loss[:n], series
+
+    def pre_curves(self) -> tuple[list[int], tuple[str, ...], list[tuple[list[float], list[float], list[float]]]]:
+        """The history up to the cursor: steps, the layers, and each layer's (p15, p50, p85) pre-activation
+        series (nan where it has none)."""
+        with self.lock:
+            h = self.history
+            n = h.upto(self.upto)
+            return h.steps[:n], h.names, [tuple(h.series[k][i][:n] for k in PRE_KEYS) for i in range(len(h.names))]
 
     def user_curves(self) -> dict[str, list[float]]:
         """The user's metrics (vgtui.watch's metrics=) up to the cursor, aligned with `curves()`'s steps."""

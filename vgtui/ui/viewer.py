@@ -35,7 +35,7 @@ from vgtui.ui import charts, keymap
 from vgtui.ui.messages import (Acknowledged, ForkEnded, ForkStarted, LiveChange, RunEnded, RunStarted, SourceLost,
                                TrainerNotice)
 from vgtui.ui.screens import FailureScreen, HelpScreen
-from vgtui.ui.state import METRIC_KEYS, RunState, metric
+from vgtui.ui.state import CURVE_KEYS, PRE, RunState, metric
 from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar
 
 MIN_SIZE = (80, 24)
@@ -210,6 +210,8 @@ class MainScreen(Screen):
         return charts.loss_compare(runs, [st.label for st in self.states], w, h, self.colour)
 
     def _flow_figure(self, w: int, h: int) -> str:
+        if self.metric == PRE:
+            return self._pre_figure(w, h)
         m = metric(self.metric)
         if not self.compare:
             s = self.state
@@ -221,6 +223,15 @@ class MainScreen(Screen):
             steps, _, series = st.curves(self.metric)
             runs.append((steps, series, st.layers, st.total_steps))
         return charts.layer_lines_compare(runs, m, self.log, w, h, self.colour)
+
+    def _pre_figure(self, w: int, h: int) -> str:
+        """The curves panel's last choice (`m`): the hidden layers' pre-activation percentiles, always linear."""
+        runs = [(*st.pre_curves(), st.total_steps) for st in self.states]
+        if not self.compare:
+            steps, names, bands, total = runs[0]
+            events = [e[0] for e in self.state.visible_events()]
+            return charts.pre_percentiles(steps, names, bands, total, events, w, h, self.colour)
+        return charts.pre_percentiles_compare(runs, w, h, self.colour)
 
     def _hist_all_figure(self, w: int, h: int) -> str:
         snap = self.focused_state.snap
@@ -235,17 +246,20 @@ class MainScreen(Screen):
         return charts.grad_hist_grid(hists, names, w, h, self.log, self.colour)
 
     def _titles(self) -> None:
-        m = metric(self.metric)
-        scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log else "linear y"
         loss = self.query_one("#loss", Panel)
         flow = self.query_one("#flow", Panel)
         loss.border_title = "loss & accuracy over steps"
-        flow.border_title = f"{m.label} per layer over steps · {scale}"
+        if self.metric == PRE:
+            flow.border_title = "pre-activation z percentiles · linear y (always)"
+        else:
+            m = metric(self.metric)
+            scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log else "linear y"
+            flow.border_title = f"{m.label} per layer over steps · {scale}"
         if self.compare:
             a, b = (st.label for st in self.states)
             loss.border_subtitle = flow.border_subtitle = (f"[{hexc(charts.LOSS_COLOUR)}]━ A {a}[/] "
                                                            f"[{hexc(charts.B_COLOUR)}]━ B {b}[/]")
-            flow.border_subtitle += " · first and last layer"
+            flow.border_subtitle += " · last hidden layer" if self.metric == PRE else " · first and last layer"
         else:
             loss.border_subtitle = (f"[{hexc(81)}]━ loss (avg per probe)[/] [{hexc(214)}]● train acc[/] "
                                     f"[{hexc(78)}]● test acc[/] [{hexc(177)}]│ live change[/]")
@@ -256,6 +270,8 @@ class MainScreen(Screen):
             names = self.state.layers
             cols = charts.layer_colours(len(names))
             flow.border_subtitle = " ".join(f"[{hexc(c)}]━{n}[/]" for n, c in zip(names, cols))
+            if self.metric == PRE:  # the chart names the layers it draws (the hidden ones)
+                flow.border_subtitle = ""
         counts = "log counts, fixed decades 1…1e8" if self.log else "linear counts"
         self.query_one("#hist-all", Panel).border_title = (
             f"all weight gradients · x: |g| on a log axis 1e{charts.GRAD_LO}…1e{charts.GRAD_HI} · y: {counts}")
@@ -743,7 +759,7 @@ class MainScreen(Screen):
         self.notice = f"run {src.run_number} of {len(src.runs)}"
 
     def action_metric(self) -> None:
-        self.metric = next_choice(self.metric, METRIC_KEYS, 1)
+        self.metric = next_choice(self.metric, CURVE_KEYS, 1)
 
     def action_log(self) -> None:
         self.log = not self.log

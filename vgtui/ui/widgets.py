@@ -16,7 +16,7 @@ from textual.widget import Widget
 
 from vgtui.core.diagnosis import badge, explain, explain_learning
 from vgtui.ui import charts
-from vgtui.ui.state import RunState, metric
+from vgtui.ui.state import RunState, bar_metric
 
 if TYPE_CHECKING:
     from vgtui.ui.viewer import MainScreen
@@ -447,7 +447,7 @@ class GradientBars(Panel):
         return (m.versions("snap_version"), m.metric, m.log)
 
     def on_key_changed(self) -> None:
-        m = metric(self.main.metric)
+        m = bar_metric(self.main.metric)
         scale = f"log, fixed decades 1e{m.lo}…1e{m.hi}" if self.main.log else "linear, scaled to the largest"
         self.border_title = f"gradients · {m.label}" + (" · A and B" if self.main.compare else "")
         self.border_subtitle = f"{scale} · m metric · l scale"
@@ -478,7 +478,7 @@ class GradientBars(Panel):
 
     def build(self, width: int, height: int) -> object:
         view = self.main
-        m = metric(view.metric)
+        m = bar_metric(view.metric)
         rows = self.rows(m.key)
         if len(view.states) == 1 or len(rows) + 2 <= height:
             if len(view.states) == 1:  # more layers than rows: grouped by module prefix
