@@ -56,8 +56,39 @@ def resnet18_run(path: Path, steps: int = 30, every: int = 5) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def forked_run(path: Path) -> None:
+    """The seed's network (sigmoid) forked at step 40, where B swaps to ReLU live: what `f` then `a a a` record
+    (the records of branch B carry "branch": "B")."""
+    from vgtui.core.records import Fork, SetActivation
+
+    recs: list = []
+    t = Trainer(RunConfig(dataset="mnist-5k", max_steps=120, probe_every=10, epochs=3, seed=0), [recs.append])
+
+    def on_step(tr: Trainer) -> None:
+        if tr.step == 40 and tr.fork is None:
+            tr.send(Fork(True))
+            tr.send(SetActivation("relu", branch="B"))
+
+    t.on_step = on_step
+    t.run()
+    write(path, recs)
+
+
+def write(path: Path, recs: list) -> None:
+    with open(path, "w") as f:
+        for r in recs:
+            d = to_json(r)
+            if d["type"] == "run":
+                d["config"]["data_dir"] = "~/.cache/vgtui"
+                d["version"] = "0.0.0"
+                d.pop("started", None), d.pop("pid", None)
+            f.write(json.dumps(d, separators=(",", ":")) + "\n")
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
+    forked_run(HERE / "forked.jsonl")
+    print("forked", len((HERE / "forked.jsonl").read_text().splitlines()), "records")
     resnet18_run(HERE / "resnet18.jsonl")
     print("resnet18", len((HERE / "resnet18.jsonl").read_text().splitlines()), "records")
     for name, cfg in RUNS.items():

@@ -5,8 +5,11 @@ the metrics file holds both branches."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from .conftest import status_shows, text_of, wait_for
+from .replay import ReplayBackend, load
+from vgtui.ui.app import VgtuiApp
 from vgtui.ui.widgets import GradientBars
 
 
@@ -90,3 +93,56 @@ async def test_f_again_keeping_a_ends_b(make_app):
         assert len(end_b) == 1 and end_b[0]["message"].endswith("A was kept")
         await pilot.press("o")
         assert app.main.branch_focus == 0  # nothing to focus without a fork
+
+
+# ---------------------------------------------------------------------------------------------- recorded forks
+FORKED = Path(__file__).parent / "fixtures" / "forked.jsonl"  # make_fixture.py: sigmoid, forked at 40, B to relu
+
+
+async def settle_fork(pilot) -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.main.forked and app.main.states[1].end is not None
+                   and app.main.state.end is not None, what="both branches to their end")
+    app.main.notice = ""
+    app.clear_notifications()
+    await wait_for(pilot, app.main.up_to_date, what="every panel's last frame")
+    await pilot.pause(0.1)
+
+
+def test_fork_screen(snap_compare):
+    """A fork as the live UI shows it (the recorded records played as if the trainer sent them): A and B side by
+    side, B's ReLU against A's sigmoid, both diagnoses, B's test accuracy against A's."""
+    app = VgtuiApp(ReplayBackend(load("forked")), fps=4)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=settle_fork)
+
+
+async def test_the_recorded_fork_plays_live_as_two_runs():
+    app = VgtuiApp(ReplayBackend(load("forked")), fps=4)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle_fork(pilot)
+        a, b = app.main.states
+        assert b.run.forked_at == 40 and b.snap.activation == "relu" and a.snap.activation == "sigmoid"
+        screen = await status_shows(pilot, "B fork@40")
+        assert "test acc A 10.0%  B 19.2%  B−A +9.2 pts" in screen
+        assert a.diagnosis()[0] == "vanishing" and b.diagnosis()[0] == "healthy"
+
+
+async def test_replay_of_a_forked_file_shows_the_run_and_its_fork():
+    from vgtui.sources.file import BranchSource, FileSource
+
+    src = FileSource(str(FORKED))
+    src.open()
+    app = VgtuiApp([src, BranchSource(src)], fps=4)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(app.main.states) == 2 and app.main.states[1].snap is not None,
+                       what="both runs")
+        a, b = app.main.states
+        assert (a.snap.step, b.snap.step) == (120, 120) and b.label == "fork@40"
+        await pilot.press("home")
+        await wait_for(pilot, lambda: a.snap.step == 1, what="the first snapshot")
+        assert b.snap.step == 50  # B has nothing before its fork: its first snapshot
+        for _ in range(6):
+            await pilot.press("right")
+        await wait_for(pilot, lambda: a.snap.step == 60 and b.snap.step == 60, what="step 60 in both")
+        assert b.snap.activation == "relu" and a.snap.activation == "sigmoid"
+        await status_shows(pilot, "B fork@40")

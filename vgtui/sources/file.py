@@ -4,6 +4,8 @@
   opening a file of 10,000 snapshots parses none of them; the viewer asks for the one it shows. With `follow`,
   `poll()` indexes what was appended since (like `tail -f`): new snapshots, the end record, a new run header (the
   source switches to it), a file that does not exist yet (waited for), a writer gone without an end record.
+- `BranchSource(file_source)`: the fork's branch B of the run a FileSource shows (`vgtui replay` puts it beside
+  the run), so that a forked run replays as the two runs it was.
 - `StreamSource(binary_file, name)`: records as they arrive on a stream (`vgtui follow -` reads standard input),
   folded into the viewer like a live run's.
 
@@ -152,6 +154,54 @@ class FileSource(Source):
     def close(self, timeout: float = 2.0) -> None:
         if self.index is not None:
             self.index.close()
+
+
+class BranchSource(Source):
+    """Branch B of the run `parent` (a FileSource) shows: its last fork, when it has one. Moves with the parent
+    (`p` to another run shows that run's fork, or none)."""
+
+    kind = "file"
+    follow = False
+    waiting = ""
+    notice = None
+
+    def __init__(self, parent: FileSource):
+        self.parent = parent
+        self.path = self.metrics_path = parent.path
+
+    @property
+    def runs(self) -> list[RunIndex]:
+        run = self.parent.run
+        return run.branches if run is not None else []
+
+    @property
+    def run(self) -> RunIndex | None:
+        return self.runs[-1] if self.runs else None
+
+    @property
+    def run_number(self) -> int:
+        return len(self.runs)
+
+    @property
+    def label(self) -> str:
+        run = self.run
+        return f"fork@{run.header.forked_at or 0:,}" if run is not None else "fork"
+
+    def start(self) -> None:
+        """Nothing to start: the parent's index holds the branch."""
+
+    def get(self, timeout: float | None = None) -> Record | None:
+        return None
+
+    def send(self, cmd) -> None:
+        raise TypeError(f"a metrics file takes no commands ({type(cmd).__name__})")
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """The parent closes the file."""
 
 
 class StreamSource(Source):

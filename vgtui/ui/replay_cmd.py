@@ -22,6 +22,7 @@ examples:
   vgtui replay run.jsonl                 the recorded run, at its last snapshot
   vgtui replay run.jsonl --run 2         the second run of the file (a restart in the UI starts a new run)
   vgtui replay a.jsonl b.jsonl           two runs side by side, aligned by step
+  vgtui replay forked.jsonl              a run forked in the UI (f): the run (A) and its fork (B) side by side
   vgtui follow run.jsonl                 a run still being written, like tail -f (also: replay --follow)
   ssh box tail -n +1 -f run.jsonl | vgtui follow -     a remote run over SSH, from standard input
 
@@ -83,6 +84,10 @@ def _main(argv: list[str], follow: bool) -> int:
             s.open()
     except MetricsFileError as e:
         return _error(str(e))
+    if len(sources) == 1 and not follow and sources[0].run is not None and sources[0].run.branches:
+        from vgtui.sources.file import BranchSource
+
+        sources.append(BranchSource(sources[0]))  # a forked run: the run (A) and its branch B side by side
     if not tty or not sys.stdin.isatty():
         return _summary(sources)
     from vgtui.ui.app import VgtuiApp, run_app
@@ -93,6 +98,8 @@ def _main(argv: list[str], follow: bool) -> int:
 def _summary(sources) -> int:
     """No terminal: say what each file holds (and its notice), one line per run."""
     for s in sources:
+        if s.kind == "file" and getattr(s, "parent", None) is not None:  # a fork's branch: listed with its run
+            continue
         if s.waiting:
             print(f"vgtui: {s.waiting} (no terminal here: nothing to show)", file=sys.stderr)
             continue
@@ -105,6 +112,9 @@ def _summary(sources) -> int:
             what = h.model or (h.config or {}).get("activation", "")
             print(f"{s.path}: run {i}: {what} · {len(h.layers)} layers · {run.n_snapshots:,} snapshots · "
                   f"last {last} · {end}")
+            for b in run.branches:
+                print(f"{s.path}: run {i}: fork B at step {b.header.forked_at or 0:,} · {b.n_snapshots:,} snapshots · "
+                      f"{b.end.status if b.end else 'no end record'}")
     print("vgtui: no terminal here: run it in a terminal to see the runs", file=sys.stderr)
     return 0
 

@@ -430,9 +430,8 @@ class MainScreen(Screen):
     @on(ForkEnded)
     def _on_fork_end(self, message: ForkEnded) -> None:
         end = message.end
-        if end.message.startswith("restarted A and B"):  # B's next header follows
-            return
-        if not self.forked:
+        alone = end.status == "diverged" or "A was kept" in end.message or "B goes on" in end.message
+        if not self.forked or not alone:  # the run ended (or restarted) with its fork: both stay on screen
             return
         self.states = [self.state]
         self.branch_focus = 0
@@ -755,7 +754,13 @@ class MainScreen(Screen):
             self.notify(f"{src.label} holds one run", timeout=3)
             return
         src.select((src.run_number % len(src.runs)) + 1)
+        branch = self.sources[1] if len(self.sources) > 1 and getattr(self.sources[1], "parent", None) is src else None
+        if branch is not None:  # a forked file: the fork of the run now shown, or none
+            self.states = self.states[:1] + ([RunState(None, branch.label)] if branch.run is not None else [])
         self._open_run(0)
+        if branch is not None and branch.run is not None:
+            self._open_run(1)
+        self._titles()
         self.notice = f"run {src.run_number} of {len(src.runs)}"
 
     def action_metric(self) -> None:
