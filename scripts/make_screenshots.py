@@ -7,7 +7,8 @@ Each live one runs the app through `run_test` at 120x40 over a ThreadBackend tra
 (784-1000x5-10) for 3 epochs (120 steps), waits for the run to complete, and saves the screen with
 `save_screenshot`. The replay ones first record two such runs headless (sigmoid; relu + kaiming) into metrics
 files, then open `vgtui replay` on them: one file at its 9th snapshot, and both side by side. follow-resnet18 runs
-examples/resnet.py (torchvision's resnet18 under `vgtui.watch`) and shows `vgtui follow` on its file. The numbers are
+examples/resnet.py (torchvision's resnet18 under `vgtui.watch`) and shows `vgtui follow` on its file. fork forks the
+live run and gives branch B batchnorm (`f`, then `b`). The numbers are
 those of seeded runs: they repeat up to timings (steps/s, elapsed times).
 """
 
@@ -84,6 +85,43 @@ async def shoot_replay(name: str, paths: list[str], keys=(), size=(120, 40), fol
     return path
 
 
+async def shoot_fork(name: str = "fork", size=(120, 40)) -> Path:
+    """The fork: the seed's network starts, `f` forks it, `b` gives B batchnorm (A and B start again together from
+    the same seed), and both train 120 steps in lockstep on the same batches."""
+    from vgtui.sources.trainer import ThreadBackend
+    from vgtui.core.config import RunConfig
+    from vgtui.ui.app import VgtuiApp
+
+    config = RunConfig(dataset="mnist-5k", epochs=3, max_steps=120, probe_every=10, seed=0, device="cpu")
+    backend = ThreadBackend(config)
+    app = VgtuiApp(backend, fps=2)
+
+    async def until(cond, what: str) -> None:
+        end = time.monotonic() + 300
+        while not cond():
+            if time.monotonic() > end:
+                raise RuntimeError(f"{name}: timed out waiting for {what}")
+            await pilot.pause(0.1)
+
+    async with app.run_test(size=size) as pilot:
+        m = app.main
+        await until(lambda: m.state.snap is not None, "the first snapshot")
+        await pilot.press("f")
+        await until(lambda: m.forked, "the fork")
+        await pilot.press("b")
+        await until(lambda: m.forked and m.states[1].config.batchnorm and m.state.end is not None
+                    and m.state.end.status == "completed" and m.states[1].end is not None, "both runs to complete")
+        m.notice = ""
+        app.clear_notifications()
+        while not m.up_to_date():
+            await pilot.pause(0.1)
+        await pilot.pause(0.3)
+        path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(OUT)))
+        await pilot.press("q")
+    backend.close()
+    return path
+
+
 def record(path: str, **changes) -> None:
     """A seeded headless run of the seed's network into a metrics file."""
     from vgtui.core.config import RunConfig
@@ -132,6 +170,8 @@ async def main() -> None:
     if not only or "sigmoid-histograms" in only:
         path = await shoot("sigmoid-histograms", SHOTS["sigmoid-vanishing"], keys=("tab",))
         print(path.relative_to(ROOT))
+    if not only or "fork" in only:
+        print((await shoot_fork()).relative_to(ROOT))
     if not only or "follow-resnet18" in only:
         print((await follow_resnet()).relative_to(ROOT))
     if not only or {"replay", "two-runs"} & only:
