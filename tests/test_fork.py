@@ -145,3 +145,16 @@ def test_a_branch_record_without_its_header_is_damage(tmp_path):
     with pytest.raises(ValueError, match="line 3 is a record of branch B before that branch's run header"):
         read_metrics(path)
 
+
+
+def test_a_file_with_a_fork_in_an_earlier_run_reads_back(tmp_path):
+    """Snapshots of a branch are parsed on demand, after later run headers were read: they use their own header."""
+    path = tmp_path / "restarted.jsonl"
+    with MetricsWriter(path) as w:
+        run_with({10: [Fork(True)], 15: [Restart(CFG.replace(skip=True).to_dict(), branch="B")]}, sinks=[w.write])
+    first, second = read_metrics(path)
+    assert [s.step for s in first.branches[0].snapshots] == [15]
+    assert first.branches[0].end.message.startswith("restarted A and B")
+    assert second.branches[0].header.forked_at == 0 and len(second.branches[0].snapshots) == 9
+    with MetricsIndex(path) as index:
+        assert index.runs[0].branches[0].snapshot(0).step == 15  # read after the whole file was indexed

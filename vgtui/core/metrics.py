@@ -98,7 +98,7 @@ class RecordDecoder:
         """The record of a parsed line; a snapshot is read with `header` (default: the latest header of its
         branch)."""
         branch = d.get("branch")
-        if branch is not None and d.get("type") != "run" and branch not in self.headers:
+        if header is None and branch is not None and d.get("type") != "run" and branch not in self.headers:
             raise self._damaged(lineno, f"a record of branch {branch} before that branch's run header")
         try:
             rec = record_from_json(d, header or self.headers.get(branch))
