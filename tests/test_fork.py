@@ -149,12 +149,14 @@ def test_a_branch_record_without_its_header_is_damage(tmp_path):
 
 def test_a_file_with_a_fork_in_an_earlier_run_reads_back(tmp_path):
     """Snapshots of a branch are parsed on demand, after later run headers were read: they use their own header."""
-    path = tmp_path / "restarted.jsonl"
+    path = tmp_path / "kept.jsonl"
     with MetricsWriter(path) as w:
-        run_with({10: [Fork(True)], 15: [Restart(CFG.replace(skip=True).to_dict(), branch="B")]}, sinks=[w.write])
-    first, second = read_metrics(path)
+        run_with({10: [Fork(True)], 15: [Restart(CFG.replace(skip=True).to_dict(), branch="B")],
+                  25: [Fork(False, keep="B")]}, sinks=[w.write])
+    first, second, third = read_metrics(path)  # the fork restarted; then B kept: the run goes on from it
     assert [s.step for s in first.branches[0].snapshots] == [15]
     assert first.branches[0].end.message.startswith("restarted A and B")
-    assert second.branches[0].header.forked_at == 0 and len(second.branches[0].snapshots) == 9
+    assert [s.step for s in second.branches[0].snapshots] == [1, 5, 10]  # the 25th step done is step 10 here
+    assert third.header.forked_at == 10 and not third.branches and third.snapshots[0].step == 15
     with MetricsIndex(path) as index:
         assert index.runs[0].branches[0].snapshot(0).step == 15  # read after the whole file was indexed
