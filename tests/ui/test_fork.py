@@ -146,3 +146,9 @@ async def test_replay_of_a_forked_file_shows_the_run_and_its_fork():
         await wait_for(pilot, lambda: a.snap.step == 60 and b.snap.step == 60, what="step 60 in both")
         assert b.snap.activation == "relu" and a.snap.activation == "sigmoid"
         await status_shows(pilot, "B fork@40")
+        # o: the gradient histograms show the other run
+        hist = app.main.query_one("#hist-all")
+        assert "run A forked.jsonl (o: the other)" in hist.border_title
+        await pilot.press("o")
+        assert "run B fork@40" in hist.border_title and app.main.focused_state is b
+        await status_shows(pilot, "focus on B: the histograms show B")

@@ -276,6 +276,9 @@ class MainScreen(Screen):
         self.query_one("#hist-all", Panel).border_title = (
             f"all weight gradients · x: |g| on a log axis 1e{charts.GRAD_LO}…1e{charts.GRAD_HI} · y: {counts}")
         self.query_one("#hist-grid", Panel).border_title = "per layer: the same axes"
+        if self.compare:  # two runs: the histograms show the one in focus
+            tag = "AB"[min(self.branch_focus, len(self.states) - 1)]
+            self.query_one("#hist-all", Panel).border_title += f" · run {tag} {self.focused_state.label} (o: the other)"
 
     def _update_tabs(self) -> None:
         parts = []
@@ -693,13 +696,16 @@ class MainScreen(Screen):
         self.notice = "forking: B copies A (weights, optimiser state, step, data order) …"
 
     def action_focus(self) -> None:
-        """Switch the branch in focus: the one the histograms show and `f` keeps."""
-        if not self.forked:
-            self.notify("o switches between A and B during a fork (f forks the run)", timeout=3)
+        """Two runs (a fork, or a replay of two): switch the one in focus, which the gradient histograms show and
+        which `f` keeps when it ends a fork."""
+        if not self.compare:
+            self.notify("o switches between A and B when two runs are shown (f forks a live run; vgtui replay A B)",
+                        timeout=3)
             return
         self.branch_focus = 1 - self.branch_focus
-        keep = "AB"[self.branch_focus]
-        self.notice = f"focus on {keep}: the histograms show {keep}; f ends the fork keeping {keep}"
+        tag = "AB"[self.branch_focus]
+        self.notice = f"focus on {tag}: the histograms show {tag}" + (
+            f"; f ends the fork keeping {tag}" if self.forked else "")
         self._titles()
         self._frame(force=True)
 
