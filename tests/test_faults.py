@@ -325,6 +325,33 @@ b.close('quit')
     assert recs[-1]["message"] == "quit"
 
 
+def test_a_forked_trainer_killed_gets_both_end_records_from_the_viewer(tmp_path):
+    """The trainer dies (SIGKILL) while forked: the viewer ends branch B and then the run, as the trainer would,
+    and the file reads back whole."""
+    from vgtui.core.metrics import read_metrics
+
+    m = tmp_path / "m.jsonl"
+    run_script(tmp_path, f"""
+from vgtui.core.records import Fork
+b = ProcessBackend(CFG, {str(m)!r})
+b.start()
+b.send(SetSpeedCap(50))
+until(b, lambda r: r.type == 'snapshot')
+b.send(Fork(True))
+until(b, lambda r: r.type == 'snapshot' and r.branch == 'B')
+os.kill(b.pid, signal.SIGKILL)
+while b.alive:
+    time.sleep(0.02)
+print('written:', b.ensure_end('failed', b.death()).message)
+b.close('quit')
+""")
+    recs = records(m)
+    assert [(x["type"], x.get("branch")) for x in recs[-2:]] == [("end", "B"), ("end", None)]
+    assert all("killed by SIGKILL" in x["message"] and "written by vgtui's viewer" in x["message"] for x in recs[-2:])
+    (run,) = read_metrics(m)
+    assert run.end.status == run.branches[0].end.status == "failed"
+
+
 @pytest.mark.parametrize("state", ["running", "paused", "stopped"])
 def test_quit_answers_within_2s_whatever_the_trainer_does(state, tmp_path):
     m = tmp_path / "m.jsonl"

@@ -207,7 +207,15 @@ class MetricsWriter:
 
 
 def last_record_type(path: str | os.PathLike) -> str | None:
-    """The `type` of the file's last whole line, reading only its tail (None if empty or unreadable)."""
+    """The `type` of the file's last whole line, reading only its tail (None if empty or unreadable); a fork's
+    branch record reads "end@B", "snapshot@B", ...: the run itself has not ended when its branch has."""
+    last = _last_record(path)
+    if last is None:
+        return None
+    return last.get("type") + (f"@{last['branch']}" if last.get("branch") else "")
+
+
+def _last_record(path: str | os.PathLike) -> dict | None:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -220,6 +228,7 @@ def last_record_type(path: str | os.PathLike) -> str | None:
     if not lines:
         return None
     try:
-        return json.loads(lines[-1]).get("type")
-    except (ValueError, AttributeError):
+        d = json.loads(lines[-1])
+    except ValueError:
         return None
+    return d if isinstance(d, dict) and isinstance(d.get("type"), str) else None

@@ -29,6 +29,8 @@ This module imports neither torch nor textual at import time.
 
 from __future__ import annotations
 
+import dataclasses
+
 import multiprocessing as mp
 import os
 import queue
@@ -85,14 +87,20 @@ class _RunFile:
         self.last_step = 0
         self.t0 = time.monotonic()
         self.ended = True  # no run started yet
+        self.branch_open = False  # a fork's branch B has begun and not ended
 
     def open(self) -> None:
         if self.path and self.writer is None:
             self.writer = MetricsWriter(self.path, overwrite=self.overwrite)
 
     def seen(self, rec: Record) -> None:
+        if getattr(rec, "branch", None) == "B":  # a fork's branch: begun or ended; it moves in step with the run
+            if isinstance(rec, (RunRecord, EndRecord)):
+                self.branch_open = isinstance(rec, RunRecord)
+            return
         if isinstance(rec, RunRecord):
-            self.ended, self.t0, self.last_step = False, time.monotonic(), 0
+            self.ended, self.branch_open = False, False
+            self.t0, self.last_step = time.monotonic(), rec.forked_at or 0
         elif isinstance(rec, (Snapshot, EventRecord, StatusRecord)):
             self.last_step = max(self.last_step, rec.step)
         elif isinstance(rec, EndRecord):
@@ -103,14 +111,18 @@ class _RunFile:
         """Write an end record for the trainer if its run has none (the trainer is gone: nobody else writes)."""
         if self.writer is None or self.writer.closed:
             return None
-        if last_record_type(self.writer.path) in (None, "end"):
+        last = last_record_type(self.writer.path)
+        if last in (None, "end"):
             return None  # no run in the file, or it ended (the trainer wrote it though we never read it)
         end = EndRecord(status=status, steps=self.last_step, elapsed_s=time.monotonic() - self.t0,
                         message=message + " (this end record was written by vgtui's viewer)")
         try:
+            if self.branch_open and last != "end@B":  # the fork's branch B first, as the trainer ends them
+                self.writer.write(dataclasses.replace(end, branch="B"))
             self.writer.write(end)
         except MetricsWriteError:
             return None
+        self.branch_open = False
         self.ended = True
         return end
 
