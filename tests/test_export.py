@@ -108,3 +108,18 @@ def test_export_refuses_with_one_line(tmp_path, case):
 def test_export_help_explains():
     r = run_cli(["export", "--help"])
     assert r.returncode == 0 and "one row per snapshot and layer" in r.stdout and 'pd.read_csv("run.csv")' in r.stdout
+
+
+def test_export_a_forked_run_and_its_fork(tmp_path):
+    src = FIXTURES / "forked.jsonl"  # sigmoid, forked at step 40 where B swapped to relu
+    r = run_cli(["export", str(src), "--csv", str(tmp_path / "a.csv")])
+    assert r.returncode == 0 and "forked at step 40; exporting the run itself (--branch B for its fork)" in r.stderr
+    r = run_cli(["export", str(src), "--csv", str(tmp_path / "b.csv"), "--branch", "B"])
+    assert r.returncode == 0 and "of run 1 (its fork, branch B)" in r.stderr
+    a = list(csv.DictReader(open(tmp_path / "a.csv")))
+    b = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert sorted({int(x["step"]) for x in a}) == [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]
+    assert sorted({int(x["step"]) for x in b}) == [50, 60, 70, 80, 90, 100, 110, 120]
+    assert {x["activation"] for x in b} == {"relu"} and {x["activation"] for x in a} == {"sigmoid"}
+    r = run_cli(["export", str(FIXTURES / "sigmoid.jsonl"), "--csv", str(tmp_path / "c.csv"), "--branch", "B"])
+    assert r.returncode == 2 and "was never forked" in r.stderr and not (tmp_path / "c.csv").exists()

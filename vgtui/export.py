@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True, metavar="OUT.csv", help="the CSV file to write (replaced if it exists)")
     p.add_argument("--run", type=int, default=None, metavar="N",
                    help="which run of the file, from 1 (default: the last)")
+    p.add_argument("--branch", choices=["A", "B"], default="A",
+                   help="of a run forked in the UI (f): the run itself (A, default) or its fork (B; the last one "
+                        "if it was forked more than once)")
     return p
 
 
@@ -123,6 +126,13 @@ def main(argv: list[str]) -> int:
         if n > 1 and args.run is None:
             print(f"vgtui export: {src} holds {n} runs; exporting run {n}, the last (--run N for another)",
                   file=sys.stderr)
+        if args.branch == "B":
+            if not run.branches:
+                return fail(f"--branch B: run {number} of {src} was never forked (f in the UI forks a run)")
+            run = run.branches[-1]
+        elif run.branches:
+            print(f"vgtui export: run {number} was forked at step {run.branches[-1].header.forked_at or 0:,}; "
+                  "exporting the run itself (--branch B for its fork)", file=sys.stderr)
         if index.notice:
             print(f"vgtui export: {src}: {index.notice}", file=sys.stderr)
         live = sys.stderr.isatty()
@@ -141,6 +151,7 @@ def main(argv: list[str]) -> int:
     if live and run.n_snapshots >= 500:
         print("\r\033[K", end="", file=sys.stderr)
     layers = len(run.header.layers)
-    print(f"vgtui export: {rows:,} rows ({run.n_snapshots:,} snapshots x {layers} layers) of run {number} -> {out} "
+    what = f"run {number}" + (" (its fork, branch B)" if args.branch == "B" else "")
+    print(f"vgtui export: {rows:,} rows ({run.n_snapshots:,} snapshots x {layers} layers) of {what} -> {out} "
           f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
