@@ -152,3 +152,35 @@ async def test_replay_of_a_forked_file_shows_the_run_and_its_fork():
         await pilot.press("o")
         assert "run B fork@40" in hist.border_title and app.main.focused_state is b
         await status_shows(pilot, "focus on B: the histograms show B")
+
+
+async def test_follow_shows_the_fork_when_it_is_written(tmp_path):
+    """`vgtui follow` of a file a forked run is writing: B appears beside the run once its header arrives, and
+    keeps up with it."""
+    from vgtui.sources.file import FileSource
+
+    lines = FORKED.read_text().splitlines(keepends=True)
+    first_b = next(i for i, line in enumerate(lines) if '"branch":"B"' in line)
+    path = tmp_path / "growing.jsonl"
+    path.write_text("".join(lines[:first_b]))
+    src = FileSource(str(path), follow=True)
+    src.open()
+    app = VgtuiApp(src, fps=4)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await status_shows(pilot, "step 40")
+        assert len(app.main.states) == 1
+        with open(path, "a") as f:  # B's header, ... A's snapshot at step 50: B's comes on the next line
+            f.writelines(lines[first_b:first_b + 8])
+        await wait_for(pilot, lambda: len(app.main.states) == 2, what="B beside the run")
+        await status_shows(pilot, "B fork@40")
+        assert app.main.state.snap.step == 50 and app.main.states[1].snap is None
+        with open(path, "a") as f:
+            f.write(lines[first_b + 8])  # B's snapshot at step 50, after A's
+        await wait_for(pilot, lambda: app.main.states[1].snap is not None and app.main.states[1].snap.step == 50,
+                       what="B's first snapshot")
+        with open(path, "a") as f:
+            f.writelines(lines[first_b + 9:])
+        await wait_for(pilot, lambda: app.main.state.snap.step == 120 and app.main.states[1].snap.step == 120,
+                       what="both at their last snapshot")
+        assert app.main.states[1].snap.activation == "relu"
+        await wait_for(pilot, lambda: len(app.main.states[1].history.steps) == 8, what="B's curves")

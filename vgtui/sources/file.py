@@ -161,13 +161,16 @@ class BranchSource(Source):
     (`p` to another run shows that run's fork, or none)."""
 
     kind = "file"
-    follow = False
     waiting = ""
     notice = None
 
     def __init__(self, parent: FileSource):
         self.parent = parent
         self.path = self.metrics_path = parent.path
+
+    @property
+    def follow(self) -> bool:
+        return self.parent.follow
 
     @property
     def runs(self) -> list[RunIndex]:

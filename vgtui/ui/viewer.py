@@ -48,6 +48,10 @@ FOLLOW_POLL_S = 0.25  # how often a followed file is checked for new lines
 STALL_S = 5.0  # a running trainer silent for this long (and 3 snapshot intervals) is said to be stalled
 
 
+def st_label(st: RunState) -> str:
+    return st.label or "the run"
+
+
 def hexc(code: int) -> str:
     """A 256-colour code as #rrggbb (Textual markup does not take color(N))."""
     return Color.from_ansi(code).get_truecolor().hex
@@ -562,7 +566,10 @@ class MainScreen(Screen):
             if n == 0:
                 continue
             j = run.index_of_step(self.state.snap.step if self.state.snap else 0)
-            st.show(run.snapshot(j), j, n, run.end if j == n - 1 else None)
+            end = run.end if j == n - 1 else None
+            if st.position == (j, n) and st.end is end and st.snap is not None:
+                continue  # shown already (a followed file polls it several times a second)
+            st.show(run.snapshot(j), j, n, end)
 
     def _at_end(self) -> bool:
         pos = self.state.position
@@ -580,6 +587,7 @@ class MainScreen(Screen):
             self._open_run(0)
             n = len(src.runs)
             self.notice = f"showing run {src.run_number} of {n} in {st.label}" if n > 1 else f"following {st.label}"
+            self._follow_branch()
             return
         if change.new_epochs:
             st.add_epochs(change.new_epochs)
@@ -596,6 +604,27 @@ class MainScreen(Screen):
             st.lost = change.lost
             self.notice = change.lost
             self.notify(change.lost, severity="warning", timeout=8)
+        self._follow_branch()
+
+    def _follow_branch(self) -> None:
+        """A followed file: the run's fork (branch B) beside it once its header is written, gone with a new run."""
+        from vgtui.sources.file import BranchSource
+
+        src = self.source
+        branch = src.run.branches[-1] if src.run is not None and src.run.branches else None
+        if branch is None:
+            if len(self.states) > 1:
+                self.states = self.states[:1]
+                self.branch_focus = 0
+                self._titles()
+            return
+        if len(self.sources) == 1:
+            self.sources.append(BranchSource(src))
+        if len(self.states) == 1 or self.states[1].run is not branch.header:
+            self.states = [self.state, RunState(None, self.sources[1].label)]
+            self._open_run(1)
+            self.notice = f"{st_label(self.state)} was forked at step {branch.header.forked_at or 0:,}: its fork is B"
+        self._align()  # B's snapshots are written just after A's: show B's as it arrives
 
     def _play(self) -> None:
         """Playback at the recorded pace (times `pace`): the cursor goes to the last snapshot whose elapsed
