@@ -61,15 +61,7 @@ def train(cfg: RunConfig, data, steps: int, every: int | None = None) -> tuple[f
             perm = torch.randperm(n, generator=gen).to(data.x_train.device)
             for i in range(min(n // b, steps - done)):
                 idx = perm[i * b:(i + 1) * b]
-                nxt = probe.steps + 1 if probe is not None else 0  # the step about to run
-                ts = time.perf_counter()
-                loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if probe is not None:
-                    probe.step(loss=loss)
-                    STEP_TIMES[nxt == 1 or nxt % every == 0].append(time.perf_counter() - ts)
+                one_step(model, opt, probe, data, idx, every)
                 done += 1
         if probe is not None:
             probe.close()
@@ -78,6 +70,24 @@ def train(cfg: RunConfig, data, steps: int, every: int | None = None) -> tuple[f
     if probe is not None:
         assert probe.steps == steps and probe.snapshots == 1 + steps // every, (probe.steps, probe.snapshots)
     return steps / dt, steps / dc
+
+
+def one_step(model, opt, probe, data, idx: torch.Tensor, every: int | None) -> float:
+    """One training step of the README's loop (and `probe.step` when watched); its seconds, also kept in STEP_TIMES
+    for a watched loop, as probed or plain."""
+    nxt = probe.steps + 1 if probe is not None else 0  # the step about to run
+    ts = time.perf_counter()
+    loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if probe is not None:
+        probe.step(loss=loss)
+    sync(data)
+    dt = time.perf_counter() - ts
+    if probe is not None:
+        STEP_TIMES[nxt == 1 or nxt % every == 0].append(dt)
+    return dt
 
 
 def lockstep(cfg: RunConfig, data, steps: int, every: int, watched_first: bool) -> tuple[float, float]:
@@ -100,20 +110,8 @@ def lockstep(cfg: RunConfig, data, steps: int, every: int, watched_first: bool) 
             if i % per_epoch == 0:
                 perms[k] = torch.randperm(n, generator=gen).to(data.x_train.device)
             idx = perms[k][(i % per_epoch) * b:(i % per_epoch + 1) * b]
-            nxt = probe.steps + 1 if probe is not None else 0  # the step about to run
             sync(data)
-            ts = time.perf_counter()
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if probe is not None:
-                probe.step(loss=loss)
-            sync(data)
-            dt = time.perf_counter() - ts
-            loops[k][4] += dt
-            if probe is not None:
-                STEP_TIMES[nxt == 1 or nxt % every == 0].append(dt)
+            loops[k][4] += one_step(model, opt, probe, data, idx, every)
     t0 = time.perf_counter()
     loops[1][2].close()  # the end record: part of what watching costs
     loops[1][4] += time.perf_counter() - t0

@@ -50,13 +50,19 @@ async def shoot(name: str, changes: dict, size=(120, 40), keys=()) -> Path:
         for k in keys:
             await pilot.press(k)
         await pilot.pause(0.3)
-        app.clear_notifications()
-        while not app.main.up_to_date():
-            await pilot.pause(0.1)
-        await pilot.pause(0.3)
-        path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(OUT)))
-        await pilot.press("q")
+        path = await save(app, pilot, name)
     backend.close()
+    return path
+
+
+async def save(app, pilot, name: str) -> Path:
+    """The screen settled (no toast, every panel drawn its latest) saved as screenshots/NAME.svg; then quit."""
+    app.clear_notifications()
+    while not app.main.up_to_date():
+        await pilot.pause(0.1)
+    await pilot.pause(0.3)
+    path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(OUT)))
+    await pilot.press("q")
     return path
 
 
@@ -112,12 +118,7 @@ async def shoot_fork(name: str = "fork", size=(120, 40)) -> Path:
         await until(lambda: m.forked and m.states[1].config.batchnorm and m.state.end is not None
                     and m.state.end.status == "completed" and m.states[1].end is not None, "both runs to complete")
         m.notice = ""
-        app.clear_notifications()
-        while not m.up_to_date():
-            await pilot.pause(0.1)
-        await pilot.pause(0.3)
-        path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(OUT)))
-        await pilot.press("q")
+        path = await save(app, pilot, name)
     backend.close()
     return path
 

@@ -51,9 +51,27 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class FileSource(Source):
+class _IndexedSource(Source):
+    """A run in an indexed metrics file: read by position (the screen asks for the snapshot it shows), never as a
+    stream, and taking no commands."""
+
     kind = "file"
 
+    def start(self) -> None:
+        """Nothing to start: the screen reads the index."""
+
+    def get(self, timeout: float | None = None) -> Record | None:
+        return None  # a file is read by position, not as a stream
+
+    def send(self, cmd) -> None:
+        raise TypeError(f"a metrics file takes no commands ({type(cmd).__name__})")
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+
+class FileSource(_IndexedSource):
     def __init__(self, path: str, run: int | None = None, follow: bool = False):
         self.path = path
         self.metrics_path = path
@@ -138,29 +156,15 @@ class FileSource(Source):
             return f"nothing new for {quiet / 60:.0f} min and no end record: the writer may be gone ({last})"
         return ""
 
-    def start(self) -> None:
-        """Nothing to start: the screen reads the index."""
-
-    def get(self, timeout: float | None = None) -> Record | None:
-        return None  # a file is read by position, not as a stream
-
-    def send(self, cmd) -> None:
-        raise TypeError(f"a metrics file takes no commands ({type(cmd).__name__})")
-
-    @property
-    def alive(self) -> bool:
-        return True
-
     def close(self, timeout: float = 2.0) -> None:
         if self.index is not None:
             self.index.close()
 
 
-class BranchSource(Source):
+class BranchSource(_IndexedSource):
     """Branch B of the run `parent` (a FileSource) shows: its last fork, when it has one. Moves with the parent
     (`p` to another run shows that run's fork, or none)."""
 
-    kind = "file"
     waiting = ""
     notice = None
 
@@ -189,19 +193,6 @@ class BranchSource(Source):
     def label(self) -> str:
         run = self.run
         return f"fork@{run.header.forked_at or 0:,}" if run is not None else "fork"
-
-    def start(self) -> None:
-        """Nothing to start: the parent's index holds the branch."""
-
-    def get(self, timeout: float | None = None) -> Record | None:
-        return None
-
-    def send(self, cmd) -> None:
-        raise TypeError(f"a metrics file takes no commands ({type(cmd).__name__})")
-
-    @property
-    def alive(self) -> bool:
-        return True
 
     def close(self, timeout: float = 2.0) -> None:
         """The parent closes the file."""
