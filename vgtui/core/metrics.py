@@ -61,8 +61,12 @@ class RecordDecoder:
 
     def __init__(self, name: str):
         self.name = name
-        self.header: RunRecord | None = None  # the latest run header decoded (of the run, not of a branch)
-        self.headers: dict[str | None, RunRecord] = {}  # the latest header of the run and of each branch
+        self.headers: dict[str | None, RunRecord] = {}  # the latest header of the run (None) and of each branch
+
+    @property
+    def header(self) -> RunRecord | None:
+        """The latest run header decoded (of the run, not of a branch)."""
+        return self.headers.get(None)
 
     def parse(self, line: bytes | str, lineno: int) -> dict[str, Any]:
         """The JSON object of a line, checked to be a record (a dict with a known "type")."""
@@ -106,10 +110,9 @@ class RecordDecoder:
             raise self._damaged(lineno, f"a {d.get('type')} record that cannot be read ({type(e).__name__}: {e})"
                                 ) from e
         if isinstance(rec, RunRecord):
+            if rec.branch is None:  # a new run: its branches are to come, the previous run's are forgotten
+                self.headers = {}
             self.headers[rec.branch] = rec
-            if rec.branch is None:
-                self.header = rec
-                self.headers = {None: rec}  # a new run: its branches are to come
         return rec
 
     def decode(self, line: bytes | str, lineno: int) -> Record:

@@ -447,15 +447,17 @@ class RecordEncoder:
     snapshots leave out the histogram edges it holds. One encoder per file."""
 
     def __init__(self) -> None:
-        self.header: RunRecord | None = None
-        self.headers: dict[str | None, RunRecord] = {}  # the latest header of the run and of each branch
+        self.headers: dict[str | None, RunRecord] = {}  # the latest header of the run (None) and of each branch
+
+    @property
+    def header(self) -> RunRecord | None:
+        """The latest run header (not a branch's)."""
+        return self.headers.get(None)
 
     def line(self, rec: Record) -> str:
         branch = getattr(rec, "branch", None)
         if isinstance(rec, RunRecord):
             self.headers[branch] = rec
-            if branch is None:
-                self.header = rec
         return json.dumps(to_json(rec, self.headers.get(branch)), separators=(",", ":"), allow_nan=False) + "\n"
 
 
