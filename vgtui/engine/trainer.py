@@ -177,9 +177,8 @@ class Trainer:
                     cmd = None
 
     def _restart(self, cmd: Restart) -> None:
-        config = RunConfig.from_dict(cmd.config).validate()
-        if cmd.branch == "B":  # a forked run starts again: A as it is, B with the new configuration
-            config.replace(seed=self.config.seed).validate()  # B must be buildable before A restarts
+        config = RunConfig.from_dict(cmd.config).validate()  # B's, when a fork restarts: refused before A restarts
+        if cmd.branch == "B":  # a forked run starts again: A as it is, B with the new configuration and A's seed
             self._fork_config = config.replace(seed=self.config.seed)
             config = self.config
         old_config, old_data = self.config, self.data
