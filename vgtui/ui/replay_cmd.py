@@ -84,12 +84,12 @@ def _main(argv: list[str], follow: bool) -> int:
             s.open()
     except MetricsFileError as e:
         return _error(str(e))
+    if not tty or not sys.stdin.isatty():
+        return _summary(sources)
     if len(sources) == 1 and not follow and sources[0].run is not None and sources[0].run.branches:
         from vgtui.sources.file import BranchSource
 
         sources.append(BranchSource(sources[0]))  # a forked run: the run (A) and its branch B side by side
-    if not tty or not sys.stdin.isatty():
-        return _summary(sources)
     from vgtui.ui.app import VgtuiApp, run_app
 
     return run_app(VgtuiApp(sources, fps=args.fps))
@@ -98,8 +98,6 @@ def _main(argv: list[str], follow: bool) -> int:
 def _summary(sources) -> int:
     """No terminal: say what each file holds (and its notice), one line per run."""
     for s in sources:
-        if s.kind == "file" and getattr(s, "parent", None) is not None:  # a fork's branch: listed with its run
-            continue
         if s.waiting:
             print(f"vgtui: {s.waiting} (no terminal here: nothing to show)", file=sys.stderr)
             continue

@@ -31,6 +31,7 @@ from vgtui.core.config import ACTIVATIONS, INITS, RunConfig, next_choice
 from vgtui.core.records import (EndRecord, EventRecord, Fork, NoticeRecord, Pause, Restart, RunRecord, SetActivation,
                                 SetLR, SetSpeedCap, StatusRecord, StepOnce)
 from vgtui.sources.base import Source
+from vgtui.sources.file import BranchSource
 from vgtui.ui import charts, keymap
 from vgtui.ui.messages import (Acknowledged, ForkEnded, ForkStarted, LiveChange, RunEnded, RunStarted, SourceLost,
                                TrainerNotice)
@@ -46,10 +47,6 @@ VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "lay
 MAX_DEPTH = 20
 FOLLOW_POLL_S = 0.25  # how often a followed file is checked for new lines
 STALL_S = 5.0  # a running trainer silent for this long (and 3 snapshot intervals) is said to be stalled
-
-
-def st_label(st: RunState) -> str:
-    return st.label or "the run"
 
 
 def hexc(code: int) -> str:
@@ -608,8 +605,6 @@ class MainScreen(Screen):
 
     def _follow_branch(self) -> None:
         """A followed file: the run's fork (branch B) beside it once its header is written, gone with a new run."""
-        from vgtui.sources.file import BranchSource
-
         src = self.source
         branch = src.run.branches[-1] if src.run is not None and src.run.branches else None
         if branch is None:
@@ -623,7 +618,7 @@ class MainScreen(Screen):
         if len(self.states) == 1 or self.states[1].run is not branch.header:
             self.states = [self.state, RunState(None, self.sources[1].label)]
             self._open_run(1)
-            self.notice = f"{st_label(self.state)} was forked at step {branch.header.forked_at or 0:,}: its fork is B"
+            self.notice = f"{self.state.label or 'the run'} was forked at step {branch.header.forked_at or 0:,}: its fork is B"
         self._align()  # B's snapshots are written just after A's: show B's as it arrives
 
     def _play(self) -> None:
@@ -789,7 +784,7 @@ class MainScreen(Screen):
             self.notify(f"{src.label} holds one run", timeout=3)
             return
         src.select((src.run_number % len(src.runs)) + 1)
-        branch = self.sources[1] if len(self.sources) > 1 and getattr(self.sources[1], "parent", None) is src else None
+        branch = self.sources[1] if len(self.sources) > 1 and isinstance(self.sources[1], BranchSource) else None
         if branch is not None:  # a forked file: the fork of the run now shown, or none
             self.states = self.states[:1] + ([RunState(None, branch.label)] if branch.run is not None else [])
         self._open_run(0)
