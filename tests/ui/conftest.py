@@ -3,6 +3,7 @@ shows on the real screen (its rendered lines, border and title included; no fram
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -41,6 +42,25 @@ def make_app(digits, tmp_path):
     yield make
     for b in made:
         b.close(2.0)
+
+
+def process_app(config: RunConfig, metrics: str) -> tuple:
+    """(app, backend): the real app over the real child-process trainer (`ProcessBackend`, what `vgtui` runs),
+    capped at 50 steps/s (the child would take both CPUs from the test's UI otherwise). Close it with
+    `app.close_sources()`."""
+    from vgtui.sources.trainer import ProcessBackend
+    from vgtui.ui.app import VgtuiApp
+
+    backend = ProcessBackend(config, metrics)
+    backend.start()
+    backend.send(SetSpeedCap(50.0))
+    return VgtuiApp(backend, fps=8, start_source=False), backend
+
+
+def metrics_records(backend) -> list[dict]:
+    """Every record of the backend's metrics file, parsed."""
+    with open(backend.metrics_path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 async def wait_for(pilot, cond, timeout: float = 15.0, what: str = "condition") -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import pid_alive
 
-from .conftest import SMALL, shows, status_shows, wait_for
+from .conftest import SMALL, process_app, shows, status_shows, wait_for
 from .replay import ReplayBackend, load
 from .ptyrun import Tty
 from vgtui.core.records import EndRecord
@@ -129,15 +129,8 @@ def test_a_bad_ui_nice_is_a_warning_not_a_traceback(tmp_path):
 
 # ------------------------------------------------------------------------------------------- Pilot, a real trainer
 async def test_restart_after_the_trainer_was_killed_keeps_the_file_and_the_live_config(tmp_path):
-    from vgtui.core.records import SetSpeedCap
-    from vgtui.sources.trainer import ProcessBackend
-    from vgtui.ui.app import VgtuiApp
-
     m = tmp_path / "m.jsonl"
-    backend = ProcessBackend(SMALL, str(m))
-    backend.start()
-    backend.send(SetSpeedCap(50))
-    app = VgtuiApp(backend, fps=8, start_source=False)
+    app, backend = process_app(SMALL, str(m))
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_for(pilot, lambda: app.main.state.snap is not None, timeout=60, what="a snapshot")
@@ -166,14 +159,7 @@ async def test_restart_after_the_trainer_was_killed_keeps_the_file_and_the_live_
 
 
 async def test_a_stopped_trainer_is_shown_as_stalled(tmp_path):
-    from vgtui.core.records import SetSpeedCap
-    from vgtui.sources.trainer import ProcessBackend
-    from vgtui.ui.app import VgtuiApp
-
-    backend = ProcessBackend(SMALL.replace(probe_every=None), str(tmp_path / "m.jsonl"))  # the default cadence
-    backend.start()
-    backend.send(SetSpeedCap(50))
-    app = VgtuiApp(backend, fps=8, start_source=False)
+    app, backend = process_app(SMALL.replace(probe_every=None), str(tmp_path / "m.jsonl"))  # the default cadence
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_for(pilot, lambda: app.main.state.snap is not None, timeout=60, what="a snapshot")

@@ -4,18 +4,12 @@ the metrics file holds both branches."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .conftest import status_shows, text_of, wait_for
+from .conftest import metrics_records, status_shows, text_of, wait_for
 from .replay import ReplayBackend, load
 from vgtui.ui.app import VgtuiApp
 from vgtui.ui.widgets import GradientBars
-
-
-def records(backend):
-    with open(backend.metrics_path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 async def forked(pilot, app):
@@ -43,7 +37,7 @@ async def test_fork_then_a_live_change_goes_to_b_only(make_app):
         assert backend.trainer.config.activation == "sigmoid" and a.snap.activation == "sigmoid"
         assert a.config.activation == "sigmoid" and b.config.activation == "tanh"
         await status_shows(pilot, "A unchanged")
-        ev = [r for r in records(backend) if r["type"] == "event"]
+        ev = [r for r in metrics_records(backend) if r["type"] == "event"]
         assert [r.get("branch") for r in ev] == [None, "B"] and ev[1]["set"] == {"activation": "tanh"}
         assert a.runs == 1  # no restart
         # lr: B at once, weights kept
@@ -64,7 +58,7 @@ async def test_an_architectural_change_restarts_both_and_f_ends_the_fork_keeping
         a, b = app.main.states
         assert not a.config.batchnorm and b.run.forked_at == 0
         assert b.snap.step == a.snap.step or abs(b.snap.step - a.snap.step) <= 5
-        heads = [(r.get("branch"), r.get("forked_at")) for r in records(backend) if r["type"] == "run"]
+        heads = [(r.get("branch"), r.get("forked_at")) for r in metrics_records(backend) if r["type"] == "run"]
         assert heads[-2:] == [(None, None), ("B", 0)]
         await status_shows(pilot, "bn on")  # B's line
         # the focus, then f: B is kept and goes on as the run
@@ -75,7 +69,7 @@ async def test_an_architectural_change_restarts_both_and_f_ends_the_fork_keeping
         await wait_for(pilot, lambda: not app.main.forked and app.main.state.runs == 3, what="the fork to end")
         assert app.main.state.config.batchnorm and app.main.state.run.forked_at > 0
         await status_shows(pilot, "B goes on as the run")
-        ends = [(r.get("branch"), r["status"]) for r in records(backend) if r["type"] == "end"]
+        ends = [(r.get("branch"), r["status"]) for r in metrics_records(backend) if r["type"] == "end"]
         assert ends[-2:] == [(None, "interrupted"), ("B", "completed")]
         await wait_for(pilot, lambda: app.main.state.snap is not None and app.main.state.snap.step
                        > app.main.state.run.forked_at, what="the run going on")
@@ -89,7 +83,7 @@ async def test_f_again_keeping_a_ends_b(make_app):
         await wait_for(pilot, lambda: not app.main.forked, what="the fork to end")
         await status_shows(pilot, "A goes on, B is in the metrics file")
         assert app.main.state.runs == 1 and backend.trainer.fork is None
-        end_b = [r for r in records(backend) if r["type"] == "end" and r.get("branch") == "B"]
+        end_b = [r for r in metrics_records(backend) if r["type"] == "end" and r.get("branch") == "B"]
         assert len(end_b) == 1 and end_b[0]["message"].endswith("A was kept")
         await pilot.press("o")
         assert app.main.branch_focus == 0  # nothing to focus without a fork

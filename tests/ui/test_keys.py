@@ -3,19 +3,12 @@ the engine and on the screen."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from textual.widgets import ContentSwitcher
 
-from .conftest import SMALL, shows, status_shows, text_of, wait_for
+from .conftest import SMALL, metrics_records, shows, status_shows, text_of, wait_for
 from vgtui.ui.screens import FailureScreen, HelpScreen
 from vgtui.ui.widgets import GradientBars, PlotextPanel
-
-
-def metrics_records(backend):
-    with open(backend.metrics_path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 async def started(pilot, app, runs=1):

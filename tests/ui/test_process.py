@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 
-from vgtui.core.records import SetSpeedCap
-from vgtui.sources.trainer import ProcessBackend
-from vgtui.ui.app import VgtuiApp
-
-from .conftest import SMALL, status_shows, wait_for
+from .conftest import SMALL, process_app, status_shows, wait_for
 
 
 async def test_child_process_trainer_key_and_quit(tmp_path):
     metrics = tmp_path / "run.jsonl"
-    source = ProcessBackend(SMALL, str(metrics))
-    source.start()
-    source.send(SetSpeedCap(50.0))  # the child would take both CPUs from the test's UI otherwise
-    app = VgtuiApp(source, fps=8, start_source=False)
+    app, source = process_app(SMALL, str(metrics))
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.main.state.snap is not None, timeout=60, what="the child's first snapshot")
         status = await status_shows(pilot, "▶ running")
