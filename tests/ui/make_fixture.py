@@ -23,18 +23,15 @@ RUNS = {
 }
 
 
-def resnet18_run(path: Path, steps: int = 30, every: int = 5) -> None:
-    """A seeded resnet18 run through vgtui.watch, with no total_steps, then its timings made regular."""
-    import torch
+def train_watched(model, opt, x, y, path: Path, steps: int, every: int, pause: float = 0.0) -> None:
+    """A user's loop under vgtui.watch (optimizer=): one batch over and over, its loss and accuracy (`acc`) given
+    to probe.step; `pause` seconds after each step (a viewer following it sees the snapshots come one by one)."""
+    import time
+
     import torch.nn.functional as F
-    from torchvision.models import resnet18
 
     import vgtui
 
-    torch.manual_seed(0)
-    model = resnet18(weights=None, num_classes=10)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     with vgtui.watch(model, metrics=path, every=every, optimizer=opt, quiet=True) as probe:
         for _ in range(steps):
             out = model(x)
@@ -43,6 +40,21 @@ def resnet18_run(path: Path, steps: int = 30, every: int = 5) -> None:
             loss.backward()
             opt.step()
             probe.step(loss=loss, metrics={"acc": (out.argmax(1) == y).float().mean()})
+            if pause:
+                time.sleep(pause)
+
+
+def resnet18_run(path: Path, steps: int = 30, every: int = 5) -> None:
+    """A seeded resnet18 run through vgtui.watch, with no total_steps, then its timings made regular."""
+    import torch
+    from torchvision.models import resnet18
+
+
+    torch.manual_seed(0)
+    model = resnet18(weights=None, num_classes=10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    train_watched(model, opt, x, y, path, steps, every)
     lines = []
     for line in path.read_text().splitlines():
         d = json.loads(line)
@@ -75,6 +87,8 @@ def forked_run(path: Path) -> None:
 
 
 def write(path: Path, recs: list) -> None:
+    """Records as a fixture file: each with its edges in full, and nothing of this machine in the headers (data
+    folder, version, start time, pid)."""
     with open(path, "w") as f:
         for r in recs:
             d = to_json(r)
@@ -94,13 +108,7 @@ def main() -> None:
     for name, cfg in RUNS.items():
         recs = []
         Trainer(cfg, [recs.append]).run()
-        with open(HERE / f"{name}.jsonl", "w") as f:
-            for r in recs:
-                d = to_json(r)
-                if d["type"] == "run":
-                    d["config"]["data_dir"] = "~/.cache/vgtui"
-                    d["version"] = "0.0.0"
-                f.write(json.dumps(d, separators=(",", ":")) + "\n")
+        write(HERE / f"{name}.jsonl", recs)
         print(name, len(recs), "records")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from vgtui.ui.app import VgtuiApp
 from vgtui.ui.widgets import abbreviate, group_rows
 
 from .conftest import shows, status_shows, text_of, wait_for
+from .make_fixture import train_watched
 
 RESNET = Path(__file__).parent / "fixtures" / "resnet18.jsonl"
 
@@ -42,10 +42,7 @@ def watched_cnn(path: Path, steps: int, go: threading.Event, done: threading.Eve
     """A small CNN (Conv, ReLU, pool, Conv, ReLU, Linear) trained with vgtui.watch on random images, slowly
     enough (20 ms a step) for the viewer to see the snapshots come one by one."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
-
-    import vgtui
 
     torch.manual_seed(0)
     model = nn.Sequential()
@@ -56,15 +53,7 @@ def watched_cnn(path: Path, steps: int, go: threading.Event, done: threading.Eve
     x, y = torch.randn(16, 1, 12, 12), torch.randint(0, 10, (16,))
     go.wait(30)
     try:
-        with vgtui.watch(model, metrics=path, every=every, optimizer=opt, quiet=True) as probe:
-            for _ in range(steps):
-                out = model(x)
-                loss = F.cross_entropy(out, y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                probe.step(loss=loss, metrics={"acc": (out.argmax(1) == y).float().mean()})
-                time.sleep(0.02)
+        train_watched(model, opt, x, y, path, steps, every, pause=0.02)
     finally:
         done.set()
 
