@@ -111,7 +111,8 @@ def test_fork_screen(snap_compare):
 
 
 async def test_the_recorded_fork_plays_live_as_two_runs():
-    app = VgtuiApp(ReplayBackend(load("forked")), fps=4)
+    backend = ReplayBackend(load("forked"))
+    app = VgtuiApp(backend, fps=4)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle_fork(pilot)
         a, b = app.main.states
@@ -119,14 +120,17 @@ async def test_the_recorded_fork_plays_live_as_two_runs():
         screen = await status_shows(pilot, "B fork@40")
         assert "test acc A 10.0%  B 19.2%  B−A +9.2 pts" in screen
         assert a.diagnosis()[0] == "vanishing" and b.diagnosis()[0] == "healthy"
+        await pilot.press("f")  # the run has ended with its fork: nothing to end, nothing sent
+        await pilot.pause(0.2)
+        assert backend.sent == [] and app.main.forked and app.main.ending_fork is None
 
 
 async def test_replay_of_a_forked_file_shows_the_run_and_its_fork():
-    from vgtui.sources.file import BranchSource, FileSource
+    from vgtui.sources.file import FileSource
 
     src = FileSource(str(FORKED))
     src.open()
-    app = VgtuiApp([src, BranchSource(src)], fps=4)
+    app = VgtuiApp(src, fps=4)  # as `vgtui replay forked.jsonl` opens it: the fork comes beside the run
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: len(app.main.states) == 2 and app.main.states[1].snap is not None,
                        what="both runs")

@@ -86,10 +86,6 @@ def _main(argv: list[str], follow: bool) -> int:
         return _error(str(e))
     if not tty or not sys.stdin.isatty():
         return _summary(sources)
-    if len(sources) == 1 and not follow and sources[0].run is not None and sources[0].run.branches:
-        from vgtui.sources.file import BranchSource
-
-        sources.append(BranchSource(sources[0]))  # a forked run: the run (A) and its branch B side by side
     from vgtui.ui.app import VgtuiApp, run_app
 
     return run_app(VgtuiApp(sources, fps=args.fps))

@@ -72,6 +72,7 @@ class MainScreen(Screen):
         self.states = [RunState(s.config, s.label) for s in sources]
         self.state = self.states[0]
         self.branch_focus = 0  # the run the single-run views show (the histograms); in a fork, the branch `f` keeps
+        self.ending_fork: str | None = None  # the branch `f` asked the trainer to keep, until B's end record comes
         self.fps = max(float(fps), 0.2)
         self.screenshot_dir = screenshot_dir or os.getcwd()
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
@@ -145,6 +146,7 @@ class MainScreen(Screen):
             else:
                 self.paused = True
             self.set_interval(0.1, self._play)
+            self._show_branch()
         else:
             self._bridge()
         if self.kind == "trainer":
@@ -338,7 +340,7 @@ class MainScreen(Screen):
                 continue
             if getattr(rec, "branch", None) == "B":  # the fork's records go to B's state
                 if isinstance(rec, RunRecord):
-                    branch = RunState(None, f"fork@{rec.forked_at:,}" if rec.forked_at else "fork@0")
+                    branch = RunState(None, f"fork@{rec.forked_at or 0:,}")
                     branch.begin(rec)
                     self.post_message(ForkStarted(branch, rec))
                 elif branch is not None:
@@ -434,16 +436,16 @@ class MainScreen(Screen):
     @on(ForkEnded)
     def _on_fork_end(self, message: ForkEnded) -> None:
         end = message.end
-        alone = end.status == "diverged" or "A was kept" in end.message or "B goes on" in end.message
-        if not self.forked or not alone:  # the run ended (or restarted) with its fork: both stay on screen
-            return
+        kept, self.ending_fork = self.ending_fork, None
+        if not self.forked or not (kept or end.status == "diverged"):
+            return  # the run ended (or restarted) with its fork: both stay on screen
         self.states = [self.state]
         self.branch_focus = 0
         self.pending = None
         if end.status == "diverged":
             self.notice = f"B diverged at step {end.steps} ({end.message}); A goes on alone"
             self.notify(self.notice, severity="error", timeout=8)
-        elif "A was kept" in end.message:
+        elif kept == "A":  # keeping B, the run's new header says so (_on_run)
             self.notice = f"the fork ended at step {end.steps}: A goes on, B is in the metrics file"
         self._titles()
         self._status_now()
@@ -584,7 +586,7 @@ class MainScreen(Screen):
             self._open_run(0)
             n = len(src.runs)
             self.notice = f"showing run {src.run_number} of {n} in {st.label}" if n > 1 else f"following {st.label}"
-            self._follow_branch()
+            self._show_branch()
             return
         if change.new_epochs:
             st.add_epochs(change.new_epochs)
@@ -601,10 +603,13 @@ class MainScreen(Screen):
             st.lost = change.lost
             self.notice = change.lost
             self.notify(change.lost, severity="warning", timeout=8)
-        self._follow_branch()
+        self._show_branch()
 
-    def _follow_branch(self) -> None:
-        """A followed file: the run's fork (branch B) beside it once its header is written, gone with a new run."""
+    def _show_branch(self) -> None:
+        """A file's run and its fork (branch B) side by side: B opens beside the run shown when that run has one (at
+        start, after `p`, or in a followed file once B's header is written), and goes when it has none."""
+        if len(self.sources) > 1 and not isinstance(self.sources[1], BranchSource):
+            return  # two files side by side
         src = self.source
         branch = src.run.branches[-1] if src.run is not None and src.run.branches else None
         if branch is None:
@@ -706,8 +711,11 @@ class MainScreen(Screen):
 
     def action_fork(self) -> None:
         """Fork the run (B copies A, and the recipe keys change B), or end the fork keeping the focused branch."""
+        if self.forked and self.state.end is not None:
+            self.notify("f: the run has ended with its fork; r starts A and B again", severity="warning", timeout=4)
+            return
         if self.forked:
-            keep = "AB"[self.branch_focus]
+            self.ending_fork = keep = "AB"[self.branch_focus]
             self.source.send(Fork(False, keep=keep))
             self.notice = f"ending the fork: keeping {keep} …"
             return
@@ -784,13 +792,8 @@ class MainScreen(Screen):
             self.notify(f"{src.label} holds one run", timeout=3)
             return
         src.select((src.run_number % len(src.runs)) + 1)
-        branch = self.sources[1] if len(self.sources) > 1 and isinstance(self.sources[1], BranchSource) else None
-        if branch is not None:  # a forked file: the fork of the run now shown, or none
-            self.states = self.states[:1] + ([RunState(None, branch.label)] if branch.run is not None else [])
         self._open_run(0)
-        if branch is not None and branch.run is not None:
-            self._open_run(1)
-        self._titles()
+        self._show_branch()
         self.notice = f"run {src.run_number} of {len(src.runs)}"
 
     def action_metric(self) -> None:
