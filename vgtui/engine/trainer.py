@@ -235,14 +235,10 @@ class Trainer:
             self._fork_config = None
         try:
             for epoch in range(1, cfg.epochs + 1):
-                self.epoch = epoch
-                self._ep_loss, self._ep_correct, self._ep_n, self._ep_examples = 0.0, 0, 0, 0
-                perm = torch.randperm(len(data.x_train), generator=self.generator).to(self.device)
-                self.model.train()
-                self._save_checkpoint(perm, 0)
-                if self.fork is not None:
+                self._perm = perm = torch.randperm(len(data.x_train), generator=self.generator).to(self.device)
+                self._epoch_start(epoch, perm)
+                if self.fork is not None:  # B: the same order of examples
                     self.fork._epoch_start(epoch, perm)
-                self._perm = perm
                 last = self.steps_per_epoch if not cfg.max_steps else min(self.steps_per_epoch,
                                                                           cfg.max_steps - self.step)
                 for b in range(last):
@@ -399,7 +395,7 @@ class Trainer:
         b._emit(dataclasses.replace(b._header(), forked_at=self.step))
 
     def _epoch_start(self, epoch: int, perm: torch.Tensor) -> None:
-        """Branch B at the start of an epoch (A's order of examples)."""
+        """The start of an epoch whose order of examples is `perm` (A's, for the fork's branch B)."""
         self.epoch = epoch
         self._ep_loss, self._ep_correct, self._ep_n, self._ep_examples = 0.0, 0, 0, 0
         self.model.train()
