@@ -116,6 +116,13 @@ def run_headless(args, work: Path, i: int) -> float:
     return steps_per_s(read_metrics(m))
 
 
+def wait_trained(t: "Tmux", m: Path) -> None:
+    """Until the TUI in `t` has trained 50 steps (its metrics file `m` says so); raises with its screen after 2 min."""
+    if not t.wait(lambda: any(r["type"] in ("snapshot", "progress") and r["step"] >= 50 for r in read_metrics(m)),
+                  120):
+        raise RuntimeError("the TUI did not train:\n" + t.screen())
+
+
 def run_tui(args, work: Path, i: int) -> tuple[float, float]:
     """(steps/s, terminal bytes/s in the steady state)."""
     m = work / f"tui{i}.jsonl"
@@ -123,9 +130,7 @@ def run_tui(args, work: Path, i: int) -> tuple[float, float]:
            "100000", "--device", args.device, "--metrics", str(m)]
     t = Tmux(f"tui{i}", 120, 40, cmd, work)
     try:
-        if not t.wait(lambda: any(r["type"] in ("snapshot", "progress") and r["step"] >= 50
-                                  for r in read_metrics(m)), 120):
-            raise RuntimeError("the TUI did not train:\n" + t.screen())
+        wait_trained(t, m)
         b0, t0 = t.bytes(), time.monotonic()
         if not t.wait(lambda: ended(m), 600):
             raise RuntimeError("the TUI run did not end:\n" + t.screen())
@@ -183,9 +188,7 @@ def fps_run(args, work: Path, fps: float, seconds: float = 10.0) -> float:
            "--fps", f"{fps:g}", "--metrics", str(m)]
     t = Tmux(f"fps{str(fps).replace('.', '_')}", 120, 40, cmd, work)
     try:
-        if not t.wait(lambda: any(r["type"] in ("snapshot", "progress") and r["step"] >= 50
-                                  for r in read_metrics(m)), 120):
-            raise RuntimeError("the TUI did not train:\n" + t.screen())
+        wait_trained(t, m)
         b0, t0 = t.bytes(), time.monotonic()
         time.sleep(seconds)
         b1, t1 = t.bytes(), time.monotonic()
