@@ -9,7 +9,8 @@
 - `StreamSource(binary_file, name)`: records as they arrive on a stream (`vgtui follow -` reads standard input),
   folded into the viewer like a live run's.
 
-Neither takes commands. This module imports neither torch nor textual.
+The first two are `RecordedSource`s, the stream a `LiveSource` (vgtui.sources.base); none takes commands. This
+module imports neither torch nor textual.
 """
 
 from __future__ import annotations
@@ -18,27 +19,15 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import IO
 
 from vgtui.core.metrics import MetricsFileError, MetricsIndex, RunIndex, iter_lines_records
-from vgtui.core.records import EpochRecord, Record
+from vgtui.core.records import Record
 from vgtui.core.writer import holder_pid
-from vgtui.sources.base import Source
+from vgtui.sources.base import Change, LiveSource, RecordedSource
 
 QUIET_S = 5.0  # a followed file with nothing new this long gets its writer's pid checked
 QUIET_NO_PID_S = 120.0  # without a pid in the header: this long without a line is said
-
-
-@dataclass
-class Change:
-    """What `FileSource.poll()` found."""
-
-    new_run: bool = False  # the source now shows another run (the file appeared, a new header, a rewrite)
-    new_snapshots: tuple[int, int] | None = None  # (start, stop) indices of the run's new snapshots
-    new_epochs: list[EpochRecord] = field(default_factory=list)
-    ended: bool = False  # the run's end record arrived
-    lost: str = ""  # the writer seems gone without an end record (why, in one line)
 
 
 def pid_alive(pid: int) -> bool:
@@ -51,27 +40,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class _IndexedSource(Source):
-    """A run in an indexed metrics file: read by position (the screen asks for the snapshot it shows), never as a
-    stream, and taking no commands."""
-
-    kind = "file"
-
-    def start(self) -> None:
-        """Nothing to start: the screen reads the index."""
-
-    def get(self, timeout: float | None = None) -> Record | None:
-        return None  # a file is read by position, not as a stream
-
-    def send(self, cmd) -> None:
-        raise TypeError(f"a metrics file takes no commands ({type(cmd).__name__})")
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-
-class FileSource(_IndexedSource):
+class FileSource(RecordedSource):
     def __init__(self, path: str, run: int | None = None, follow: bool = False):
         self.path = path
         self.metrics_path = path
@@ -125,18 +94,34 @@ class FileSource(_IndexedSource):
                 return Change()
             self._last_change = time.monotonic()
             return Change(new_run=True)
-        run, runs = self.run, self.runs
+        run, runs, index = self.run, self.runs, self.index
         first, n_runs = runs[0], len(runs)
         n0, e0, ended0 = run.n_snapshots, len(run.epochs), run.end is not None
-        if not self.index.refresh():
+        seen = (index.n_damaged, index.rereads, index.reread_why)
+        if not index.refresh():
             return Change(lost=self._quiet(run))
+        notice = self._news(*seen)
         self._last_change = time.monotonic()
         if self.runs and (self.runs[0] is not first or len(self.runs) > n_runs):  # rewritten, or a new run
             self.run_number = len(self.runs)
-            return Change(new_run=True)
+            return Change(new_run=True, notice=notice)
         n = run.n_snapshots
         return Change(new_snapshots=(n0, n) if n > n0 else None, new_epochs=run.epochs[e0:],
-                      ended=run.end is not None and not ended0)
+                      ended=run.end is not None and not ended0, notice=notice)
+
+    def _news(self, damaged: int, rereads: int, why: str) -> str:
+        """What the reader did in the last refresh, in one line: the file read again, damaged lines skipped."""
+        index, said = self.index, []
+        if index.rereads != rereads or index.reread_why != why:
+            said.append(index.reread_why)
+        k = index.n_damaged - damaged if index.rereads == rereads else index.n_damaged
+        if k > 0:
+            listed = index.notices[index.n_damaged - k:]
+            if k == 1 and listed:
+                said.append(f"damaged {listed[0]} (skipped)")
+            else:
+                said.append(f"{k:,} damaged lines skipped" + (f" (first: {listed[0]})" if listed else ""))
+        return "; ".join(s for s in said if s)
 
     def _quiet(self, run: RunIndex) -> str:
         """Nothing new: is the writer gone? Said once the run has been quiet a while without an end record."""
@@ -161,12 +146,9 @@ class FileSource(_IndexedSource):
             self.index.close()
 
 
-class BranchSource(_IndexedSource):
+class BranchSource(RecordedSource):
     """Branch B of the run `parent` (a FileSource) shows: its last fork, when it has one. Moves with the parent
-    (`p` to another run shows that run's fork, or none)."""
-
-    waiting = ""
-    notice = None
+    (`p` to another run shows that run's fork, or none): it is selected and polled through its parent."""
 
     def __init__(self, parent: FileSource):
         self.parent = parent
@@ -194,11 +176,18 @@ class BranchSource(_IndexedSource):
         run = self.run
         return f"fork@{run.header.forked_at or 0:,}" if run is not None else "fork"
 
+    def select(self, number: int) -> None:
+        """The parent's run decides which fork is shown (`p` selects the parent's run)."""
+
+    def poll(self) -> Change:
+        """The parent polls the file; the branch is read from the parent's run."""
+        return Change()
+
     def close(self, timeout: float = 2.0) -> None:
         """The parent closes the file."""
 
 
-class StreamSource(Source):
+class StreamSource(LiveSource):
     """Records from a binary stream (standard input), read by a thread as they arrive."""
 
     kind = "stream"
@@ -241,9 +230,6 @@ class StreamSource(Source):
             return self._records.get(timeout=timeout)
         except queue.Empty:
             return None
-
-    def send(self, cmd) -> None:
-        raise TypeError(f"a stream takes no commands ({type(cmd).__name__})")
 
     @property
     def alive(self) -> bool:
