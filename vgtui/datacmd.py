@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from vgtui.core.config import default_data_dir
+from vgtui.core.outfile import write_replacing
 
 CONNECT_TIMEOUT_S = 4.0  # per mirror: offline is reported within seconds
 CHUNK = 1 << 16
@@ -80,17 +81,20 @@ def _fetch(url: str, dest: Path, label: str, out: TextIO) -> None:
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise Offline(f"{url}: {reason}") from e
-    part = dest.with_name(dest.name + ".part")
     bar = Bar(label, out)
     total = int(resp.headers.get("Content-Length") or 0) or None
-    done = 0
-    with resp, open(part, "wb") as f:
+
+    def copy(f) -> int:
+        done = 0
         for block in iter(lambda: resp.read(CHUNK), b""):
             f.write(block)
             done += len(block)
             bar.update(done, total)
+        return done
+
+    with resp:  # through an exclusive temporary file, renamed over a regular file only (vgtui.core.outfile)
+        done = write_replacing(dest, copy)
     bar.update(done, total, final=True)
-    part.replace(dest)
 
 
 def download(name: str, data_dir: str, mirror: str | None = None, out: TextIO | None = None) -> Path:
@@ -122,8 +126,8 @@ def download(name: str, data_dir: str, mirror: str | None = None, out: TextIO | 
         if _md5(gz) != md5:
             gz.unlink()
             raise ValueError(f"{filename} arrived damaged (MD5 mismatch); run the command again")
-        with gzip.open(gz, "rb") as src, open(idx, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        with gzip.open(gz, "rb") as src:
+            write_replacing(idx, lambda dst: shutil.copyfileobj(src, dst))
         check_idx(idx)
     return raw
 

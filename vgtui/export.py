@@ -1,6 +1,7 @@
 """`vgtui export FILE --csv OUT.csv`: a run's snapshots as CSV, one row per snapshot and layer, for pandas & co.
 
-    rows = write_csv(run_index_or_path, "run.csv")     # what the UI's `e` key calls
+    rows = write_csv(run_index_or_path, "run.csv")           # replaces a regular run.csv, refuses anything else
+    path, rows = write_csv_new(run_index, "run.csv")         # the UI's `e`: run.csv, or run-2.csv... if it exists
 
 Imports neither torch nor textual: it runs wherever the file was copied to.
 """
@@ -9,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
+import stat
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 from vgtui.core.metrics import MetricsFileError, MetricsIndex, RunIndex
+from vgtui.core.outfile import FileId, RefusedPath, check_target, identity, kind_of, numbered, write_new, write_replacing
 from vgtui.core.records import LayerStats
 
 SNAPSHOT_COLUMNS = ("step", "epoch", "elapsed_s", "loss", "loss_avg", "steps_per_s", "activation")
@@ -34,9 +38,12 @@ EPILOG = """\
 examples:
   vgtui export run.jsonl --csv run.csv            the last run of the file
   vgtui export run.jsonl --csv first.csv --run 1  its first run (the UI's restarts start new runs)
+  vgtui export run.jsonl --csv - | head            to standard output
 
 then, in Python:  df = pd.read_csv("run.csv")
-exit status: 0 written, 2 a bad metrics file, output path or option."""
+A damaged snapshot line is skipped, with one line on standard error naming it; the rest is written.
+Only a regular file is replaced: a symbolic link, a device, a FIFO or the metrics file itself is refused.
+exit status: 0 written, 2 a bad metrics file, output path or option, 141 standard output closed (--csv -)."""
 
 
 def _cell(v: object) -> object:
@@ -47,42 +54,93 @@ def _cell(v: object) -> object:
     return v
 
 
+def _inputs(source: RunIndex) -> dict[FileId, str]:
+    """The metrics file a run is read from, by (device, inode): the file the index holds open, and its name now."""
+    index, ids = getattr(source, "_index", None), {}
+    f = getattr(index, "_f", None)
+    if f is not None and not getattr(f, "closed", True):
+        ids[identity(f.fileno())] = "the metrics file"
+    if getattr(index, "path", None):
+        ids[identity(index.path)] = "the metrics file"
+    ids.pop(None, None)
+    return ids
+
+
+def _rows(source: RunIndex, f: IO[str], progress: Callable[[int, int], None] | None,
+          on_damaged: Callable[[str], None] | None) -> int:
+    """Write the CSV of `source` to the text file `f`; returns the rows written. A damaged snapshot line is
+    skipped and said to `on_damaged(one line naming it)`; without `on_damaged` it raises MetricsFileError."""
+    w = csv.writer(f)
+    w.writerow(COLUMNS)
+    rows, total = 0, source.n_snapshots
+    for i in range(total):
+        try:
+            snap = source.snapshot(i)
+        except MetricsFileError as e:
+            if e.reason != "damaged" or on_damaged is None:
+                raise
+            on_damaged(str(e))
+            continue
+        head = [snap.step, snap.epoch, snap.elapsed_s, snap.loss, snap.loss_avg, snap.steps_per_s, snap.activation]
+        for layer in snap.layers:
+            w.writerow([_cell(v) for v in (*head, layer.name, layer.activation,
+                                           *(getattr(layer, k) for k in LayerStats._FLOATS))])
+            rows += 1
+        if progress and (i + 1) % 500 == 0:
+            progress(i + 1, total)
+    return rows
+
+
+def _text(write: Callable[[IO[str]], int]) -> Callable[[IO[bytes]], int]:
+    """`write(text_file)` as a writer of the binary file vgtui.core.outfile hands over (UTF-8, CSV line ends)."""
+    def run(binary: IO[bytes]) -> int:
+        f = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        try:
+            return write(f)
+        finally:
+            f.flush()
+            f.detach()
+    return run
+
+
 def write_csv(source: RunIndex | str | os.PathLike, out_path: str | os.PathLike, run: int = -1,
-              progress: Callable[[int, int], None] | None = None) -> int:
+              progress: Callable[[int, int], None] | None = None,
+              on_damaged: Callable[[str], None] | None = None) -> int:
     """Write the CSV of a run (a RunIndex, or run number `run` of the file at a path: 0-based, negative from the
-    end); returns the rows written. The file appears whole or not at all (written beside it, then renamed).
-    `progress(done, total)` is called every 500 snapshots. Raises MetricsFileError, IndexError or OSError."""
+    end) to `out_path`; returns the rows written. The file appears whole or not at all (written to an exclusive
+    temporary file beside it, then renamed), and only a regular file is replaced: a symbolic link, a device, a
+    FIFO, a folder or the metrics file itself (by device and inode: a hard link too) is refused (RefusedPath,
+    a ValueError). `progress(done, total)` is called every 500 snapshots; `on_damaged(line)` for each damaged
+    snapshot skipped (without it, a damaged snapshot raises). Raises MetricsFileError, RefusedPath, IndexError or
+    OSError."""
     if not isinstance(source, RunIndex):
         with MetricsIndex(source) as index:
-            return write_csv(index.runs[run], out_path, progress=progress)
-    out = Path(out_path)
-    part = out.with_name(f".{out.name}.part")
-    rows, total = 0, source.n_snapshots
-    try:
-        with open(part, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(COLUMNS)
-            for i, snap in enumerate(source.iter_snapshots(0, total)):
-                head = [snap.step, snap.epoch, snap.elapsed_s, snap.loss, snap.loss_avg, snap.steps_per_s,
-                        snap.activation]
-                for layer in snap.layers:
-                    w.writerow([_cell(v) for v in (*head, layer.name, layer.activation,
-                                                   *(getattr(layer, k) for k in LayerStats._FLOATS))])
-                    rows += 1
-                if progress and (i + 1) % 500 == 0:
-                    progress(i + 1, total)
-        os.replace(part, out)
-    finally:
-        if part.exists():
-            part.unlink()
-    return rows
+            return write_csv(index.runs[run], out_path, progress=progress, on_damaged=on_damaged)
+    return write_replacing(out_path, _text(lambda f: _rows(source, f, progress, on_damaged)), _inputs(source))
+
+
+def write_csv_new(source: RunIndex, out_path: str | os.PathLike,
+                  progress: Callable[[int, int], None] | None = None,
+                  on_damaged: Callable[[str], None] | None = None) -> tuple[str, int]:
+    """What the UI's `e` calls: the CSV of a run at `out_path`, or, when that name exists (whatever it is: the
+    person's own file, the metrics file itself, a link), at the first free one of out-2.csv, out-3.csv...: nothing
+    is ever replaced. Returns (the path written, the rows written)."""
+    return write_new(numbered(out_path), _text(lambda f: _rows(source, f, progress, on_damaged)))
+
+
+def write_csv_stream(source: RunIndex, out: IO[str], progress: Callable[[int, int], None] | None = None,
+                     on_damaged: Callable[[str], None] | None = None) -> int:
+    """The CSV of a run written to an open text stream (`--csv -`: standard output); returns the rows."""
+    return _rows(source, out, progress, on_damaged)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vgtui export", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", metavar="FILE", help="a metrics file (written by `vgtui --metrics FILE`)")
-    p.add_argument("--csv", required=True, metavar="OUT.csv", help="the CSV file to write (replaced if it exists)")
+    p.add_argument("--csv", required=True, metavar="OUT.csv",
+                   help="the CSV file to write: a regular file there is replaced, a link, device, FIFO or the "
+                        "metrics file itself is refused; - writes to standard output")
     p.add_argument("--run", type=int, default=None, metavar="N",
                    help="which run of the file, from 1 (default: the last)")
     p.add_argument("--branch", choices=["A", "B"], default="A",
@@ -91,32 +149,76 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _say(msg: str, end: str = "\n") -> None:
+    """A line on standard error, when there is one (`2>&-` closes it: then nothing is said, and nothing fails)."""
+    err = sys.stderr
+    if err is None:
+        return
+    try:
+        err.write(msg + end)
+        err.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _check_in(src: Path) -> str | None:
+    """Why the metrics file cannot be read as one, before opening it (a FIFO would block for ever), or None."""
+    try:
+        st = src.stat()
+    except OSError:
+        return None  # missing, unreadable: MetricsIndex says it in its words
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return (f"{src}: is {kind_of(st.st_mode)}, not a metrics file; export reads a regular file (save a stream "
+                "to a file first)")
+    return None
+
+
 def _check_out(out: Path, src: Path) -> str | None:
     """Why the CSV cannot be written at `out`, or None."""
-    if out.is_dir():
-        return f"--csv {out}: is a directory"
+    ids = {i: "the metrics file" for i in (identity(src),) if i is not None}
+    try:
+        check_target(out, ids)
+    except RefusedPath as e:
+        return f"--csv {e}"
+    except OSError as e:
+        return f"--csv {out}: cannot use it ({e.strerror or e})"
     if not out.parent.is_dir():
         return f"--csv {out}: folder {out.parent} does not exist"
-    if out.exists() and src.exists() and out.samefile(src):
-        return f"--csv {out}: is the metrics file itself"
     return None
+
+
+def _stdout_closed() -> bool:
+    """Standard output was closed when vgtui started (`>&-`): Python leaves sys.stdout None, or vgtui.cli has put
+    /dev/null there (and says so in closed_at_start): a CSV written there would vanish without a word."""
+    if sys.stdout is None:
+        return True
+    closed_at_start = getattr(sys.modules.get("vgtui.cli"), "closed_at_start", None)
+    return bool(closed_at_start and closed_at_start("stdout"))
+
+
+MAX_DAMAGED_SAID = 20  # damaged lines named one by one; more are counted
 
 
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    to_stdout = args.csv == "-"
     out, src = Path(args.csv).expanduser(), Path(args.file).expanduser()
 
-    def fail(msg: str) -> int:
-        print(f"vgtui: error: {msg}", file=sys.stderr)
-        return 2
+    def fail(msg: str, status: int = 2) -> int:
+        _say(f"vgtui: error: {msg}")
+        return status
 
-    if (why := _check_out(out, src)) is not None:
+    if to_stdout and _stdout_closed():
+        return fail("--csv -: standard output is closed; name a file to write instead", 141)
+    if (why := _check_in(src) or (None if to_stdout else _check_out(out, src))) is not None:
         return fail(why)
     try:
         index = MetricsIndex(src)
     except MetricsFileError as e:
         return fail(str(e))
+    except OSError as e:
+        return fail(f"{src}: cannot be read ({e.strerror or e})")
     with index:
         n = len(index.runs)
         if args.run is not None and not 1 <= args.run <= n:
@@ -124,34 +226,65 @@ def main(argv: list[str]) -> int:
         number = args.run or n
         run = index.runs[number - 1]
         if n > 1 and args.run is None:
-            print(f"vgtui export: {src} holds {n} runs; exporting run {n}, the last (--run N for another)",
-                  file=sys.stderr)
+            _say(f"vgtui export: {src} holds {n} runs; exporting run {n}, the last (--run N for another)")
         if args.branch == "B":
             if not run.branches:
                 return fail(f"--branch B: run {number} of {src} was never forked (f in the UI forks a run)")
             run = run.branches[-1]
         elif run.branches:
-            print(f"vgtui export: run {number} was forked at step {run.branches[-1].header.forked_at or 0:,}; "
-                  "exporting the run itself (--branch B for its fork)", file=sys.stderr)
-        if index.notice:
-            print(f"vgtui export: {src}: {index.notice}", file=sys.stderr)
-        live = sys.stderr.isatty()
+            _say(f"vgtui export: run {number} was forked at step {run.branches[-1].header.forked_at or 0:,}; "
+                 "exporting the run itself (--branch B for its fork)")
+        for line in getattr(index, "notices", None) or []:  # the damaged lines the index skipped, one by one
+            _say(f"vgtui export: skipped a damaged line: {src}: {line}")
+        if index.notice:  # all it skipped or did, in one line (a last line cut short, the damaged lines counted)
+            _say(f"vgtui export: {src}: {index.notice}")
+        live = sys.stderr is not None and sys.stderr.isatty()
+        clear = "\r\033[K" if live else ""  # the progress line, before a line of its own
         t0 = time.perf_counter()
+        damaged: list[str] = []
 
         def progress(done: int, total: int) -> None:
             if live:
-                print(f"\rvgtui export: {done:,} / {total:,} snapshots", end="", file=sys.stderr, flush=True)
+                _say(f"\rvgtui export: {done:,} / {total:,} snapshots", end="")
+
+        def skipped(line: str) -> None:
+            damaged.append(line)
+            if len(damaged) <= MAX_DAMAGED_SAID:
+                _say(f"{clear}vgtui export: skipped a damaged line: {line}")
 
         try:
-            rows = write_csv(run, out, progress=progress)
+            if to_stdout:
+                ids = _inputs(run)
+                if identity(sys.stdout.fileno()) in ids:
+                    return fail("--csv -: standard output is the metrics file itself; choose another file")
+                sys.stdout.flush()
+                stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+                try:
+                    rows = write_csv_stream(run, stream, progress=progress, on_damaged=skipped)
+                    stream.flush()
+                finally:
+                    stream.detach()
+            else:
+                rows = write_csv(run, out, progress=progress, on_damaged=skipped)
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
+            os.close(devnull)
+            return 141
         except MetricsFileError as e:
             return fail(str(e))
+        except RefusedPath as e:
+            return fail(f"--csv {e}")
         except OSError as e:
-            return fail(f"--csv {out}: cannot write it ({e.strerror or e})")
+            where = "standard output" if to_stdout else out
+            return fail(f"--csv {args.csv}: cannot write {where} ({e.strerror or e})")
     if live and run.n_snapshots >= 500:
-        print("\r\033[K", end="", file=sys.stderr)
+        _say("\r\033[K", end="")
+    if len(damaged) > MAX_DAMAGED_SAID:
+        _say(f"vgtui export: ... and {len(damaged) - MAX_DAMAGED_SAID:,} more damaged snapshots skipped")
     layers = len(run.header.layers)
     what = f"run {number}" + (" (its fork, branch B)" if args.branch == "B" else "")
-    print(f"vgtui export: {rows:,} rows ({run.n_snapshots:,} snapshots x {layers} layers) of {what} -> {out} "
-          f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    gap = f", {len(damaged):,} damaged snapshot{'s' * (len(damaged) != 1)} skipped" if damaged else ""
+    _say(f"vgtui export: {rows:,} rows ({run.n_snapshots - len(damaged):,} snapshots x {layers} layers{gap}) of "
+         f"{what} -> {'standard output' if to_stdout else out} in {time.perf_counter() - t0:.1f} s")
     return 0
