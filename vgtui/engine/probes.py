@@ -24,18 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from vgtui.core.activations import ACTIVATION_TABLE, DEFAULT_HIST_RANGE
 from vgtui.engine.model import Activation
 from vgtui.core.records import Hist, LayerStats
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-# Fixed histogram ranges per activation (values outside are counted as under/over): bars never rescale.
-ACT_RANGES: dict[str, tuple[float, float]] = {
-    "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0), "hardtanh": (-1.0, 1.0),
-    "relu": (0.0, 4.0), "relu6": (0.0, 6.0), "leaky_relu": (-1.0, 4.0), "elu": (-1.0, 4.0), "selu": (-2.0, 4.0),
-    "gelu": (-0.5, 4.0), "swish": (-0.5, 4.0), "mish": (-0.5, 4.0), "softplus": (0.0, 4.0), "linear": (-4.0, 4.0),
-}
-DEFAULT_ACT_RANGE = (-4.0, 4.0)
+# Fixed histogram ranges per activation (values outside are counted as under/over): bars never rescale. vgtui's
+# own activations: their table's (vgtui.core.activations); relu6 is one more a user's model may hold.
+ACT_RANGES: dict[str, tuple[float, float]] = {**{n: a.hist for n, a in ACTIVATION_TABLE.items()}, "relu6": (0.0, 6.0)}
+DEFAULT_ACT_RANGE = DEFAULT_HIST_RANGE
 ACT_BINS = 40
 # Pre-activation percentiles are taken over at most this many of a layer's inputs z, a fixed random sample (the
 # same positions at every snapshot): a sort of 16k values instead of the whole batch's (100k for the seed's net).
@@ -100,7 +98,9 @@ _DMAX_CACHE: dict[Any, float] = {}
 
 def _max_derivative(module: nn.Module, name: str, device: torch.device) -> torch.Tensor:
     key = (name, repr(module))
-    if key not in _DMAX_CACHE:
+    if key not in _DMAX_CACHE and isinstance(module, Activation) and name in ACTIVATION_TABLE:
+        _DMAX_CACHE[key] = ACTIVATION_TABLE[name].d_max  # vgtui's own: the table's (no sync)
+    if key not in _DMAX_CACHE:  # any other module (its own parameters): measured on a grid
         grid = torch.linspace(-20.0, 20.0, 40001, device=device)
         _DMAX_CACHE[key] = float(_derivative(module, grid).abs().max())  # once per activation: a one-off sync
     return torch.tensor(_DMAX_CACHE[key], device=device)
@@ -152,6 +152,27 @@ def _abs_sum(a: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
     written per snapshot of the seed's network, a quarter of a probed step's extra time."""
     rows = a.reshape(a.shape[0], -1) if a.dim() > 1 else a.reshape(1, -1)
     return rows.sum(1).to(wide).sum()
+
+
+# Layers whose output holds its units on axis 1, (N, C, *spatial): convolutions and the norms that follow them.
+# Every other layer (Linear, Bilinear, Embedding, LayerNorm) holds them on the last axis, (*, features), as a
+# Linear applied to (batch, tokens, features) does.
+_CHANNEL_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)
+
+
+def _unit_axis(layer: nn.Module, ndim: int) -> int:
+    """The axis of `layer`'s output (`ndim` dimensions) along which its units lie; the other axes are examples,
+    token positions or pixels, over which a dead unit is dead at every one. An unbatched convolution's output,
+    (C, *spatial), has its channels first."""
+    if isinstance(layer, _CHANNEL_FIRST) and ndim >= 2:
+        spatial = len(layer.kernel_size) if isinstance(layer, nn.modules.conv._ConvNd) else ndim - 2
+        return 1 if ndim >= spatial + 2 else 0
+    return ndim - 1
+
+
+def _trainable(w: torch.Tensor) -> bool:
+    """A weight that can move: a frozen one (requires_grad False, a fine-tuned model's backbone) has no update."""
+    return w.requires_grad
 
 
 def _sgd_update_known(opt: torch.optim.Optimizer | None) -> bool:
@@ -232,10 +253,12 @@ class Probes:
         self._act: dict[int, tuple[str, torch.Tensor, torch.Tensor, float, float]] = {}
         self._act_grad: dict[int, torch.Tensor] = {}
         self._out_grad: dict[int, torch.Tensor] = {}
+        self._no_grad_out: set[int] = set()  # layers whose output needs no gradient (out_grad_norm None)
         self._stash: dict[int, torch.Tensor] = {}
         self._grad_stats: list[torch.Tensor] | None = None
         self._grad_hists: list[torch.Tensor] | None = None
-        self._w_before: list[torch.Tensor] | None = None
+        self._w_before: list[torch.Tensor | None] | None = None  # per layer: a copy of the weight, or None
+        self._update_from: list[str] = []  # per layer: "sgd", "copy" or "frozen" (see collect_grads)
         self._optimizer: torch.optim.Optimizer | None = None
         self._w_std: list[torch.Tensor] | None = None
         self._update: list[torch.Tensor] | None = None
@@ -266,6 +289,8 @@ class Probes:
         self._fired.append(idx)
         if isinstance(out, torch.Tensor) and out.requires_grad:
             out.register_hook(lambda g, i=idx: self._out_grad.__setitem__(i, torch.linalg.vector_norm(g.float())))
+        elif isinstance(out, torch.Tensor):  # a frozen layer on a frozen input: no gradient comes back (no sync)
+            self._no_grad_out.add(idx)
 
     def _on_act_input(self, module: nn.Module, inputs: Any) -> None:
         if self.armed and self._cur is not None:
@@ -284,7 +309,11 @@ class Probes:
             # and a unit there still passes gradient back (only its sign flips): saturated means a small magnitude
             d = _derivative(module, z, h).abs()
             sat = d < SATURATION * _max_derivative(module, name, d.device)
-            per_unit = sat.movedim(1, -1).reshape(-1, sat.shape[1]) if sat.dim() > 2 else sat.reshape(sat.shape[0], -1)
+            # one row per example (and token, and pixel), one column per unit: a view for Linear layers (units
+            # last), a copy for convolutions (channels on axis 1) as before
+            axis = _unit_axis(self.layers[idx][1], sat.dim())  # from shapes: no sync
+            units = sat.reshape(1) if sat.dim() == 0 else sat if axis == sat.dim() - 1 else sat.movedim(axis, -1)
+            per_unit = units.reshape(-1, units.shape[-1])
             hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
             under = (h < lo).sum().float()
             scalars = torch.cat([torch.stack([h.mean(), h.std(), sat.float().mean(),
@@ -299,13 +328,15 @@ class Probes:
         return [m.weight.detach() for _, m in self.layers]
 
     def collect_grads(self, optimizer: torch.optim.Optimizer | None = None,
-                      weights_before: list[torch.Tensor] | None = None) -> None:
+                      weights_before: list[torch.Tensor | None] | None = None) -> None:
         """Weight-gradient statistics; call after backward() and before optimizer.step(). With the optimizer,
         the update of a plain SGD step is read from its state after the step (no copy of the weights).
         `weights_before`, a copy of the weights taken before the step, lets it be called after the step (the
         gradients are still in .grad then) for a loop whose optimiser vgtui never sees; the weight statistics
-        are then those of the copy, as they would have been before the step."""
-        ws = weights_before if weights_before is not None else self._weights()
+        are then those of the copy, as they would have been before the step (None in place of a frozen layer's
+        copy: it has no update, and its weights are the same before and after)."""
+        live = self._weights()
+        ws = live if weights_before is None else [b if b is not None else w for b, w in zip(weights_before, live)]
         gs = [(m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).detach().float()
               for _, m in self.layers]
         with torch.no_grad():
@@ -320,35 +351,55 @@ class Probes:
             self._grad_hists = [_exponent_counts(a) for a in absg]
             del absg
             self._optimizer = optimizer
-            if weights_before is not None:
-                self._w_before = weights_before
-            else:
-                self._w_before = None if _sgd_update_known(optimizer) else [w.clone() for w in ws]
+            # How each layer's update will be read after the step: a frozen weight has none (and is not copied);
+            # one that plain SGD steps is read from its state; any other from a copy of the weight before the step.
+            # requires_grad and the optimiser's parameter list are host-side: no sync.
+            sgd = {id(p) for grp in optimizer.param_groups for p in grp["params"]} if _sgd_update_known(
+                optimizer) else set()
+            self._update_from, self._w_before = [], []
+            for i, ((_, m), w) in enumerate(zip(self.layers, ws)):
+                given = weights_before[i] if weights_before is not None else None
+                if not _trainable(m.weight) or (weights_before is not None and given is None):
+                    how, copy = "frozen", None
+                elif weights_before is not None:
+                    how, copy = "copy", given
+                elif id(m.weight) in sgd:
+                    how, copy = "sgd", None
+                else:
+                    how, copy = "copy", w.clone()
+                self._update_from.append(how)
+                self._w_before.append(copy)
 
     def collect_update(self) -> None:
         """Update:data ratio, update.std() / w_before.std(); call after optimizer.step(). Under plain SGD the
         update is the optimiser's intended step, lr * momentum buffer (the gradient without momentum): what w
         moves by in exact arithmetic, read from the optimiser's state instead of copying the weights. The stored
         float32 weights move by that step rounded to their resolution (by nothing at all when the step is below
-        it, as in vanishing first layers). Under any other optimiser it is the actual change, w_after - w_before."""
+        it, as in vanishing first layers). Under any other optimiser it is the actual change, w_after - w_before.
+        A frozen layer (its weight's requires_grad False) has no update: its update_data_ratio is None."""
         if self._w_std is None:
             return
         with torch.no_grad():
-            if self._w_before is not None:
-                diffs = [(w - b).float() for w, b in zip(self._weights(), self._w_before)]
-                scale = [1.0] * len(diffs)
-            else:  # plain SGD: the step moved w by -lr * (its momentum buffer, or the gradient without momentum)
-                opt = self._optimizer
-                lr = {id(p): grp["lr"] for grp in opt.param_groups for p in grp["params"]}
-                diffs, scale = [], []
-                for _, m in self.layers:
+            opt = self._optimizer
+            lr = ({id(p): grp["lr"] for grp in opt.param_groups for p in grp["params"]}
+                  if "sgd" in self._update_from else {})
+            at, diffs, scale = [], [], []
+            for i, ((_, m), how) in enumerate(zip(self.layers, self._update_from)):
+                if how == "frozen":  # no update at all: the field stays None
+                    continue
+                if how == "copy":
+                    d, k = (m.weight.detach() - self._w_before[i]).float(), 1.0
+                else:  # plain SGD moved w by -lr * (its momentum buffer, or the gradient without momentum)
                     buf = opt.state.get(m.weight, {}).get("momentum_buffer")
                     g = buf if buf is not None else m.weight.grad
-                    diffs.append(g.float() if g is not None else torch.zeros_like(m.weight))
-                    scale.append(lr[id(m.weight)])
-            dnorm = _foreach_norm(diffs)
-            self._update = [k * _std(dn, d.sum(), d.numel()) / ws
-                            for k, dn, d, ws in zip(scale, dnorm, diffs, self._w_std)]
+                    d, k = (g.float() if g is not None else torch.zeros_like(m.weight)), lr[id(m.weight)]
+                at.append(i)
+                diffs.append(d)
+                scale.append(k)
+            dnorm = _foreach_norm(diffs) if diffs else []
+            self._update = [None] * len(self.layers)
+            for i, k, dn, d in zip(at, scale, dnorm, diffs):
+                self._update[i] = k * _std(dn, d.sum(), d.numel()) / self._w_std[i]
         self._w_before = None
 
     # ------------------------------------------------------------------ one transfer to the host
@@ -369,8 +420,11 @@ class Probes:
             pack.add(("extra", j), t)
         for i in range(len(self.layers)):
             pack.add((i, "grad"), self._grad_stats[i])  # norm, mean |g|, weight norm, grad:data
-            pack.add((i, "update"), self._update[i] if self._update is not None else nan)
-            pack.add((i, "out_grad"), self._act_grad.get(i, self._out_grad.get(i, nan)))
+            if self._update is None or self._update[i] is not None:  # a frozen layer has no update
+                pack.add((i, "update"), self._update[i] if self._update is not None else nan)
+            out_grad = self._act_grad.get(i, self._out_grad.get(i))
+            if out_grad is not None or i not in self._no_grad_out:
+                pack.add((i, "out_grad"), out_grad if out_grad is not None else nan)
             pack.add((i, "grad_hist"), self._grad_hists[i])  # counts per float32 exponent, 256
             if i in self._act:
                 pack.add((i, "act"), self._act[i][1])  # mean, std, saturated, dead, under, over, z's p15 p50 p85
@@ -385,6 +439,10 @@ class Probes:
             raw = pack[i, "grad_hist"].astype(np.int64)
             grad_hist = Hist(GRAD_EDGES_LOG10, raw[inside], under=int(raw[1:][exp[1:] < GRAD_EXP_MIN].sum()),
                              over=int(raw[exp >= GRAD_EXP_MAX].sum()), zeros=int(raw[0]))
+            frozen = self._update is not None and self._update[i] is None
+            update = None if frozen else float(pack[i, "update"][0])
+            no_grad_out = i in self._no_grad_out and i not in self._act_grad and i not in self._out_grad
+            out_grad = None if no_grad_out else float(pack[i, "out_grad"][0])
             kw: dict[str, Any] = {}
             if i in self._act:
                 act_name, _, _, lo, hi = self._act[i]
@@ -394,8 +452,8 @@ class Probes:
                           dead_frac=float(dead), pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
                           act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1), counts, int(under), int(over)))
             stats.append(LayerStats(name=name, grad_norm=float(gn), grad_mean_abs=float(gma), weight_norm=float(wn),
-                                    grad_data_ratio=float(gdr), update_data_ratio=float(pack[i, "update"][0]),
-                                    out_grad_norm=float(pack[i, "out_grad"][0]), grad_hist=grad_hist, **kw))
+                                    grad_data_ratio=float(gdr), update_data_ratio=update,
+                                    out_grad_norm=out_grad, grad_hist=grad_hist, **kw))
         self.disarm()
         return tuple(stats), [float(pack["extra", j][0]) for j in range(len(extra))]
 
@@ -415,9 +473,10 @@ class Probes:
         self._act = {remap[k]: v for k, v in self._act.items()}
         self._act_grad = {remap[k]: v for k, v in self._act_grad.items()}
         self._out_grad = {remap[k]: v for k, v in self._out_grad.items()}
-        for attr in ("_grad_stats", "_grad_hists", "_update"):
+        self._no_grad_out = {remap[k] for k in self._no_grad_out}
+        for attr in ("_grad_stats", "_grad_hists", "_update", "_w_std", "_w_before", "_update_from"):
             vals = getattr(self, attr)
-            if vals is not None:
+            if vals:
                 setattr(self, attr, [vals[i] for i in order])
 
 
