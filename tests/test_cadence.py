@@ -101,6 +101,7 @@ def test_headless_progress_line_moves_between_snapshots(digits, long_epochs):
     for rec in recs:
         reporter._drawn = -1e9  # no 5-a-second limit: every progress record draws
         reporter(rec)
-    frames = [f for f in out.getvalue().split("\r\033[K") if f.startswith("epoch 1/3 ") and "/400" in f]
-    assert [f.split()[3] for f in frames] == [f"{s}/400" for s in range(17, 120, 16)]
+    # --max-steps 120 of an epoch of 400: the run trains one epoch, of 120 steps (not "epoch 1/3", not "/400")
+    frames = [f for f in out.getvalue().split("\r\033[K") if f.startswith("epoch 1/1 ") and "/120" in f]
+    assert [f.split()[3] for f in frames] == [f"{s}/120" for s in range(17, 120, 16)]
     assert all("steps/s" in f and "loss 2." in f for f in frames)
