@@ -6,6 +6,7 @@ Parsing and validation import neither torch nor textual, so `--help` and refused
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vgtui import __version__
@@ -23,16 +24,16 @@ layers' gradients come back. With --headless it runs without the UI and prints a
 
 EPILOG = """\
 examples:
-  vgtui --dataset mnist-5k                         the live UI on the 5,000 embedded digits (no download)
-  vgtui --headless --dataset mnist-5k --epochs 2   the same without the UI
+  vgtui                                            the live UI on the 5,000 embedded MNIST digits (no download)
+  vgtui --headless --epochs 2                      the same without the UI
   vgtui --headless --activation relu --init kaiming --metrics run.jsonl
   vgtui --headless --batchnorm --max-steps 200 --device cuda
   vgtui data download mnist                        fetch full MNIST ahead of time (into --data-dir)
 
 exit status (headless): 0 completed, 1 failed, 2 bad arguments or missing data, 3 diverged, 4 the metrics file
 could not be written (a full disk), 130 Ctrl+C, 129 hangup (SIGHUP), 143 SIGTERM, 141 standard output closed.
-data: --dataset mnist reads MNIST from --data-dir (default $VGTUI_DATA, else ~/.cache/vgtui) and downloads it
-there when it can; without it, vgtui falls back to the embedded mnist-5k and says so."""
+data: the default, mnist-5k, is built in. --dataset mnist reads full MNIST from --data-dir (default $VGTUI_DATA,
+else ~/.cache/vgtui) and downloads it there when it can; without it, vgtui falls back to mnist-5k and says why."""
 
 
 def version_text() -> str:
@@ -138,10 +139,69 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_CLOSED_AT_START: set[str] = set()  # the standard streams that were closed when vgtui started
+
+
+def closed_at_start(name: str) -> bool:
+    """True when standard stream `name` ("stdin", "stdout", "stderr") was closed when vgtui started (and is now
+    /dev/null: see open_closed_streams)."""
+    return name in _CLOSED_AT_START
+
+
+def open_closed_streams() -> set[str]:
+    """Open /dev/null on each standard stream that is closed (`vgtui ... >&-`, `<&-`, `2>&-`, as some daemons and
+    service managers start programs), before anything else opens a file: otherwise the first file vgtui opens
+    (the metrics file) takes descriptor 1 or 2, and a stray print, a warning or a child's output lands in it.
+    Python leaves sys.stdout (sys.stdin, sys.stderr) None for a closed stream; each gets a stream on /dev/null.
+    Returns the names of the streams that were closed."""
+    closed = set()
+    for fd, name, flags, mode in ((0, "stdin", os.O_RDONLY, "r"), (1, "stdout", os.O_WRONLY, "w"),
+                                  (2, "stderr", os.O_WRONLY, "w")):
+        try:
+            os.fstat(fd)
+            if getattr(sys, name) is not None:
+                continue
+            fd = os.open(os.devnull, flags | os.O_CLOEXEC)  # fd taken by something else: keep off it
+        except OSError:  # closed: /dev/null takes its number (the lower ones are open by now)
+            null = os.open(os.devnull, flags)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        closed.add(name)
+        stream = open(fd, mode, buffering=-1 if mode == "r" else 1, closefd=False, encoding="utf-8",
+                      errors="backslashreplace")
+        setattr(sys, name, stream)
+    _CLOSED_AT_START.update(closed)
+    return closed
+
+
+def _discard_output() -> None:
+    """Point standard output and error at /dev/null (after a broken pipe), so that the interpreter's own flush at
+    exit has nowhere to fail."""
+    for fd in (1, 2):
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The entry point: a Ctrl+C at any moment (even while torch loads) ends with one line, never a traceback."""
+    """The entry point: a Ctrl+C at any moment (even while torch loads) ends with one line, never a traceback; a
+    standard stream closed at start is /dev/null (the command runs, or says why it cannot in one line); standard
+    output closed under a command (`| head -1`) ends it with 141, like a SIGPIPE would."""
+    try:
+        open_closed_streams()
+    except OSError:  # no /dev/null: go on with what there is
+        pass
     try:
         return _main(argv)
+    except BrokenPipeError:
+        from vgtui import signals
+
+        _discard_output()
+        return signals.BROKEN_PIPE_STATUS
     except KeyboardInterrupt as e:
         from vgtui import signals
 
@@ -159,6 +219,10 @@ def _main(argv: list[str] | None = None) -> int:
         import importlib
 
         target, _ = SUBCOMMANDS[argv[0]]
+        if argv[0] == "follow" and "-" in argv[1:] and closed_at_start("stdin"):
+            print("vgtui follow: error: standard input is closed: nothing to follow (pipe a run in: "
+                  "`python train.py | vgtui follow -`, or give a file)", file=sys.stderr)
+            return 2
         module, func = target.split(":")
         return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
     parser = build_parser()

@@ -22,8 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
-from vgtui.core.config import ACTIVATIONS, DATASETS, DEVICES, INITS, OPTIMIZERS, ConfigError, RunConfig, default_data_dir
-from vgtui.core.diagnosis import badge, diagnose, judge_learning
+from vgtui.core.config import (ACTIVATIONS, DATASETS, DEVICES, INITS, OPTIMIZERS, SEED_MAX, ConfigError, RunConfig,
+                                 check_fits, default_data_dir, shapes_text)
+from vgtui.core.summary import N_CLASSES, RunSummary, median_finite
+
 
 # ---------------------------------------------------------------------------------------------- the grammar
 FLAGS = {"bn": "batchnorm", "batchnorm": "batchnorm", "skip": "skip"}
@@ -144,11 +146,14 @@ PRESETS: dict[str, Preset] = {
         paper_setup="ImageNet, a 30-layer ReLU net (27 conv + 3 fc)", view="layers"),
     "selu2017": Preset(
         ("selu+lecun", "relu", "sigmoid"),
-        "Klambauer et al. 2017: SELU with LeCun-normal init keeps activations near mean 0, std 1 through 50 layers",
-        defaults=dict(depth=50, width=100, epochs=2),
+        "Klambauer et al. 2017: SELU with LeCun-normal init keeps activations near mean 0, std 1 through 50 layers "
+        "and learns (SGD lr 0.001, momentum 0.9: at vgtui's lr 0.01 the 50-layer SELU net leaves the fixed point, "
+        "activation std 2-6, and does not learn)",
+        defaults=dict(depth=50, width=100, epochs=3, lr=0.001, momentum=0.9),
         paper="paper",
         paper_values={"selu+lecun": "mean 0, std 1 at every layer (fixed point)"},
-        paper_setup="the self-normalising fixed point, proved and measured on deep fully connected nets",
+        paper_setup="the self-normalising fixed point, proved and measured on deep fully connected nets; it holds "
+                    "while training only with a small enough step (here lr 0.001 with momentum 0.9; lr 0.01 leaves it)",
         view="actstats"),
     "bn2015": Preset(
         ("sigmoid", "sigmoid+bn"),
@@ -162,11 +167,6 @@ COMPARE_DEFAULTS = dict(dataset="mnist-5k", epochs=2, probe_every=5)  # vgtui co
 
 
 # ---------------------------------------------------------------------------------------------- results
-def _median(xs: list[float]) -> float:
-    finite = [x for x in xs if math.isfinite(x)]
-    return statistics.median(finite) if finite else math.nan
-
-
 @dataclass
 class Result:
     """One configuration run with one seed, boiled down to what the table shows."""
@@ -181,7 +181,8 @@ class Result:
     layer_ratio: list[float] = field(default_factory=list)  # each layer's median grad norm over the last's
     act_mean: list[float] = field(default_factory=list)  # per hidden layer, at the first snapshot (step 1)
     act_std: list[float] = field(default_factory=list)
-    act_std_end: list[float] = field(default_factory=list)  # at the last snapshot
+    act_mean_end: list[float] = field(default_factory=list)  # at the last snapshot
+    act_std_end: list[float] = field(default_factory=list)
     pre_drift: float = math.nan  # largest move of the pre-activation percentiles, in units of their first spread
     pre_last: list[tuple[float, float, float]] = field(default_factory=list)  # p15, p50, p85 per hidden layer
     train_acc: float = math.nan
@@ -191,27 +192,24 @@ class Result:
 
 
 class Collector:
-    """A trainer sink that keeps what the table needs from one run's records."""
+    """A trainer sink that keeps what the table needs from one run's records: the run's summary (RunSummary), and
+    what only the table shows (per-layer ratios, activation statistics, pre-activation drift)."""
 
-    def __init__(self, result: Result, n_classes: int = 10):
-        self.r, self.n_classes = result, n_classes
-        self.ratios: list[float] = []
-        self.losses: list[float] = []
+    def __init__(self, result: Result, n_classes: int = N_CLASSES):
+        self.r = result
+        self.summary = RunSummary(n_classes)
         self.norms: list[list[float]] = []
         self.pre_first: list[tuple[float, float, float]] | None = None
         self.drift = 0.0
-        self.last = None
 
     def __call__(self, rec) -> None:
         from vgtui.core.records import EndRecord, EpochRecord, Snapshot
 
+        self.summary.add(rec)
         if isinstance(rec, Snapshot):
-            if self.last is None:
+            if self.summary.snapshots == 1:
                 hidden = [l for l in rec.layers if l.is_hidden]
                 self.r.act_mean, self.r.act_std = [l.act_mean for l in hidden], [l.act_std for l in hidden]
-            self.last = rec
-            self.ratios.append(rec.ratio())
-            self.losses.append(rec.loss_avg)
             self.norms.append([l.grad_norm for l in rec.layers])
             self._pre(rec)
         elif isinstance(rec, EpochRecord):
@@ -231,23 +229,18 @@ class Collector:
         self.r.pre_last = pre
 
     def _end(self, rec) -> None:
-        r, snap = self.r, self.last
+        r, s = self.r, self.summary
+        snap = s.last
         r.status, r.steps = rec.status, rec.steps
-        r.steps_per_s = rec.steps / rec.elapsed_s if rec.elapsed_s > 0 else math.nan
-        r.ratio = _median(self.ratios)
+        r.steps_per_s, r.ratio, r.diagnosis = s.steps_per_s, s.ratio, s.badge or r.diagnosis
         if snap is not None:
-            flow = diagnose(r.ratio, [l.grad_norm for l in snap.layers])
-            r.diagnosis = badge(flow, judge_learning(self.losses, self.n_classes,
-                                                     r.test_acc if math.isfinite(r.test_acc) else None))
             hidden = [l for l in snap.layers if l.is_hidden]
             r.saturated = [100 * (l.saturated_frac or 0.0) for l in hidden]
             r.dead = [100 * (l.dead_frac or 0.0) for l in hidden]
-            r.act_std_end = [l.act_std for l in hidden]
+            r.act_mean_end, r.act_std_end = [l.act_mean for l in hidden], [l.act_std for l in hidden]
             last = [n[-1] for n in self.norms]
-            r.layer_ratio = [_median([n[i] / b if b else math.nan for n, b in zip(self.norms, last)])
+            r.layer_ratio = [median_finite([n[i] / b if b else math.nan for n, b in zip(self.norms, last)])
                              for i in range(len(snap.layers))]
-        if rec.status == "diverged":
-            r.diagnosis = "DIVERGED"
         r.pre_drift = self.drift if self.pre_first is not None else math.nan
 
 
@@ -289,10 +282,15 @@ def _g(v: float, digits: int = 2) -> str:
 class Row:
     label: str
     results: list[Result]
+    planned: int = 0  # seeds this configuration was to run; more than len(results): a partial row (stopped)
+
+    @property
+    def partial(self) -> bool:
+        return len(self.results) < self.planned
 
     def _med_list(self, attr: str) -> list[float]:
         lists = [getattr(r, attr) for r in self.results if getattr(r, attr)]
-        return [_median(list(col)) for col in zip(*lists)] if lists else []
+        return [median_finite(list(col)) for col in zip(*lists)] if lists else []
 
     def cells(self, preset: Preset | None) -> dict[str, Any]:
         """The row as named values (JSON/CSV) in the table's order."""
@@ -302,24 +300,25 @@ class Row:
             "configuration": self.label,
             "seeds": [r.seed for r in rs],
             "status": "/".join(sorted({r.status for r in rs})),
-            "ratio": _median([r.ratio for r in rs]),
+            "ratio": median_finite([r.ratio for r in rs]),
             "ratio_range": [min(r.ratio for r in rs), max(r.ratio for r in rs)],
             "diagnosis": "/".join(diag),
             "saturated_pct": self._med_list("saturated"),
             "dead_pct": self._med_list("dead"),
-            "train_acc": _median([r.train_acc for r in rs]),
-            "test_acc": _median([r.test_acc for r in rs]),
+            "train_acc": median_finite([r.train_acc for r in rs]),
+            "test_acc": median_finite([r.test_acc for r in rs]),
             "test_acc_range": [min(r.test_acc for r in rs), max(r.test_acc for r in rs)],
             "steps": max(r.steps for r in rs),
-            "steps_per_s": _median([r.steps_per_s for r in rs]),
+            "steps_per_s": median_finite([r.steps_per_s for r in rs]),
+            "partial": self.partial,
         }
         if preset is not None and preset.view == "layers":
             d["layer_ratio"] = self._med_list("layer_ratio")
         if preset is not None and preset.view == "actstats":
             d["act_mean"], d["act_std"] = self._med_list("act_mean"), self._med_list("act_std")
-            d["act_std_end"] = self._med_list("act_std_end")
+            d["act_mean_end"], d["act_std_end"] = self._med_list("act_mean_end"), self._med_list("act_std_end")
         if preset is not None and preset.view == "pre":
-            d["pre_drift"] = _median([r.pre_drift for r in rs])
+            d["pre_drift"] = median_finite([r.pre_drift for r in rs])
             d["pre_last"] = [list(p) for p in rs[0].pre_last]
         if preset is not None and preset.paper:
             d["paper"] = preset.paper_values.get(self.label, "")
@@ -338,16 +337,18 @@ def _text_columns(rows: list[Row], preset: Preset | None) -> tuple[list[str], li
                  _spread([r.steps_per_s for r in rs], "{:.0f}")]
         if any(r.status != "completed" for r in rs):
             cells[0] += f" ({'/'.join(sorted({r.status for r in rs}))})"
+        if row.partial:
+            cells[0] += f" (partial: {len(rs)} of {row.planned} seeds)"
         out.append(cells)
     if preset is not None and preset.view == "layers":
         head.append("grad norm / output layer's, per hidden layer")
         for cells, row in zip(out, rows):
             cells.append(" ".join(f"{v:.0e}" for v in _sample(row._med_list("layer_ratio")[:-1])))  # hidden
     if preset is not None and preset.view == "actstats":
-        head += ["act mean, step 1", "act std, step 1", "act std, end"]
+        head += ["act mean, step 1", "act std, step 1", "act mean, end", "act std, end"]
         for cells, row in zip(out, rows):
-            cells += [" ".join(_g(v, 2) for v in _sample(row._med_list(k))) for k in ("act_mean", "act_std",
-                                                                                       "act_std_end")]
+            cells += [" ".join(_g(v, 2) for v in _sample(row._med_list(k)))
+                      for k in ("act_mean", "act_std", "act_mean_end", "act_std_end")]
     if preset is not None and preset.view == "pre":
         head += ["z drift", "z p15/p50/p85 at the end, per layer"]
         for cells, row in zip(out, rows):
@@ -488,8 +489,11 @@ examples:
   vgtui compare --preset he2015 --json > he.json    the table as JSON (--csv: as CSV)
   vgtui compare --preset bn2015 --metrics-dir runs/ then: vgtui replay runs/sigmoid.jsonl runs/sigmoid+bn.jsonl
 
-exit status: 0 done (diverged configurations are rows of the table), 2 a bad SPEC or option, 130 Ctrl+C (the
-table of what finished is printed), 4 a metrics file could not be written."""
+exit status: 0 done (diverged configurations are rows of the table), 2 a bad SPEC or option, a --metrics-dir file
+that cannot be written, a seed range past 2**63-1 or a network too big for memory (all checked before anything
+trains), 4 a metrics file could not be written mid-way, 130 Ctrl+C, 143 SIGTERM, 129 SIGHUP, 141 standard output
+closed (a broken pipe). When it stops early, the table of what finished is printed (a configuration's finished
+seeds as a row marked partial)."""
     p = argparse.ArgumentParser(prog="vgtui compare", description=DESCRIPTION, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="*", metavar="SPEC", help="a configuration, e.g. relu+kaiming (grammar below)")
@@ -535,12 +539,11 @@ def base_config(args: argparse.Namespace, preset: Preset | None) -> RunConfig:
 
 def setup_line(cfg: RunConfig, configs: list[RunConfig], seeds: int) -> str:
     steps = f"at most {cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''}"
-    depths = sorted({c.depth for c in configs})
-    widths = sorted({c.width for c in configs})
-    arch = f"784-{'/'.join(map(str, widths))}x{'/'.join(map(str, depths))}-10"
+    arch = shapes_text(configs)
     lrs = "/".join(f"{x:g}" for x in sorted({c.lr for c in configs}))
-    opts = "/".join(sorted({c.optimizer for c in configs}))
-    mom = f" momentum {cfg.momentum:g}" if "sgd" in opts else ""
+    optimizers = sorted({c.optimizer for c in configs})
+    opts = "/".join(optimizers)
+    mom = f" momentum {cfg.momentum:g}" if "sgd" in optimizers else ""
     seed = f"seed {cfg.seed}" if seeds == 1 else f"seeds {cfg.seed}..{cfg.seed + seeds - 1} (median, range)"
     return (f"{cfg.dataset}, {steps}, batch {cfg.batch_size}, {arch}, {opts} lr {lrs}{mom}, {seed}, "
             f"a snapshot every {cfg.probe_every} steps")
@@ -576,6 +579,9 @@ def main(argv: list[str]) -> int:
         return _refuse(parser, str(e))
     except TypeError as e:  # pragma: no cover - a preset default that RunConfig does not know
         return _refuse(parser, str(e))
+    if base.seed + args.seeds - 1 > SEED_MAX:
+        return _refuse(parser, f"--seeds {args.seeds} from --seed {base.seed} runs past the largest seed, 2**63-1; "
+                               "choose a smaller --seed or fewer --seeds")
     configs: list[tuple[str, RunConfig]] = []
     for s in specs:
         try:
@@ -586,6 +592,21 @@ def main(argv: list[str]) -> int:
     dup = next((n for n in labels if labels.count(n) > 1), None)
     if dup:
         return _refuse(parser, f"{dup!r} is given twice")
+    for name, cfg in configs:  # the check `vgtui --headless` applies, for every configuration before any runs
+        try:
+            check_fits(cfg)
+        except ConfigError as e:
+            return _refuse(parser, f"{name!r}: {e}")
+    if args.metrics_dir:
+        problem = check_metrics_dir(args.metrics_dir, labels, args.seeds)
+        if problem:
+            return _refuse(parser, problem)
+    from vgtui.cli import closed_at_start
+
+    out: TextIO = sys.stdout
+    if closed_at_start("stdout") and not closed_at_start("stderr"):
+        out = sys.stderr
+        out.write("vgtui compare: standard output is closed: the table goes to standard error\n")
     rows, status = run_all(configs, args.seeds, args.metrics_dir, sys.stderr)  # stdout holds only the table
     if rows is None:
         return status
@@ -598,10 +619,14 @@ def main(argv: list[str]) -> int:
     else:
         text = format_text(rows, preset, setup, max(c.depth for c in cfgs))
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        return 141
+        out.write(text)
+        out.flush()
+    except BrokenPipeError:  # `| head -1`: as a SIGPIPE would end it
+        from vgtui.cli import _discard_output
+        from vgtui.signals import BROKEN_PIPE_STATUS
+
+        _discard_output()
+        return BROKEN_PIPE_STATUS
     return status
 
 
@@ -613,17 +638,73 @@ def _metrics_path(directory: str, name: str, seed: int, seeds: int) -> str:
     return os.path.join(directory, re.sub(r"[^A-Za-z0-9+._-]", "_", stem) + ".jsonl")
 
 
+def check_metrics_dir(directory: str, labels: list[str], seeds: int, seed: int = 0) -> str | None:
+    """Why the comparison could not write its metrics files in `directory` (made if missing), or None: each
+    configuration's file is checked as `--metrics` checks its file (a directory, FIFO or device at that name, a
+    file that is not a vgtui metrics file, one another run holds locked, a folder that refuses writes), before
+    any configuration trains."""
+    import os
+
+    from vgtui.core.writer import MetricsPathError, check_writable
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        return f"--metrics-dir {directory}: cannot make that folder ({e.strerror or e})"
+    for name in labels:
+        for s in range(seeds):
+            path = _metrics_path(directory, name, seed + s, seeds)
+            try:
+                check_writable(path)
+            except MetricsPathError as e:
+                return (f"--metrics-dir {directory}: {path}: {_why(e)}; compare writes one file per configuration "
+                        "there: move that away, or choose another --metrics-dir")
+    return None
+
+
+def _why(e: Exception) -> str:
+    """A MetricsPathError's reason without --metrics's own advice (--overwrite, a file name), which compare's
+    options do not have: '--metrics P: is a FIFO; the metrics ...' -> 'is a FIFO'."""
+    return str(e).split(": ", 1)[-1].split("; ")[0]
+
+
+def _stdout_gone(fd: int = 1) -> bool:
+    """True when standard output is a pipe whose reader has gone (`| head -1` has exited): nobody will read the
+    table."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLNVAL) for _, ev in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def run_all(configs: list[tuple[str, RunConfig]], seeds: int, metrics_dir: str | None,
             err: TextIO) -> tuple[list[Row] | None, int]:
     """Run every configuration with every seed (configurations first, so a Ctrl+C leaves whole rows for the first
-    ones); returns the rows of what finished and the exit status (None rows: refused before anything ran)."""
+    ones); returns the rows of what finished and the exit status (None rows: refused before anything ran).
+
+    Stopped (a signal, or the table's reader gone): the rows of what finished, the running configuration's
+    finished seeds as a partial row. A metrics file that cannot be opened or written mid-way: one line, then the
+    rows of what finished (exit 4). A configuration whose training fails: a row marked failed, the others go on.
+    Progress on `err` never stops the comparison: a broken standard error is ignored, unless standard output went
+    with it (`2>&1 | head -1`), which ends the comparison like a SIGPIPE would (141)."""
     import os
 
     from vgtui import signals as sig
-    from vgtui.core.writer import MetricsWriteError, MetricsWriter
+    from vgtui.core.writer import MetricsPathError, MetricsWriteError, MetricsWriter
     from vgtui.engine.data import DataError, load_dataset, resolve_device
     from vgtui.engine.trainer import Trainer, progress_at_most
+    from vgtui.headless import _SafeOut
 
+    def err_closed(e: OSError) -> None:
+        if _stdout_gone():
+            raise sig.Interrupted(text="standard output was closed (broken pipe)", status=sig.BROKEN_PIPE_STATUS,
+                                  cause="stdout-closed")
+
+    err = _SafeOut(err, err_closed)  # type: ignore[assignment]
     first = configs[0][1]
     try:
         if metrics_dir:
@@ -645,25 +726,31 @@ def run_all(configs: list[tuple[str, RunConfig]], seeds: int, metrics_dir: str |
     rows: list[Row] = []
     status = 0
     k = 0
+    row: Row | None = None
+    res: Result | None = None
     with sig.raising():
         try:
             for (name, cfg), steps in zip(configs, steps_each):
                 results = []
+                row = Row(name, results, planned=seeds)
                 for s in range(seeds):
                     k += 1
                     res = Result(name, cfg.seed + s)
                     collector = Collector(res)
                     progress.start(name, k, steps)
-                    writer = (MetricsWriter(_metrics_path(metrics_dir, name, cfg.seed + s, seeds))
-                              if metrics_dir else None)
-                    sinks: list[Callable] = [collector, _progress_sink(progress)]
-                    if writer:
-                        sinks.insert(0, progress_at_most(writer.write))
-                    trainer = Trainer(cfg.replace(seed=cfg.seed + s), sinks, data=data)
+                    writer = None
+                    writer_path = _metrics_path(metrics_dir, name, cfg.seed + s, seeds) if metrics_dir else ""
                     try:
-                        trainer.run()
-                    except MetricsWriteError as e:
-                        err.write(f"vgtui compare: error: {e.strerror}\n")
+                        if metrics_dir:
+                            writer = MetricsWriter(writer_path)
+                        sinks: list[Callable] = [collector, _progress_sink(progress)]
+                        if writer:
+                            sinks.insert(0, progress_at_most(writer.write))
+                        Trainer(cfg.replace(seed=cfg.seed + s), sinks, data=data).run()
+                    except (MetricsWriteError, MetricsPathError) as e:  # a full disk; a file that turned bad
+                        what = e if isinstance(e, MetricsWriteError) else f"its metrics file {writer_path}: {_why(e)}"
+                        err.write(f"\nvgtui compare: error: {name} (seed {cfg.seed + s}): {what}; stopped there, "
+                                  "the table of what finished:\n")
                         status = 4
                     except Exception as e:  # noqa: BLE001 - a failed configuration is a row, the others go on
                         res.status, res.diagnosis = "failed", f"FAILED: {type(e).__name__}"
@@ -671,17 +758,23 @@ def run_all(configs: list[tuple[str, RunConfig]], seeds: int, metrics_dir: str |
                     finally:
                         if writer:
                             writer.close()
-                    progress.finish(res)
-                    results.append(res)
                     if status == 4:
                         break
-                rows.append(Row(name, results))
+                    results.append(res)  # before its progress line: a signal after that line keeps it
+                    progress.finish(res)
+                rows.append(row)
                 if status == 4:
                     break
         except KeyboardInterrupt as e:
             sig.ignore_after_first()
+            if row is not None and res is not None and res.status not in ("running", "interrupted") and \
+                    status != 4 and all(r is not res for r in row.results):
+                row.results.append(res)  # it had finished when the signal came, its line not yet printed
+            if row is not None and all(r is not row for r in rows):
+                rows.append(row)  # the running configuration's finished seeds: a partial row
             err.write(f"\nvgtui compare: {getattr(e, 'message', 'interrupted')}; the table of what finished:\n")
             status = sig.status_of(e)
+    rows = [r for r in rows if r.results]
     return rows, status
 
 

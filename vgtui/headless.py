@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import sys
 import time
 from typing import TextIO
@@ -18,12 +17,12 @@ from typing import TextIO
 from vgtui import __version__
 from vgtui import signals as sig
 from vgtui.core.config import RunConfig
-from vgtui.core.diagnosis import diagnose, explain, explain_learning, judge_learning
+from vgtui.core.diagnosis import explain, explain_learning
 from vgtui.core.records import EndRecord, EpochRecord, ProgressRecord, Record, RunRecord, Snapshot
+from vgtui.core.summary import RunSummary
 
 EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}  # signals: see vgtui.signals
 BLOCKS = "▁▂▃▄▅▆▇█"
-N_CLASSES = 10  # every dataset vgtui trains on has 10 classes
 LOG_LO, LOG_HI = -8, 2  # fixed decades of the summary line: ▁ = 1e-8 or less, █ = 1e2 or more
 
 
@@ -41,6 +40,41 @@ def grad_summary(snap: Snapshot) -> str:
     return f"  grad norm  {cells}   {snap.layers[0].name}/{snap.layers[-1].name} {snap.ratio():.1e}"
 
 
+def epochs_of(h: RunRecord | None, fallback: int) -> int:
+    """The epochs this run trains: its config's, or fewer when --max-steps stops it earlier (200 steps of 40 an
+    epoch: 5, not the 10 of --epochs)."""
+    if h is None or h.steps_per_epoch <= 0 or h.total_steps <= 0:
+        return int(h.config.get("epochs", fallback)) if h is not None and h.config else fallback
+    return -(-h.total_steps // h.steps_per_epoch)
+
+
+def epoch_steps(h: RunRecord, epoch: int) -> int:
+    """Steps in `epoch` of this run: a whole epoch, or what --max-steps leaves of the last one."""
+    spe = max(h.steps_per_epoch, 1)
+    if h.total_steps <= 0:
+        return spe
+    return max(1, min(spe, h.total_steps - (epoch - 1) * spe))
+
+
+def steps_text(h: RunRecord) -> str:
+    """'200 steps', and when --max-steps cuts the run short, in how many epochs: '200 steps (--max-steps: 5
+    epochs of 40 steps, not 10)', '190 steps (--max-steps: 4 epochs of 40 steps and 30 of a 5th, not 10)'."""
+    c, spe, total = h.config or {}, h.steps_per_epoch, h.total_steps
+    text = f"{total:,} steps"
+    if not c.get("max_steps") or spe <= 0 or total >= spe * int(c.get("epochs", 0)):
+        return text
+    whole, rest = divmod(total, spe)
+    if whole == 0:
+        return text + f" (--max-steps: {total} of the first epoch's {spe:,})"
+    part = f"{whole} epoch{'s' if whole > 1 else ''} of {spe:,} steps" + (f" and {rest} of a {_nth(whole + 1)}"
+                                                                          if rest else "")
+    return text + f" (--max-steps: {part}, not {c['epochs']})"
+
+
+def _nth(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def bar(frac: float, width: int = 24) -> str:
     n = int(round(max(0.0, min(1.0, frac)) * width))
     return "█" * n + "░" * (width - n)
@@ -55,9 +89,7 @@ class Reporter:
         self.tty = out.isatty() if tty is None else tty
         self.header: RunRecord | None = None
         self.snap: Snapshot | None = None
-        self.ratios: list[float] = []
-        self.losses: list[float] = []  # each snapshot's mean training loss
-        self.accuracy: float | None = None  # the latest epoch's test accuracy
+        self.summary = RunSummary()  # the run so far: its closing lines come from it
         self._drawn = 0.0
         self._live = False
 
@@ -69,30 +101,30 @@ class Reporter:
         self.out.flush()
 
     def __call__(self, rec: Record) -> None:
+        self.summary.add(rec)
         if isinstance(rec, RunRecord):
-            self.header, self.ratios, self.losses, self.accuracy = rec, [], [], None
+            self.header = rec
             c = rec.config
-            arch = f"784-{c['width']}x{c['depth']}-10"
+            arch = RunConfig.from_dict(c).shape_text()
             extras = ", ".join(x for x in (c["init"] + " init", "batchnorm" if c["batchnorm"] else "",
                                            "skip" if c["skip"] else "") if x)
             self._print(f"vgtui {__version__} · {rec.dataset} ({rec.train_size:,} train / {rec.test_size:,} test) · "
                         f"{rec.device} · {arch} {c['activation']}, {extras} · {c['optimizer']} lr {c['lr']:g}"
                         f"{' momentum %g' % c['momentum'] if c['optimizer'] == 'sgd' else ''} · batch "
-                        f"{c['batch_size']} · {rec.total_steps:,} steps")
+                        f"{c['batch_size']} · {steps_text(rec)}")
             if rec.notice:
                 self._print(f"notice: {rec.notice}")
         elif isinstance(rec, ProgressRecord):
             self.progress(rec)
         elif isinstance(rec, Snapshot):
             self.snap = rec
-            self.ratios.append(rec.ratio())
-            self.losses.append(rec.loss_avg)
         elif isinstance(rec, EpochRecord):
-            self.accuracy = rec.test_acc
             h = self.header
-            epochs = h.config["epochs"] if h else rec.epoch
+            epochs = epochs_of(h, rec.epoch)
+            n = epoch_steps(h, rec.epoch) if h else 0
+            part = f" ({n} of {h.steps_per_epoch} steps)" if h and n < h.steps_per_epoch else ""
             sps = f"  {self.snap.steps_per_s:.1f} steps/s" if self.snap and self.snap.steps_per_s else ""
-            self._print(f"epoch {rec.epoch}/{epochs}  step {rec.step:,}  loss {rec.train_loss:.4f}  train acc "
+            self._print(f"epoch {rec.epoch}/{epochs}{part}  step {rec.step:,}  loss {rec.train_loss:.4f}  train acc "
                         f"{rec.train_acc:.3f}  test loss {rec.test_loss:.4f}  test acc {rec.test_acc:.3f}{sps}")
             if self.snap is not None:
                 self._print(grad_summary(self.snap) + f"   (log scale: {BLOCKS[0]} 1e{LOG_LO} .. {BLOCKS[-1]} 1e+{LOG_HI})")
@@ -110,31 +142,25 @@ class Reporter:
         self._drawn = now
         spe = max(h.steps_per_epoch, 1)
         done = rec.step - (rec.epoch - 1) * spe
-        epochs = h.config["epochs"] if h.config else rec.epoch
-        self.out.write(f"\r\033[Kepoch {rec.epoch}/{epochs} {bar(done / spe)} {done}/{spe}  loss {rec.loss:.4f}  "
-                       f"{rec.steps_per_s:.1f} steps/s")
+        n = epoch_steps(h, rec.epoch)
+        self.out.write(f"\r\033[Kepoch {rec.epoch}/{epochs_of(h, rec.epoch)} {bar(done / n)} {done}/{n}  "
+                       f"loss {rec.loss:.4f}  {rec.steps_per_s:.1f} steps/s")
         self.out.flush()
         self._live = True
 
     def end(self, rec: EndRecord) -> None:
         h = self.header
         names = list(h.layer_names) if h else ["first", "last"]
-        if self.ratios:
-            finite = [r for r in self.ratios if math.isfinite(r)]
-            ratio = statistics.median(finite) if finite else math.nan
-            norms = [l.grad_norm for l in self.snap.layers] if self.snap else []
-            verdict = diagnose(ratio, norms)
-            if rec.status == "diverged":
-                verdict = "exploded" if rec.message.startswith("exploded") else "diverged"
-            n = len(self.ratios)
+        s = self.summary
+        if s.snapshots:
+            ratio, verdict, n = s.ratio, s.flow, s.snapshots  # flow: "exploded" from the end record's cause
             self._print(f"{names[0]}/{names[-1]} gradient-norm ratio, median of {n} snapshot{'s' if n > 1 else ''}: "
                         f"{ratio:.2e}")
             if verdict in ("diverged", "exploded"):
                 self._print(explain(verdict, ratio, names[0], names[-1]))
             else:
                 self._print("gradient flow: " + explain(verdict, ratio, names[0], names[-1]))
-                learning = judge_learning(self.losses, N_CLASSES, self.accuracy)
-                self._print("learning: " + explain_learning(learning, self.losses, N_CLASSES, self.accuracy, verdict))
+                self._print("learning: " + explain_learning(s.learning, s.losses, s.n_classes, s.accuracy, verdict))
         label = {"completed": "done", "interrupted": "interrupted", "diverged": "DIVERGED", "failed": "FAILED"}
         self._print(f"{label.get(rec.status, rec.status)}: {rec.message} ({rec.steps:,} steps in {rec.elapsed_s:.1f} s)")
 
@@ -179,11 +205,22 @@ class _SafeOut:
         self.on_closed(e)
 
 
-def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sys.stdout,
-                 err: TextIO = sys.stderr, overwrite: bool = False) -> int:
+def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO | None = None,
+                 err: TextIO | None = None, overwrite: bool = False) -> int:
     """Run `config` to the end; return the exit status (see the module docstring). Bad input is refused before
-    anything is written; a signal (INT, TERM, HUP) or a closed standard output ends the run within a step, with
-    its end record; a metrics file that cannot be written any more (a full disk) stops the run (exit 4)."""
+    anything is written; a signal (INT, TERM, HUP) or a standard output closed during the run ends the run within
+    a step, with its end record; a metrics file that cannot be written any more (a full disk) stops the run
+    (exit 4). A standard output already closed when vgtui started (`>&-`, as some daemons start programs) is no
+    reason to stop: the report goes to standard error, said in one line. A standard error that breaks is
+    ignored (nothing more goes there)."""
+    from vgtui.cli import closed_at_start
+
+    if out is None:
+        out = sys.stdout
+        if closed_at_start("stdout") and not closed_at_start("stderr"):
+            out = sys.stderr
+            out.write("vgtui: standard output is closed: the report goes to standard error\n")
+    err = _SafeOut(sys.stderr if err is None else err, lambda e: None)  # type: ignore[assignment]
     from vgtui.core.config import check_fits
     from vgtui.core.records import Stop
     from vgtui.core.writer import MetricsWriteError, MetricsWriter, check_writable
@@ -196,11 +233,11 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
 
     stopped: list[str] = []  # why the run was stopped from a sink, if it was
 
-    def stop(why: str, status: int) -> None:
+    def stop(why: str, status: int, cause: str) -> None:
         if not stopped:
             stopped.append(why)
             exit_override.append(status)
-            trainer.send(Stop(message=why))
+            trainer.send(Stop(message=why, cause=cause))
 
     exit_override: list[int] = []
     with sig.raising():
@@ -213,7 +250,8 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
                 err.write(f"loading {config.dataset} from {config.data_dir}{where}\n")
                 err.flush()
             safe_out = _SafeOut(out, lambda e: stop("standard output was closed (broken pipe)",
-                                                    sig.BROKEN_PIPE_STATUS))
+                                                    sig.BROKEN_PIPE_STATUS,
+                                                    "stdout-closed"))
             reporter = Reporter(safe_out)  # type: ignore[arg-type]
             trainer = Trainer(config)
             trainer.prepare()
@@ -228,7 +266,7 @@ def run_headless(config: RunConfig, metrics: str | None = None, out: TextIO = sy
             try:
                 writer.write(rec)
             except MetricsWriteError as e:
-                stop(f"stopped: {e.strerror}", 4)
+                stop(f"stopped: {e.strerror}", 4, "disk-full")
 
         trainer.sinks = ([progress_at_most(to_file)] if writer else []) + [reporter]
         try:

@@ -23,8 +23,17 @@ MESSAGES = {
 }
 
 
+# The end record's cause for each (vgtui.core.records.END_CAUSES)
+CAUSES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
+
+
 def message(signum: int) -> str:
     return MESSAGES.get(signum, f"stopped by signal {signal.Signals(signum).name}")
+
+
+def cause_of(signum: int) -> str:
+    """The end record's cause for a signal."""
+    return CAUSES.get(signum, "interrupted")
 
 
 def exit_status(signum: int) -> int:
@@ -35,9 +44,11 @@ class Interrupted(KeyboardInterrupt):
     """A signal (or a closed output) that ends the run: `message` goes in the end record, `status` is the exit
     status. A KeyboardInterrupt, so everything that cleans up after Ctrl+C cleans up after these too."""
 
-    def __init__(self, signum: int | None = None, text: str | None = None, status: int | None = None):
+    def __init__(self, signum: int | None = None, text: str | None = None, status: int | None = None,
+                 cause: str | None = None):
         self.signum = signum
         self.message = text or (message(signum) if signum is not None else "interrupted")
+        self.cause = cause or (cause_of(signum) if signum is not None else "interrupted")
         self.status = status if status is not None else (exit_status(signum) if signum is not None else 130)
         super().__init__(self.message)
 

@@ -12,22 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# In the order the UI's `a` key cycles through them: the saturating ones first.
-ACTIVATIONS: tuple[str, ...] = (
-    "sigmoid",
-    "tanh",
-    "softsign",
-    "hardtanh",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "gelu",
-    "swish",
-    "mish",
-    "softplus",
-    "linear",
-)
+from vgtui.core.activations import ACTIVATION_NAMES
+
+# In the order the UI's `a` key cycles through them: the saturating ones first (one table: vgtui.core.activations).
+ACTIVATIONS: tuple[str, ...] = ACTIVATION_NAMES
 INITS: tuple[str, ...] = ("default", "xavier", "xavier-normal", "kaiming", "lecun", "orthogonal")
 DATASETS: tuple[str, ...] = ("mnist", "mnist-5k", "fashion-mnist")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -68,7 +56,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    dataset: str = "mnist"
+    dataset: str = "mnist-5k"  # the embedded digits: `vgtui` starts at once, offline too (engine/data.py)
     data_dir: str = field(default_factory=default_data_dir)
     offline: bool = False
     depth: int = 5
@@ -97,6 +85,10 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def shape_text(self, in_features: int | None = None, classes: int | None = None) -> str:
+        """The network's shape in the usual notation: '784-1000x5-10' (inputs, width x hidden layers, classes)."""
+        return shapes_text([self], in_features, classes)
 
     def describe(self) -> str:
         """A short human summary: 'sigmoid + batchnorm', 'relu + kaiming + skip'."""
@@ -146,6 +138,18 @@ class RunConfig:
         if not 0 <= self.momentum < 1:
             raise ConfigError("--momentum", f"must be in [0, 1), got {self.momentum!r}")
         return self
+
+
+IN_FEATURES = 784  # a 28x28 image: the input of every dataset vgtui trains on
+CLASSES = 10
+
+
+def shapes_text(configs: "list[RunConfig]", in_features: int | None = None, classes: int | None = None) -> str:
+    """The shape of one or more configurations' networks: '784-1000x5-10'; for several, each width and depth once,
+    smallest first: '784-100/1000x3/5-10' (inputs and classes: the data's, when given)."""
+    widths = "/".join(str(w) for w in sorted({c.width for c in configs}))
+    depths = "/".join(str(d) for d in sorted({c.depth for c in configs}))
+    return f"{in_features or IN_FEATURES}-{widths}x{depths}-{classes or CLASSES}"
 
 
 def estimate_bytes(config: RunConfig, in_features: int = 784, classes: int = 10) -> int:

@@ -16,12 +16,25 @@ Schema 3 adds branches: `f` in the UI forks a live run, and the fork's second ne
 lockstep with the run (branch A). Every record of branch B carries `"branch": "B"` right after its type, starting
 with its own run header (`forked_at`: the step it was copied at); records without it are the run's own. A reader
 files B's records under the run they forked from (`RunIndex.branches`, `MetricsRun.branches`).
+
+An end record carries why the run ended as data (`cause`, one of END_CAUSES: "exploded", "hangup", "disk-full",
+...), written right after its status; its message is for people only. The schema stays 3: the field is optional
+(a record without it, from an older vgtui, is read with a cause derived from its status alone) and older readers,
+which refuse a newer schema, ignore a field they do not know.
+
+Reading is strict, because a metrics file is data from another machine: `record_from_json` checks every field (its
+type; finite numbers where they must be; steps, epochs and counts whole numbers in 0..MAX_STEP; histogram counts
+that fit their edges) and makes every string safe to show (`safe_text`: control characters, DEL, C1, bidi controls
+and lone surrogates become visible escapes such as `\\x1b`), so that damage is found when a line is read, and no
+consumer (the screen, the no-terminal summary, messages, the CSV) gets a string that acts on a terminal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -64,6 +77,132 @@ def _float_list(a: np.ndarray) -> list:
     return [_num(v) for v in a.tolist()]
 
 
+# ---------------------------------------------------------------------------------------------- reading checks
+# A metrics file is data from another machine: `record_from_json` checks every field's type and range (a damaged
+# record is found when it is read, not when it is drawn) and makes every string it holds safe to show.
+MAX_STEP = 2**62  # steps, epochs, counts and sizes read from a file lie in 0..MAX_STEP
+# Characters that act on a terminal or reorder the text around them: C0 controls (newline and tab too), DEL, C1
+# controls, the bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E/F, U+202A..E,
+# U+2066..9), the line and paragraph separators, and lone surrogates (which cannot even be encoded).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def safe_text(s: str) -> str:
+    """`s` with every character that could act on a terminal made visible as an escape (ESC as the four characters
+    \\x1b, U+202E as \\u202e); any other text is unchanged. Every string decoded from a metrics file passes here."""
+    return _UNSAFE.sub(_escape, s) if _UNSAFE.search(s) else s
+
+
+def _show(v: Any) -> str:
+    """A value quoted in a message: short, and safe to show."""
+    r = f"'{v}'" if isinstance(v, str) else repr(v)
+    return safe_text(r if len(r) <= 40 else r[:37] + "...")
+
+
+def _clean(v: Any, what: str = "value", depth: int = 0) -> Any:
+    """A JSON value with every string in it (dict keys too) made safe to show."""
+    if isinstance(v, str):
+        return safe_text(v)
+    if depth > 20:
+        raise ValueError(f"{what} is nested too deeply")
+    if isinstance(v, dict):
+        return {safe_text(k): _clean(x, what, depth + 1) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_clean(x, what, depth + 1) for x in v]
+    return v
+
+
+def _int(v: Any, what: str, lo: int = 0, hi: int = MAX_STEP) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{what} is {_show(v)}, not a whole number")
+    if not lo <= v <= hi:
+        raise ValueError(f"{what} is {_show(v)}, outside {lo}..{hi}")
+    return v
+
+
+def _opt_int(v: Any, what: str, lo: int = 0) -> int | None:
+    return None if v is None else _int(v, what, lo)
+
+
+def _float(v: Any, what: str, finite: bool = False) -> float:
+    """A number as written by _num: a JSON number, or "nan", "inf", "-inf" (refused where `finite`)."""
+    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        x = float(v)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        x = float(v)  # OverflowError for an integer past float's range
+    else:
+        raise ValueError(f"{what} is {_show(v)}, not a number")
+    if finite and not math.isfinite(x):
+        raise ValueError(f"{what} is {_show(v)}, not a finite number")
+    return x
+
+
+def _opt_float(v: Any, what: str, finite: bool = False) -> float | None:
+    return None if v is None else _float(v, what, finite)
+
+
+def _str(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{what} is {_show(v)}, not a string")
+    return safe_text(v)
+
+
+def _opt_str(v: Any, what: str) -> str | None:
+    return None if v is None else _str(v, what)
+
+
+def _dict(v: Any, what: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ValueError(f"{what} is {_show(v)}, not a JSON object")
+    return v
+
+
+def _list(v: Any, what: str, empty: bool = True) -> list:
+    if not isinstance(v, list):
+        raise ValueError(f"{what} is {_show(v)}, not a list")
+    if not v and not empty:
+        raise ValueError(f"{what} is empty")
+    return v
+
+
+def _edges(v: Any, what: str = "edges") -> np.ndarray:
+    """Histogram bin edges: at least two finite numbers, increasing."""
+    e = np.array([_float(x, what, finite=True) for x in _list(v, what)], dtype=np.float64)
+    if len(e) < 2 or not (np.diff(e) > 0).all():
+        raise ValueError(f"{what}: {len(e)} edges, not two or more increasing ones")
+    return e
+
+
+def _config(v: Any) -> dict[str, Any] | None:
+    """A run's configuration: a JSON object whose known options (RunConfig's) have their type."""
+    if v is None:
+        return None
+    cfg = _clean(_dict(v, "config"), "config")
+    from vgtui.core.config import RunConfig  # core: no torch, no textual
+
+    for f in dataclasses.fields(RunConfig):
+        if f.name not in cfg:
+            continue
+        x, what, t = cfg[f.name], f"config.{f.name}", str(f.type)
+        if x is None and "None" in t:
+            continue
+        if t.startswith("bool"):
+            if not isinstance(x, bool):
+                raise ValueError(f"{what} is {_show(x)}, not true or false")
+        elif t.startswith("int"):
+            _int(x, what, -2**63, 2**63)
+        elif t.startswith("float"):
+            _float(x, what, finite=True)
+        elif t.startswith("str"):
+            _str(x, what)
+    return cfg
+
+
 # ---------------------------------------------------------------------------------------------- histograms
 @dataclass(frozen=True, eq=False)
 class Hist:
@@ -100,19 +239,28 @@ class Hist:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], known_edges: np.ndarray | None = None) -> "Hist":
-        if "edges" in d:
-            edges = np.array([_unnum(e) for e in d["edges"]], dtype=np.float64)
+    def from_json(cls, d: dict[str, Any], known_edges: np.ndarray | None = None, what: str = "histogram") -> "Hist":
+        """Checked: edges (its own, or `known_edges`) for its counts, counts that are whole numbers >= 0."""
+        d = _dict(d, what)
+        if d.get("edges") is not None:
+            edges = _edges(d["edges"], f"{what}.edges")
         elif known_edges is not None:
             edges = known_edges
         else:
-            raise ValueError("a histogram without edges, and none in the run header")
+            raise ValueError(f"{what} without edges, and none in the run header")
+        listed = _list(d["counts"], f"{what}.counts")
+        if not all(type(c) is int and 0 <= c <= MAX_STEP for c in listed):  # noqa: E721 (bool is not a count)
+            for c in listed:
+                _int(c, f"{what}.counts")  # raises, naming the first bad count
+        first = _int(d.get("first", 0), f"{what}.first")
         counts = np.zeros(len(edges) - 1, dtype=np.int64)
-        first, listed = int(d.get("first", 0)), d["counts"]
-        if first < 0 or first + len(listed) > len(counts):
-            raise ValueError(f"{first} + {len(listed)} counts for {len(counts)} bins")
+        if first + len(listed) > len(counts):
+            raise ValueError(f"{what}: {first} + {len(listed)} counts for {len(counts)} bins")
+        under, over, zeros = (_int(d.get(k, 0), f"{what}.{k}") for k in ("under", "over", "zeros"))
+        if sum(listed) + under + over + zeros > MAX_STEP:
+            raise ValueError(f"{what}: more than {MAX_STEP} values counted")
         counts[first:first + len(listed)] = listed
-        return cls(edges, counts, int(d.get("under", 0)), int(d.get("over", 0)), int(d.get("zeros", 0)))
+        return cls(edges, counts, under, over, zeros)
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -169,13 +317,16 @@ class LayerStats:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], header: "RunRecord | None" = None) -> "LayerStats":
-        kw: dict[str, Any] = {k: (None if d.get(k) is None else float(_unnum(d[k]))) for k in cls._FLOATS}
-        act = d.get("activation")
-        return cls(name=d["name"], activation=act,
-                   grad_hist=Hist.from_json(d["grad_hist"], header.grad_edges if header else None)
-                   if "grad_hist" in d else None,
-                   act_hist=Hist.from_json(d["act_hist"], header.act_edges_for(act) if header else None)
-                   if "act_hist" in d else None, **kw)
+        d = _dict(d, "a layer")
+        name = _str(d["name"], "a layer's name")
+        kw: dict[str, Any] = {k: _opt_float(d.get(k), f"layer {name}: {k}") for k in cls._FLOATS}
+        act = _opt_str(d.get("activation"), f"layer {name}: activation")
+        gh, ah = d.get("grad_hist"), d.get("act_hist")
+        return cls(name=name, activation=act,
+                   grad_hist=None if gh is None else Hist.from_json(gh, header.grad_edges if header else None,
+                                                                    f"layer {name}: grad_hist"),
+                   act_hist=None if ah is None else Hist.from_json(ah, header.act_edges_for(act) if header else None,
+                                                                   f"layer {name}: act_hist"), **kw)
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,8 +347,10 @@ class LayerInfo:
     @classmethod
     def from_json(cls, d: Any) -> "LayerInfo":
         if isinstance(d, str):  # schema 1: names only
-            return cls(d)
-        return cls(d["name"], d.get("kind", "Linear"), d.get("activation"))
+            return cls(safe_text(d))
+        d = _dict(d, "a layer")
+        return cls(_str(d["name"], "a layer's name"), _str(d.get("kind", "Linear"), "a layer's kind"),
+                   _opt_str(d.get("activation"), "a layer's activation"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -302,6 +455,34 @@ class EventRecord:
 
 
 END_STATUSES = ("completed", "interrupted", "diverged", "failed")
+# Why a run ended, as data (`EndRecord.cause`): decisions read this field, never the message, which is for people.
+# Each cause belongs to one status; a newer vgtui may add causes (a reader keeps an unknown one as it is).
+END_CAUSES: dict[str, str] = {
+    "completed": "completed",  # every epoch (or --max-steps) trained
+    "diverged": "diverged",  # non-finite loss or gradients (`layer` says where first)
+    "exploded": "diverged",  # a training loss far above chance without a NaN
+    "error": "failed",  # training raised an exception (`traceback`)
+    "refused": "failed",  # the run could not start (no CUDA, missing data, a restart's bad configuration)
+    "interrupted": "interrupted",  # Ctrl+C (SIGINT), or a KeyboardInterrupt in the user's own loop (vgtui.watch)
+    "terminated": "interrupted",  # SIGTERM
+    "hangup": "interrupted",  # SIGHUP: the terminal went away
+    "stdout-closed": "interrupted",  # standard output was closed (a broken pipe: `| head`)
+    "disk-full": "interrupted",  # the metrics file could not be written any more (a full disk, an I/O error)
+    "quit": "interrupted",  # the person quit the viewer
+    "viewer-gone": "interrupted",  # the viewer process went away (the trainer's command pipe closed)
+    "killed": "interrupted",  # the viewer stopping the run had to kill its trainer (or saw it die); it wrote this
+    "trainer-died": "failed",  # the trainer process died without a word (killed, out of memory); the viewer wrote this
+    "restarted": "interrupted",  # a restart from the viewer ended the run (a new run header follows)
+    "fork-ended": "interrupted",  # the fork ended and this branch was not kept (or the run it came from ended)
+    "fork-kept": "completed",  # the fork ended and this branch goes on as the run (under a new run header)
+}
+_CAUSE_OF_STATUS = {"completed": "completed", "diverged": "diverged", "failed": "error", "interrupted": "interrupted"}
+_CAUSE_TEXT = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
+def cause_of_status(status: str) -> str:
+    """The cause a record without one (written before causes were recorded) is read with: from its status alone."""
+    return _CAUSE_OF_STATUS.get(status, "interrupted")
 
 
 @dataclass(frozen=True, eq=False)
@@ -309,11 +490,16 @@ class EndRecord:
     status: str  # one of END_STATUSES
     steps: int
     elapsed_s: float
-    message: str = ""
+    message: str = ""  # for people: decisions read `cause`
     layer: str | None = None  # where divergence was first seen
     traceback: str | None = None  # for status "failed"
     branch: str | None = None
+    cause: str = ""  # one of END_CAUSES ("" when made: the status's own, see cause_of_status)
     type: str = field(default="end", init=False)
+
+    def __post_init__(self) -> None:
+        if not self.cause:
+            object.__setattr__(self, "cause", cause_of_status(self.status))
 
 
 # ---------------------------------------------------------------------------------------------- progress
@@ -334,11 +520,6 @@ class ProgressRecord:
 def _progress_to_json(rec: ProgressRecord) -> dict[str, Any]:
     return {"type": "progress", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
             "loss": _num(rec.loss), "steps_per_s": _num(rec.steps_per_s)}
-
-
-def _progress_from_json(d: dict[str, Any]) -> ProgressRecord:
-    return ProgressRecord(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]),
-                          loss=_unnum(d["loss"]), steps_per_s=_unnum(d.get("steps_per_s", 0.0)))
 
 
 Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord, ProgressRecord]
@@ -382,8 +563,8 @@ def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
     if isinstance(rec, EventRecord):
         return {"type": "event", "step": rec.step, "elapsed_s": _num(rec.elapsed_s), "set": rec.set}
     if isinstance(rec, EndRecord):
-        d = {"type": "end", "status": rec.status, "steps": rec.steps, "elapsed_s": _num(rec.elapsed_s),
-             "message": rec.message}
+        d = {"type": "end", "status": rec.status, "cause": rec.cause, "steps": rec.steps,
+             "elapsed_s": _num(rec.elapsed_s), "message": rec.message}
         if rec.layer:
             d["layer"] = rec.layer
         if rec.traceback:
@@ -394,52 +575,91 @@ def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
 
 def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Record:
     """The record of a JSON object; a snapshot's histograms without edges take them from the run's `header`
-    (its branch's header, for a branch's snapshot). Raises KeyError, TypeError or ValueError for an object that
-    is not a record."""
+    (its branch's header, for a branch's snapshot). Every field is checked (its type, finite numbers where they
+    must be, steps and counts in 0..MAX_STEP, histogram counts that fit their edges) and every string made safe
+    to show (`safe_text`). Raises KeyError, TypeError or ValueError for an object that is not a record."""
     rec = _record_from_json(d, header)
     branch = d.get("branch")
     if branch is not None:
         if branch not in BRANCHES:
-            raise ValueError(f"unknown branch {branch!r}")
+            raise ValueError(f"unknown branch {_show(branch)}")
         object.__setattr__(rec, "branch", branch)
     return rec
+
+
+def _metrics(v: Any) -> dict[str, float] | None:
+    if v is None:
+        return None
+    return {safe_text(k): _float(x, f"metric {k!r}") for k, x in _dict(v, "metrics").items()} or None
 
 
 def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
     t = d.get("type")
     if t == "progress":
-        return _progress_from_json(d)
+        return ProgressRecord(step=_int(d["step"], "step"), epoch=_int(d["epoch"], "epoch"),
+                              elapsed_s=_float(d["elapsed_s"], "elapsed_s", finite=True),
+                              loss=_float(d["loss"], "loss"),
+                              steps_per_s=_float(d.get("steps_per_s", 0.0), "steps_per_s"))
     if t == "snapshot":
-        return Snapshot(step=d["step"], epoch=d["epoch"], elapsed_s=_unnum(d["elapsed_s"]), loss=_unnum(d["loss"]),
-                        loss_avg=_unnum(d.get("loss_avg", d["loss"])), steps_per_s=_unnum(d.get("steps_per_s", 0.0)),
-                        activation=d.get("activation", ""),
-                        layers=tuple(LayerStats.from_json(l, header) for l in d["layers"]),
-                        metrics={k: _unnum(v) for k, v in d["metrics"].items()} if d.get("metrics") else None)
+        layers = _list(d["layers"], "layers", empty=False)
+        return Snapshot(step=_int(d["step"], "step"), epoch=_int(d["epoch"], "epoch"),
+                        elapsed_s=_float(d["elapsed_s"], "elapsed_s", finite=True), loss=_float(d["loss"], "loss"),
+                        loss_avg=_float(d.get("loss_avg", d["loss"]), "loss_avg"),
+                        steps_per_s=_float(d.get("steps_per_s", 0.0), "steps_per_s"),
+                        activation=_str(d.get("activation", ""), "activation"),
+                        layers=tuple(LayerStats.from_json(l, header) for l in layers),
+                        metrics=_metrics(d.get("metrics")))
     if t == "run":
-        return RunRecord(layers=tuple(LayerInfo.from_json(l) for l in d["layers"]), device=d.get("device", ""),
-                         version=d.get("version", ""), config=d.get("config"), source=d.get("source", "vgtui"),
-                         model=d.get("model", ""), dataset=d.get("dataset"), device_name=d.get("device_name"),
-                         steps_per_epoch=d.get("steps_per_epoch", 0), total_steps=d.get("total_steps", 0),
-                         train_size=d.get("train_size", 0), test_size=d.get("test_size", 0),
-                         probe_every=d.get("probe_every", (d.get("config") or {}).get("probe_every")),
-                         notice=d.get("notice"), started=d.get("started"), pid=d.get("pid"),
-                         grad_edges=_edges(d.get("grad_edges")),
-                         act_edges={k: _edges(v) for k, v in d["act_edges"].items()} if d.get("act_edges") else None,
-                         schema=d.get("schema", 1), probe_min_interval_s=d.get("probe_min_interval_s"),
-                         forked_at=d.get("forked_at"))
+        config = _config(d.get("config"))
+        act_edges = d.get("act_edges")
+        return RunRecord(layers=tuple(LayerInfo.from_json(l) for l in _list(d["layers"], "layers", empty=False)),
+                         device=_str(d.get("device", ""), "device"), version=_str(d.get("version", ""), "version"),
+                         config=config, source=_str(d.get("source", "vgtui"), "source"),
+                         model=_str(d.get("model", ""), "model"), dataset=_opt_str(d.get("dataset"), "dataset"),
+                         device_name=_opt_str(d.get("device_name"), "device_name"),
+                         steps_per_epoch=_int(d.get("steps_per_epoch", 0), "steps_per_epoch"),
+                         total_steps=_int(d.get("total_steps", 0), "total_steps"),
+                         train_size=_int(d.get("train_size", 0), "train_size"),
+                         test_size=_int(d.get("test_size", 0), "test_size"),
+                         probe_every=_opt_int(d.get("probe_every", (config or {}).get("probe_every")), "probe_every",
+                                              1),
+                         notice=_opt_str(d.get("notice"), "notice"), started=_opt_str(d.get("started"), "started"),
+                         pid=_opt_int(d.get("pid"), "pid"),
+                         grad_edges=None if d.get("grad_edges") is None else _edges(d["grad_edges"], "grad_edges"),
+                         act_edges={safe_text(k): _edges(v, f"act_edges.{k}")
+                                    for k, v in _dict(act_edges, "act_edges").items()} if act_edges else None,
+                         schema=_int(d.get("schema", 1), "schema", 1),
+                         probe_min_interval_s=_opt_float(d.get("probe_min_interval_s"), "probe_min_interval_s",
+                                                         finite=True),
+                         forked_at=_opt_int(d.get("forked_at"), "forked_at"))
     if t == "epoch":
-        return EpochRecord(**{k: _unnum(d[k]) for k in ("epoch", "step", "train_loss", "train_acc", "test_loss",
-                                                          "test_acc", "elapsed_s")})
+        return EpochRecord(epoch=_int(d["epoch"], "epoch"), step=_int(d["step"], "step"),
+                           **{k: _float(d[k], k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+                           elapsed_s=_float(d["elapsed_s"], "elapsed_s", finite=True))
     if t == "event":
-        return EventRecord(step=d["step"], set=d["set"], elapsed_s=_unnum(d.get("elapsed_s", 0.0)))
+        change = _clean(_dict(d["set"], "set"), "set")
+        if "activation" in change:
+            _str(change["activation"], "set.activation")
+        if "lr" in change:
+            _float(change["lr"], "set.lr", finite=True)
+        return EventRecord(step=_int(d["step"], "step"), set=change,
+                           elapsed_s=_float(d.get("elapsed_s", 0.0), "elapsed_s", finite=True))
     if t == "end":
-        return EndRecord(status=d["status"], steps=d["steps"], elapsed_s=_unnum(d["elapsed_s"]),
-                         message=d.get("message", ""), layer=d.get("layer"), traceback=d.get("traceback"))
-    raise ValueError(f"unknown record type {t!r}")
-
-
-def _edges(v: list | None) -> np.ndarray | None:
-    return None if v is None else np.array([_unnum(e) for e in v], dtype=np.float64)
+        status = _str(d["status"], "status")
+        if status not in END_STATUSES:
+            raise ValueError(f"status {_show(status)} is not one of {', '.join(END_STATUSES)}")
+        cause = d.get("cause")
+        if cause is None:  # written before causes were recorded: from the status, never from the message
+            cause = cause_of_status(status)
+        elif not isinstance(cause, str) or not _CAUSE_TEXT.fullmatch(cause):
+            raise ValueError(f"cause {_show(cause)} is not a cause (a short lower-case word, e.g. 'completed')")
+        elif END_CAUSES.get(cause, status) != status:
+            raise ValueError(f"cause {_show(cause)} does not go with status {_show(status)}")
+        return EndRecord(status=status, steps=_int(d["steps"], "steps"),
+                         elapsed_s=_float(d["elapsed_s"], "elapsed_s", finite=True),
+                         message=_str(d.get("message", ""), "message"), layer=_opt_str(d.get("layer"), "layer"),
+                         traceback=_opt_str(d.get("traceback"), "traceback"), cause=cause)
+    raise ValueError(f"unknown record type {_show(t)}")
 
 
 class RecordEncoder:
@@ -515,9 +735,11 @@ class Restart:
 @dataclass(frozen=True)
 class Stop:
     """End the run (status "interrupted" if it had not ended) and return. `message` says why in the end record:
-    "quit", "hangup: the terminal went away (SIGHUP)", "the viewer process went away"."""
+    "quit", "hangup: the terminal went away (SIGHUP)", "the viewer process went away"; `cause` is the end record's
+    cause (one of END_CAUSES with status "interrupted": "quit", "hangup", "viewer-gone", "disk-full", ...)."""
 
     message: str = "stopped"
+    cause: str = "quit"
 
 
 # ---------------------------------------------------------------------------------------------- notices

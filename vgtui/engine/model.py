@@ -8,9 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vgtui.core.activations import ACTIVATION_NAMES
 from vgtui.core.config import ACTIVATIONS, RunConfig
 
-ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+# The torch function of each activation of the table (vgtui.core.activations: its range, derivative and the
+# derivative's maximum); tests/test_summary.py checks the table's formulas against these.
+_TORCH_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
     "softsign": F.softsign,  # Glorot & Bengio's x / (1 + |x|)
@@ -25,7 +28,8 @@ ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softplus": F.softplus,
     "linear": lambda x: x,
 }
-assert tuple(ACTIVATION_FNS) == ACTIVATIONS
+ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {n: _TORCH_FNS[n] for n in ACTIVATION_NAMES}
+assert set(_TORCH_FNS) == set(ACTIVATION_NAMES)
 
 
 class Activation(nn.Module):

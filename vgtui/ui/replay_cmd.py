@@ -54,7 +54,9 @@ def follow_main(argv: list[str]) -> int:
 
 
 def _error(message: str) -> int:
-    print(f"vgtui: error: {message}", file=sys.stderr)
+    from vgtui.ui.state import shown
+
+    print(f"vgtui: error: {shown(message)}", file=sys.stderr)
     return 2
 
 
@@ -92,23 +94,26 @@ def _main(argv: list[str], follow: bool) -> int:
 
 
 def _summary(sources) -> int:
-    """No terminal: say what each file holds (and its notice), one line per run."""
+    """No terminal: say what each file holds (and its notice), one line per run; the file's strings as text (control
+    characters made visible: the output may still be a terminal's, through a pipe)."""
+    from vgtui.core.summary import RunSummary
+    from vgtui.ui.state import shown
+
     for s in sources:
+        path = shown(s.path)
         if s.waiting:
-            print(f"vgtui: {s.waiting} (no terminal here: nothing to show)", file=sys.stderr)
+            print(f"vgtui: {shown(s.waiting)} (no terminal here: nothing to show)", file=sys.stderr)
             continue
         if s.notice:
-            print(f"vgtui: {s.path}: {s.notice}", file=sys.stderr)
+            print(f"vgtui: {path}: {shown(s.notice)}", file=sys.stderr)
         for i, run in enumerate(s.runs, start=1):
-            h = run.header
-            last = f"step {int(run.snapshot_steps[-1]):,}" if run.n_snapshots else "no snapshot"
-            end = run.end.status if run.end else "no end record"
-            what = h.model or (h.config or {}).get("activation", "")
-            print(f"{s.path}: run {i}: {what} · {len(h.layers)} layers · {run.n_snapshots:,} snapshots · "
-                  f"last {last} · {end}")
-            for b in run.branches:
-                print(f"{s.path}: run {i}: fork B at step {b.header.forked_at or 0:,} · {b.n_snapshots:,} snapshots · "
-                      f"{b.end.status if b.end else 'no end record'}")
+            r = RunSummary.of_index(run)
+            print(f"{path}: run {i}: {shown(r.what)} · {len(r.header.layers)} layers · {r.snapshots:,} snapshots · "
+                  f"last {r.last_text} · {shown(r.end_text)}")
+            for b in map(RunSummary.of_index, run.branches):
+                at = b.header.forked_at if isinstance(b.header.forked_at, int) else 0
+                print(f"{path}: run {i}: fork {shown(b.header.branch or '')} at step {at:,} · {b.snapshots:,} snapshots · "
+                      f"{shown(b.end_text)}")
     print("vgtui: no terminal here: run it in a terminal to see the runs", file=sys.stderr)
     return 0
 
