@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import datetime
 import fnmatch
 import math
 import os
@@ -37,13 +36,21 @@ from typing import Any, Callable, Iterable, Union
 import torch
 from torch import nn
 
-from vgtui import __version__
-from vgtui.core.records import EndRecord, EventRecord, LayerInfo, LayerStats, Record, RunRecord, Snapshot
+from vgtui.core.records import EndRecord, EventRecord, LayerStats, Record
 from vgtui.core.writer import MetricsWriter, check_writable
-from vgtui.engine.data import device_name
+from vgtui.engine import recorder
 from vgtui.engine.probes import LAYER_TYPES, Probes
 
 LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
+
+# A snapshot's user metrics (probe.step(metrics=...)) are bounded: the viewer draws a curve per name, and 10,000
+# names (a dict built per parameter or per example by mistake) made each snapshot a megabyte line that spun the
+# viewer. 256 names leaves room for per-class or per-layer metrics of a real model (a few dozen is the most a
+# panel shows at once) while a snapshot's metrics stay under 256 * (100 + 25) bytes, about 32 KB. Names past
+# the cap, new in the run, and names over MAX_METRIC_NAME characters (wider than any panel) are left out, with
+# one warning line each time the run first meets either.
+MAX_METRICS = 256
+MAX_METRIC_NAME = 100
 
 COMPILED_NOTICE = ("torch.compile'd model: activation statistics are off (module hooks do not run under "
                    "compile); weight gradients are read from .grad")
@@ -207,30 +214,33 @@ class Watch:
         self.device = p.device
         self.total_steps = total_steps
         self._writer = MetricsWriter(self.path)
-        self._started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        self._started = recorder.started_now()
         self._t0 = time.perf_counter()
         self._header_written = False
         self._want = False  # the current step is probed: hooks attached, statistics being gathered
         self._pending = False  # a probed step whose statistics await the one host copy (its loss may follow)
         self._pending_t = 0.0
-        self._w_before: list[torch.Tensor] | None = None
+        self._w_before: list[torch.Tensor | None] | None = None
         self._scale: float | None = None  # the GradScaler's scale as a probed step began (without optimizer=)
         self._last_snap = (0, self._t0)
         self._loss_last: Any = None
         self._loss_sum: Any = 0.0
         self._loss_n = 0
         self._metrics_now: dict[str, Any] = {}
+        self._metric_names: dict[str, None] = {}  # every metric name recorded so far, in order (MAX_METRICS)
+        self._capped: set[str] = set()  # the metric caps already said ("long", "many")
         self._opt_steps = self._opt_steps_seen = 0
         self._calls = 0  # probe.step() calls: once there are some, a probed step waits for its loss
         self._nonfinite = False
         self._failed: str | None = None
         self._warned_no_hooks = False
         self._handles: list[Any] = []
+        self._counter: list[Any] = []  # the optimiser's post-step hook: it counts steps until close()
         if self.compiled:
             _warn(COMPILED_NOTICE)
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._pre_step))
-            self._handles.append(optimizer.register_step_post_hook(self._post_step))
+            self._counter.append(optimizer.register_step_post_hook(self._post_step))  # counts, even when off
         if not self.compiled:  # the only hook outside probed steps: one call per forward, to skip eval passes
             self._handles.append(self.model.register_forward_pre_hook(self._on_forward))
         atexit.register(self._at_exit)
@@ -248,14 +258,43 @@ class Watch:
         if self._failed:  # the probes are off; the end record still counts the steps
             self.steps += self.optimizer is None
             return
-        if metrics:
-            for k, v in metrics.items():
-                if not isinstance(v, (int, float, torch.Tensor)):
-                    raise TypeError(f"vgtui.watch: metrics[{k!r}] = {v!r} is not a number")
+        metrics = self._admit(metrics) if metrics else {}
         try:
-            self._step(loss, metrics or {})
+            self._step(loss, metrics)
         except Exception as e:
             self._fail(e)
+
+    def _admit(self, metrics: dict[Any, Any]) -> dict[str, Any]:
+        """The metrics this snapshot may hold: the run's first MAX_METRICS names, none over MAX_METRIC_NAME
+        characters (each cap said once, in one line). A value that is not a number is the caller's error."""
+        kept: dict[str, Any] = {}
+        long = over = 0
+        for k, v in metrics.items():
+            name = k if isinstance(k, str) else str(k)
+            if len(name) > MAX_METRIC_NAME:
+                long += 1
+                continue
+            new = name not in self._metric_names
+            if new and len(self._metric_names) >= MAX_METRICS:
+                over += 1
+                continue
+            # a tensor's numel is its shape (no sync); its value stays on the device until the snapshot's one copy
+            if not isinstance(v, (int, float, torch.Tensor)) or (isinstance(v, torch.Tensor) and v.numel() != 1):
+                what = f"a tensor of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else repr(v)[:80]
+                raise TypeError(f"vgtui.watch: metrics[{name[:40]!r}] = {what} is not a number")
+            if new:
+                self._metric_names[name] = None
+            kept[name] = v
+        step = self.steps + (self.optimizer is None)  # with optimizer=, its step hook has counted this one
+        if long and "long" not in self._capped:
+            self._capped.add("long")
+            _warn(f"{long} metric name{'s' * (long > 1)} over {MAX_METRIC_NAME} characters left out at step "
+                  f"{step} (and from then on)")
+        if over and "many" not in self._capped:
+            self._capped.add("many")
+            _warn(f"{over:,} metric{'s' * (over > 1)} left out at step {step}: a run records at most "
+                  f"{MAX_METRICS} metric names (the first {MAX_METRICS} given; any new name from then on is left out)")
+        return kept
 
     def close(self, exc: BaseException | None = None) -> None:
         """Remove every hook and end the file: completed, or with `exc`, failed (KeyboardInterrupt:
@@ -266,31 +305,55 @@ class Watch:
         if not self.active:
             return
         atexit.unregister(self._at_exit)
-        if self._pending and not self._failed:
-            try:
-                self._flush()
-            except Exception as e:
-                self._fail(e)
-        self._remove_hooks()
-        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-            status, message, tb = "completed", f"{self.steps} steps", None
-        elif isinstance(exc, KeyboardInterrupt):
-            status, message, tb = "interrupted", "interrupted by Ctrl+C", None
+        # Nothing below may raise: close() runs as the user's own exception leaves the with block (or at exit),
+        # and vgtui's failure to write must never take that exception's place; without one, the training is done
+        # and the code after the block (saving the model) must still run. A failure is one warning line.
+        lost: Exception | None = None  # the last snapshot, when it could not be written
+        try:
+            if self._pending and not self._failed:
+                try:
+                    self._flush()
+                except Exception as e:
+                    self._pending, self._failed, lost = False, f"{type(e).__name__}: {e}", e
+            self._remove_hooks(counting=True)
+            self._write(self._end_record(exc))
+        except Exception as e:
+            also = " and its last snapshot" if lost is not None else ""
+            _warn(f"the end of the run{also} could not be written to {self.path} ({_reason(e)}); the file ends "
+                  "at its last whole record")
         else:
-            status, message = "failed", f"{type(exc).__name__}: {exc}"
+            if lost is not None:
+                _warn(f"the last snapshot (step {self.steps}) is not in {self.path} ({_reason(lost)}); the end is")
+        finally:
+            try:
+                self._writer.close()
+            except Exception:  # pragma: no cover - closing a descriptor we opened
+                pass
+
+    def _end_record(self, exc: BaseException | None) -> EndRecord:
+        """How the run ended: completed, or with `exc`, failed (KeyboardInterrupt: interrupted)."""
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+            status, cause, message, tb = "completed", "completed", f"{self.steps} steps", None
+        elif isinstance(exc, KeyboardInterrupt):  # a signal vgtui.signals turned into one says which
+            status, cause, tb = "interrupted", getattr(exc, "cause", "interrupted"), None
+            message = getattr(exc, "message", None) or "interrupted by Ctrl+C"
+        else:
+            status, cause, message = "failed", "error", f"{type(exc).__name__}: {exc}"
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if self._failed:
             message += f" (vgtui's probes stopped: {self._failed})"
-        self._write(EndRecord(status=status, steps=self.steps, elapsed_s=time.perf_counter() - self._t0,
-                              message=message, traceback=tb))
-        self._writer.close()
+        return EndRecord(status=status, steps=self.steps, elapsed_s=time.perf_counter() - self._t0,
+                         message=message, traceback=tb, cause=cause)
 
     def __enter__(self) -> "Watch":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.close(exc)
-        return False
+        try:
+            self.close(exc)
+        except Exception as e:  # pragma: no cover - close() says its own failures; this guards the promise
+            _warn(f"closing failed: {_reason(e)}")
+        return False  # the user's exception, if any, goes on unchanged
 
     # ---------------------------------------------------------------------------------- steps
     def _due(self, n: int) -> bool:
@@ -300,7 +363,9 @@ class Watch:
         self._probes.arm()
         self._want = True
         if self.optimizer is None:  # the update is measured against the weights as the step begins
-            self._w_before = [w.clone() for w in self._probes._weights()]
+            # a frozen layer's weights (requires_grad False) cannot move: no copy, and no update in the snapshot
+            self._w_before = [m.weight.detach().clone() if m.weight.requires_grad else None
+                              for _, m in self._probes.layers]
             self._scale = self.scaler.get_scale() if self.scaler is not None else None
 
     def _arm_if_due(self) -> None:
@@ -402,12 +467,11 @@ class Watch:
         steps0, t0 = self._last_snap
         dt, ds = self._pending_t - t0, self.steps - steps0
         self.last_metrics = dict(zip(names, vals[2:]))
-        kw = {"metrics": self.last_metrics} if self.last_metrics else {}
         used = [s.activation for s in stats if s.activation]
-        snap = Snapshot(step=self.steps, epoch=0, elapsed_s=self._pending_t - self._t0, loss=vals[0],
-                        loss_avg=vals[1], steps_per_s=ds / dt if steps0 and dt > 0 and ds > 0 else 0.0,
-                        activation=collections.Counter(used).most_common(1)[0][0] if used else "",
-                        layers=stats, **kw)
+        snap = recorder.snapshot(step=self.steps, epoch=0, elapsed_s=self._pending_t - self._t0, loss=vals[0],
+                                 loss_avg=vals[1], rate=recorder.steps_per_s(dt, ds) if steps0 else 0.0,
+                                 activation=collections.Counter(used).most_common(1)[0][0] if used else "",
+                                 layers=stats, metrics=self.last_metrics)
         self._write(snap)
         self.snapshots += 1
         self._last_snap = (self.steps, self._pending_t)
@@ -429,13 +493,11 @@ class Watch:
     def _write_header(self, stats: tuple[LayerStats, ...] | None, acts: dict[str, str]) -> None:
         kinds = {n: type(m).__name__ for n, m in self._probes.layers}
         order = [s.name for s in stats] if stats else [n for n, _ in self._probes.layers]
-        layers = tuple(LayerInfo(n, kinds[n], acts.get(n)) for n in order)
         self._header_written = True
-        self._writer.write(RunRecord(
-            layers=layers, device=str(self.device), version=__version__, source="vgtui.watch",
-            model=describe_model(self.model), device_name=device_name(self.device), total_steps=self.total_steps,
-            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None, started=self._started,
-            pid=os.getpid()))
+        self._writer.write(recorder.run_header(
+            ((n, kinds[n], acts.get(n)) for n in order), source="vgtui.watch", device=self.device,
+            model=describe_model(self.model), started=self._started, total_steps=self.total_steps,
+            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None))
 
     def _write(self, rec: Record) -> None:
         if not self._header_written:
@@ -443,10 +505,13 @@ class Watch:
         self._writer.write(rec)
 
     # ---------------------------------------------------------------------------------- the end
-    def _remove_hooks(self) -> None:
-        for h in self._handles:
+    def _remove_hooks(self, counting: bool = False) -> None:
+        """Remove the probes' hooks; `counting`: the optimiser's step counter too (at the end)."""
+        for h in self._handles + (self._counter if counting else []):
             h.remove()
         self._handles.clear()
+        if counting:
+            self._counter.clear()
         self._probes.disarm()
         self._want = False
 
@@ -465,6 +530,12 @@ class Watch:
     def _at_exit(self) -> None:
         """The interpreter exits without close(): end the file (an uncaught exception makes it a failure)."""
         self.close(getattr(sys, "last_exc", None) or getattr(sys, "last_value", None))
+
+
+def _reason(e: BaseException) -> str:
+    """A write failure in a few words: the system's ("No space left on device"), else the exception's."""
+    reason = getattr(e, "reason", "") or (isinstance(e, OSError) and e.strerror) or f"{type(e).__name__}: {e}"
+    return " ".join(str(reason).split())
 
 
 def _what_nonfinite(s: LayerStats) -> str | None:

@@ -8,17 +8,22 @@ Commands (vgtui.core.records: Pause, StepOnce, SetActivation, SetLR, SetSpeedCap
 `trainer.send(cmd)` from any thread; the trainer drains them between steps. With `hold=True` (the UI's mode) a
 run that ends (completed, diverged, failed) waits for a Restart or a Stop instead of returning.
 
-The fork (`Fork(True)`): a second network, branch B, starts as an exact copy of the run (weights, optimiser
-state, step, sums) and trains in lockstep with it: each step of A is followed by the same step of B on the same
-batch, and both are probed at the same steps. Its records carry branch "B". Commands with branch "B" change B only
-(SetActivation, SetLR: at once, weights kept); Restart with branch "B" starts A and B again from the same seed, B
-with the new configuration, still forked. `Fork(False, keep)` ends it: keeping A, B ends; keeping B, A ends and the
-run goes on from B's state under a new run header (`forked_at` = that step).
+A run is a list of branches (vgtui.engine.branch.Branch: one network each, with its optimiser, probes, running
+sums and last good state); the Trainer is the loop over them, plus commands and pacing. The first branch is the
+run itself (branch A: its records carry no branch). The fork (`Fork(True)`) adds a branch that starts as an exact
+copy of the run (weights, optimiser state, step, `RunningSums.clone()` of its sums, last good state) and trains in
+lockstep with it: each step of A is followed by the same step of every other branch on the same batch, and all are
+probed at the same steps. A fork's records carry its id (vgtui.core.records.BRANCHES, the first fork's "B").
+Commands with a branch change that branch only (SetActivation, SetLR: at once, weights kept); Restart with a
+branch starts A and it again from the same seed, the branch with the new configuration, still forked.
+`Fork(False, keep)` ends the fork: keeping A, the forks end; keeping a fork's branch, the others end and the run
+goes on from its state under a new run header (`forked_at` = that step). The loop takes any number of branches;
+commands open at most MAX_BRANCHES (the run and one fork, for now).
 
 Host syncs. On a GPU, turning a device tensor into a Python value blocks the host until the device has caught
 up, so an ordinary step does none (tests/test_sync.py checks it): its loss and accuracy are added up on the
 device, and a non-finite loss (or, on probe steps, weight gradient) is recorded on the device as the number of
-the first bad step. The only device -> host copies are, each marked `# sync:` below:
+the first bad step. The only device -> host copies are, each marked `# sync:` in vgtui/engine/branch.py:
   - a snapshot (`Probes.finish`, one copy that also carries the loss sums and the first bad step);
   - a progress tick, at most every PROGRESS_EVERY_S (one copy of three scalars: the sums and the first bad step);
   - an epoch end (the evaluation, the same kind of single copy);
@@ -32,52 +37,24 @@ once a second and at each epoch start) and replays the steps up to the bad one.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import datetime
 import math
-import os
 import queue
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vgtui import __version__
-from vgtui.core.config import (ACTIVATIONS, DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, PROGRESS_EVERY_S,
-                               PROGRESS_FILE_EVERY_S, RunConfig)
-from vgtui.core.diagnosis import chance_loss, exploded
-from vgtui.engine.data import TensorData, device_name, load_dataset, resolve_device
-from vgtui.engine.model import build_model, build_optimizer
-from vgtui.engine.probes import ACT_RANGES, DEFAULT_ACT_RANGE, GRAD_EDGES_LOG10, Probes, locate_nonfinite
-from vgtui.core.records import (Command, EndRecord, EpochRecord, EventRecord, Fork, LayerInfo, Pause, ProgressRecord,
-                                Record, Restart, RunRecord, SetActivation, SetLR, SetSpeedCap, Snapshot, StatusRecord,
-                                StepOnce, Stop)
+from vgtui.core.config import (DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, PROGRESS_EVERY_S, PROGRESS_FILE_EVERY_S,
+                               RunConfig)
+from vgtui.core.records import (BRANCHES, Command, EndRecord, EventRecord, Fork, Pause, ProgressRecord, Record,
+                                Restart, RunRecord, SetActivation, SetLR, SetSpeedCap, StatusRecord, StepOnce, Stop)
+from vgtui.engine.branch import Branch, RunningSums, RunSetting
+from vgtui.engine.data import TensorData, load_dataset, resolve_device
 
 Sink = Callable[[Record], None]
-EVAL_BATCH = 1000
 CHECKPOINT_EVERY_S = 1.0  # the last good state is copied at most this often (it bounds the replay after a NaN)
-# What a run keeps of its own besides model, optimiser and probes: the sums and clocks of one network's training.
-# A fork's branch B starts with a copy of them (it has trained exactly what A has).
-_SUMS = ("_first_bad", "_acc_loss", "_acc_correct", "_acc_n", "_win_loss", "_win_n", "_prog_loss", "_prog_n",
-         "_window_t", "_window_step", "_prog_t", "_prog_step", "_snap_t", "_snap_step", "_ep_loss", "_ep_correct",
-         "_ep_n", "_ep_examples")
-
-
-@dataclass
-class _Checkpoint:
-    """A known-finite state on the device, and what is needed to replay the steps that followed it."""
-
-    step: int  # steps done when it was taken
-    next_batch: int  # index in the epoch of the batch after it
-    perm: torch.Tensor  # that epoch's order of examples
-    activation: str
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
+MAX_BRANCHES = 2  # the run and one fork (the loop takes any number: a fork takes the next id of BRANCHES)
 
 
 class _Interrupt(Exception):
@@ -91,7 +68,7 @@ class Trainer:
     def __init__(self, config: RunConfig, sinks: Iterable[Sink] = (), data: TensorData | None = None,
                  hold: bool = False, on_step: Callable[["Trainer"], None] | None = None,
                  clock: Callable[[], float] = time.perf_counter):
-        self.config = config.validate()
+        self._config = config.validate()  # the next run's (the running one's is its first branch's)
         self.clock = clock  # for elapsed times and the steps/s windows (tests inject a fake one)
         self.sinks = list(sinks)
         self.hold = hold
@@ -100,17 +77,73 @@ class Trainer:
         self.data = data
         self.device: torch.device | None = None
         self.device_notice: str | None = None  # why `--device auto` fell back to the CPU, if it did
-        self.model = None
+        self.setting: RunSetting | None = None  # what the run's branches share (set by prepare)
+        self.branches: list[Branch] = []  # the run itself first, then its forks (in lockstep with it)
+        self.generator: torch.Generator | None = None  # the order of examples, epoch after epoch
         self.paused = False
         self.speed_cap: float | None = None
-        self.step = 0
-        self.epoch = 0
-        self.step_in_epoch = 0
         self.last_end: EndRecord | None = None
         self._steps_pending = 0
         self._prepared = False
-        self.fork: Trainer | None = None  # branch B while the run is forked
-        self._fork_config: RunConfig | None = None  # a restart of a fork: B's configuration for the next run
+        self._fork_configs: list[tuple[str, RunConfig]] = []  # a restart of a fork: its branches' configurations
+        self._perm: torch.Tensor | None = None  # this epoch's order of examples
+        self._pace_t, self._pace_step = 0.0, 0  # the speed cap's schedule
+        self._snap_t, self._snap_step = 0.0, 0  # the last snapshot (the cadence is the run's, for every branch)
+
+    # ------------------------------------------------------------------ the run's first branch, and the fork
+    @property
+    def main(self) -> Branch:
+        return self.branches[0]
+
+    @property
+    def config(self) -> RunConfig:
+        return self.branches[0].config if self.branches else self._config
+
+    @property
+    def model(self):
+        return self.branches[0].model if self.branches else None
+
+    @property
+    def optimizer(self):
+        return self.main.optimizer
+
+    @property
+    def probes(self):
+        return self.main.probes
+
+    @property
+    def step(self) -> int:
+        return self.branches[0].step if self.branches else 0
+
+    @property
+    def epoch(self) -> int:
+        return self.branches[0].epoch if self.branches else 0
+
+    @property
+    def fork(self) -> Branch | None:
+        """The first fork's branch (B) while the run is forked."""
+        return self.branches[1] if len(self.branches) > 1 else None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.setting.steps_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.setting.total_steps
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.main.probes.names
+
+    def model_description(self) -> str:
+        return self.main.model_description()
+
+    def branch(self, id: str | None) -> Branch | None:
+        """The branch whose records carry `id` (None, "A": the run itself)."""
+        if id in (None, "A"):
+            return self.branches[0] if self.branches else None
+        return next((b for b in self.branches if b.id == id), None)
 
     # ------------------------------------------------------------------ set-up
     def send(self, cmd: Command) -> None:
@@ -119,9 +152,9 @@ class Trainer:
 
     def prepare(self) -> None:
         """Resolve the device, load the data (unless given), build model, optimiser and probes."""
-        self.device, self.device_notice = resolve_device(self.config.device)
-        if self.data is None or not self._data_matches(self.config):
-            self.data = load_dataset(self.config.dataset, self.config.data_dir, self.config.offline, self.device)
+        self.device, self.device_notice = resolve_device(self._config.device)
+        if self.data is None or not self._data_matches(self._config):
+            self.data = load_dataset(self._config.dataset, self._config.data_dir, self._config.offline, self.device)
         else:
             self.data = self.data.to(self.device)
         self._build()
@@ -132,22 +165,18 @@ class Trainer:
                                           (cfg.dataset == "mnist" and self.data.name == "mnist-5k"))
 
     def _build(self) -> None:
-        if getattr(self, "probes", None) is not None:
-            self.probes.close()
-        cfg = self.config
-        self.n_classes = int(self.data.y_train.max()) + 1
-        self.model = build_model(cfg, self.data.in_features, self.n_classes).to(self.device)
-        self.optimizer = build_optimizer(cfg, self.model)
-        self.probes = Probes(self.model)
+        for b in self.branches:
+            b.close()
+        self.branches = []
+        cfg, data = self._config, self.data
+        n = len(data.x_train)
+        steps_per_epoch = max(1, n // cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        self.setting = RunSetting(data=data, device=self.device, device_notice=self.device_notice,
+                                  n_classes=int(data.y_train.max()) + 1, steps_per_epoch=steps_per_epoch,
+                                  total_steps=min(total, cfg.max_steps) if cfg.max_steps else total, clock=self.clock)
+        self.branches = [Branch(None, cfg, self.setting, self._emit)]
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        n = len(self.data.x_train)
-        self.steps_per_epoch = max(1, n // cfg.batch_size)
-        total = self.steps_per_epoch * cfg.epochs
-        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
-
-    @property
-    def layer_names(self) -> list[str]:
-        return self.probes.names
 
     # ------------------------------------------------------------------ running
     def _emit(self, rec: Record) -> None:
@@ -155,7 +184,7 @@ class Trainer:
             sink(rec)
 
     def _elapsed(self) -> float:
-        return self.clock() - self._t0
+        return self.setting.elapsed()
 
     def run(self) -> EndRecord:
         if not self._prepared:
@@ -173,22 +202,23 @@ class Trainer:
                     self._restart(cmd)
                     break
                 except Exception as e:  # e.g. a dataset that cannot be loaded: say so, keep the old run
-                    self.last_end = self._end("failed", f"restart refused: {type(e).__name__}: {e}")
+                    self.last_end = self._end("failed", f"restart refused: {type(e).__name__}: {e}", cause="refused")
                     cmd = None
 
     def _restart(self, cmd: Restart) -> None:
-        config = RunConfig.from_dict(cmd.config).validate()  # B's, when a fork restarts: refused before A restarts
-        if cmd.branch == "B":  # a forked run starts again: A as it is, B with the new configuration and A's seed
-            self._fork_config = config.replace(seed=self.config.seed)
+        config = RunConfig.from_dict(cmd.config).validate()  # a branch's, when a fork restarts: refused before A
+        if cmd.branch not in (None, "A"):  # a forked run starts again: A as it is, the branch with the new configuration
+            self._fork_configs = [(cmd.branch, config.replace(seed=self.config.seed))]
             config = self.config
-        old_config, old_data = self.config, self.data
-        self.config = config
+        old_config, old_data = self._config, self.data
+        self._config = config
         if not self._data_matches(config):
             self.data = None
         try:
             self.prepare()
         except Exception:
-            self.config, self.data = old_config, old_data
+            self._config, self.data = old_config, old_data
+            self._fork_configs = []
             raise
         self.paused = False
 
@@ -199,92 +229,76 @@ class Trainer:
                 return cmd
             self._apply(cmd, running=False)
 
-    def _header(self) -> RunRecord:
-        cfg, data = self.config, self.data
-        hidden = len(self.layer_names) - 1
-        layers = tuple(LayerInfo(n, type(m).__name__, cfg.activation if i < hidden else None)
-                       for i, (n, m) in enumerate(self.probes.layers))
-        return RunRecord(layers=layers, device=str(self.device), version=__version__, config=cfg.to_dict(),
-                         source="vgtui", model=self.model_description(), dataset=data.name,
-                         device_name=device_name(self.device), steps_per_epoch=self.steps_per_epoch,
-                         total_steps=self.total_steps, train_size=len(data.x_train), test_size=len(data.x_test),
-                         probe_every=cfg.probe_every or DEFAULT_PROBE_EVERY,
-                         probe_min_interval_s=None if cfg.probe_every else PROBE_MIN_INTERVAL_S,
-                         notice="; ".join(n for n in (self.device_notice, data.notice) if n) or None,
-                         started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                         pid=os.getpid(), grad_edges=GRAD_EDGES_LOG10,
-                         act_edges={a: np.linspace(*ACT_RANGES.get(a, DEFAULT_ACT_RANGE), self.probes.act_bins + 1)
-                                    for a in ACTIVATIONS})  # every activation `a` can switch to
-
-    def model_description(self) -> str:
-        c, d = self.config, self.data
-        extras = "".join(f" + {x}" for x in ((c.init if c.init != "default" else ""),
-                                             "batchnorm" if c.batchnorm else "", "skip" if c.skip else "") if x)
-        return f"MLP {d.in_features}-{c.width}x{c.depth}-{int(d.y_train.max()) + 1} {c.activation}{extras}"
-
     def _run_once(self) -> tuple[EndRecord, Command | None]:
-        cfg, data = self.config, self.data
-        self._t0 = self.clock()
-        self.step = self.epoch = self.step_in_epoch = 0
-        self._emit(self._header())
-        self._init_sums()
+        cfg, data, setting = self.config, self.data, self.setting
+        main = self.main
+        setting.t0 = self.clock()
+        main.step = main.epoch = main.step_in_epoch = 0
+        main.sums = RunningSums.start(setting.device, main.acc_dtype, self.clock())
+        main.ckpt, main.activations = None, []
+        self._emit(main.header())
+        self._snap_t, self._snap_step = main.sums.window_t, 0
         self._pace_t, self._pace_step = time.perf_counter(), 0
-        self.fork = None
-        if self._fork_config is not None:  # a forked run restarted: B from the same seed, at step 0
-            self._start_fork(self._fork_config)
-            self._fork_config = None
+        del self.branches[1:]
+        for id, config in self._fork_configs:  # a forked run restarted: its branches from the same seed, at step 0
+            self._start_fork(config, id)
+        self._fork_configs = []
         try:
             for epoch in range(1, cfg.epochs + 1):
-                self._perm = perm = torch.randperm(len(data.x_train), generator=self.generator).to(self.device)
-                self._epoch_start(epoch, perm)
-                if self.fork is not None:  # B: the same order of examples
-                    self.fork._epoch_start(epoch, perm)
-                last = self.steps_per_epoch if not cfg.max_steps else min(self.steps_per_epoch,
-                                                                          cfg.max_steps - self.step)
-                for b in range(last):
-                    self.step_in_epoch = b
+                self._perm = perm = torch.randperm(len(data.x_train), generator=self.generator).to(setting.device)
+                for b in self.branches:  # the same order of examples for every branch
+                    b.epoch_start(epoch, perm)
+                last = setting.steps_per_epoch if not cfg.max_steps else min(setting.steps_per_epoch,
+                                                                             cfg.max_steps - self.step)
+                for i in range(last):
                     manual = self._between_steps()
-                    idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                    probe = manual or b == last - 1 or self._snapshot_due()
-                    loss = self._train_step(data.x_train[idx], data.y_train[idx], probe)
-                    fork = self.fork
-                    if fork is not None:  # B: the same step on the same batch, right after A's
-                        fork.step_in_epoch = b
-                        loss_b = fork._train_step(data.x_train[idx], data.y_train[idx], probe)
-                    tick = self.clock() - self._prog_t >= PROGRESS_EVERY_S
+                    idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                    x, y = data.x_train[idx], data.y_train[idx]
+                    probe = manual or i == last - 1 or self._snapshot_due()
+                    losses = []
+                    for b in self.branches:  # the same step on the same batch, one branch after the other
+                        b.step_in_epoch = i
+                        losses.append(b.train_step(x, y, probe))
+                    tick = self.clock() - self.main.sums.prog_t >= PROGRESS_EVERY_S
                     if probe or tick:
-                        diverged = self._snapshot(loss) if probe else self._check()
-                        if diverged is not None:
-                            return diverged, None
-                        if fork is not None and (fork._snapshot(loss_b) if probe else fork._check()) is not None:
-                            self.fork = None  # B diverged: its end record says where; A goes on alone
+                        for b, loss in zip(list(self.branches), losses):
+                            verdict = b.snapshot(loss) if probe else b.check()
+                            if verdict is None:
+                                continue
+                            if b is self.main:
+                                return self._end(verdict.status, verdict.message, layer=verdict.layer,
+                                                 cause=verdict.cause), None
+                            self.branches.remove(b)  # a fork diverged: its end record says where; the rest go on
+                            b.close()
+                            b.emit(verdict)
+                        if probe:
+                            self._snap_t, self._snap_step = self.main.sums.window_t, self.step
                         if tick:
-                            self._progress()
-                            if self.fork is not None:
-                                self.fork._progress()
-                        if self.clock() - self._ckpt_t >= CHECKPOINT_EVERY_S:
-                            self._save_checkpoint(perm, b + 1)
-                            if self.fork is not None:
-                                self.fork._save_checkpoint(perm, b + 1)
+                            for b in self.branches:
+                                b.progress()
+                        if self.clock() - self.main.ckpt.taken_t >= CHECKPOINT_EVERY_S:
+                            for b in self.branches:
+                                b.save_checkpoint(perm, i + 1)
                     if self.on_step is not None:
                         self.on_step(self)
                     self._pace()
-                self._emit(self._evaluate())
-                if self.fork is not None:
-                    self.fork._emit(self.fork._evaluate())
+                for b in self.branches:
+                    b.emit(b.evaluate())
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
         except _Interrupt as stop:
-            if isinstance(stop.cmd, Restart) and stop.cmd.branch == "B":
-                msg = (f"restarted A and B from fresh weights (seed {self.config.seed}): B = "
-                       + RunConfig.from_dict(stop.cmd.config).describe())
+            if isinstance(stop.cmd, Restart) and stop.cmd.branch not in (None, "A"):
+                msg = (f"restarted A and {stop.cmd.branch} from fresh weights (seed {self.config.seed}): "
+                       f"{stop.cmd.branch} = " + RunConfig.from_dict(stop.cmd.config).describe())
             elif isinstance(stop.cmd, Restart):
                 msg = "restarted: " + RunConfig.from_dict(stop.cmd.config).describe()
             else:
                 msg = stop.cmd.message
-            return self._end("interrupted", msg), stop.cmd
+            cause = "restarted" if isinstance(stop.cmd, Restart) else getattr(stop.cmd, "cause", "quit")
+            return self._end("interrupted", msg, cause=cause), stop.cmd
         except KeyboardInterrupt as e:  # Ctrl+C, or a signal turned into one (headless: see vgtui.headless)
-            self._end("interrupted", getattr(e, "message", None) or "interrupted by Ctrl+C")
+            self._end("interrupted", getattr(e, "message", None) or "interrupted by Ctrl+C",
+                      cause=getattr(e, "cause", "interrupted"))
             raise
         except Exception as e:
             end = self._end("failed", f"{type(e).__name__}: {e}", tb=traceback.format_exc())
@@ -293,24 +307,26 @@ class Trainer:
             return end, None
         return self._end("completed", f"{self.step} steps, {self.epoch} epochs"), None
 
-    def _end(self, status: str, message: str, layer: str | None = None, tb: str | None = None) -> EndRecord:
-        if self.fork is not None:  # the run ends: its fork with it
-            fork, self.fork = self.fork, None
+    def _end(self, status: str, message: str, layer: str | None = None, tb: str | None = None,
+             cause: str = "") -> EndRecord:
+        """The run ends, its forks with it. `cause`: one of END_CAUSES ("" for the status's own: completed,
+        diverged, error, interrupted)."""
+        main, forks = self.main, self.branches[1:]
+        del self.branches[1:]
+        for fork in forks:
             if status == "diverged":
-                fork._end("interrupted", f"run A diverged at step {self.step}")
+                fork.end("interrupted", f"run A diverged at step {main.step}", cause="fork-ended")
             else:
-                fork._end(status, message, tb=tb)
-        end = EndRecord(status=status, steps=self.step, elapsed_s=self._elapsed(), message=message, layer=layer,
-                        traceback=tb)
-        self._emit(end)
-        return end
+                fork.end(status, message, tb=tb, cause=cause)
+            fork.close()
+        return main.end(status, message, layer=layer, tb=tb, cause=cause)
 
     # ------------------------------------------------------------------ commands
     def _apply(self, cmd: Command, running: bool = True) -> None:
         if isinstance(cmd, Pause):
             if self.paused and not cmd.paused:  # the time paused counts neither in steps/s nor in pacing
-                self._window_t, self._window_step = self.clock(), self.step
-                self._prog_t, self._prog_step = self._window_t, self.step
+                for b in self.branches:
+                    b.restart_windows()
                 self._pace_t, self._pace_step = time.perf_counter(), self.step
             if cmd.paused != self.paused:
                 self.paused = cmd.paused
@@ -324,107 +340,60 @@ class Trainer:
         elif isinstance(cmd, Fork):
             if running:
                 self._fork_command(cmd)
-        elif cmd.__class__ in (SetActivation, SetLR) and cmd.branch == "B":
-            if self.fork is not None and running:
-                self.fork._apply(dataclasses.replace(cmd, branch=None))
-        elif isinstance(cmd, SetLR):
-            if cmd.lr != self.config.lr and self.model is not None:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = cmd.lr
-                self.config = self.config.replace(lr=cmd.lr)
-                if running:
-                    self._emit(EventRecord(step=self.step, set={"lr": cmd.lr}, elapsed_s=self._elapsed()))
-        elif isinstance(cmd, SetActivation):
-            if cmd.name != self.config.activation and self.model is not None:
-                self.model.set_activation(cmd.name)
-                self.config = self.config.replace(activation=cmd.name)
-                if running:
-                    self._activations.append((self.step, cmd.name))
-                    self._emit(EventRecord(step=self.step, set={"activation": cmd.name}, elapsed_s=self._elapsed()))
+        elif isinstance(cmd, (SetActivation, SetLR)):
+            target = self.branch(cmd.branch)
+            if target is None or (target is not self.branches[0] and not running):
+                return  # no such branch (the fork ended), or a fork's change after the run ended
+            if isinstance(cmd, SetLR):
+                target.set_lr(cmd.lr, running)
+            else:
+                target.set_activation(cmd.name, running)
         elif isinstance(cmd, (Restart, Stop)) and running:
             raise _Interrupt(cmd)
 
     # ------------------------------------------------------------------ the fork
-    def _init_sums(self) -> None:
-        """A run's sums and clocks, at its start."""
-        dev = self.device
-        self._acc_dtype = acc = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
-        # Device-side accumulators (no sync per step), folded into the host sums below at each check.
-        self._first_bad = torch.zeros((), device=dev, dtype=torch.long)  # first non-finite step; 0: none yet
-        self._acc_loss = torch.zeros((), device=dev, dtype=acc)
-        self._acc_correct = torch.zeros((), device=dev, dtype=torch.long)
-        self._acc_n = 0
-        self._win_loss, self._win_n = 0.0, 0  # since the previous snapshot (host)
-        self._prog_loss, self._prog_n = 0.0, 0  # since the previous progress record (host)
-        self._window_t, self._window_step = self.clock(), 0
-        self._prog_t, self._prog_step = self._window_t, 0
-        self._snap_t, self._snap_step = self._window_t, 0
-        self._ep_loss, self._ep_correct, self._ep_n, self._ep_examples = 0.0, 0, 0, 0
-        self._ckpt: _Checkpoint | None = None
-        self._ckpt_t = self.clock()
-        self._activations: list[tuple[int, str]] = []  # activation changes since the checkpoint (for the replay)
-
-    def _emit_b(self, rec: Record) -> None:
-        """Branch B's sink: its records, marked "B", go where the run's go."""
-        if isinstance(rec, (RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord, ProgressRecord)):
-            self._emit(dataclasses.replace(rec, branch="B"))
-
-    def _start_fork(self, config: RunConfig | None = None) -> None:
-        """Branch B. Without `config`: an exact copy of this run now (weights, optimiser state, step, sums). With
-        it: fresh weights from that configuration and this run's seed (a forked run that started again)."""
-        b = Trainer(config or self.config, sinks=[self._emit_b], data=self.data, clock=self.clock)
-        b.device, b.n_classes, b._t0 = self.device, self.n_classes, self._t0
-        b.steps_per_epoch, b.total_steps = self.steps_per_epoch, self.total_steps
-        if config is None:
-            b.model = copy.deepcopy(self.model)  # between steps: the probes' hooks are not attached
-            b.optimizer = build_optimizer(b.config, b.model)
-            b.optimizer.load_state_dict(copy.deepcopy(self.optimizer.state_dict()))
-        else:
-            b.model = build_model(b.config, self.data.in_features, self.n_classes).to(self.device)
-            b.optimizer = build_optimizer(b.config, b.model)
-        b.probes = Probes(b.model)
-        b._prepared = True
-        b.step, b.epoch, b.step_in_epoch = self.step, self.epoch, self.step_in_epoch
-        b._init_sums()
-        if config is None:
-            for name in _SUMS:
-                v = getattr(self, name)
-                setattr(b, name, v.clone() if isinstance(v, torch.Tensor) else v)
-            b._save_checkpoint(self._perm, self.step_in_epoch)  # between steps: the next batch is step_in_epoch
-        self.fork = b
-        b._emit(dataclasses.replace(b._header(), forked_at=self.step))
-
-    def _epoch_start(self, epoch: int, perm: torch.Tensor) -> None:
-        """The start of an epoch whose order of examples is `perm` (A's, for the fork's branch B)."""
-        self.epoch = epoch
-        self._ep_loss, self._ep_correct, self._ep_n, self._ep_examples = 0.0, 0, 0, 0
-        self.model.train()
-        self._save_checkpoint(perm, 0)
+    def _start_fork(self, config: RunConfig | None = None, id: str | None = None) -> Branch:
+        """A new branch. Without `config`: an exact copy of the run now (weights, optimiser state, step, sums).
+        With it: fresh weights from that configuration and this run's seed (a forked run that started again)."""
+        taken = {b.id for b in self.branches}
+        id = id or next(i for i in BRANCHES if i not in taken)
+        b = self.main.fork(id, config)
+        self.branches.append(b)
+        b.emit(b.header(forked_at=self.step))
+        return b
 
     def _fork_command(self, cmd: Fork) -> None:
         if cmd.on:
-            if self.fork is None:
-                self._start_fork()
-                self._emit(EventRecord(step=self.step, set={"fork": f"B forked at step {self.step}"},
+            if len(self.branches) < min(MAX_BRANCHES, 1 + len(BRANCHES)):
+                b = self._start_fork()
+                self._emit(EventRecord(step=self.step, set={"fork": f"{b.id} forked at step {self.step}"},
                                        elapsed_s=self._elapsed()))
             return
-        if self.fork is None:
+        if len(self.branches) < 2:
             return
-        fork = self.fork
-        if cmd.keep != "B":
-            self.fork = None
-            fork._end("interrupted", f"the fork ended at step {self.step}: A was kept")
+        keep = self.branch(cmd.keep) or self.main
+        if keep is self.main:  # the forks end; the run goes on as it was
+            forks = self.branches[1:]
+            del self.branches[1:]
+            for fork in forks:
+                fork.end("interrupted", f"the fork ended at step {self.step}: A was kept", cause="fork-ended")
+                fork.close()
             self._emit(EventRecord(step=self.step, set={"fork": "ended, A kept"}, elapsed_s=self._elapsed()))
             return
-        # B is kept: A ends here, and the run goes on from B's state under a new header
-        self.fork = None
-        self._end("interrupted", f"the fork ended at step {self.step}: B was kept and goes on as the run")
-        fork._end("completed", f"the fork ended at step {self.step}: B goes on as the run")
-        self.probes.close()
-        self.model, self.optimizer, self.probes, self.config = fork.model, fork.optimizer, fork.probes, fork.config
-        for name in _SUMS + ("_ckpt", "_ckpt_t", "_activations"):
-            setattr(self, name, getattr(fork, name))
-        self._emit(dataclasses.replace(self._header(), forked_at=self.step))
+        # a fork's branch is kept: the run (and any other fork) ends here, and the run goes on from the kept
+        # branch's state under a new header
+        step, main = self.step, self.main
+        self.branches.remove(keep)
+        for other in self.branches[1:]:
+            other.end("interrupted", f"the fork ended at step {step}: {keep.id} was kept", cause="fork-ended")
+            other.close()
+        main.end("interrupted", f"the fork ended at step {step}: {keep.id} was kept and goes on as the run",
+                 cause="fork-ended")
+        keep.end("completed", f"the fork ended at step {step}: {keep.id} goes on as the run", cause="fork-kept")
+        main.close()
+        keep.become_run()
+        self.branches = [keep]
+        self._emit(keep.header(forked_at=step))
 
     def _between_steps(self) -> bool:
         """Drain commands; block while paused. True when the next step is a single step asked for while paused."""
@@ -462,33 +431,6 @@ class Trainer:
                 return
             due = self._pace_t + (self.step - self._pace_step) / self.speed_cap
 
-    # ------------------------------------------------------------------ one step
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, probe: bool) -> torch.Tensor:
-        """One optimiser step; returns its loss (a device tensor). No host sync: the loss, the number right and
-        the first non-finite step are kept on the device and read at the next check."""
-        model, opt = self.model, self.optimizer
-        if probe:
-            self.probes.arm()
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        loss_d = loss.detach()
-        finite = torch.isfinite(loss_d)
-        if probe:
-            self.probes.collect_grads(opt)
-            finite = finite & self.probes.grads_finite()
-        self.step += 1
-        self._first_bad = torch.where((self._first_bad == 0) & ~finite, self.step, self._first_bad)
-        self._acc_loss += loss_d
-        self._acc_correct += (logits.detach().argmax(1) == y).sum()
-        self._acc_n += 1
-        self._ep_examples += len(y)  # a shape: no sync
-        opt.step()
-        if probe:
-            self.probes.collect_update()
-        return loss_d
-
     def _snapshot_due(self) -> bool:
         """Is the coming step a snapshot? Step 1 always; then every --probe-every steps exactly, or (automatic)
         every DEFAULT_PROBE_EVERY steps but at least PROBE_MIN_INTERVAL_S apart."""
@@ -499,143 +441,6 @@ class Trainer:
             return nxt % every == 0
         base = 0 if self._snap_step == 1 else self._snap_step  # step 1 does not shift it: 40, 80, ... when slow
         return nxt - base >= DEFAULT_PROBE_EVERY and self.clock() - self._snap_t >= PROBE_MIN_INTERVAL_S
-
-    def _fold(self, loss_sum: float, correct: float) -> None:
-        """Move the device sums just read into the host's per-snapshot, per-progress and per-epoch sums;
-        restart them."""
-        self._win_loss += loss_sum
-        self._win_n += self._acc_n
-        self._prog_loss += loss_sum
-        self._prog_n += self._acc_n
-        self._ep_loss += loss_sum
-        self._ep_correct += int(correct)
-        self._ep_n += self._acc_n
-        self._acc_loss.zero_()
-        self._acc_correct.zero_()
-        self._acc_n = 0
-
-    def _check(self) -> EndRecord | None:
-        """A progress tick's check: read the sums and the first bad step in one copy of three scalars."""
-        loss_sum, correct, first_bad = torch.stack(  # sync: one small copy per progress tick
-            [self._acc_loss, self._acc_correct.to(self._acc_dtype), self._first_bad.to(self._acc_dtype)]).tolist()
-        if first_bad:
-            return self._diverged(int(first_bad))
-        if self._acc_n and exploded(loss_sum / self._acc_n, self.n_classes):
-            return self._exploded(loss_sum / self._acc_n)
-        self._fold(loss_sum, correct)
-        return None
-
-    def _progress(self) -> None:
-        now = self.clock()
-        dt, ds = now - self._prog_t, self.step - self._prog_step
-        self._emit(ProgressRecord(step=self.step, epoch=self.epoch, elapsed_s=self._elapsed(),
-                                  loss=self._prog_loss / self._prog_n if self._prog_n else math.nan,
-                                  steps_per_s=ds / dt if dt > 0 and ds > 0 else 0.0))
-        self._prog_loss, self._prog_n = 0.0, 0
-        self._prog_t, self._prog_step = now, self.step
-
-    def _snapshot(self, loss: torch.Tensor) -> EndRecord | None:
-        """Read the probes, the sums and the first bad step in one copy; emit the snapshot, or end the run
-        as diverged if a step since the last check was not finite."""
-        layers, (loss_v, loss_sum, correct, first_bad) = self.probes.finish(  # sync: one copy per snapshot
-            extra=[loss, self._acc_loss, self._acc_correct, self._first_bad])
-        if first_bad:
-            return self._diverged(int(first_bad))
-        if self._acc_n and exploded(loss_sum / self._acc_n, self.n_classes):
-            return self._exploded(loss_sum / self._acc_n)
-        self._fold(loss_sum, correct)
-        now = self.clock()
-        dt, ds = now - self._window_t, self.step - self._window_step
-        snap = Snapshot(step=self.step, epoch=self.epoch, elapsed_s=self._elapsed(), loss=float(loss_v),
-                        loss_avg=self._win_loss / max(self._win_n, 1),
-                        steps_per_s=ds / dt if dt > 0 and ds > 0 else 0.0,
-                        activation=self.config.activation, layers=layers)
-        self._win_loss, self._win_n = 0.0, 0
-        self._window_t, self._window_step = now, self.step
-        self._snap_t, self._snap_step = now, self.step
-        self._emit(snap)
-        return None
-
-    # ------------------------------------------------------------------ divergence
-    def _save_checkpoint(self, perm: torch.Tensor, next_batch: int) -> None:
-        """Keep a copy of the current (checked, finite) state on the device, to replay from after a NaN."""
-        self._ckpt = _Checkpoint(step=self.step, next_batch=next_batch, perm=perm,
-                                 activation=self.config.activation,
-                                 model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                                 optimizer=copy.deepcopy(self.optimizer.state_dict()))
-        self._ckpt_t = self.clock()
-        self._activations = []
-
-    def _diverged(self, bad_step: int) -> EndRecord:
-        self.probes.disarm()
-        layer, what, step = self._replay(bad_step)
-        self.step = step
-        where = f"{layer} ({what})" if layer else "the loss"
-        return self._end("diverged", f"non-finite values at step {step}, first in {where}; try a lower --lr, "
-                         "batchnorm, or a different init", layer=layer)
-
-    def _exploded(self, loss: float) -> EndRecord:
-        """A loss far above chance with no NaN (sigmoid at lr 1e30, Adam at lr 10): end it like a divergence, naming
-        the layer whose weights grew the most since the last good state."""
-        self.probes.disarm()
-        growth = {}
-        for name, m in self.probes.layers:  # sync: once, at the end of the run
-            before = self._ckpt.model.get(f"{name}.weight") if self._ckpt else None
-            if before is not None:
-                growth[name] = float(torch.linalg.vector_norm(m.weight.detach().float())
-                                     / torch.linalg.vector_norm(before.float()).clamp_min(1e-30))
-        layer = max(growth, key=lambda n: growth[n] if math.isfinite(growth[n]) else math.inf) if growth else None
-        where = ""
-        if layer:
-            where = f", {layer}'s weights " + ("grew most" if math.isfinite(growth[layer]) else "overflowed")
-        # short, the advice early: the UI's status line shows the start of it
-        return self._end("diverged", f"exploded: loss {loss:.3g} (chance {chance_loss(self.n_classes):.2f}), no "
-                         f"NaN{where}; try a much lower --lr (divide by 100), batchnorm, or xavier init",
-                         layer=layer)
-
-    def _replay(self, bad_step: int) -> tuple[str | None, str, int]:
-        """Go back to the checkpoint and redo the steps up to `bad_step`, checking each (sync: one scalar per
-        replayed step, only here), then locate the first non-finite layer on the bad step's batch before its
-        update. Returns (layer, what, step)."""
-        ck, cfg, model, opt = self._ckpt, self.config, self.model, self.optimizer
-        model.load_state_dict(ck.model)
-        opt.load_state_dict(ck.optimizer)
-        model.set_activation(ck.activation)
-        changes = dict(self._activations)
-        model.train()
-        x = None
-        for step in range(ck.step + 1, bad_step + 1):
-            if step - 1 in changes:
-                model.set_activation(changes[step - 1])
-            b = ck.next_batch + step - ck.step - 1
-            idx = ck.perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = self.data.x_train[idx], self.data.y_train[idx]
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            sums = [loss.detach()] + [p.grad.sum() for p in model.parameters() if p.grad is not None]
-            if step == bad_step or not bool(torch.isfinite(torch.stack(sums)).all()):
-                return (*locate_nonfinite(model, x), step)
-            opt.step()
-        return (*locate_nonfinite(model, x), bad_step)
-
-    @torch.no_grad()
-    def _evaluate(self) -> EpochRecord:
-        model, data = self.model, self.data
-        model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for i in range(0, len(data.x_test), EVAL_BATCH):
-            logits = model(data.x_test[i:i + EVAL_BATCH])
-            y = data.y_test[i:i + EVAL_BATCH]
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-        model.train()
-        test_loss, test_correct = torch.stack([loss_sum.to(self._acc_dtype), correct.to(self._acc_dtype)]).tolist()  # sync: per epoch
-        n_test, n_train = len(data.x_test), max(self._ep_examples, 1)  # examples seen, not steps x batch
-        return EpochRecord(epoch=self.epoch, step=self.step, train_loss=self._ep_loss / max(self._ep_n, 1),
-                           train_acc=self._ep_correct / n_train, test_loss=test_loss / n_test,
-                           test_acc=test_correct / n_test, elapsed_s=self._elapsed())
 
 
 def progress_at_most(sink: Sink, every_s: float = PROGRESS_FILE_EVERY_S) -> Sink:

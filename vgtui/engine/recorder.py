@@ -1,0 +1,46 @@
+"""The records a producer writes about its network, assembled in one place for vgtui's own trainer and for
+`vgtui.watch` (a user's loop): the run header (what the network and the machine are) and the snapshot (one probed
+step). Each producer keeps its own clocks and sums; this module only says how they become records, so that the
+two kinds of metrics file cannot drift apart field by field.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, Iterable
+
+import torch
+
+from vgtui import __version__
+from vgtui.core.records import LayerInfo, LayerStats, RunRecord, Snapshot
+from vgtui.engine.data import device_name
+
+
+def started_now() -> str:
+    """A header's `started`: the local wall-clock time, ISO 8601 to the second."""
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def steps_per_s(dt: float, ds: int) -> float:
+    """A rate over `ds` steps in `dt` seconds; 0 (unknown) for an empty or timeless window."""
+    return ds / dt if dt > 0 and ds > 0 else 0.0
+
+
+def run_header(layers: Iterable[tuple[str, str, str | None]], *, source: str, device: torch.device, model: str,
+               started: str | None = None, **fields: Any) -> RunRecord:
+    """A run header: `layers` as (name, module type, activation); the device, version, start time and process
+    filled in here; `fields` the producer's own (config, dataset, sizes, cadence, notice, edges, ...)."""
+    return RunRecord(layers=tuple(LayerInfo(*layer) for layer in layers), device=str(device), version=__version__,
+                     source=source, model=model, device_name=device_name(device), started=started or started_now(),
+                     pid=os.getpid(), **fields)
+
+
+def snapshot(*, step: int, epoch: int, elapsed_s: float, loss: float, loss_avg: float, rate: float,
+             activation: str, layers: tuple[LayerStats, ...], metrics: dict[str, float] | None = None) -> Snapshot:
+    """A probed step's snapshot (`metrics` left out when there are none, as the file has always had it)."""
+    return Snapshot(step=step, epoch=epoch, elapsed_s=elapsed_s, loss=loss, loss_avg=loss_avg, steps_per_s=rate,
+                    activation=activation, layers=layers, metrics=metrics or None)
+
+
+__all__ = ["run_header", "snapshot", "started_now", "steps_per_s"]
