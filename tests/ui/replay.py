@@ -7,7 +7,7 @@ import json
 import queue
 from pathlib import Path
 
-from vgtui.sources.base import TRAINER_COMMANDS, Source
+from vgtui.sources.base import TRAINER_COMMANDS, LiveSource
 from vgtui.core.config import RunConfig
 from vgtui.core.records import Command, Record, record_from_json
 
@@ -19,8 +19,9 @@ def load(name: str) -> list[Record]:
         return [record_from_json(json.loads(line)) for line in f if line.strip()]
 
 
-class ReplayBackend(Source):
-    """Yields the given records once, then nothing; remembers the commands it was sent."""
+class ReplayBackend(LiveSource):
+    """Yields the given records once, then nothing; remembers the commands it was sent. A live source with the
+    trainer's keys, but no trainer behind it to die (not a TrainerSource)."""
 
     kind = "trainer"
     commands = TRAINER_COMMANDS
@@ -50,7 +51,7 @@ class ReplayBackend(Source):
         except queue.Empty:
             return None
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, message: str = "quit", timeout: float = 2.0, cause: str = "quit") -> None:
         self.closed = True
 
     @property

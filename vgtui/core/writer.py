@@ -5,9 +5,10 @@
 - Locked (`flock`, exclusive, non-blocking) while a run writes to it: a second writer is refused, naming the pid
   that holds it. The lock belongs to the open file, so a trainer child handed the file (`MetricsWriter(fd=...)`)
   shares it with the UI process that opened it, and either may write the end record.
-- A record is one `write` of one whole line. A write that fails (a full disk) is rolled back to the last whole
-  line and raises `MetricsWriteError`; the writer then stops writing records, except an end record, which it
-  tries once more (a rollback may have freed the room it needs).
+- A record is one `write` of one whole line. A short write (fewer bytes taken than asked: the first sign of a full
+  disk) is followed by the rest, so the line is completed, or fails: a write that fails (a full disk, a file-size
+  limit) is rolled back to the last whole line and raises `MetricsWriteError`; the writer then stops writing
+  records, except an end record, which it tries once more (a rollback may have freed the room it needs).
 - Only regular files: a FIFO (which would hang with no reader), a device (/dev/full) or a directory is refused.
 
     check_writable(path)                 # refuse early, before anything starts (raises MetricsPathError)
@@ -128,6 +129,7 @@ class MetricsWriter:
         self.records = 0  # written by this writer
         self._encoder = RecordEncoder()  # snapshots leave out the histogram edges their run header holds
         self.created = False  # this writer made the file (it did not exist)
+        self._torn = False  # a failed write left part of a line that could not be cut off
         if fd is not None:
             self.path = Path(path) if path is not None else None
             self._fd = fd
@@ -176,18 +178,29 @@ class MetricsWriter:
     __call__ = write  # a writer is a record sink
 
     def _append(self, data: bytes) -> None:
+        """One line, whole or not at all. A short write (write() taking fewer bytes than asked: the first sign of a
+        full disk, or of a file-size limit) is followed by the rest; the line is completed if the rest goes in,
+        else the error that stops it (ENOSPC, EFBIG) is raised after the file is cut back to where the line
+        began. Were even that cut refused, the next line would start on a line of its own (the torn one is then a
+        damaged line, not glued to the end record)."""
         fd = self._fd
+        if self._torn:
+            data = b"\n" + data
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
-            n = os.write(fd, data)
-            if n != len(data):  # a short write: the disk filled up mid-line
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done = os.write(fd, data)
+            while done < len(data):  # a short write
+                n = os.write(fd, memoryview(data)[done:])
+                if n <= 0:  # no progress and no error: say what a short write nearly always means
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
             self.records += 1
+            self._torn = False
         except OSError as e:
             try:
                 os.ftruncate(fd, start)  # back to the last whole line
             except OSError:
-                pass
+                self._torn = True  # the next line starts with a newline (at worst a blank line, which readers skip)
             where = f"the metrics file {self.path}" if self.path else "the metrics file"
             self.error = MetricsWriteError(e.errno, f"cannot write {where}: {e.strerror or e}")
             self.error.reason = e.strerror or str(e)

@@ -11,8 +11,11 @@ The UI drives a backend; it never imports torch. Two kinds, one interface:
     rec = backend.get(timeout=0.1)     # a Record, or None when none came in time
     backend.close("quit")              # stops the trainer within 2 s, whatever it is doing; the end record is written
 
-Both run the trainer with hold=True: a run that ends waits for a Restart or a Stop. A trainer that fails to start
-(bad data, say) yields an EndRecord(status="failed") with the message, and nothing else.
+Both are `TrainerSource`s (vgtui.sources.base) and run the trainer with hold=True: a run that ends waits for a
+Restart or a Stop. A trainer that fails to start (bad data, say) yields an EndRecord(status="failed") with the
+message, and nothing else. A trainer whose loop raises past its own handling writes, on its way out, the end
+records its run lacks (cause "error", with the traceback); one that dies without a word (a killed process) cannot,
+so the viewer asks the source: `death()` says how it died, `ensure_end` writes the end record for it.
 
 The metrics file belongs to the run, not to one process: the backend opens and locks it (`MetricsWriter`) and
 hands the open file to the trainer, which writes every record; when the trainer cannot (it died, it is stopped
@@ -35,6 +38,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -45,7 +49,7 @@ from vgtui.core.config import RunConfig
 from vgtui.core.records import (Command, EndRecord, EventRecord, NoticeRecord, Record, RunRecord, Snapshot,
                                 StatusRecord, Stop)
 from vgtui.core.writer import MetricsWriteError, MetricsWriter, last_record_type
-from vgtui.sources.base import TRAINER_COMMANDS, Backend
+from vgtui.sources.base import TrainerSource
 
 STOP_WAIT_S = 0.8  # after Stop: the trainer ends within a step, normally in milliseconds
 TERM_WAIT_S = 0.5  # after SIGTERM: a long step is cut at its next Python bytecode
@@ -54,9 +58,11 @@ KILL_WAIT_S = 0.3  # after SIGKILL: a stopped or stuck trainer
 
 def _failed(e: BaseException) -> EndRecord:
     """A trainer that could not start: a refusal (a ValueError: no CUDA, missing data) says only its message."""
-    refusal = isinstance(e, ValueError) or type(e).__name__ == "DataError"
+    data = sys.modules.get("vgtui.engine.data")  # loaded if the error can be its DataError (no torch import here)
+    refusal = isinstance(e, ValueError) or (data is not None and isinstance(e, data.DataError))
     message = str(e) if refusal else f"{type(e).__name__}: {e}"
-    return EndRecord(status="failed", steps=0, elapsed_s=0.0, message=message, traceback=traceback.format_exc())
+    return EndRecord(status="failed", steps=0, elapsed_s=0.0, message=message, traceback=traceback.format_exc(),
+                     cause="refused" if refusal else "error")
 
 
 def _file_sink(writer: MetricsWriter | None, notify) -> Any:
@@ -87,6 +93,7 @@ class _RunFile:
         self.last_step = 0
         self.t0 = time.monotonic()
         self.ended = True  # no run started yet
+        self.began = False  # a run header came from this trainer (else it was refused before its first run)
         self.branch_open = False  # a fork's branch B has begun and not ended
 
     def open(self) -> None:
@@ -99,7 +106,7 @@ class _RunFile:
                 self.branch_open = isinstance(rec, RunRecord)
             return
         if isinstance(rec, RunRecord):
-            self.ended, self.branch_open = False, False
+            self.ended, self.branch_open, self.began = False, False, True
             self.t0, self.last_step = time.monotonic(), rec.forked_at or 0
         elif isinstance(rec, (Snapshot, EventRecord, StatusRecord)):
             self.last_step = max(self.last_step, rec.step)
@@ -107,15 +114,16 @@ class _RunFile:
             self.ended = True
             self.last_step = rec.steps
 
-    def ensure_end(self, status: str, message: str) -> EndRecord | None:
-        """Write an end record for the trainer if its run has none (the trainer is gone: nobody else writes)."""
+    def ensure_end(self, status: str, message: str, cause: str = "") -> EndRecord | None:
+        """Write an end record for the trainer if its run has none (the trainer is gone: nobody else writes);
+        `cause`: its END_CAUSES cause ("killed", "trainer-died"; "" for the status's own)."""
         if self.writer is None or self.writer.closed:
             return None
         last = last_record_type(self.writer.path)
         if last in (None, "end"):
             return None  # no run in the file, or it ended (the trainer wrote it though we never read it)
         end = EndRecord(status=status, steps=self.last_step, elapsed_s=time.monotonic() - self.t0,
-                        message=message + " (this end record was written by vgtui's viewer)")
+                        message=message + " (this end record was written by vgtui's viewer)", cause=cause)
         try:
             if self.branch_open and last != "end@B":  # the fork's branch B first, as the trainer ends them
                 self.writer.write(dataclasses.replace(end, branch="B"))
@@ -125,6 +133,18 @@ class _RunFile:
         self.branch_open = False
         self.ended = True
         return end
+
+    def missing_ends(self, status: str, message: str, cause: str = "", tb: str | None = None) -> list[EndRecord]:
+        """The end records the run lacks by what this tracker has seen (branch B's first, as the trainer ends
+        them), [] when it ended; from then on it counts as ended. For the trainer's own thread, which sees every
+        record before it is written."""
+        if self.ended:
+            return []
+        end = EndRecord(status=status, steps=self.last_step, elapsed_s=time.monotonic() - self.t0, message=message,
+                        traceback=tb, cause=cause)
+        ends = [dataclasses.replace(end, branch="B"), end] if self.branch_open else [end]
+        self.ended, self.branch_open = True, False
+        return ends
 
     def close(self) -> None:
         """Release the file; one this run created and never wrote to (the trainer refused to start) is removed."""
@@ -137,8 +157,24 @@ class _RunFile:
                 pass
 
 
-class ThreadBackend(Backend):
-    commands = TRAINER_COMMANDS
+def _died(run: _RunFile, e: BaseException, write, tell) -> None:
+    """The trainer's loop raised past its own handling (an exception in a step it ends with its own failed end
+    record; this is one in its bookkeeping, or a BaseException): called in the `except` on the trainer's own
+    thread, once its loop is gone, so nobody else writes. Writes the end records the run lacks (`write`, the file)
+    and tells the viewer (`tell`). A trainer that never began a run was refused (bad data, no CUDA): one failed end
+    record says why, to the viewer only (no run in the file to end)."""
+    if not run.began:
+        tell(_failed(e))
+        return
+    tb = traceback.format_exc()
+    for end in run.missing_ends("failed", f"the trainer stopped on {type(e).__name__}: {e}", "error", tb):
+        write(end)
+        tell(end)
+
+
+class ThreadBackend(TrainerSource):
+    """The trainer in a thread of this process (tests, screenshots). It dies when its loop raises past its own
+    handling: it then writes the end record its run lacks itself, and `death()` names the exception."""
 
     def __init__(self, config: RunConfig, metrics_path: str | None = None, data: Any = None):
         self.config = config
@@ -148,15 +184,20 @@ class ThreadBackend(Backend):
         self._thread: threading.Thread | None = None
         self._file = _RunFile(metrics_path)
         self.trainer = None
+        self._death = ""  # why the thread ended, once it has
 
     def start(self, config: RunConfig | None = None) -> None:
         from vgtui.engine.trainer import Trainer
 
         self.config = config or self.config
         self._file.open()
+        self._file.began = False  # this trainer's own first run is still to come
+        self._death = ""
         from vgtui.engine.trainer import progress_at_most
 
-        sinks = [progress_at_most(_file_sink(self._file.writer, self._records.put)), self._records.put]
+        # the tracker first, on the trainer's thread: it has seen every record the file holds when the loop dies
+        sinks = [self._file.seen, progress_at_most(_file_sink(self._file.writer, self._records.put)),
+                 self._records.put]
         self.trainer = Trainer(self.config, sinks, data=self.data, hold=True)
         self._thread = threading.Thread(target=self._main, name="vgtui-trainer", daemon=True)
         self._thread.start()
@@ -164,9 +205,10 @@ class ThreadBackend(Backend):
     def _main(self) -> None:
         try:
             self.trainer.run()
+            self._death = "the trainer thread ended (its run was stopped)"
         except BaseException as e:  # noqa: BLE001 - reported to the UI, never lost
-            if self.trainer.last_end is None or self.trainer.last_end.status != "failed":
-                self._records.put(_failed(e))
+            self._death = f"the trainer thread stopped on {type(e).__name__}: {e}"
+            _died(self._file, e, _file_sink(self._file.writer, self._records.put), self._records.put)
 
     def send(self, cmd: Command) -> None:
         if self.trainer is not None:
@@ -177,15 +219,23 @@ class ThreadBackend(Backend):
             rec = self._records.get(timeout=timeout)
         except queue.Empty:
             return None
-        self._file.seen(rec)
         return rec
 
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def close(self, message: str = "quit", timeout: float = 2.0) -> None:
-        self.send(Stop(message))
+    def death(self) -> str:
+        """Why the trainer thread ended, in words (after it ended)."""
+        if self.alive:
+            return "the trainer thread is still running"
+        return self._death or "the trainer thread was never started"
+
+    def ensure_end(self, status: str, message: str, cause: str = "") -> EndRecord | None:
+        return self._file.ensure_end(status, message, cause)
+
+    def close(self, message: str = "quit", timeout: float = 2.0, cause: str = "quit") -> None:
+        self.send(Stop(message, cause))
         if self._thread is not None:
             self._thread.join(timeout)
         self._file.close()
@@ -212,13 +262,13 @@ def _child_main(config: dict, metrics_path: str | None, metrics_fd: int | None, 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C belongs to the viewer, which stops us with a Stop
     viewer_gone = threading.Event()
     trainer = None
-    asked: list[str] = []  # the message of a Stop the viewer sent: a SIGTERM after it cuts a long step short
+    asked: list[Stop] = []  # the Stop the viewer sent: a SIGTERM after it cuts a long step short
 
     def on_signal(signum, frame):  # SIGTERM, SIGHUP: end the run now, with its end record (once)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        text = f"{asked[0]} (the step in progress was cut short)" if asked else None
-        raise signals.Interrupted(signum, text)
+        text = f"{asked[0].message} (the step in progress was cut short)" if asked else None
+        raise signals.Interrupted(signum, text, cause=asked[0].cause if asked else None)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
@@ -231,16 +281,19 @@ def _child_main(config: dict, metrics_path: str | None, metrics_fd: int | None, 
         except (OSError, EOFError, ValueError):  # the viewer died: finish the run with its end record, then exit
             viewer_gone.set()
             if trainer is not None:
-                trainer.send(Stop("the viewer process went away"))
+                trainer.send(Stop("the viewer process went away", "viewer-gone"))
 
     writer = MetricsWriter(metrics_path, fd=metrics_fd) if metrics_fd is not None else None
+    run = _RunFile(metrics_path)  # what the trainer wrote, tracked on its own side: for `_died`
+    run.writer = writer
+    raw_sink = _file_sink(writer, to_viewer)
     try:
         from vgtui.engine.trainer import Trainer
 
         from vgtui.engine.trainer import progress_at_most
 
-        file_sink = progress_at_most(_file_sink(writer, to_viewer))  # progress records: at most 1 a second
-        trainer = Trainer(RunConfig.from_dict(config), [file_sink, to_viewer], hold=True)
+        file_sink = progress_at_most(raw_sink)  # progress records: at most 1 a second
+        trainer = Trainer(RunConfig.from_dict(config), [run.seen, file_sink, to_viewer], hold=True)
 
         def pump() -> None:  # commands from the viewer -> the trainer's own thread-safe queue
             while True:
@@ -248,10 +301,10 @@ def _child_main(config: dict, metrics_path: str | None, metrics_fd: int | None, 
                     cmd = commands.recv()
                 except (EOFError, OSError):  # only the viewer holds the other end: it is gone
                     viewer_gone.set()
-                    trainer.send(Stop("the viewer process went away"))
+                    trainer.send(Stop("the viewer process went away", "viewer-gone"))
                     return
                 if isinstance(cmd, Stop):
-                    asked.append(cmd.message)
+                    asked.append(cmd)
                 trainer.send(cmd)
                 if isinstance(cmd, Stop):
                     return
@@ -261,7 +314,7 @@ def _child_main(config: dict, metrics_path: str | None, metrics_fd: int | None, 
     except KeyboardInterrupt:  # SIGTERM / SIGHUP: the trainer wrote the end record if a run was going
         pass
     except BaseException as e:  # noqa: BLE001
-        to_viewer(_failed(e))
+        _died(run, e, raw_sink, to_viewer)
     finally:
         if metrics_fd is not None:
             os.close(metrics_fd)  # the viewer's copy keeps the lock
@@ -304,8 +357,9 @@ class _Launcher:
             raise error[0]
 
 
-class ProcessBackend(Backend):
-    commands = TRAINER_COMMANDS
+class ProcessBackend(TrainerSource):
+    """The trainer in a child process (what `vgtui` runs). A child that dies without a word (SIGKILL, out of
+    memory) cannot write its end record: `death()` says how it died and `ensure_end` writes the record for it."""
 
     def __init__(self, config: RunConfig, metrics_path: str | None = None, overwrite: bool = False):
         self.config = config
@@ -380,8 +434,8 @@ class ProcessBackend(Backend):
             return f"the trainer process was killed by {signal.Signals(-code).name}"
         return f"the trainer process exited with status {code}"
 
-    def ensure_end(self, status: str, message: str) -> EndRecord | None:
-        return self._file.ensure_end(status, message)
+    def ensure_end(self, status: str, message: str, cause: str = "") -> EndRecord | None:
+        return self._file.ensure_end(status, message, cause)
 
     def _drain_until_exit(self, seconds: float) -> None:
         """Wait for the trainer to exit, reading what it still sends (a trainer blocked on a full pipe would never
@@ -393,13 +447,13 @@ class ProcessBackend(Backend):
             else:
                 self.get(timeout=min(left, 0.05))
 
-    def close(self, message: str = "quit", timeout: float = 2.0) -> None:
+    def close(self, message: str = "quit", timeout: float = 2.0, cause: str = "quit") -> None:
         """Stop the trainer within `timeout` seconds whatever it is doing: Stop (it ends within a step), then
         SIGTERM (a long step is cut), then SIGKILL (a stopped or stuck trainer); the end record is written by the
         trainer, or here when it could not."""
         if self._proc is None:
             return
-        self.send(Stop(message))
+        self.send(Stop(message, cause))
         scale = timeout / (STOP_WAIT_S + TERM_WAIT_S + KILL_WAIT_S + 0.2)
         self._drain_until_exit(STOP_WAIT_S * scale)
         if self._proc.is_alive():
@@ -412,9 +466,9 @@ class ProcessBackend(Backend):
             self._proc.join(KILL_WAIT_S * scale)
         if self.stopped_by_viewer == "SIGKILL":
             self.ensure_end("interrupted", f"{message}: the trainer did not answer (stopped, or stuck in a step), "
-                                           "so it was killed")
+                                           "so it was killed", cause="killed")
         elif not self._file.ended and self._proc.exitcode not in (0, None):
-            self.ensure_end("interrupted", f"{message}: {self.death()}")
+            self.ensure_end("interrupted", f"{message}: {self.death()}", cause="killed")
         self._outbox.put(None)
         for c in (self._cmd_w, self._conn):
             try:
