@@ -16,14 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_key_table() -> str:
+    """The README's key table: everything between its keys:start and keys:end markers (section "Keys")."""
     text = (ROOT / "README.md").read_text()
-    block = text[text.index("<!-- tui:start -->"):text.index("<!-- tui:end -->")]
-    start = block.index("| key | what it does")
-    return block[start:block.index("\n\n", start)].strip()
+    return text[text.index("<!-- keys:start -->") + len("<!-- keys:start -->"):text.index("<!-- keys:end -->")].strip()
 
 
 def test_readme_key_table_is_the_key_map():
-    assert readme_key_table() == keymap.markdown(), "regenerate it: python -m vgtui.ui.keymap --markdown"
+    assert readme_key_table() == keymap.markdown(), "regenerate it: python scripts/readme_keys.py"
 
 
 def test_markdown_command_prints_the_table():
@@ -35,7 +34,7 @@ def test_markdown_command_prints_the_table():
 @pytest.mark.parametrize("kind", ["trainer", "file", "stream"])
 def test_bindings_come_from_the_key_map(kind):
     class Fake:
-        config, label, follow = None, "x", False
+        config, label, follow, metrics_path = None, "x", False, None
 
     Fake.kind = kind
     screen = MainScreen([Fake()])

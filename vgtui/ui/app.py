@@ -21,6 +21,7 @@ from textual.screen import Screen
 from vgtui.core.config import RunConfig
 from vgtui.sources.base import Source
 from vgtui.ui import keymap
+from vgtui.ui.state import shown
 from vgtui.ui.viewer import MainScreen
 
 DEFAULT_FPS = 2.0  # panels change with snapshots (~1/s at the default --probe-every); 2 frames/s keeps up
@@ -55,6 +56,7 @@ class VgtuiApp(App[int]):
         self.start_source = start_source
         self.closing_sources = False
         self.exit_message = "quit"  # why the viewer ended the run: the trainer's end record says it
+        self.exit_cause = "quit"  # and its cause (vgtui.core.records.END_CAUSES)
         self.startup_error: str | None = None  # the trainer refused to start: said on the terminal after the UI
 
     def get_default_screen(self) -> Screen:
@@ -62,6 +64,12 @@ class VgtuiApp(App[int]):
             for s in self.sources:
                 s.start()
         return MainScreen(self.sources, fps=self.fps, screenshot_dir=self.screenshot_dir)
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Every notification as plain text: messages carry strings from metrics files and streams (a layer name,
+        an end message), which must never be read as markup nor reach the terminal as control characters."""
+        super().notify(shown(message), title=shown(title), severity=severity, timeout=timeout, markup=False)
 
     @property
     def main(self) -> MainScreen:
@@ -89,7 +97,7 @@ class VgtuiApp(App[int]):
         for s in self.sources:
             try:
                 if s.kind == "trainer":
-                    s.close(self.exit_message, timeout=timeout)
+                    s.close(self.exit_message, timeout=timeout, cause=self.exit_cause)
                 else:
                     s.close(timeout=timeout)
             except Exception:  # noqa: BLE001 - quitting must not fail
@@ -155,6 +163,7 @@ def run_app(app: VgtuiApp) -> int:
         got.append(signum)
         status = signals.exit_status(signum)
         app.exit_message = signals.message(signum)
+        app.exit_cause = signals.cause_of(signum)
         app.close_sources()
         if signum == signal.SIGHUP:  # the terminal is gone: nothing to restore, and Textual would wait on it
             os._exit(status)

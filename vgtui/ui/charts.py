@@ -9,13 +9,14 @@ never rescaled from the data, so a healthy run never looks as if it vanished whe
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import numpy as np
 import plotext as plt
 
 from vgtui.core.records import Hist
-from vgtui.ui.state import Metric
+from vgtui.ui.state import Metric, shown
 
 FIG = plt.figure
 
@@ -26,6 +27,14 @@ LOSS_COLOUR = 81
 TRAIN_COLOUR = 214
 TEST_COLOUR = 78
 USER_COLOURS = (214, 78, 177, 229)  # the user's metrics in the loss chart, in name order
+# A user's metric drawn on the accuracy axis (0..100%): one whose name says it is an accuracy ("acc", "val_acc",
+# "accuracy", "top1", "top-5") and whose values lie in 0..1. A learning rate or a fraction of another kind, also in
+# 0..1, is not an accuracy: the status line shows its latest value, no axis claims it.
+ACCURACY_NAME = re.compile(r"acc|top-?\d", re.IGNORECASE)
+
+
+def is_accuracy(name: str) -> bool:
+    return bool(ACCURACY_NAME.search(str(name)))
 EVENT_COLOUR = 177
 B_COLOUR = 213  # run B, beside run A in LOSS_COLOUR
 
@@ -92,15 +101,33 @@ def _downsample(x: np.ndarray, ys: list[np.ndarray], limit: int) -> tuple[np.nda
     return x[idx], [y[idx] for y in ys]
 
 
+def _bins(hist: Hist | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A histogram's (edges, counts) as floats when they can be drawn: at least one bin, len(edges) =
+    len(counts) + 1, finite edges (a file's odd histogram draws as none instead of failing)."""
+    if hist is None:
+        return None
+    try:
+        edges = np.asarray(hist.edges, dtype=float).ravel()
+        counts = np.asarray(hist.counts, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return None
+    if counts.size == 0 or edges.size != counts.size + 1 or not np.isfinite(edges).all():
+        return None
+    return edges, np.where(np.isfinite(counts) & (counts > 0), counts, 0.0)
+
+
+MAX_GRID = 48  # per-layer histograms drawn at most (a panel holds no more that can be read)
+
 # ---------------------------------------------------------------------------------------------- activations
 SPARK = " ▁▂▃▄▅▆▇█"
 
 
 def spark(hist: Hist, width: int) -> str:
     """A one-row histogram for tight layouts: `width` cells of ▁..█, each the max of the bins it covers."""
-    counts = np.asarray(hist.counts, dtype=float)
-    if width <= 0 or counts.size == 0:
+    bins = _bins(hist)
+    if width <= 0 or bins is None:
         return ""
+    counts = bins[1]
     groups = np.array_split(counts, min(width, counts.size))
     cells = np.array([g.max() if g.size else 0.0 for g in groups])
     top = cells.max()
@@ -115,8 +142,11 @@ def act_hist(hist: Hist, width: int, height: int, colour_code: int, colour: bool
     the layer's own largest bin (the shape is what tells saturation). The engine's bins are drawn as they
     are: an area through the bin centres, filled down to the axis."""
     _start(width, height, colour)
-    edges = np.asarray(hist.edges, dtype=float)
-    counts = np.asarray(hist.counts, dtype=float)
+    bins = _bins(hist)
+    if bins is None or bins[0][0] >= bins[0][-1]:
+        FIG.axes(False)
+        return _finish(colour)
+    edges, counts = bins
     centres = (edges[:-1] + edges[1:]) / 2
     top = counts.max() if counts.size and counts.max() > 0 else 1.0
     if counts.size > 2:  # one spike (ReLU's exact zeros, sigmoid pinned at 0 or 1) would flatten the rest:
@@ -143,8 +173,9 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
                 train_acc: Sequence[float], test_acc: Sequence[float], events: Sequence[int], total_steps: int,
                 width: int, height: int, colour: bool = True, user: dict[str, Sequence[float]] | None = None) -> str:
     """Training loss over steps (left axis, linear) and train/test accuracy per epoch (right axis, 0..100%);
-    `user`: the user's own metrics per probe (vgtui.watch's metrics=, aligned with `steps`), those whose values
-    all lie in 0..1 (accuracies, fractions) on the right axis as dots (the status shows every one's latest)."""
+    `user`: the user's own metrics per probe (vgtui.watch's metrics=, aligned with `steps`): the accuracies
+    (`is_accuracy`) whose values all lie in 0..1 on the right axis as dots (the status shows every one's latest).
+    """
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
     y = np.asarray(loss, dtype=float)
@@ -156,7 +187,8 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     if x.size:
         FIG.draw(FIG.signal(x.tolist(), y.tolist(), marker=_marker("hd", LOSS_COLOUR, colour)).lines())
     FIG.ruler("y", 0).lim(0, ymax)
-    for (name, vals), code in zip(sorted((user or {}).items()), USER_COLOURS):
+    accuracies = sorted((k, v) for k, v in (user or {}).items() if is_accuracy(k))
+    for (name, vals), code in zip(accuracies, USER_COLOURS):
         n = min(len(vals), len(steps))  # a history that grew between the two reads: the common part
         v = np.asarray(vals[:n], dtype=float)
         ok = np.isfinite(v)
@@ -285,7 +317,7 @@ def _legend(parts: Sequence[tuple[str, int]], width: int, colour: bool) -> str:
     """A line of (text, 256-colour code) parts over a chart, cut at `width` cells (Text.from_ansi would wrap it)."""
     out, room = [], width
     for text, code in parts:
-        text = text[:room]
+        text = shown(text)[:room]
         room -= len(text)
         if text:
             out.append(f"\x1b[38;5;{code}m{text}\x1b[0m" if colour else text)
@@ -374,10 +406,10 @@ COUNT_DECADES = 8  # log count axis: 1 .. 1e8, fixed
 def _grad_hist_on(p, hist: Hist | None, width: int, height: int, log_counts: bool, colour_code: int,
                   colour: bool, title: str | None) -> None:
     if title:
-        p.title(title)
-    if hist is not None:
-        edges = np.asarray(hist.edges, dtype=float)
-        counts = np.asarray(hist.counts, dtype=float)
+        p.title(shown(title))
+    bins = _bins(hist)
+    if bins is not None:
+        edges, counts = bins
         centres = (edges[:-1] + edges[1:]) / 2
         nz = counts > 0
         h = np.log10(counts[nz]) + 0.3 if log_counts else counts[nz]  # +0.3: a single count still shows
@@ -413,7 +445,9 @@ def grad_hist(hist: Hist | None, width: int, height: int, log_counts: bool, colo
 def grad_hist_grid(hists: Sequence[Hist | None], names: Sequence[str], width: int, height: int,
                    log_counts: bool, colour: bool = True) -> str:
     """Small multiples: one weight-gradient histogram per layer, same fixed axes, in a grid."""
-    n = len(names)
+    n = min(len(names), MAX_GRID)
+    if n == 1:  # one layer (a user's model of one Linear): plotext's 1x1 grid holds no subplot
+        return grad_hist(hists[0] if hists else None, width, height, log_counts, layer_colours(1)[0], colour, names[0])
     _start(width, height, colour)
     if n == 0:
         return _finish(colour)
@@ -428,7 +462,8 @@ def grad_hist_grid(hists: Sequence[Hist | None], names: Sequence[str], width: in
         p = FIG.subplot(i // cols + 1, i % cols + 1)
         p.theme(_THEMES[colour])
         if i < n:
-            _grad_hist_on(p, hists[i], width // cols, height // rows, log_counts, colours[i], colour, names[i])
+            _grad_hist_on(p, hists[i] if i < len(hists) else None, width // cols, height // rows, log_counts, colours[i],
+                          colour, names[i])
         else:
             p.axes(False)
             p.ruler("x").ticks([])
@@ -437,8 +472,9 @@ def grad_hist_grid(hists: Sequence[Hist | None], names: Sequence[str], width: in
 
 
 def sum_hists(hists: Sequence[Hist | None]) -> Hist | None:
-    hs = [h for h in hists if h is not None]
+    hs = [h for h in hists if _bins(h) is not None]
+    hs = [h for h in hs if np.shape(h.counts) == np.shape(hs[0].counts)]  # the bins of the first (a file's may differ)
     if not hs:
         return None
-    return Hist(hs[0].edges, np.sum([h.counts for h in hs], axis=0), sum(h.under for h in hs),
-                sum(h.over for h in hs), sum(h.zeros for h in hs))
+    return Hist(hs[0].edges, np.sum([_bins(h)[1] for h in hs], axis=0), sum(int(h.under) for h in hs),
+                sum(int(h.over) for h in hs), sum(int(h.zeros) for h in hs))

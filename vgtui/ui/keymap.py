@@ -37,6 +37,7 @@ class Key:
     show: bool = True  # in the footer
     priority: bool = False
     palette: str | None = None  # the command palette's title (None: not in the palette)
+    needs_file: bool = False  # does something only with a metrics file behind the run: not in the footer without
 
     def applies(self, kind: str) -> bool:
         return kind in self.sources
@@ -44,7 +45,8 @@ class Key:
 
 KEYMAP: tuple[Key, ...] = (
     Key("a", "activation(1)", "activation", "next / previous activation, live: the weights are kept (an event "
-        "in the metrics file)", TRAINER, "a / A", palette="Next activation"),
+        "in the metrics file); after the run has ended, at the next restart", TRAINER, "a / A",
+        palette="Next activation"),
     Key("A", "activation(-1)", "prev act", "previous activation, live", TRAINER, show=False,
         palette="Previous activation"),
     Key("i", "init", "init", "next weight init, restart from fresh weights", TRAINER, "i", palette="Next init"),
@@ -81,11 +83,12 @@ KEYMAP: tuple[Key, ...] = (
     Key("l", "log", "log/lin", "log / linear axes", ANY, "l", palette="Log / linear axes"),
     Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table", ANY, "tab",
         priority=True, palette="Next view"),
-    Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file (the path is shown)", TIME,
-        "e", palette="Export CSV"),
+    Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file, under a new name if that "
+        "one exists (the path is shown)", TIME, "e", palette="Export CSV", needs_file=True),
     Key("ctrl+s", "screenshot_svg", "SVG", "save an SVG screenshot (the path is shown)", ANY, "ctrl+s",
         priority=True, palette="Save SVG screenshot"),
-    Key("question_mark", "help", "help", "the key help screen", ANY, "?", display="?", palette="Key help"),
+    Key("question_mark", "help", "help", "the key help screen (esc closes it; another key closes it and acts)", ANY,
+        "?", display="?", palette="Key help"),
     Key("q", "quit", "quit", "quit (training stops within 2 s)", ANY, "q / ctrl+c", palette="Quit vgtui"),
     Key("ctrl+c", "quit", "quit", "quit", ANY, show=False, priority=True),
 )
@@ -107,9 +110,10 @@ def footer_cells(k: Key) -> int:
     return len(shown) + len(k.label) + ITEM_GAP
 
 
-def footer_keys(kind: str, width: int) -> list[Key]:
-    """The keys the footer shows at `width` columns, in FOOTER's order: the most important that fit."""
-    by_keys = {k.keys: k for k in KEYMAP if k.show and k.applies(kind)}
+def footer_keys(kind: str, width: int, metrics_file: bool = True) -> list[Key]:
+    """The keys the footer shows at `width` columns, in FOOTER's order: the most important that fit (without a
+    metrics file behind the run, none that needs one)."""
+    by_keys = {k.keys: k for k in KEYMAP if k.show and k.applies(kind) and (metrics_file or not k.needs_file)}
     room = width - PALETTE_CELLS
     out = []
     for name in FOOTER:
@@ -120,10 +124,11 @@ def footer_keys(kind: str, width: int) -> list[Key]:
     return out
 
 
-def bindings(kind: str, width: int = 1000) -> list[Binding]:
+def bindings(kind: str, width: int = 1000, metrics_file: bool = True) -> list[Binding]:
     """The screen's bindings for a source kind: the keys that apply (those in the footer at `width` columns
-    first, in the footer's order), and the others hidden and refused."""
-    shown = footer_keys(kind, width)
+    first, in the footer's order), and the others hidden and refused. Without a metrics file behind the run
+    (`metrics_file=False`), a key that needs one is bound but hidden: its action says why it does nothing."""
+    shown = footer_keys(kind, width, metrics_file)
     out = [Binding(k.keys, k.action, k.label, show=True, key_display=k.display, priority=k.priority)
            for k in shown]
     for k in KEYMAP:

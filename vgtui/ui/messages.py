@@ -13,9 +13,12 @@ from vgtui.core.records import EndRecord, EventRecord, NoticeRecord, RunRecord, 
 
 
 class RunStarted(Message, bubble=False):
-    def __init__(self, run: RunRecord) -> None:
+    """A run header: `before` is the configuration that ran until then (live changes included), None at first."""
+
+    def __init__(self, run: RunRecord, before=None) -> None:
         super().__init__()
         self.run = run
+        self.before = before
 
 
 class LiveChange(Message, bubble=False):
@@ -55,12 +58,14 @@ class TrainerNotice(Message, bubble=False):
 
 
 class ForkStarted(Message, bubble=False):
-    """Branch B's run header arrived: `state` is B's, already holding it."""
+    """Branch B's run header arrived: `state` is B's, already holding it; `before`: the previous B's configuration
+    (a forked run that restarted), else None."""
 
-    def __init__(self, state, run: RunRecord) -> None:
+    def __init__(self, state, run: RunRecord, before=None) -> None:
         super().__init__()
         self.state = state
         self.run = run
+        self.before = before
 
 
 class ForkEnded(Message, bubble=False):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -15,11 +16,17 @@ from vgtui.ui import keymap
 
 class HelpScreen(ModalScreen[None]):
     """The keys that work with this source (`kind`), from the key map. The text wraps to the terminal's width
-    and scrolls with the arrow keys where it is taller than the terminal (80x24 over SSH, no mouse)."""
+    and scrolls with the arrow keys where it is taller than the terminal (80x24 over SSH, no mouse).
+
+    Esc, ? and q close it. Any other key closes it and acts on the main screen: a person at a projector presses
+    Esc and the next key at once, and a terminal sends the two together (ESC l), which Textual reads as one key
+    (alt+l) when they come within its escape delay (0.1 s), or together over SSH. That key is the main screen's
+    `l`, not a key of the help."""
 
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=True),
                 Binding("up", "scroll(-1)", "scroll", show=False), Binding("down", "scroll(1)", "scroll", show=False),
                 Binding("pageup", "scroll(-10)", show=False), Binding("pagedown", "scroll(10)", show=False)]
+    OWN_KEYS = frozenset({"escape", "question_mark", "q", "up", "down", "pageup", "pagedown"})
 
     def __init__(self, kind: str = "trainer") -> None:
         super().__init__()
@@ -33,7 +40,7 @@ class HelpScreen(ModalScreen[None]):
             t.add_row(keys, what)
         with Vertical(id="help-box") as box:
             box.border_title = "vgtui keys · ? shows this screen"
-            box.border_subtitle = "? or esc closes · ↑ ↓ scroll"
+            box.border_subtitle = "? or esc closes · ↑ ↓ scroll · any other key closes it and acts"
             with VerticalScroll(id="help-scroll"):
                 yield Static(t, id="help-keys")
                 yield Static(Text("Bars: weight-gradient size per layer on a log axis with fixed decades, "
@@ -44,6 +51,22 @@ class HelpScreen(ModalScreen[None]):
 
     def action_dismiss(self, result=None) -> None:  # type: ignore[override]
         self.dismiss(None)
+
+    def on_key(self, event: events.Key) -> None:
+        """A key that is not the help's own: close the help, then the main screen gets the key (ESC + key: the key)."""
+        key, char = event.key, event.character
+        if key.startswith("alt+"):  # Esc and a key together
+            key = key[len("alt+"):]
+            if key.startswith("shift+") and len(key) == len("shift+") + 1:
+                key = key[-1].upper()
+            char = key if len(key) == 1 else None
+        elif key in self.OWN_KEYS:
+            return
+        event.stop()
+        event.prevent_default()
+        self.dismiss(None)
+        if key not in ("escape", "question_mark"):
+            self.app.call_after_refresh(self.app.post_message, events.Key(key, char))
 
     def action_scroll(self, lines: int) -> None:
         self.query_one("#help-scroll", VerticalScroll).scroll_relative(y=int(lines), animate=False)

@@ -66,6 +66,30 @@ def regime(value: float, last: float) -> str:
 
 
 HISTORY_POINTS = 2048  # the curves' points at most (a panel is at most a few hundred cells wide)
+USER_METRICS_SHOWN = 32  # a snapshot's own metrics (vgtui.watch's metrics=) kept and drawn at most; the rest are counted
+
+# Control characters (C0, DEL, C1) as visible text: a metrics file is data from another machine, and a
+# string from it must never reach the terminal as a control sequence (ESC ] 0 ; ... BEL retitles the window).
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.update({0x1B: "␛", 0x07: "␇", 0x09: " "})
+# and the characters that reorder or break what follows them (bidirectional overrides and isolates, line separators)
+_CONTROL.update({c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x2028, 0x202F), *range(0x2066, 0x206A))})
+_CONTROL.update({c: f"\\u{c:04x}" for c in range(0xD800, 0xE000)})  # lone surrogates: no terminal encoding takes them
+SEGMENT_CONTROL = {c: v for c, v in _CONTROL.items() if c != 0x0A}  # drawn lines: their own newlines stay
+
+
+def shown(value: object) -> str:
+    """`value` as text to draw: control characters made visible (ESC as ␛, others as \\xNN)."""
+    s = value if isinstance(value, str) else str(value)
+    return s.translate(_CONTROL) if not s.isprintable() else s
+
+
+def number(v: object) -> float:
+    """A value from a file as a float to draw (nan for what is not a number)."""
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
 
 
 class History:
@@ -94,10 +118,13 @@ class History:
             for i, name in enumerate(self.names):
                 v = getattr(by_name[name], k) if name in by_name else None
                 series[i].append(math.nan if v is None else v)  # None: the output layer's percentiles, old files
-        for k, v in (snap.metrics or {}).items():
+        metrics = snap.metrics or {}
+        for k in metrics:  # the first USER_METRICS_SHOWN names seen; the rest are not folded (the status counts them)
+            if len(self.user) >= USER_METRICS_SHOWN:
+                break
             self.user.setdefault(k, [math.nan] * (len(self.steps) - 1))
         for k, vals in self.user.items():
-            vals.append(float((snap.metrics or {}).get(k, math.nan)))
+            vals.append(number(metrics.get(k, math.nan)))
         if len(self.steps) >= self.cap:
             self._halve()
 
@@ -134,6 +161,7 @@ class RunState:
         self.run_of: tuple[int, int] | None = None  # (number, count) of the run shown, in a file of several
         self.upto: int | None = None  # the curves stop at this step (a file's cursor); None: everything
         self.lost = ""  # why a followed writer seems gone
+        self.damaged = ""  # why the snapshot under a file's cursor cannot be shown (a damaged line), else ""
         self.progress: ProgressRecord | None = None  # the trainer's latest tick between snapshots
         self.snap_version = 0
         self.epoch_version = 0
@@ -175,7 +203,7 @@ class RunState:
             if rec.config is not None:
                 self.config = RunConfig.from_dict(rec.config)
             self.layers = rec.layer_names
-            self.snap, self.end, self.lost, self.progress = None, None, "", None
+            self.snap, self.end, self.lost, self.progress, self.damaged = None, None, "", None, ""
             self.epochs, self.events = list(epochs), []
             for ev in events:
                 self._event(ev)
@@ -184,6 +212,27 @@ class RunState:
             self.run_version += 1
             self.snap_version += 1
             self.epoch_version += 1
+
+    def carry_on(self, other: "RunState", step: int) -> None:
+        """The kept branch of a fork goes on as this run (its new header just begun, at `step`): B's last snapshot,
+        progress, epochs, live changes and curves, so the screen shows where B is, not an empty run at step 0. Where
+        B's last word (a probe, a tick) is older than `step`, the run is said to be at `step`, with that loss."""
+        with other.lock:
+            snap, progress, epochs, events, history = (other.snap, other.progress, list(other.epochs),
+                                                       list(other.events), other.history)
+        last = progress if progress is not None and (snap is None or progress.step > snap.step) else snap
+        if last is not None and step > last.step:
+            spe = self.run.steps_per_epoch if self.run is not None and self.run.steps_per_epoch else 0
+            progress = ProgressRecord(step=step, epoch=(step - 1) // spe + 1 if spe else last.epoch,
+                                      elapsed_s=last.elapsed_s, steps_per_s=0.0,
+                                      loss=last.loss if isinstance(last, ProgressRecord) else last.loss_avg)
+        with self.lock:
+            self.snap, self.progress, self.epochs, self.events = snap, progress, epochs, events
+            if history.names == self.layers:
+                self.history = history
+            self.snap_version += 1
+            self.epoch_version += 1
+            self.progress_version += 1
 
     def _event(self, rec: EventRecord) -> None:
         if "activation" in rec.set and self.config is not None:
@@ -194,6 +243,15 @@ class RunState:
         """A file's cursor: the snapshot at `index` of `count`; `end` when it is the run's last."""
         with self.lock:
             self.snap, self.position, self.upto, self.end = snap, (index, count), snap.step, end
+            self.damaged = ""
+            self.snap_version += 1
+
+    def show_damaged(self, why: str, index: int, count: int, step: int | None, end: EndRecord | None = None) -> None:
+        """A file's cursor on a snapshot whose line cannot be read: no snapshot is shown, the position is, and
+        the curves stop at the step the index read for it (`step`, None when not known)."""
+        with self.lock:
+            self.snap, self.position, self.end, self.damaged = None, (index, count), end, why
+            self.upto = step if step is not None else self.upto
             self.snap_version += 1
 
     def add_history(self, snaps) -> None:

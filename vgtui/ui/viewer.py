@@ -28,16 +28,17 @@ from textual.widgets import ContentSwitcher, Footer, Static
 from textual.worker import get_current_worker
 
 from vgtui.core.config import ACTIVATIONS, INITS, RunConfig, next_choice
+from vgtui.core.metrics import MetricsFileError
 from vgtui.core.records import (EndRecord, EventRecord, Fork, NoticeRecord, Pause, Restart, RunRecord, SetActivation,
-                                SetLR, SetSpeedCap, StatusRecord, StepOnce)
-from vgtui.sources.base import Source
+                                SetLR, SetSpeedCap, Snapshot, StatusRecord, StepOnce)
+from vgtui.sources.base import RecordedSource, Source, TrainerSource
 from vgtui.sources.file import BranchSource
 from vgtui.ui import charts, keymap
 from vgtui.ui.messages import (Acknowledged, ForkEnded, ForkStarted, LiveChange, RunEnded, RunStarted, SourceLost,
                                TrainerNotice)
 from vgtui.ui.screens import FailureScreen, HelpScreen
-from vgtui.ui.state import CURVE_KEYS, PRE, RunState, metric
-from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar
+from vgtui.ui.state import CURVE_KEYS, PRE, RunState, metric, shown
+from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar, markup
 
 MIN_SIZE = (80, 24)
 SPEED_CAPS: tuple[float | None, ...] = (None, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5)
@@ -45,8 +46,18 @@ PACES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # a replay's speed ag
 VIEWS = ("overview", "histograms", "layers")
 VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table"}
 MAX_DEPTH = 20
+MAX_LEGEND = 40  # layers named under the curves panel at most (a border line holds no more)
 FOLLOW_POLL_S = 0.25  # how often a followed file is checked for new lines
 STALL_S = 5.0  # a running trainer silent for this long (and 3 snapshot intervals) is said to be stalled
+
+
+def changes(old: RunConfig, new: RunConfig) -> str:
+    """What a restart changes, as a person reads it: 'depth 5 → 2', 'batchnorm off → on, lr 0.01 → 0.001'."""
+    def word(v: object) -> str:
+        return ("on" if v else "off") if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    a, b = old.to_dict(), new.to_dict()
+    return ", ".join(f"{k} {word(a.get(k))} → {word(b[k])}" for k in b if k != "seed" and a.get(k) != b[k])
 
 
 def hexc(code: int) -> str:
@@ -73,6 +84,8 @@ class MainScreen(Screen):
         self.state = self.states[0]
         self.branch_focus = 0  # the run the single-run views show (the histograms); in a fork, the branch `f` keeps
         self.ending_fork: str | None = None  # the branch `f` asked the trainer to keep, until B's end record comes
+        self._user_metrics = 0  # the user's metrics the titles were made for
+        self.fork_pending = False  # `f` forked, B's header not yet here: the recipe keys already change B
         self.fps = max(float(fps), 0.2)
         self.screenshot_dir = screenshot_dir or os.getcwd()
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
@@ -81,8 +94,13 @@ class MainScreen(Screen):
         self._last_word = time.monotonic()  # when the live source last sent anything
         self.stalled = False
         self._play_from: tuple[float, float] | None = None  # (monotonic, elapsed_s) when play started
-        self._bindings = BindingsMap(keymap.bindings(self.kind))
+        self._bindings = BindingsMap(keymap.bindings(self.kind, metrics_file=self._has_file))
         self._footer_width = 0
+
+    @property
+    def _has_file(self) -> bool:
+        """A metrics file behind the run on screen: `e` (export) is offered in the footer only then."""
+        return bool(self.source.metrics_path)
 
     @property
     def colour(self) -> bool:
@@ -98,13 +116,29 @@ class MainScreen(Screen):
         return self.kind == "trainer" and len(self.states) > 1
 
     @property
+    def to_b(self) -> bool:
+        """The recipe keys change B: during a fork, and from the `f` that asked for one (the trainer reads the
+        commands in order: the fork first, then the change, which is B's); no longer from the `f` that ends it (then
+        the change is the kept run's, which the trainer runs without a branch by the time it reads the change)."""
+        return (self.forked and self.ending_fork is None) or self.fork_pending
+
+    @property
+    def ended(self) -> bool:
+        """The run has ended (completed, diverged, failed): nothing trains until `r`."""
+        end = self.state.end
+        return self.kind == "trainer" and end is not None and end.status != "interrupted"
+
+    @property
     def focused_state(self) -> RunState:
         return self.states[min(self.branch_focus, len(self.states) - 1)]
 
     @property
     def target(self) -> RunState:
-        """The run the recipe keys change: B during a fork (A is the control), else the run."""
-        return self.states[1] if self.forked else self.state
+        """The run the recipe keys change: B during a fork (A is the control), else the run (while a fork ends: the
+        branch it keeps)."""
+        if self.forked and (self.ending_fork is None or self.ending_fork == "B"):
+            return self.states[1]
+        return self.state
 
     # ------------------------------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -161,7 +195,7 @@ class MainScreen(Screen):
         w, h = self.app.size
         if w != self._footer_width:  # the footer shows the keys that fit (q and ? always: keymap.FOOTER)
             self._footer_width = w
-            self._bindings = BindingsMap(keymap.bindings(self.kind, w))
+            self._bindings = BindingsMap(keymap.bindings(self.kind, w, metrics_file=self._has_file))
             self.refresh_bindings()
         small = w < MIN_SIZE[0] or h < MIN_SIZE[1]
         self.set_class(small, "too-small")
@@ -259,7 +293,7 @@ class MainScreen(Screen):
             scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log else "linear y"
             flow.border_title = f"{m.label} per layer over steps · {scale}"
         if self.compare:
-            a, b = (st.label for st in self.states)
+            a, b = (markup(st.label) for st in self.states)
             loss.border_subtitle = flow.border_subtitle = (f"[{hexc(charts.LOSS_COLOUR)}]━ A {a}[/] "
                                                            f"[{hexc(charts.B_COLOUR)}]━ B {b}[/]")
             flow.border_subtitle += " · last hidden layer" if self.metric == PRE else " · first and last layer"
@@ -268,11 +302,15 @@ class MainScreen(Screen):
                                     f"[{hexc(78)}]● test acc[/] [{hexc(177)}]│ live change[/]")
             s = self.state
             if s.run is not None and s.run.config is None:  # a user's run (vgtui.watch): no epochs, maybe metrics=
-                loss.border_subtitle = f"[{hexc(81)}]━ loss (avg per probe)[/]" + (
-                    f" [{hexc(214)}]• your metrics in 0..1[/]" if s.snap is not None and s.snap.metrics else "")
+                with s.lock:  # the user's accuracies, in the colours the chart gives them (charts.loss_curves)
+                    accuracies = sorted(k for k in s.history.user if charts.is_accuracy(k))
+                loss.border_subtitle = f"[{hexc(81)}]━ loss (avg per probe)[/]" + "".join(
+                    f" [{hexc(c)}]• {markup(k)}[/]" for k, c in zip(accuracies, charts.USER_COLOURS))
             names = self.state.layers
             cols = charts.layer_colours(len(names))
-            flow.border_subtitle = " ".join(f"[{hexc(c)}]━{n}[/]" for n, c in zip(names, cols))
+            flow.border_subtitle = " ".join(f"[{hexc(c)}]━{markup(n)}[/]" for n, c in zip(names[:MAX_LEGEND], cols))
+            if len(names) > MAX_LEGEND:
+                flow.border_subtitle += f" … {len(names) - MAX_LEGEND:,} more"
             if self.metric == PRE:  # the chart names the layers it draws (the hidden ones)
                 flow.border_subtitle = ""
         counts = "log counts, fixed decades 1…1e8" if self.log else "linear counts"
@@ -281,7 +319,8 @@ class MainScreen(Screen):
         self.query_one("#hist-grid", Panel).border_title = "per layer: the same axes"
         if self.compare:  # two runs: the histograms show the one in focus
             tag = "AB"[min(self.branch_focus, len(self.states) - 1)]
-            self.query_one("#hist-all", Panel).border_title += f" · run {tag} {self.focused_state.label} (o: the other)"
+            self.query_one("#hist-all", Panel).border_title += (f" · run {tag} {markup(self.focused_state.label)} "
+                                                                 "(o: the other)")
 
     def _update_tabs(self) -> None:
         parts = []
@@ -296,6 +335,9 @@ class MainScreen(Screen):
         a second, see Panel.min_interval; `force` skips that, for a key the person just pressed)."""
         if self.has_class("too-small") or not self.is_mounted:
             return
+        if len(self.state.history.user) != self._user_metrics:  # the loss panel's legend names the user's accuracies
+            self._user_metrics = len(self.state.history.user)
+            self._titles()
         changed = False
         with self.app.batch_update():
             for panel in self.visible_panels():
@@ -340,9 +382,10 @@ class MainScreen(Screen):
                 continue
             if getattr(rec, "branch", None) == "B":  # the fork's records go to B's state
                 if isinstance(rec, RunRecord):
+                    before = branch.config if branch is not None else None
                     branch = RunState(None, f"fork@{rec.forked_at or 0:,}")
                     branch.begin(rec)
-                    self.post_message(ForkStarted(branch, rec))
+                    self.post_message(ForkStarted(branch, rec, before))
                 elif branch is not None:
                     branch.apply(rec)
                     if isinstance(rec, EndRecord):
@@ -350,9 +393,13 @@ class MainScreen(Screen):
                     elif isinstance(rec, EventRecord):
                         self.post_message(LiveChange(rec))
                 continue
+            before = state.config
             state.apply(rec)  # snapshots and epochs: the frame timer redraws what changed
             if isinstance(rec, RunRecord):
-                self.post_message(RunStarted(rec))
+                if rec.forked_at is not None and branch is not None:  # the fork ended keeping B: B goes on
+                    state.carry_on(branch, rec.forked_at)
+                    branch = None
+                self.post_message(RunStarted(rec, before))
             elif isinstance(rec, EventRecord):
                 self.post_message(LiveChange(rec))
             elif isinstance(rec, EndRecord):
@@ -391,14 +438,22 @@ class MainScreen(Screen):
 
     @on(RunStarted)
     def _on_run(self, message: RunStarted) -> None:
-        self.paused = False  # a new run starts running; a later pause comes with its own acknowledgement
+        kept_b = message.run.forked_at is not None and self.kind == "trainer"
+        if not kept_b:  # a new run starts running; B kept goes on as the trainer was (paused or not)
+            self.paused = False  # a later pause comes with its own acknowledgement
         self._acknowledged()
-        if message.run.forked_at is not None and self.kind == "trainer":
+        if kept_b:
             self.notice = f"the fork ended at step {message.run.forked_at:,}: B goes on as the run"
             self.notify(self.notice, timeout=4)
         elif self.state.runs > 1 and not (self.forked and self.pending is not None):
-            what = self.state.config.describe() if self.state.config is not None else message.run.model
-            self.notice = f"restarted: {what}" if self.kind == "trainer" else f"a new run started: {what}"
+            cfg = self.state.config
+            what = cfg.describe() if cfg is not None else message.run.model
+            if self.kind != "trainer":
+                self.notice = f"a new run started: {what}"
+            elif message.before is not None and cfg is not None and changes(message.before, cfg):
+                self.notice = f"restarted: {changes(message.before, cfg)} (fresh weights)"
+            else:
+                self.notice = f"restarted with the same configuration, fresh weights: {what}"
             self.notify(self.notice, timeout=4)
         elif message.run.notice:
             self.notice = message.run.notice
@@ -422,11 +477,13 @@ class MainScreen(Screen):
     @on(ForkStarted)
     def _on_fork(self, message: ForkStarted) -> None:
         restarted = self.forked
+        self.fork_pending = False
         self.states = [self.state, message.state]
         self._acknowledged()
         if restarted:  # a recipe change restarted A and B: the notice already says so
+            changed = changes(message.before, message.state.config) if message.before is not None else ""
             self.notice = (f"restarted A and B from seed {self.state.config.seed}: "
-                           f"B = {message.state.config.describe()}")
+                           f"B = {message.state.config.describe()}" + (f" ({changed})" if changed else ""))
         else:
             self.notice = (f"forked at step {message.run.forked_at:,}: B = A; a L change B, i b s + - r restart "
                            "both; o focus, f ends")
@@ -453,6 +510,8 @@ class MainScreen(Screen):
     @on(RunEnded)
     def _on_end(self, message: RunEnded) -> None:
         end = message.end
+        if end.status != "interrupted":  # a fork asked for just before the end never comes
+            self.fork_pending = False
         self.notice = ""  # the status line now says how the run ended
         again = " r runs it again." if self.kind == "trainer" else ""
         if end.status == "failed" and self.kind == "trainer" and self.state.run is None:
@@ -477,8 +536,11 @@ class MainScreen(Screen):
         if self.kind != "trainer":
             self.notice = message.why or "the stream ended"
             return
-        death = self.source.death() if hasattr(self.source, "death") else "the trainer ended"
-        written = self.source.ensure_end("failed", death) if hasattr(self.source, "ensure_end") else None
+        src = self.source
+        if isinstance(src, TrainerSource):  # it says how it died, and writes the end record its run lacks
+            death, written = src.death(), src.ensure_end("failed", src.death(), "trainer-died")
+        else:
+            death, written = "the trainer ended", None
         if written is not None:
             self.state.apply(written)
         hint = ("vgtui wrote its end record (status failed)." if written is not None else
@@ -513,6 +575,8 @@ class MainScreen(Screen):
         history filled in the background."""
         src, st = self.sources[i], self.states[i]
         run = src.run
+        if run is None:
+            return
         st.begin(run.header, run.epochs, run.events)
         st.run_of = (src.run_number, len(src.runs)) if len(src.runs) > 1 else None
         if i == 0:
@@ -520,25 +584,50 @@ class MainScreen(Screen):
         else:
             self._align()
         # after the first frame: parsing the history must not hold the GIL while the first screen is drawn
-        self.call_after_refresh(self._fill_history, i, run)
+        self.call_after_refresh(self._fill_history, st, src, run, st.runs)
         if src.notice:
-            self.notify(src.notice, severity="warning", timeout=8)
-            self.notice = src.notice
+            self.notify(shown(src.notice), severity="warning", timeout=8)
+            self.notice = shown(src.notice)
         self._titles()
 
+    @staticmethod
+    def _snapshot(run, index: int) -> tuple[Snapshot | None, str]:
+        """Snapshot `index` of `run`, or why it cannot be shown: a damaged line (MetricsFileError, one line), or
+        a line the index took that has since changed (the file was rewritten)."""
+        try:
+            return run.snapshot(index), ""
+        except MetricsFileError as e:
+            return None, str(e)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            return None, f"snapshot {index + 1} cannot be read ({type(e).__name__}: {e})"
+
+    def _show_at(self, st: RunState, run, index: int) -> None:
+        """Put `st`'s cursor on snapshot `index` of `run`; a damaged one shows as damaged (a notice, its position,
+        the curves up to its step), and the cursor keys go on to its neighbours."""
+        n = run.n_snapshots
+        end = run.end if index == n - 1 else None
+        snap, why = self._snapshot(run, index)
+        if snap is not None:
+            st.show(snap, index, n, end)
+            return
+        steps = run.snapshot_steps
+        st.show_damaged(shown(why), index, n, int(steps[index]) if index < len(steps) else None, end)
+        self.notice = f"snapshot {index + 1:,} is damaged: {shown(why)}"
+
     @work(thread=True, group="history")
-    def _fill_history(self, i: int, run) -> None:
+    def _fill_history(self, st: RunState, src: RecordedSource, run, runs: int) -> None:
         """The curves: every snapshot of the run folded into the bounded history, in chunks so that the cursor
         keys keep answering (each key parses its one snapshot on the UI thread); for a followed file, then each
-        new snapshot as it is indexed. The only writer of this run's history, so its steps stay in order."""
+        new snapshot as it is indexed. The only writer of this run's history (`runs`: while `st` shows this
+        opening of the run), so its steps stay in order. A damaged snapshot is left out of the curves."""
         worker = get_current_worker()
-        st, src = self.states[i], self.sources[i]
         done = 0
-        while not worker.is_cancelled and st.run is run.header:
+        while not worker.is_cancelled and st.run is run.header and st.runs == runs:
             n = run.n_snapshots
             if done < n:
                 stop = min(done + 50, n)
-                st.add_history(list(run.iter_snapshots(done, stop)))  # parsed before the state's lock is taken
+                snaps = [s for s in (self._snapshot(run, k)[0] for k in range(done, stop)) if s is not None]
+                st.add_history(snaps)  # parsed before the state's lock is taken
                 done = stop
             elif not src.follow or run.end is not None:
                 return
@@ -547,28 +636,33 @@ class MainScreen(Screen):
 
     def _seek_index(self, index: int) -> None:
         """Put run A's cursor on snapshot `index` (clamped), and B's on the same step."""
-        src, st = self.source, self.state
-        run = src.run
-        n = run.n_snapshots
-        if n == 0:
+        run = self.source.run
+        if run is None or run.n_snapshots == 0:
             return
-        index = min(max(index, 0), n - 1)
-        st.show(run.snapshot(index), index, n, run.end if index == n - 1 else None)
+        index = min(max(index, 0), run.n_snapshots - 1)
+        self._show_at(self.state, run, index)
         if self.compare:
             self._align()
 
     def _align(self) -> None:
-        """Run B's cursor on its last snapshot at or before A's step (the runs are aligned by step)."""
+        """Run B's cursor on its last snapshot at or before A's step (the runs are aligned by step, read from the
+        index: A's snapshot may be damaged). A state whose run is not its source's run any more (`p` to a run with
+        another fork, or none) is left to `_show_branch`."""
+        a, pos = self.source.run, self.state.position
+        if a is not None and pos is not None and pos[0] < a.n_snapshots:
+            step = int(a.snapshot_steps[pos[0]])
+        else:
+            step = self.state.step
         for src, st in zip(self.sources[1:], self.states[1:]):
             run = src.run
-            n = run.n_snapshots
-            if n == 0:
+            if run is None or st.run is not run.header or run.n_snapshots == 0:
                 continue
-            j = run.index_of_step(self.state.snap.step if self.state.snap else 0)
+            n = run.n_snapshots
+            j = run.index_of_step(step)
             end = run.end if j == n - 1 else None
-            if st.position == (j, n) and st.end is end and st.snap is not None:
+            if st.position == (j, n) and st.end is end and (st.snap is not None or st.damaged):
                 continue  # shown already (a followed file polls it several times a second)
-            st.show(run.snapshot(j), j, n, end)
+            self._show_at(st, run, j)
 
     def _at_end(self) -> bool:
         pos = self.state.position
@@ -579,15 +673,21 @@ class MainScreen(Screen):
         src, st = self.source, self.state
         try:
             change = src.poll()
-        except ValueError as e:  # the file became unreadable (MetricsFileError: one line)
-            self.notice = str(e)
+        except (ValueError, OSError, IndexError) as e:  # the file became unreadable (MetricsFileError: one line)
+            self.notice = shown(e)
+            return
+        if src.run is None:
             return
         if change.new_run:
             self._open_run(0)
             n = len(src.runs)
-            self.notice = f"showing run {src.run_number} of {n} in {st.label}" if n > 1 else f"following {st.label}"
+            self.notice = (f"showing run {src.run_number} of {n} in {shown(st.label)}" if n > 1
+                           else f"following {shown(st.label)}")
             self._show_branch()
             return
+        if change.notice:  # the reader skipped a damaged line appended since, or read the file again
+            self.notice = shown(change.notice)
+            self.notify(self.notice, severity="warning", timeout=8)
         if change.new_epochs:
             st.add_epochs(change.new_epochs)
         if change.new_snapshots:
@@ -597,12 +697,12 @@ class MainScreen(Screen):
         if change.ended and self._at_end():
             self._seek_index(src.run.n_snapshots - 1)
             end = src.run.end
-            self.notice = "" if end.status in ("diverged", "failed") else (
+            self.notice = "" if end.status in ("diverged", "failed") else shown(
                 f"the run ended: {end.status}" + (f" ({end.message})" if end.message else ""))
         if change.lost and change.lost != st.lost:
             st.lost = change.lost
-            self.notice = change.lost
-            self.notify(change.lost, severity="warning", timeout=8)
+            self.notice = shown(change.lost)
+            self.notify(self.notice, severity="warning", timeout=8)
         self._show_branch()
 
     def _show_branch(self) -> None:
@@ -623,22 +723,25 @@ class MainScreen(Screen):
         if len(self.states) == 1 or self.states[1].run is not branch.header:
             self.states = [self.state, RunState(None, self.sources[1].label)]
             self._open_run(1)
-            self.notice = f"{self.state.label or 'the run'} was forked at step {branch.header.forked_at or 0:,}: its fork is B"
+            at = branch.header.forked_at
+            self.notice = (f"{shown(self.state.label) or 'the run'} was forked at step "
+                           f"{at if isinstance(at, int) else 0:,}: its fork is B")
         self._align()  # B's snapshots are written just after A's: show B's as it arrives
 
     def _play(self) -> None:
         """Playback at the recorded pace (times `pace`): the cursor goes to the last snapshot whose elapsed
-        time the replay clock has passed."""
-        if self.paused or self.kind != "file" or self.state.snap is None:
+        time the replay clock has passed (read from the index: a damaged snapshot is passed over like another)."""
+        run, pos = self.source.run, self.state.position
+        if self.paused or self.kind != "file" or run is None or pos is None or pos[0] >= run.n_snapshots:
             self._play_from = None
             return
+        i, n = pos
+        elapsed = run.snapshot_elapsed
         now = time.monotonic()
         if self._play_from is None:
-            self._play_from = (now, self.state.snap.elapsed_s)
+            self._play_from = (now, float(elapsed[i]))
             return
         t0, e0 = self._play_from
-        run, (i, n) = self.source.run, self.state.position
-        elapsed = run.snapshot_elapsed
         j = max(int(elapsed.searchsorted(e0 + (now - t0) * self.pace, side="right")) - 1, i)
         if j != i:
             self._seek_index(j)
@@ -653,17 +756,20 @@ class MainScreen(Screen):
         presses (b, s, b) each count even before the trainer acknowledged the one before. During a fork: B's."""
         return self.pending or self.target.config
 
-    def _restart(self, cfg: RunConfig, why: str | None = None) -> None:
+    def _restart(self, cfg: RunConfig) -> None:
         cfg = cfg.validate()
-        if self.forked:  # A and B start again together, from the same seed: the comparison stays fair
+        running = self.target.config
+        changed = changes(running, cfg) if running is not None else ""
+        if self.to_b:  # A and B start again together, from the same seed: the comparison stays fair
             self.source.send(Restart(cfg.to_dict(), branch="B"))
             self.pending = cfg
             self.notice = (f"restarting A and B from seed {self.state.config.seed}: B = "
-                           f"{cfg.describe()}" + (f" ({why})" if why else "") + " …")
+                           f"{cfg.describe()}" + (f" ({changed})" if changed else "") + " …")
             return
         self.source.send(Restart(cfg.to_dict()))
         self.pending = cfg
-        self.notice = f"restarting: {cfg.describe()}" + (f" ({why})" if why else "") + " …"
+        self.notice = (f"restarting: {changed} …" if changed else
+                       f"restarting with the same configuration, fresh weights: {cfg.describe()} …")
 
     def action_unavailable(self, label: str, needs: str) -> None:
         what = {"file": f"a replay of {self.source.label}", "stream": "a stream of records"}.get(self.kind, "")
@@ -672,9 +778,10 @@ class MainScreen(Screen):
     def action_activation(self, step: int) -> None:
         cfg = self.wanted
         new = next_choice(cfg.activation, ACTIVATIONS, int(step))
-        self.source.send(SetActivation(new, branch="B" if self.forked else None))
+        self.source.send(SetActivation(new, branch="B" if self.to_b else None))
         self.pending = cfg.replace(activation=new)
-        self.notice = ("B: " if self.forked else "") + f"activation → {new} (live, weights kept)"
+        when = "at the next restart (r): the run has ended" if self.ended else "(live, weights kept)"
+        self.notice = ("B: " if self.to_b else "") + f"activation → {new} {when}"
         self.notify(self.notice, timeout=3)
 
     def action_init(self) -> None:
@@ -702,21 +809,25 @@ class MainScreen(Screen):
 
     def action_lower_lr(self) -> None:
         cfg = self.wanted
-        if self.forked:  # B's learning rate changes at once, its weights kept
+        if self.to_b:  # B's learning rate changes at once, its weights kept
             self.source.send(SetLR(cfg.lr / 10, branch="B"))
             self.pending = cfg.replace(lr=cfg.lr / 10)
-            self.notice = f"B: lr {cfg.lr:g} → {cfg.lr / 10:g} (live, weights kept)"
+            when = "at the next restart (r): the run has ended" if self.ended else "(live, weights kept)"
+            self.notice = f"B: lr {cfg.lr:g} → {cfg.lr / 10:g} {when}"
             return
-        self._restart(cfg.replace(lr=cfg.lr / 10), why=f"lr {cfg.lr:g} → {cfg.lr / 10:g}")
+        self._restart(cfg.replace(lr=cfg.lr / 10))
 
     def action_fork(self) -> None:
         """Fork the run (B copies A, and the recipe keys change B), or end the fork keeping the focused branch."""
         if self.forked and self.state.end is not None:
             self.notify("f: the run has ended with its fork; r starts A and B again", severity="warning", timeout=4)
             return
-        if self.forked:
-            self.ending_fork = keep = "AB"[self.branch_focus]
+        if self.to_b:  # (f f: the fork asked for is not here yet, and ends keeping A)
+            self.ending_fork = keep = "AB"[self.branch_focus] if self.forked else "A"
             self.source.send(Fork(False, keep=keep))
+            self.fork_pending = False
+            if keep == "A":  # a change asked of B, not yet acknowledged, goes with B
+                self.pending = None
             self.notice = f"ending the fork: keeping {keep} …"
             return
         if self.state.run is None or self.state.end is not None:
@@ -725,6 +836,7 @@ class MainScreen(Screen):
             return
         self.source.send(Fork(True))
         self.pending = None
+        self.fork_pending = True
         self.notice = "forking: B copies A (weights, optimiser state, step, data order) …"
 
     def action_focus(self) -> None:
@@ -810,17 +922,25 @@ class MainScreen(Screen):
             self.notify("e: no metrics file behind this run (start vgtui with --metrics PATH)", severity="warning",
                         timeout=5)
             return
+        if self.kind == "file" and self.source.run is None:  # following a file that holds no run yet
+            self.notify("e: no run in the file yet: nothing to export", severity="warning", timeout=5)
+            return
         self.notice = "writing the CSV…"
         self._export()
 
     @work(thread=True, group="export")
     def _export(self) -> None:
-        """The run on screen as CSV (vgtui.export.write_csv), beside its metrics file, or in the screenshot folder
-        when that one is not writable: run.csv, or run-2.csv for the second run of a file with several."""
+        """The run on screen as CSV (vgtui.export.write_csv_new), beside its metrics file, or in the screenshot
+        folder when that one is not writable: run.csv, or run-2.csv for the second run of a file with several.
+        Nothing is ever overwritten (the metrics file itself, a CSV already there, a link): the first free name
+        of run-2.csv, run-3.csv... is taken instead, and said."""
+        import re
+
         from vgtui.core.metrics import MetricsIndex
-        from vgtui.export import write_csv
+        from vgtui.export import write_csv_new
 
         path = self.source.metrics_path
+        damaged: list[str] = []
 
         def out_path(number: int, count: int) -> str:
             stem = os.path.splitext(os.path.basename(path))[0] + (f"-{number}" if count > 1 else "")
@@ -829,23 +949,42 @@ class MainScreen(Screen):
 
         try:
             if self.kind == "file":
-                out = out_path(self.source.run_number, len(self.source.runs))
-                rows = write_csv(self.source.run, out)
+                wanted = out_path(self.source.run_number, len(self.source.runs))
+                out, rows = write_csv_new(self.source.run, wanted, on_damaged=damaged.append)
             else:  # the trainer's file: its latest run is the one on screen
                 with MetricsIndex(path) as index:
-                    out = out_path(len(index.runs), len(index.runs))
-                    rows = write_csv(index.runs[-1], out)
-        except (OSError, ValueError) as e:
-            self.app.call_from_thread(self.notify, f"e: could not write the CSV: {e}", severity="error")
+                    wanted = out_path(len(index.runs), len(index.runs))
+                    out, rows = write_csv_new(index.runs[-1], wanted, on_damaged=damaged.append)
+        except Exception as e:  # noqa: BLE001 - a file that cannot be exported is a notice, never a crash
+            why = e.strerror if isinstance(e, OSError) and e.strerror else (
+                e if isinstance(e, ValueError) else f"{type(e).__name__}: {e}")
+            self.app.call_from_thread(self.notify, f"e: could not write the CSV: {why}", severity="error")
             return
-        self.app.call_from_thread(setattr, self, "notice", f"CSV written: {out} ({rows:,} rows)")
+        said = f"CSV written: {out} ({rows:,} rows"
+        if out != wanted:
+            said += f"; {os.path.basename(wanted)} exists: left as it is"
+        if damaged:
+            lines = ", ".join(m.group(1) for d in damaged[:5] if (m := re.search(r"line (\d+)", d)))
+            said += (f"; {len(damaged):,} damaged snapshot{'s' * (len(damaged) != 1)} skipped: line "
+                     f"{lines}{'…' if len(damaged) > 5 else ''}")
+        said += ")"
+        self.app.call_from_thread(setattr, self, "notice", said)
+        if out != wanted or damaged:
+            self.app.call_from_thread(self.notify, said, severity="warning", timeout=8)
 
     def action_screenshot_svg(self) -> None:
-        name = time.strftime("vgtui_%Y%m%d_%H%M%S.svg")
+        """An SVG of the screen in the screenshot folder, under a new name (vgtui_DATE_TIME.svg, or -2, -3...
+        within the same second): never over an existing file or through a link (vgtui.core.outfile)."""
+        from vgtui.core.outfile import numbered, write_new
+
+        folder = os.path.expanduser(self.screenshot_dir)
+        name = os.path.join(folder, time.strftime("vgtui_%Y%m%d_%H%M%S.svg"))
         try:
-            path = self.app.save_screenshot(filename=name, path=self.screenshot_dir)
-        except OSError as e:
-            self.notice = f"screenshot not saved: {self.screenshot_dir}: {e.strerror or e}"
+            svg = self.app.export_screenshot().encode("utf-8")
+            path, _ = write_new(numbered(name), lambda f: f.write(svg))
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            self.notice = f"screenshot not saved: {self.screenshot_dir}: {why}"
             self.notify(self.notice, severity="error", timeout=8)
             return
         self.notice = f"screenshot saved: {path}"

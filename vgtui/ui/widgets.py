@@ -9,14 +9,18 @@ import math
 import time
 from typing import TYPE_CHECKING, Callable
 
+from itertools import islice
+
 from rich.console import Group
+from rich.markup import escape
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
 from vgtui.core.diagnosis import badge, explain, explain_learning
 from vgtui.ui import charts
-from vgtui.ui.state import RunState, bar_metric
+from vgtui.ui.state import SEGMENT_CONTROL, RunState, bar_metric, number, shown
 
 if TYPE_CHECKING:
     from vgtui.ui.viewer import MainScreen
@@ -26,6 +30,39 @@ REGIME_STYLE = {"vanishing": "color(214)", "healthy": "color(78)", "exploding": 
 BADGE_STYLE = {"vanishing": "bold black on color(214)", "healthy": "bold black on color(78)",
                "exploding": "bold black on color(201)", "diverged": "bold white on color(196)",
                "loss rising": "bold black on color(201)", "not learning": "bold black on color(214)"}
+
+
+STATUS_METRICS = 6  # the user's own metrics the status line names at most (the rest are counted)
+
+
+def markup(value: object) -> str:
+    """A string from a file, to put inside Textual/Rich markup (a border title, a notification): shown as text,
+    its brackets escaped and its control characters made visible."""
+    return escape(shown(value))
+
+
+class Visible:
+    """A renderable drawn with every control character in its text made visible: whatever a file held that got
+    into a panel (a layer name, a label in a chart) reaches the terminal as text, never as a control sequence.
+    Segments Rich marks as control codes are its own and pass unchanged."""
+
+    def __init__(self, renderable: object):
+        self.renderable = renderable
+
+    def __rich_console__(self, console, options):
+        for seg in console.render(self.renderable, options):
+            text = seg.text
+            if seg.control is None and not text.isprintable():
+                clean = text.translate(SEGMENT_CONTROL)
+                if clean != text:
+                    seg = Segment(clean, seg.style)
+            yield seg
+
+
+def no_snapshot(s: RunState, tag: str = "") -> Text:
+    """What a panel shows without a snapshot: the damaged line under the cursor, or the wait for the first."""
+    what = "this snapshot's line is damaged (← / → show its neighbours)" if s.damaged else "waiting for the first probe…"
+    return Text(f"{tag} {what}".strip(), style="dim")
 
 
 def layer_style(i: int, n: int) -> str:
@@ -50,6 +87,7 @@ class Panel(Widget):
         self._cache_key: object = None
         self._cache: object = Text("")
         self.renders = 0  # how many times the content was rebuilt (tests and the benchmark read it)
+        self.failures: list[str] = []  # what could not be drawn (data no panel foresaw): said in the panel, kept here
 
     @property
     def main(self) -> "MainScreen":
@@ -82,7 +120,12 @@ class Panel(Widget):
         w, h = self.content_size.width, self.content_size.height
         ck = (self._key, w, h)
         if ck != self._cache_key and w > 0 and h > 0:
-            self._cache = self.build(w, h)
+            try:
+                built = self.build(w, h)
+            except Exception as e:  # noqa: BLE001 - a file's data no panel foresaw: said in the panel, not a crash
+                self.failures = [*self.failures[-9:], f"{type(e).__name__}: {e}"]
+                built = Text(f"cannot draw this snapshot here ({type(e).__name__}: {e})", style="dim")
+            self._cache = Visible(built)
             self._cache_key = ck
             self.renders += 1
         return self._cache
@@ -239,8 +282,11 @@ class StatusBar(Panel):
         if tick or snap:
             loss = tick.loss if tick else snap.loss_avg
             segs.append((1, Text.assemble(("loss ", "dim"), (f"{loss:.3f}", "bold"))))  # nan, inf too
-        for k, v in ((snap.metrics if snap else None) or {}).items():  # the user's own numbers (metrics=)
-            segs.append((2, Text.assemble((f"{k} ", "dim"), (f"{v:.4g}", "bold color(214)"))))
+        metrics = (snap.metrics if snap else None) or {}
+        for k, v in islice(metrics.items(), STATUS_METRICS):  # the user's own numbers (metrics=), the first few
+            segs.append((2, Text.assemble((f"{shown(k)} ", "dim"), (f"{number(v):.4g}", "bold color(214)"))))
+        if len(metrics) > STATUS_METRICS:
+            segs.append((1, Text(f"{len(metrics) - STATUS_METRICS:,} more metrics not shown", style="dim")))
         if epochs:
             e = epochs[-1]
             segs.append((2, Text.assemble(("train ", "dim"), (f"{e.train_acc:.1%}", "bold color(214)"))))
@@ -281,7 +327,7 @@ class StatusBar(Panel):
         elif run is None:
             line.append("starting the trainer…" if live else "waiting for records…", style="dim")
         elif snap is None:
-            line.append("waiting for the first probe…", style="dim")
+            line.append_text(no_snapshot(s))
         line.truncate(width)
         return line
 
@@ -297,8 +343,9 @@ class StatusBar(Panel):
             return Text(f" {label} ", style=BADGE_STYLE[label.lower()])
         if d == "diverged":
             return Text(f" {label} ", style=BADGE_STYLE[d])  # the layer is named on the line below
-        if short:
-            return Text(f" {label} {r:.0e} ", style=BADGE_STYLE[d])
+        if short:  # still says what the number is: the first layer's gradient norm over the last's
+            first, last = (abbreviate(shown(n), 8) for n in (layers[0], layers[-1]))
+            return Text(f" {label} {first}/{last} {r:.0e} ", style=BADGE_STYLE[d])
         return Text(f" {label} {layers[0]}/{layers[-1]} {r:.1e} ", style=BADGE_STYLE[d])
 
     @staticmethod
@@ -352,6 +399,10 @@ def clock(seconds: float) -> str:
 
 def position(s: RunState) -> str:
     """The position readout of a file's cursor: "snapshot 112 / 4,000 · step 4,480 · 03:12"."""
+    if s.position is not None and s.snap is None and s.damaged:
+        i, n = s.position
+        run = f"run {s.run_of[0]} / {s.run_of[1]} · " if s.run_of else ""
+        return f"{run}snapshot {i + 1:,} / {n:,} · damaged"
     if s.position is None or s.snap is None:
         return "no snapshot yet"
     i, n = s.position
@@ -586,12 +637,13 @@ class ActivationPanel(Panel):
         snap = s.snap
         act = snap.activation if snap else (s.config.activation if s.config else "")
         rng = ""
+        hidden = []
         if snap:
             hidden = [l for l in snap.layers if l.is_hidden]
-            if hidden:
+            if hidden and len(hidden[0].act_hist.edges) >= 2:
                 e = hidden[0].act_hist.edges
-                rng = f" over [{e[0]:g}, {e[-1]:g}]"
-        self.border_title = f"activations · {act}{rng}" if not self.main.compare else "activations · A | B"
+                rng = f" over [{float(e[0]):g}, {float(e[-1]):g}]"
+        self.border_title = f"activations · {markup(act or '')}{rng}" if not self.main.compare else "activations · A | B"
         sub = "per layer: saturated % · dead %"
         if snap and not self.main.compare and len(hidden) < len(snap.layers) - 1:
             # a user's model: layers with no activation module after them (a conv before a residual sum) have no
@@ -619,7 +671,7 @@ class ActivationPanel(Panel):
         with s.lock:
             snap, names = s.snap, s.layers
         if snap is None:
-            return [Text(f"{tag} waiting for the first probe…".strip(), style="dim")]
+            return [no_snapshot(s, tag)]
         hidden = [l for l in snap.layers if l.is_hidden]
         n_all = len(snap.layers)
         if not hidden:
@@ -633,7 +685,7 @@ class ActivationPanel(Panel):
         for i, l in enumerate(hidden[: max(height, 1)]):
             idx = names.index(l.name) if l.name in names else i
             st = layer_style(idx, n_all)
-            sat, dead = l.saturated_frac or 0.0, l.dead_frac or 0.0
+            sat, dead = number(l.saturated_frac or 0.0), number(l.dead_frac or 0.0)
             head = Text(no_wrap=True, overflow="crop")
             head.append(f"{abbreviate(l.name, label_w):<{label_w}} ", style="bold " + st)
             stats = Text(no_wrap=True)
@@ -641,7 +693,7 @@ class ActivationPanel(Panel):
             stats.append(f"  dead {dead:4.0%}", style="bold color(196)" if dead > 0.1 else "")
             if per >= 3:
                 head.append_text(stats)
-                head.append(f"   μ {l.act_mean:+.2f}  σ {l.act_std:.2f}", style="dim")
+                head.append(f"   μ {number(l.act_mean):+.2f}  σ {number(l.act_std):.2f}", style="dim")
                 out.append(head)
                 chart = charts.act_hist(l.act_hist, width, per - 1, charts.layer_colours(n_all)[idx],
                                         colour=self.main.colour)
@@ -711,7 +763,7 @@ class LayerTable(Panel):
         """The table in `width` cells: the columns that fit at their full width (see TABLE_COLUMNS), and how many
         were left out; the rows that fit in `height` lines, the last saying how many more there are."""
         if s.snap is None:
-            return Text("waiting for the first probe…", style="dim"), 0
+            return no_snapshot(s), 0
         rows = cls.cells(s)
         widths = [max(len(h), *(len(str(r[j])) for r in rows)) + 2 for j, (h, _) in enumerate(TABLE_COLUMNS)]
         keep = list(range(len(TABLE_COLUMNS)))
