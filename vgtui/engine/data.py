@@ -2,14 +2,18 @@
 
 - mnist-5k: 5,000 real MNIST digits shipped in the package (vgtui/data/mnist_5k.npz, 4,000 train / 1,000 test).
 - mnist, fashion-mnist: the full sets through torchvision, from --data-dir, downloaded when the network allows.
-  A missing MNIST falls back to mnist-5k with a notice; a missing Fashion-MNIST is an error.
+  A missing MNIST falls back to mnist-5k with a one-line notice that says why in words (no network, --offline, a
+  timeout, an HTTP status), never an exception's text; a missing Fashion-MNIST is an error.
+mnist-5k is the default (RunConfig.dataset): `vgtui` opens at once and the same everywhere, without the network.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
+import re
 import socket
 import warnings
 from dataclasses import dataclass
@@ -19,11 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vgtui.core.config import default_data_dir
+
 DOWNLOAD_TIMEOUT_S = 10.0
 
 
 class DataError(RuntimeError):
-    """A dataset that cannot be had: the message says how to get it."""
+    """A dataset that cannot be had: the message says how to get it; `why`, in a few words, why it is missing
+    ("--offline", "no network", ...)."""
+
+    def __init__(self, message: str, why: str = ""):
+        super().__init__(message)
+        self.why = why
 
 
 class CorruptData(DataError):
@@ -95,16 +106,43 @@ def _torchvision(cls_name: str, data_dir: str, offline: bool):
         return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
     except RuntimeError as missing:
         if offline:
-            raise DataError(f"{cls_name} is not in {root} and --offline forbids downloading it") from missing
+            raise DataError(f"{cls_name} is not in {root} and --offline forbids downloading it",
+                            "--offline: no download") from missing
     try:
         root.mkdir(parents=True, exist_ok=True)
         with _socket_timeout(DOWNLOAD_TIMEOUT_S), open(os.devnull, "w") as devnull, \
-                contextlib.redirect_stdout(devnull):
+                contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
             return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
     except Exception as e:  # network errors come in many types (URLError, timeout, RuntimeError, OSError)
-        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-        cause = lines[-1] if lines else type(e).__name__  # torchvision puts the real cause last
-        raise DataError(f"{cls_name} is not in {root} and downloading it failed ({cause[:120]})") from e
+        why = download_failure(e)
+        raise DataError(f"{cls_name} is not in {root} and could not be downloaded ({why})", why) from e
+
+
+def download_failure(e: BaseException) -> str:
+    """Why a download failed, in a few words for a person, never the exception's own text. torchvision catches
+    each mirror's URLError and raises a RuntimeError whose text lists them, so the cause is read from the chain
+    of exceptions and from that text."""
+    seen: list[BaseException] = []
+    while e is not None and e not in seen and len(seen) < 8:
+        seen.append(e)
+        reason = getattr(e, "reason", None)  # URLError's own cause (a socket error)
+        e = reason if isinstance(reason, BaseException) else (e.__cause__ or e.__context__)
+    text = " ".join(str(x) for x in seen).lower()
+    if any(isinstance(x, socket.gaierror) for x in seen) or any(w in text for w in (
+            "name or service not known", "temporary failure in name resolution", "nodename nor servname",
+            "network is unreachable", "no route to host", "connection refused", "getaddrinfo failed")):
+        return "no network"
+    if any(isinstance(x, (TimeoutError, socket.timeout)) for x in seen) or "timed out" in text:
+        return f"no answer within {DOWNLOAD_TIMEOUT_S:g} s"
+    for x in seen:
+        if isinstance(getattr(x, "code", None), int):
+            return f"the server answered HTTP {x.code}"
+    m = re.search(r"http error (\d{3})", text)
+    if m:
+        return f"the server answered HTTP {m.group(1)}"
+    if any(isinstance(x, OSError) and x.errno == errno.ENOSPC for x in seen):
+        return "the disk is full"
+    return "the download failed"
 
 
 def check_idx(path: Path) -> None:
@@ -149,9 +187,7 @@ def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.
         except CorruptData:
             raise
         except DataError as e:
-            notice = (f"{e}; using the embedded mnist-5k (5,000 real digits) instead. For full MNIST, put it in "
-                      f"--data-dir (MNIST/raw/) or run once with network access.")
-            return load_mnist5k(device, notice=notice)
+            return load_mnist5k(device, notice=fallback_notice(data_dir, e.why))
         return _from_uint8("mnist", train.data, train.targets, test.data, test.targets, device)
     if name == "fashion-mnist":
         try:
@@ -164,6 +200,21 @@ def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.
                             f"{data_dir}.") from e
         return _from_uint8("fashion-mnist", train.data, train.targets, test.data, test.targets, device)
     raise DataError(f"unknown dataset {name!r}")
+
+
+def fallback_notice(data_dir: str, why: str) -> str:
+    """The one line a run that asked for MNIST and runs on the embedded digits shows: why, in words (`why`, from
+    DataError.why), first, so that a status line cut at 80 columns still says it; then how to get MNIST. Never an
+    exception's text."""
+    missing = ("is missing and --offline forbids downloading it" if why.startswith("--offline") else
+               f"could not be downloaded ({why or 'the download failed'})")
+    if Path(data_dir).expanduser() == Path(default_data_dir()).expanduser():
+        home = str(Path.home())
+        shown = "~" + data_dir[len(home):] if data_dir.startswith(home + os.sep) else data_dir
+        how = f"`vgtui data download mnist` fetches it into {shown}"
+    else:
+        how = f"`vgtui data download mnist --data-dir {data_dir}` fetches it"
+    return f"MNIST {missing}: using the embedded digits, mnist-5k (5,000 real MNIST digits); {how}"
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
