@@ -84,7 +84,9 @@ MAX_STEP = 2**62  # steps, epochs, counts and sizes read from a file lie in 0..M
 # Characters that act on a terminal or reorder the text around them: C0 controls (newline and tab too), DEL, C1
 # controls, the bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E/F, U+202A..E,
 # U+2066..9), the line and paragraph separators, and lone surrogates (which cannot even be encoded).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+UNSAFE_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0x061C, 0x061C), (0x200E, 0x200F), (0x2028, 0x202E), (0x2066, 0x2069),
+                 (0xD800, 0xDFFF))  # inclusive; the UI draws the same set visible (vgtui.ui.state.shown)
+_UNSAFE = re.compile("[" + "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in UNSAFE_RANGES) + "]")
 
 
 def _escape(m: re.Match) -> str:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import diagnose, judge_learning
-from vgtui.core.records import EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord, Snapshot
+from vgtui.core.records import (UNSAFE_RANGES, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
+                                Snapshot)
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,10 @@ USER_METRICS_SHOWN = 32  # a snapshot's own metrics (vgtui.watch's metrics=) kep
 
 # Control characters (C0, DEL, C1) as visible text: a metrics file is data from another machine, and a
 # string from it must never reach the terminal as a control sequence (ESC ] 0 ; ... BEL retitles the window).
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+# The set is the reader's (vgtui.core.records.UNSAFE_RANGES: C0, DEL, C1, the bidirectional marks, overrides and
+# isolates, the line separators, lone surrogates); here ESC and BEL read as symbols and a tab as a space.
+_CONTROL = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for a, b in UNSAFE_RANGES for c in range(a, b + 1)}
 _CONTROL.update({0x1B: "␛", 0x07: "␇", 0x09: " "})
-# and the characters that reorder or break what follows them (bidirectional overrides and isolates, line separators)
-_CONTROL.update({c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x2028, 0x202F), *range(0x2066, 0x206A))})
-_CONTROL.update({c: f"\\u{c:04x}" for c in range(0xD800, 0xE000)})  # lone surrogates: no terminal encoding takes them
 SEGMENT_CONTROL = {c: v for c, v in _CONTROL.items() if c != 0x0A}  # drawn lines: their own newlines stay
 
 
