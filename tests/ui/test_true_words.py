@@ -159,20 +159,27 @@ async def test_a_learning_rate_is_not_drawn_on_the_accuracy_axis(tmp_path):
                 assert "•" in "".join(loss.splitlines()[1:-1])  # acc's dots
 
 
+async def hold_trainer(pilot, backend) -> threading.Event:
+    """Hold the trainer thread between two steps (until the returned event is set), so keys pressed now reach it
+    together, as a fast hand's would."""
+    gate, held = threading.Event(), threading.Event()
+
+    def hold(trainer) -> None:
+        held.set()
+        gate.wait(10)
+
+    backend.trainer.on_step = hold
+    await wait_for(pilot, held.is_set, what="the trainer held")
+    return gate
+
+
 async def test_f_then_a_at_once_changes_b_not_a(make_app):
     """Issue 13: `a` pressed before the trainer answered `f` belongs to B. The trainer is held between two steps
     while both keys are pressed, so it reads the fork and the change together (what a fast hand does)."""
     app, backend = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
-        gate, held = threading.Event(), threading.Event()
-
-        def hold(trainer) -> None:
-            held.set()
-            gate.wait(10)
-
-        backend.trainer.on_step = hold
-        await wait_for(pilot, held.is_set, what="the trainer held")
+        gate = await hold_trainer(pilot, backend)
         await pilot.press("f", "a")
         await status_shows(pilot, "B: activation → tanh", 1.0)  # at once, before the trainer answered
         backend.trainer.on_step = None
@@ -197,14 +204,7 @@ async def test_a_pressed_while_the_fork_ends_keeping_b_changes_the_kept_run(make
         await started(pilot, app)
         await pilot.press("f")
         await wait_for(pilot, lambda: app.main.forked and app.main.states[1].snap is not None, what="B")
-        gate, held = threading.Event(), threading.Event()
-
-        def hold(trainer) -> None:
-            held.set()
-            gate.wait(10)
-
-        backend.trainer.on_step = hold
-        await wait_for(pilot, held.is_set, what="the trainer held")
+        gate = await hold_trainer(pilot, backend)
         await pilot.press("o", "f", "a")
         shown = await status_shows(pilot, "activation → tanh (live, weights kept)", 1.0)
         assert "B: activation" not in shown
