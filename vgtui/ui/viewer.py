@@ -38,7 +38,8 @@ from vgtui.ui.messages import (Acknowledged, ForkEnded, ForkStarted, LiveChange,
                                TrainerNotice)
 from vgtui.ui.screens import FailureScreen, HelpScreen
 from vgtui.ui.state import CURVE_KEYS, PRE, RunState, metric, shown
-from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar, markup
+from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, RunView, StatusBar,
+                              markup)
 
 MIN_SIZE = (80, 24)
 SPEED_CAPS: tuple[float | None, ...] = (None, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5)
@@ -148,14 +149,14 @@ class MainScreen(Screen):
             with Grid(id="overview"):
                 yield GradientBars(id="grads", classes="panel")
                 yield ActivationPanel(id="acts", classes="panel")
-                yield PlotextPanel(self._loss_figure, lambda: self.versions("snap_version", "epoch_version"),
+                yield PlotextPanel(self._loss_figure, lambda v: v.versions("snap_version", "epoch_version"),
                                    id="loss", classes="panel")
-                yield PlotextPanel(self._flow_figure, lambda: (self.versions("snap_version"), self.metric,
-                                                               self.log), id="flow", classes="panel")
+                yield PlotextPanel(self._flow_figure, lambda v: (v.versions("snap_version"), v.metric, v.log),
+                                   id="flow", classes="panel")
             with Vertical(id="histograms"):
-                yield PlotextPanel(self._hist_all_figure, lambda: (self.focused_state.snap_version, self.branch_focus, self.log),
+                yield PlotextPanel(self._hist_all_figure, lambda v: (self.focused_state.snap_version, v.branch_focus, v.log),
                                    id="hist-all", classes="panel")
-                yield PlotextPanel(self._hist_grid_figure, lambda: (self.focused_state.snap_version, self.branch_focus, self.log),
+                yield PlotextPanel(self._hist_grid_figure, lambda v: (self.focused_state.snap_version, v.branch_focus, v.log),
                                    id="hist-grid", classes="panel")
             with Vertical(id="layers"):
                 yield LayerTable(id="table", classes="panel")
@@ -165,6 +166,13 @@ class MainScreen(Screen):
     def versions(self, *names: str) -> tuple:
         """The data versions `names` of every run shown (a panel's key: it redraws when one changes)."""
         return tuple(getattr(st, n) for st in self.states for n in names)
+
+    def run_view(self) -> RunView:
+        """What the panels draw from at this frame (they never read the screen)."""
+        return RunView(states=tuple(self.states), live=self.kind == "trainer", replay=self.kind == "file",
+                       follow=bool(getattr(self.source, "follow", False)), paused=self.paused,
+                       pause_wanted=self.pause_wanted, cap=self.cap, pace=self.pace, notice=self.notice,
+                       branch_focus=self.branch_focus, metric=self.metric, log=self.log, colour=self.colour)
 
     def on_mount(self) -> None:
         self._titles()
@@ -339,9 +347,10 @@ class MainScreen(Screen):
             self._user_metrics = len(self.state.history.user)
             self._titles()
         changed = False
+        view = self.run_view()
         with self.app.batch_update():
             for panel in self.visible_panels():
-                changed |= panel.update_key(force)
+                changed |= panel.update_key(view, force)
         if changed:
             self.frames += 1
 
@@ -350,12 +359,13 @@ class MainScreen(Screen):
 
     def up_to_date(self) -> bool:
         """Whether every visible panel shows the data it has now (tests and the benchmark wait for it)."""
-        return all(p.drawn_key == p.key() for p in self.visible_panels())
+        view = self.run_view()
+        return all(p.drawn_key == p.key(view) for p in self.visible_panels())
 
     def _status_now(self) -> None:
         """Answer a key at once: the status line (cheap) redraws now, the rest at the next frame."""
         if self.is_mounted:
-            self.query_one(StatusBar).update_key()
+            self.query_one(StatusBar).update_key(self.run_view())
 
     # ------------------------------------------------------------------------------------------ live sources
     @work(thread=True, exclusive=True, name="source-bridge", group="bridge")
