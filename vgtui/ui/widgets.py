@@ -21,7 +21,7 @@ from textual.widget import Widget
 
 from vgtui.core.diagnosis import badge, explain, explain_learning
 from vgtui.ui import charts
-from vgtui.ui.state import SEGMENT_CONTROL, RunState, bar_metric, number, shown
+from vgtui.ui.state import PRE, SEGMENT_CONTROL, RunState, bar_metric, metric, number, shown
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ class RunView:
     @property
     def compare(self) -> bool:
         return len(self.states) > 1
+
+    @property
+    def focused(self) -> RunState:
+        """The run the single-run views show (the histograms): in a fork, the branch `f` keeps."""
+        return self.states[min(self.branch_focus, len(self.states) - 1)]
 
     @property
     def forked(self) -> bool:
@@ -201,7 +206,8 @@ class PlotextPanel(Panel):
 
     min_interval = 1.0
 
-    def __init__(self, figure: Callable[[int, int], str], key: Callable[[RunView], object], *, id: str | None = None,
+    def __init__(self, figure: Callable[[RunView, int, int], str], key: Callable[[RunView], object], *,
+                 id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._figure = figure
@@ -211,7 +217,66 @@ class PlotextPanel(Panel):
         return self._keyfn(view)
 
     def build(self, width: int, height: int) -> object:
-        return Text.from_ansi(self._figure(width, height), no_wrap=True, overflow="crop", end="")
+        return Text.from_ansi(self._figure(self.view, width, height), no_wrap=True, overflow="crop", end="")
+
+
+# ---------------------------------------------------------------------------------------------- the figures
+def loss_figure(v: RunView, w: int, h: int) -> str:
+    runs = []
+    for st in v.states:
+        steps, loss, _ = st.curves()
+        ep = st.visible_epochs()
+        runs.append(charts.LossRun(steps, loss, [e.step for e in ep], [e.train_acc for e in ep],
+                                   [e.test_acc for e in ep], [e[0] for e in st.visible_events()], st.total_steps))
+    if not v.compare:
+        r = runs[0]
+        return charts.loss_curves(r.steps, r.loss, r.epoch_steps, r.train_acc, r.test_acc, r.events, r.total_steps,
+                                  w, h, v.colour, user=v.state.user_curves())
+    return charts.loss_compare(runs, [st.label for st in v.states], w, h, v.colour)
+
+
+def flow_figure(v: RunView, w: int, h: int) -> str:
+    if v.metric == PRE:
+        return pre_figure(v, w, h)
+    m = metric(v.metric)
+    if not v.compare:
+        s = v.state
+        steps, _, series = s.curves(v.metric)
+        return charts.layer_lines(steps, series, s.layers, m, v.log, s.total_steps,
+                                  [e[0] for e in s.visible_events()], w, h, v.colour)
+    runs = []
+    for st in v.states:
+        steps, _, series = st.curves(v.metric)
+        runs.append(charts.LayerRun(steps, series, st.layers, st.total_steps))
+    return charts.layer_lines_compare(runs, m, v.log, w, h, v.colour)
+
+
+def pre_figure(v: RunView, w: int, h: int) -> str:
+    """The curves panel's last choice (`m`): the hidden layers' pre-activation percentiles, always linear."""
+    runs = [charts.PreRun(*st.pre_curves(), st.total_steps) for st in v.states]
+    if not v.compare:
+        r = runs[0]
+        events = [e[0] for e in v.state.visible_events()]
+        return charts.pre_percentiles(r.steps, r.names, r.bands, r.total_steps, events, w, h, v.colour)
+    return charts.pre_percentiles_compare(runs, w, h, v.colour)
+
+
+def hist_key(v: RunView) -> object:
+    return (v.focused.snap_version, v.branch_focus, v.log)
+
+
+def hist_all_figure(v: RunView, w: int, h: int) -> str:
+    snap = v.focused.snap
+    hist = charts.sum_hists([l.grad_hist for l in snap.layers]) if snap else None
+    return charts.grad_hist(hist, w, h, v.log, 81, v.colour)
+
+
+def hist_grid_figure(v: RunView, w: int, h: int) -> str:
+    s = v.focused
+    with s.lock:
+        snap, names = s.snap, s.layers
+    hists = [l.grad_hist for l in snap.layers] if snap else [None] * len(names)
+    return charts.grad_hist_grid(hists, names, w, h, v.log, v.colour)
 
 
 # ---------------------------------------------------------------------------------------------- status
