@@ -149,3 +149,13 @@ def test_import_vgtui_stays_light():
 
 def test_compare_refuses_before_it_imports_torch():
     assert _loaded_by(["vgtui.compare"], HEAVY + ("vgtui.engine", "vgtui.ui")) == []
+
+
+SCREENS = ("vgtui.ui.viewer", "vgtui.ui.app", "vgtui.ui.screens")
+
+
+def test_no_widget_imports_a_screen():
+    """The panels are handed their data (a RunView) and never read the screen: no viewer <-> widgets circle."""
+    wrong = {imp for imp in imports(PKG / "ui" / "widgets.py", "vgtui.ui.widgets") if imp.startswith(SCREENS)}
+    assert not wrong, f"vgtui.ui.widgets imports {sorted(wrong)}"
+    assert "vgtui.ui.widgets" in imports(PKG / "ui" / "viewer.py", "vgtui.ui.viewer")  # the check reads real files

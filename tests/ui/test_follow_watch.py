@@ -19,7 +19,7 @@ import pytest
 from vgtui.sources.file import FileSource, StreamSource
 from vgtui.ui import keymap
 from vgtui.ui.app import VgtuiApp
-from vgtui.ui.widgets import abbreviate, group_rows
+from vgtui.ui.widgets import BarRow, abbreviate, group_rows
 
 from .conftest import shows, status_shows, text_of, wait_for
 from .make_fixture import train_watched
@@ -184,15 +184,16 @@ async def test_help_fits_80x24_and_scrolls():
 
 
 def test_grouping_and_abbreviation():
-    rows = [(n, v, "healthy", "", False) for n, v in
+    rows = [BarRow(n, v, "healthy", "", False) for n, v in
             [("conv1", 1.0), ("layer1.0.conv1", 2.0), ("layer1.0.conv2", 3.0), ("layer1.1.conv1", 4.0),
              ("layer2.0.conv1", 5.0), ("fc", 6.0)]]
     assert group_rows(rows, 6) == rows
     fine = group_rows(rows, 5)  # layer1.0.* and layer1.1.conv1 (a group of one stays the layer)
-    assert [r[0] for r in fine] == ["conv1", "layer1.0.* ×2", "layer1.1.conv1", "layer2.0.conv1", "fc"]
+    assert [r.name for r in fine] == ["conv1", "layer1.0.* ×2", "layer1.1.conv1", "layer2.0.conv1", "fc"]
     coarse = group_rows(rows, 4)
-    assert [r[0] for r in coarse] == ["conv1", "layer1.* ×3", "layer2.0.conv1", "fc"]
-    assert coarse[1][1] == 4.0 and coarse[1][5] == 2.0  # max, then min
+    assert [r.name for r in coarse] == ["conv1", "layer1.* ×3", "layer2.0.conv1", "fc"]
+    assert coarse[1].value == 4.0 and coarse[1].low == 2.0 and coarse[1].group  # max, then min
+    assert not fine[0].group and fine[1].group
     assert abbreviate("layer3.1.conv2", 8) == "…1.conv2" and abbreviate("fc", 8) == "fc"
 
 

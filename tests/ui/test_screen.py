@@ -10,6 +10,7 @@ import pytest
 
 from vgtui.ui import charts
 from vgtui.ui.app import VgtuiApp
+from vgtui.ui.widgets import loss_figure
 
 from .conftest import status_shows, text_of, wait_for
 from .replay import ReplayBackend, load
@@ -76,7 +77,7 @@ async def test_no_color(monkeypatch):
     assert app.no_color
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        assert "\x1b[" not in app.main._loss_figure(60, 16)
+        assert "\x1b[" not in loss_figure(app.main.run_view(), 60, 16)
         assert "\x1b[" not in charts.act_hist(app.main.state.snap.layers[0].act_hist, 40, 3, 33, colour=False)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -169,6 +170,39 @@ def _events(p, events: Sequence[int], ylo: float, yhi: float, colour: bool) -> N
         p.draw(p.segment([float(e), float(e)], [ylo, yhi], marker=_marker("│", EVENT_COLOUR, colour)))
 
 
+@dataclass(frozen=True)
+class LossRun:
+    """One run of the loss chart: its loss per probe, its accuracies per epoch, its live changes' steps."""
+
+    steps: Sequence[int]
+    loss: Sequence[float]
+    epoch_steps: Sequence[int]
+    train_acc: Sequence[float]
+    test_acc: Sequence[float]
+    events: Sequence[int]
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class LayerRun:
+    """One run of the per-layer chart: a metric's series per layer over its steps."""
+
+    steps: Sequence[int]
+    series: Sequence[Sequence[float]]
+    names: Sequence[str]
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class PreRun:
+    """One run of the pre-activation chart: each hidden layer's percentile bands over its steps."""
+
+    steps: Sequence[int]
+    names: Sequence[str]
+    bands: Sequence[Sequence[Sequence[float]]]
+    total_steps: int
+
+
 def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequence[int],
                 train_acc: Sequence[float], test_acc: Sequence[float], events: Sequence[int], total_steps: int,
                 width: int, height: int, colour: bool = True, user: dict[str, Sequence[float]] | None = None) -> str:
@@ -258,18 +292,19 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
     return _finish_metric_axes(m, log, ymax, xmax, width, height, colour)
 
 
-def loss_compare(runs: Sequence[tuple], labels: Sequence[str], width: int, height: int,
+def loss_compare(runs: Sequence[LossRun], labels: Sequence[str], width: int, height: int,
                  colour: bool = True) -> str:
     """Two runs' loss (lines) and test accuracy (dots, right axis) over the same steps: A in LOSS_COLOUR, B in
-    B_COLOUR. Each run is loss_curves' arguments, from `steps` to `total_steps`."""
+    B_COLOUR."""
     _start(width, height, colour)
     xmax, ymax = 1.0, 0.1
     # A diverged run's loss would flatten the other's: the axis stops at 3x the larger median of the runs that
     # did not blow up (a cross-entropy median above 100 did), and what lies above is drawn at the top.
-    finite = [y[np.isfinite(y)] for y in (np.asarray(r[1], dtype=float) for r in runs)]
+    finite = [y[np.isfinite(y)] for y in (np.asarray(r.loss, dtype=float) for r in runs)]
     medians = [float(np.median(y)) for y in finite if y.size]
     cap = 3 * max([m for m in medians if m < 100], default=math.inf)
-    for (steps, loss, ep_steps, _train, test, _events, total), code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
+    for run, code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
+        steps, loss, ep_steps, test, total = run.steps, run.loss, run.epoch_steps, run.test_acc, run.total_steps
         x, y = np.asarray(steps, dtype=float), np.asarray(loss, dtype=float)
         ok = np.isfinite(y)
         x, (y,) = _downsample(x[ok], [np.minimum(y[ok], cap)], max(width, 10))
@@ -284,13 +319,14 @@ def loss_compare(runs: Sequence[tuple], labels: Sequence[str], width: int, heigh
     return _finish_loss_axes(xmax, width, height, colour)
 
 
-def layer_lines_compare(runs: Sequence[tuple], m: Metric, log: bool, width: int, height: int,
+def layer_lines_compare(runs: Sequence[LayerRun], m: Metric, log: bool, width: int, height: int,
                         colour: bool = True) -> str:
     """Two runs' gradient metric over steps, first and last layer of each (A in LOSS_COLOUR, B in B_COLOUR;
-    the first layer solid, the last dotted). Each run is (steps, series per layer, names, total_steps)."""
+    the first layer solid, the last dotted)."""
     _start(width, height, colour)
     xmax, top, lines = 1.0, 0.0, []
-    for (steps, series, names, total), code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
+    for run, code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
+        steps, series, total = run.steps, run.series, run.total_steps
         if not series:
             continue
         x = np.asarray(steps, dtype=float)
@@ -379,12 +415,13 @@ def pre_percentiles(steps: Sequence[int], names: Sequence[str], bands: Sequence[
     return _pre_axes(legend, lines, events, xmax, width, height, colour)
 
 
-def pre_percentiles_compare(runs: Sequence[tuple], width: int, height: int, colour: bool = True) -> str:
+def pre_percentiles_compare(runs: Sequence[PreRun], width: int, height: int, colour: bool = True) -> str:
     """Two runs' pre-activation percentiles over steps, each run's last hidden layer (Figure 1's "typical
     activation from the last hidden layer"): A in LOSS_COLOUR, B in B_COLOUR, the median solid, the 15th and
-    85th thin. Each run is (steps, names, bands, total_steps) as in `pre_percentiles`."""
+    85th thin."""
     xmax, lines, keys, any_steps = 1.0, [], [], False
-    for (steps, names, bands, total), tag, code in zip(runs, "AB", (LOSS_COLOUR, B_COLOUR)):
+    for run, tag, code in zip(runs, "AB", (LOSS_COLOUR, B_COLOUR)):
+        steps, names, bands, total = run.steps, run.names, run.bands, run.total_steps
         x = np.asarray(steps, dtype=float)
         any_steps = any_steps or bool(x.size)
         xmax = max(xmax, float(total), float(x.max()) if x.size else 0.0)

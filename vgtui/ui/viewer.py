@@ -38,7 +38,8 @@ from vgtui.ui.messages import (Acknowledged, ForkEnded, ForkStarted, LiveChange,
                                TrainerNotice)
 from vgtui.ui.screens import FailureScreen, HelpScreen
 from vgtui.ui.state import CURVE_KEYS, PRE, RunState, metric, shown
-from vgtui.ui.widgets import ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, StatusBar, markup
+from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, RunView, StatusBar,
+                              flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
 
 MIN_SIZE = (80, 24)
 SPEED_CAPS: tuple[float | None, ...] = (None, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5)
@@ -148,15 +149,13 @@ class MainScreen(Screen):
             with Grid(id="overview"):
                 yield GradientBars(id="grads", classes="panel")
                 yield ActivationPanel(id="acts", classes="panel")
-                yield PlotextPanel(self._loss_figure, lambda: self.versions("snap_version", "epoch_version"),
+                yield PlotextPanel(loss_figure, lambda v: v.versions("snap_version", "epoch_version"),
                                    id="loss", classes="panel")
-                yield PlotextPanel(self._flow_figure, lambda: (self.versions("snap_version"), self.metric,
-                                                               self.log), id="flow", classes="panel")
+                yield PlotextPanel(flow_figure, lambda v: (v.versions("snap_version"), v.metric, v.log),
+                                   id="flow", classes="panel")
             with Vertical(id="histograms"):
-                yield PlotextPanel(self._hist_all_figure, lambda: (self.focused_state.snap_version, self.branch_focus, self.log),
-                                   id="hist-all", classes="panel")
-                yield PlotextPanel(self._hist_grid_figure, lambda: (self.focused_state.snap_version, self.branch_focus, self.log),
-                                   id="hist-grid", classes="panel")
+                yield PlotextPanel(hist_all_figure, hist_key, id="hist-all", classes="panel")
+                yield PlotextPanel(hist_grid_figure, hist_key, id="hist-grid", classes="panel")
             with Vertical(id="layers"):
                 yield LayerTable(id="table", classes="panel")
         yield Static(id="too-small")
@@ -165,6 +164,13 @@ class MainScreen(Screen):
     def versions(self, *names: str) -> tuple:
         """The data versions `names` of every run shown (a panel's key: it redraws when one changes)."""
         return tuple(getattr(st, n) for st in self.states for n in names)
+
+    def run_view(self) -> RunView:
+        """What the panels draw from at this frame (they never read the screen)."""
+        return RunView(states=tuple(self.states), live=self.kind == "trainer", replay=self.kind == "file",
+                       follow=bool(getattr(self.source, "follow", False)), paused=self.paused,
+                       pause_wanted=self.pause_wanted, cap=self.cap, pace=self.pace, notice=self.notice,
+                       branch_focus=self.branch_focus, metric=self.metric, log=self.log, colour=self.colour)
 
     def on_mount(self) -> None:
         self._titles()
@@ -234,54 +240,6 @@ class MainScreen(Screen):
     def watch_pace(self) -> None:
         self._status_now()
 
-    # ------------------------------------------------------------------------------------------ figures
-    def _loss_figure(self, w: int, h: int) -> str:
-        runs = []
-        for st in self.states:
-            steps, loss, _ = st.curves()
-            ep = st.visible_epochs()
-            runs.append((steps, loss, [e.step for e in ep], [e.train_acc for e in ep], [e.test_acc for e in ep],
-                         [e[0] for e in st.visible_events()], st.total_steps))
-        if not self.compare:
-            return charts.loss_curves(*runs[0], w, h, self.colour, user=self.state.user_curves())
-        return charts.loss_compare(runs, [st.label for st in self.states], w, h, self.colour)
-
-    def _flow_figure(self, w: int, h: int) -> str:
-        if self.metric == PRE:
-            return self._pre_figure(w, h)
-        m = metric(self.metric)
-        if not self.compare:
-            s = self.state
-            steps, _, series = s.curves(self.metric)
-            return charts.layer_lines(steps, series, s.layers, m, self.log, s.total_steps,
-                                      [e[0] for e in s.visible_events()], w, h, self.colour)
-        runs = []
-        for st in self.states:
-            steps, _, series = st.curves(self.metric)
-            runs.append((steps, series, st.layers, st.total_steps))
-        return charts.layer_lines_compare(runs, m, self.log, w, h, self.colour)
-
-    def _pre_figure(self, w: int, h: int) -> str:
-        """The curves panel's last choice (`m`): the hidden layers' pre-activation percentiles, always linear."""
-        runs = [(*st.pre_curves(), st.total_steps) for st in self.states]
-        if not self.compare:
-            steps, names, bands, total = runs[0]
-            events = [e[0] for e in self.state.visible_events()]
-            return charts.pre_percentiles(steps, names, bands, total, events, w, h, self.colour)
-        return charts.pre_percentiles_compare(runs, w, h, self.colour)
-
-    def _hist_all_figure(self, w: int, h: int) -> str:
-        snap = self.focused_state.snap
-        hist = charts.sum_hists([l.grad_hist for l in snap.layers]) if snap else None
-        return charts.grad_hist(hist, w, h, self.log, 81, self.colour)
-
-    def _hist_grid_figure(self, w: int, h: int) -> str:
-        s = self.focused_state
-        with s.lock:
-            snap, names = s.snap, s.layers
-        hists = [l.grad_hist for l in snap.layers] if snap else [None] * len(names)
-        return charts.grad_hist_grid(hists, names, w, h, self.log, self.colour)
-
     def _titles(self) -> None:
         loss = self.query_one("#loss", Panel)
         flow = self.query_one("#flow", Panel)
@@ -339,9 +297,10 @@ class MainScreen(Screen):
             self._user_metrics = len(self.state.history.user)
             self._titles()
         changed = False
+        view = self.run_view()
         with self.app.batch_update():
             for panel in self.visible_panels():
-                changed |= panel.update_key(force)
+                changed |= panel.update_key(view, force)
         if changed:
             self.frames += 1
 
@@ -350,12 +309,13 @@ class MainScreen(Screen):
 
     def up_to_date(self) -> bool:
         """Whether every visible panel shows the data it has now (tests and the benchmark wait for it)."""
-        return all(p.drawn_key == p.key() for p in self.visible_panels())
+        view = self.run_view()
+        return all(p.drawn_key == p.key(view) for p in self.visible_panels())
 
     def _status_now(self) -> None:
         """Answer a key at once: the status line (cheap) redraws now, the rest at the next frame."""
         if self.is_mounted:
-            self.query_one(StatusBar).update_key()
+            self.query_one(StatusBar).update_key(self.run_view())
 
     # ------------------------------------------------------------------------------------------ live sources
     @work(thread=True, exclusive=True, name="source-bridge", group="bridge")

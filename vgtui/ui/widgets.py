@@ -1,13 +1,14 @@
-"""The panels of the main screen. Each one draws from the screen's RunState (both, for two runs side by side)
-and its view options, and redraws only when what it shows (its `key`) changed: the screen's frame timer calls
-`update_key()` at most --fps times a second.
+"""The panels of the main screen. Each one is handed a `RunView` (the runs' RunStates, both for two runs side by
+side, and the view options, built by the screen each frame) and never reads the screen; it redraws only when what it
+shows (its `key`) changed: the screen's frame timer calls `update_key(view)` at most --fps times a second.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from itertools import islice
 
@@ -20,10 +21,68 @@ from textual.widget import Widget
 
 from vgtui.core.diagnosis import badge, explain, explain_learning
 from vgtui.ui import charts
-from vgtui.ui.state import SEGMENT_CONTROL, RunState, bar_metric, number, shown
+from vgtui.ui.state import PRE, SEGMENT_CONTROL, RunState, bar_metric, metric, number, shown
 
-if TYPE_CHECKING:
-    from vgtui.ui.viewer import MainScreen
+
+@dataclass(frozen=True)
+class RunView:
+    """What every panel draws from, handed by the screen: the runs shown (A, then B) and the view options. The
+    RunStates are the runs' data (each with its versions); everything else is the screen's state at this frame."""
+
+    states: tuple[RunState, ...]
+    live: bool = False  # a trainer's run (r restarts it), not a recorded file or a stream
+    replay: bool = False  # a recorded file under a cursor (played, paused, followed)
+    follow: bool = False  # the file is followed as it grows
+    paused: bool = False
+    pause_wanted: bool | None = None  # asked of the trainer, not yet acknowledged
+    cap: float | None = None  # the trainer's steps/s cap
+    pace: float = 1.0  # a replay's speed
+    notice: str = ""  # what just happened
+    branch_focus: int = 0
+    metric: str = "grad_norm"
+    log: bool = True
+    colour: bool = True
+
+    @property
+    def state(self) -> RunState:
+        return self.states[0]
+
+    @property
+    def compare(self) -> bool:
+        return len(self.states) > 1
+
+    @property
+    def focused(self) -> RunState:
+        """The run the single-run views show (the histograms): in a fork, the branch `f` keeps."""
+        return self.states[min(self.branch_focus, len(self.states) - 1)]
+
+    @property
+    def forked(self) -> bool:
+        """A live fork: the trainer's run (A) and its branch B, side by side."""
+        return self.live and len(self.states) > 1
+
+    def versions(self, *names: str) -> tuple:
+        """The data versions `names` of every run shown (a panel's key: it redraws when one changes)."""
+        return tuple(getattr(st, n) for st in self.states for n in names)
+
+
+@dataclass(frozen=True)
+class BarRow:
+    """One bar of the gradient panel: a layer of one run (or, with one run and more layers than rows, a group of
+    consecutive layers under one module prefix, drawn from its smallest `low` to its largest `value`)."""
+
+    name: str  # the layer's name, or the group's (`layer3.* ×4`)
+    value: float | None
+    regime: str
+    style: str  # the label's style (the layer's colour)
+    bad: bool  # non-finite first here (the diverged run's layer)
+    run: int | None = None  # the run it belongs to (0 = A, 1 = B) when two runs share the panel, else None
+    group: bool = False
+    low: float | None = None  # a group's smallest finite value
+
+    @property
+    def label(self) -> str:
+        return self.name if self.run is None else f"{self.name} {'AB'[self.run]}"
 
 REGIME_STYLE = {"vanishing": "color(214)", "healthy": "color(78)", "exploding": "color(201)",
                 "diverged": "bold color(196)"}
@@ -88,17 +147,16 @@ class Panel(Widget):
         self._cache: object = Text("")
         self.renders = 0  # how many times the content was rebuilt (tests and the benchmark read it)
         self.failures: list[str] = []  # what could not be drawn (data no panel foresaw): said in the panel, kept here
+        self.view: RunView | None = None  # what the screen handed it last (nothing is drawn before the first)
 
-    @property
-    def main(self) -> "MainScreen":
-        return self.screen  # type: ignore[return-value]
-
-    def key(self) -> object:
+    def key(self, view: RunView) -> object:
         """What the content depends on, besides the size."""
         return None
 
-    def update_key(self, force: bool = False) -> bool:
-        k = self.key()
+    def update_key(self, view: RunView, force: bool = False) -> bool:
+        """Take the screen's view; redraw when what it shows changed."""
+        self.view = view
+        k = self.key(view)
         if k != self._key:
             now = time.monotonic()
             if not force and now - self._last_update < self.min_interval:
@@ -119,7 +177,7 @@ class Panel(Widget):
     def render(self) -> object:
         w, h = self.content_size.width, self.content_size.height
         ck = (self._key, w, h)
-        if ck != self._cache_key and w > 0 and h > 0:
+        if ck != self._cache_key and w > 0 and h > 0 and self.view is not None:
             try:
                 built = self.build(w, h)
             except Exception as e:  # noqa: BLE001 - a file's data no panel foresaw: said in the panel, not a crash
@@ -148,17 +206,77 @@ class PlotextPanel(Panel):
 
     min_interval = 1.0
 
-    def __init__(self, figure: Callable[[int, int], str], key: Callable[[], object], *, id: str | None = None,
+    def __init__(self, figure: Callable[[RunView, int, int], str], key: Callable[[RunView], object], *,
+                 id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._figure = figure
         self._keyfn = key
 
-    def key(self) -> object:
-        return self._keyfn()
+    def key(self, view: RunView) -> object:
+        return self._keyfn(view)
 
     def build(self, width: int, height: int) -> object:
-        return Text.from_ansi(self._figure(width, height), no_wrap=True, overflow="crop", end="")
+        return Text.from_ansi(self._figure(self.view, width, height), no_wrap=True, overflow="crop", end="")
+
+
+# ---------------------------------------------------------------------------------------------- the figures
+def loss_figure(v: RunView, w: int, h: int) -> str:
+    runs = []
+    for st in v.states:
+        steps, loss, _ = st.curves()
+        ep = st.visible_epochs()
+        runs.append(charts.LossRun(steps, loss, [e.step for e in ep], [e.train_acc for e in ep],
+                                   [e.test_acc for e in ep], [e[0] for e in st.visible_events()], st.total_steps))
+    if not v.compare:
+        r = runs[0]
+        return charts.loss_curves(r.steps, r.loss, r.epoch_steps, r.train_acc, r.test_acc, r.events, r.total_steps,
+                                  w, h, v.colour, user=v.state.user_curves())
+    return charts.loss_compare(runs, [st.label for st in v.states], w, h, v.colour)
+
+
+def flow_figure(v: RunView, w: int, h: int) -> str:
+    if v.metric == PRE:
+        return pre_figure(v, w, h)
+    m = metric(v.metric)
+    if not v.compare:
+        s = v.state
+        steps, _, series = s.curves(v.metric)
+        return charts.layer_lines(steps, series, s.layers, m, v.log, s.total_steps,
+                                  [e[0] for e in s.visible_events()], w, h, v.colour)
+    runs = []
+    for st in v.states:
+        steps, _, series = st.curves(v.metric)
+        runs.append(charts.LayerRun(steps, series, st.layers, st.total_steps))
+    return charts.layer_lines_compare(runs, m, v.log, w, h, v.colour)
+
+
+def pre_figure(v: RunView, w: int, h: int) -> str:
+    """The curves panel's last choice (`m`): the hidden layers' pre-activation percentiles, always linear."""
+    runs = [charts.PreRun(*st.pre_curves(), st.total_steps) for st in v.states]
+    if not v.compare:
+        r = runs[0]
+        events = [e[0] for e in v.state.visible_events()]
+        return charts.pre_percentiles(r.steps, r.names, r.bands, r.total_steps, events, w, h, v.colour)
+    return charts.pre_percentiles_compare(runs, w, h, v.colour)
+
+
+def hist_key(v: RunView) -> object:
+    return (v.focused.snap_version, v.branch_focus, v.log)
+
+
+def hist_all_figure(v: RunView, w: int, h: int) -> str:
+    snap = v.focused.snap
+    hist = charts.sum_hists([l.grad_hist for l in snap.layers]) if snap else None
+    return charts.grad_hist(hist, w, h, v.log, 81, v.colour)
+
+
+def hist_grid_figure(v: RunView, w: int, h: int) -> str:
+    s = v.focused
+    with s.lock:
+        snap, names = s.snap, s.layers
+    hists = [l.grad_hist for l in snap.layers] if snap else [None] * len(names)
+    return charts.grad_hist_grid(hists, names, w, h, v.log, v.colour)
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -170,14 +288,14 @@ class StatusBar(Panel):
     StatusBar { height: 3; width: 1fr; }
     """
 
-    def key(self) -> object:
-        m = self.main
+    def key(self, view: RunView) -> object:
+        m = view
         return (m.versions("snap_version", "epoch_version", "run_version", "progress_version"), m.paused,
                 m.pause_wanted, m.cap, m.pace, m.notice, m.branch_focus,
                 tuple(st.config for st in m.states))
 
     def build(self, width: int, height: int) -> object:
-        m = self.main
+        m = self.view
         if m.compare:
             a, b = m.states
             line3 = Text(" ", no_wrap=True, overflow="ellipsis")
@@ -194,7 +312,7 @@ class StatusBar(Panel):
         s = m.state
         return Group(self._what(s, width), self._where(s, width), self._meaning(s, width))
 
-    def _fork_line(self, a: RunState, b: RunState, m: "MainScreen") -> Text:
+    def _fork_line(self, a: RunState, b: RunState, m: RunView) -> Text:
         """A live fork: where both are, B's accuracy against A's, and the focus."""
         t = Text()
         tick = a.live_progress()
@@ -277,7 +395,7 @@ class StatusBar(Panel):
             epochs_total = f"/{cfg.epochs}" if cfg is not None else ""
             segs += [(0, Text(f"epoch {epoch}{epochs_total}")), (0, Text(f"step {step}/{total or '?'}")), (3, prog)]
         rate = tick.steps_per_s if tick else (snap.steps_per_s if snap else 0.0)
-        if rate and (s.position is None or getattr(self.main.source, "follow", False)):
+        if rate and (s.position is None or self.view.follow):
             segs.append((4, Text(f"{rate:5.1f} steps/s")))
         if tick or snap:
             loss = tick.loss if tick else snap.loss_avg
@@ -291,7 +409,7 @@ class StatusBar(Panel):
             e = epochs[-1]
             segs.append((2, Text.assemble(("train ", "dim"), (f"{e.train_acc:.1%}", "bold color(214)"))))
             segs.append((1, Text.assemble(("test ", "dim"), (f"{e.test_acc:.1%}", "bold color(78)"))))
-        state = self._run_state(s, self.main)
+        state = self._run_state(s, self.view)
         while True:
             line = join([(seg, "") for _, seg in segs], "  ")
             if line.cell_len + state.cell_len + 2 <= width or len(segs) <= 2:
@@ -304,11 +422,11 @@ class StatusBar(Panel):
 
     def _meaning(self, s: RunState, width: int) -> Text:
         """What it means, or what just happened."""
-        m = self.main
+        m = self.view
         with s.lock:
             run, snap, end, diag, layers = s.run, s.snap, s.end, s.diagnosis(), s.layers
         line = Text(" ", no_wrap=True, overflow="ellipsis")
-        live = m.kind == "trainer"
+        live = m.live
         if m.notice:  # what just happened first (cleared when the cursor moves or the run ends)
             line.append(m.notice, style="italic color(177)")
         elif end is not None and end.status == "diverged":
@@ -349,23 +467,23 @@ class StatusBar(Panel):
         return Text(f" {label} {layers[0]}/{layers[-1]} {r:.1e} ", style=BADGE_STYLE[d])
 
     @staticmethod
-    def _run_state(s: RunState, m: "MainScreen") -> Text:
+    def _run_state(s: RunState, m: RunView) -> Text:
         end = s.end
         if end is not None and end.status != "interrupted":
             return Text(f"■ {end.status}", style="bold")
         t = Text()
-        if m.kind == "file":
+        if m.replay:
             if s.lost:
                 return Text("? writer gone", style="bold color(214)")
             if m.pace != 1.0:
                 t.append(f"{m.pace:g}x  ", style="color(177)")
-            following = m.source.follow and s.position is not None and s.position[0] >= s.position[1] - 1
+            following = m.follow and s.position is not None and s.position[0] >= s.position[1] - 1
             if following and not m.paused:
                 t.append("● following", style="bold")
             else:
                 t.append("⏸ paused" if m.paused else "▶ playing", style="bold reverse" if m.paused else "bold")
             return t
-        if m.kind == "stream":
+        if not m.live:  # a stream (a user's loop, a pipe)
             return Text("● following" if not m.paused else "⏸ paused", style="bold")
         if m.cap:
             t.append(f"cap {m.cap:g}/s  ", style="color(177)")
@@ -438,19 +556,19 @@ def prefix(name: str, depth: int) -> str:
     return ".".join(parts[:depth]) if len(parts) > depth else name
 
 
-def group_rows(rows: list[tuple], room: int) -> list[tuple]:
+def group_rows(rows: list[BarRow], room: int) -> list[BarRow]:
     """Rows (one per layer) grouped by module prefix into at most `room` rows, as finely as fits: consecutive
     layers under the same prefix (`layer3.*`) become one row whose bar spans the group's min..max and whose
     regime is its worst. A group of one stays the layer. Returns the rows unchanged when they fit, and the
     coarsest grouping when none fits."""
     if len(rows) <= room:
         return rows
-    deepest = max(r[0].count(".") for r in rows)
+    deepest = max(r.name.count(".") for r in rows)
     grouped = rows
     for depth in range(deepest, 0, -1):
-        runs: list[tuple[str, list[tuple]]] = []
+        runs: list[tuple[str, list[BarRow]]] = []
         for r in rows:
-            p = prefix(r[0], depth)
+            p = prefix(r.name, depth)
             if runs and runs[-1][0] == p:
                 runs[-1][1].append(r)
             else:
@@ -464,14 +582,15 @@ def group_rows(rows: list[tuple], room: int) -> list[tuple]:
 WORST = ("diverged", "exploding", "vanishing", "healthy")
 
 
-def group_row(p: str, members: list[tuple]) -> tuple:
-    """One row for a group of layers: (label, max, worst regime, first layer's style, any non-finite, min)."""
-    vals = [m[1] for m in members if m[1] is not None]
+def group_row(p: str, members: list[BarRow]) -> BarRow:
+    """One row for a group of layers: its max, min, worst regime, first layer's style, any non-finite."""
+    vals = [m.value for m in members if m.value is not None]
     finite = [v for v in vals if math.isfinite(v)]
     hi = max(vals, key=lambda v: (not math.isfinite(v), v)) if vals else None
     lo = min(finite) if finite else None
-    worst = min((m[2] for m in members), key=lambda r: WORST.index(r) if r in WORST else len(WORST))
-    return (f"{p}.* ×{len(members)}", hi, worst, members[0][3], any(m[4] for m in members), lo)
+    worst = min((m.regime for m in members), key=lambda r: WORST.index(r) if r in WORST else len(WORST))
+    return BarRow(f"{p}.* ×{len(members)}", hi, worst, members[0].style, any(m.bad for m in members),
+                  run=members[0].run, group=True, low=lo)
 
 
 def elide_rows(lines: list[Text], names: tuple[str, ...] | list[str], room: int, label_w: int) -> list[Text]:
@@ -493,20 +612,20 @@ class GradientBars(Panel):
     whenever the canvas rows are not one per bar (tried: 4 bars on 8 and 12 rows), and this panel needs one
     exact row per layer with its value, to the eighth of a cell."""
 
-    def key(self) -> object:
-        m = self.main
+    def key(self, view: RunView) -> object:
+        m = view
         return (m.versions("snap_version"), m.metric, m.log)
 
     def on_key_changed(self) -> None:
-        m = bar_metric(self.main.metric)
-        scale = f"log, fixed decades 1e{m.lo}…1e{m.hi}" if self.main.log else "linear, scaled to the largest"
-        self.border_title = f"gradients · {m.label}" + (" · A and B" if self.main.compare else "")
+        m = bar_metric(self.view.metric)
+        scale = f"log, fixed decades 1e{m.lo}…1e{m.hi}" if self.view.log else "linear, scaled to the largest"
+        self.border_title = f"gradients · {m.label}" + (" · A and B" if self.view.compare else "")
         self.border_subtitle = f"{scale} · m metric · l scale"
 
-    def rows(self, key: str) -> list[tuple[str, float | None, str, str, bool]]:
-        """(label, value, regime, label style, non-finite first) per bar: one per layer, or with two runs one
-        per run and layer, interleaved by layer name (a layer only one run has gets its one bar)."""
-        states = self.main.states
+    def rows(self, key: str) -> list[BarRow]:
+        """A bar per layer, or with two runs one per run and layer, interleaved by layer name (a layer only one
+        run has gets its one bar)."""
+        states = self.view.states
         per_run = []
         for st in states:
             with st.lock:
@@ -519,16 +638,15 @@ class GradientBars(Panel):
             order += [n for n in names if n not in order]
         rows = []
         for i, name in enumerate(order):
-            for tag, (names, vals, regimes, bad) in zip("AB", per_run):
+            for run, (names, vals, regimes, bad) in enumerate(per_run):
                 if name not in names:
                     continue
-                label = f"{name} {tag}" if len(per_run) > 1 else name
-                rows.append((label, vals.get(name), regimes.get(name, "healthy"), layer_style(i, len(order)),
-                             name == bad))
+                rows.append(BarRow(name, vals.get(name), regimes.get(name, "healthy"), layer_style(i, len(order)),
+                                   name == bad, run=run if len(per_run) > 1 else None))
         return rows
 
     def build(self, width: int, height: int) -> object:
-        view = self.main
+        view = self.view
         m = bar_metric(view.metric)
         rows = self.rows(m.key)
         if len(view.states) == 1 or len(rows) + 2 <= height:
@@ -537,8 +655,8 @@ class GradientBars(Panel):
             return Group(*self.bars(rows, m, view.log, width, height))
         # two runs and no room for a row per run and layer: A's bars and B's side by side
         half = (width - 1) // 2
-        cols = [self.bars([(r[0][:-2], *r[1:]) for r in rows if r[0].endswith(tag)], m, view.log, half, height)
-                for tag in "AB"]
+        cols = [self.bars([replace(r, run=None) for r in rows if r.run == run], m, view.log, half, height)
+                for run in (0, 1)]
         lines = []
         for left, right in zip(*cols):
             left = left.copy()
@@ -548,12 +666,12 @@ class GradientBars(Panel):
         return Group(*lines)
 
     @staticmethod
-    def bars(rows: list, m, log: bool, width: int, height: int) -> list[Text]:
+    def bars(rows: list[BarRow], m, log: bool, width: int, height: int) -> list[Text]:
         """The bars of `rows` with their ruler, `height` lines of `width` cells."""
-        vals = [r[1] for r in rows]
-        name_w = label_width([r[0] for r in rows], width)
+        vals = [r.value for r in rows]
+        name_w = label_width([r.label for r in rows], width)
         # grouped rows: min‥max in the value column, where that leaves the bars 16 cells (else the max alone)
-        ranged = any(len(r) > 5 for r in rows) and width - name_w - 18 >= 16
+        ranged = any(r.group for r in rows) and width - name_w - 18 >= 16
         value_w = 17 if ranged else 9
         label_w = name_w + value_w
         area = max(width - label_w - 1, 10)
@@ -573,11 +691,11 @@ class GradientBars(Panel):
                 return 0.0 if v <= 0 else min(max((math.log10(v) - m.lo) / span, 0.0), 1.0) * area
             return min(max(v / top, 0.0), 1.0) * area
 
-        for i, (name, v, r, lstyle, bad, *lo) in enumerate(rows):
+        for i, br in enumerate(rows):
+            v, r, bad, lo = br.value, br.regime, br.bad, br.low
             row = Text(no_wrap=True, overflow="crop")
-            style = "bold reverse color(196)" if bad else lstyle
-            row.append(f"{abbreviate(name, name_w):>{name_w}}", style=style)
-            lo = lo[0] if lo else None
+            style = "bold reverse color(196)" if bad else br.style
+            row.append(f"{abbreviate(br.label, name_w):>{name_w}}", style=style)
             value = f"{charts.fmt(lo)}‥{charts.fmt(v)}" if ranged and lo is not None and lo != v else charts.fmt(v)
             row.append(f" {value:<{value_w - 2}} ", style="bold color(196)" if bad else "")
             length = cells(v)
@@ -618,7 +736,7 @@ class GradientBars(Panel):
             foot = [labels] if height >= n + 1 else []
         room = max(height - len(foot), 1)
         if len(lines) > room:  # more layers than rows: keep the first ones and the output layer, say what is left
-            lines = elide_rows(lines, [r[0] for r in rows], room, name_w)
+            lines = elide_rows(lines, [r.label for r in rows], room, name_w)
         pad = max(height - len(foot) - len(lines), 0)
         return [*lines, *([Text("")] * pad), *foot]
 
@@ -629,11 +747,11 @@ class ActivationPanel(Panel):
 
     min_interval = 1.0
 
-    def key(self) -> object:
-        return self.main.versions("snap_version")
+    def key(self, view: RunView) -> object:
+        return view.versions("snap_version")
 
     def on_key_changed(self) -> None:
-        s = self.main.state
+        s = self.view.state
         snap = s.snap
         act = snap.activation if snap else (s.config.activation if s.config else "")
         rng = ""
@@ -643,16 +761,16 @@ class ActivationPanel(Panel):
             if hidden and len(hidden[0].act_hist.edges) >= 2:
                 e = hidden[0].act_hist.edges
                 rng = f" over [{float(e[0]):g}, {float(e[-1]):g}]"
-        self.border_title = f"activations · {markup(act or '')}{rng}" if not self.main.compare else "activations · A | B"
+        self.border_title = f"activations · {markup(act or '')}{rng}" if not self.view.compare else "activations · A | B"
         sub = "per layer: saturated % · dead %"
-        if snap and not self.main.compare and len(hidden) < len(snap.layers) - 1:
+        if snap and not self.view.compare and len(hidden) < len(snap.layers) - 1:
             # a user's model: layers with no activation module after them (a conv before a residual sum) have no
             # histogram; say so rather than leave a person looking for them (the output layer never has one)
             sub = f"{len(hidden)} of {len(snap.layers)} layers have an activation"
         self.border_subtitle = sub
 
     def build(self, width: int, height: int) -> object:
-        states = self.main.states
+        states = self.view.states
         if len(states) == 1:
             return Group(*self.column(states[0], width, height))
         half = (width - 1) // 2
@@ -696,7 +814,7 @@ class ActivationPanel(Panel):
                 head.append(f"   μ {number(l.act_mean):+.2f}  σ {number(l.act_std):.2f}", style="dim")
                 out.append(head)
                 chart = charts.act_hist(l.act_hist, width, per - 1, charts.layer_colours(n_all)[idx],
-                                        colour=self.main.colour)
+                                        colour=self.view.colour)
                 out.extend(Text.from_ansi(chart, no_wrap=True, overflow="crop", end="").split("\n")[: per - 1])
             else:
                 spark_w = max(width - label_w - 1 - stats.cell_len - 1, 4)
@@ -719,14 +837,14 @@ TABLE_COLUMNS = (("layer", 0), ("regime", 0), ("‖∇W‖", 1), ("mean|∇W|", 
 
 
 class LayerTable(Panel):
-    def key(self) -> object:
-        return self.main.versions("snap_version")
+    def key(self, view: RunView) -> object:
+        return view.versions("snap_version")
 
     def on_key_changed(self) -> None:
         self.border_title = "layers · the numbers behind the charts"
 
     def build(self, width: int, height: int) -> object:
-        states = self.main.states
+        states = self.view.states
         if len(states) == 1:
             table, dropped = self.table(states[0], width, height - 1)
         else:
