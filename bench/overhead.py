@@ -29,7 +29,7 @@ from vgtui.engine.data import device_name, load_mnist5k, resolve_device
 from vgtui.core.writer import MetricsWriter
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.trainer import Trainer
-from vgtui.headless import Reporter
+from vgtui.commands.headless import Reporter
 
 
 def sync(device: torch.device) -> None:

@@ -126,7 +126,7 @@ async def shoot_fork(name: str = "fork", size=(120, 40)) -> Path:
 def record(path: str, **changes) -> None:
     """A seeded headless run of the seed's network into a metrics file."""
     from vgtui.core.config import RunConfig
-    from vgtui.headless import run_headless
+    from vgtui.commands.headless import run_headless
 
     config = RunConfig(dataset="mnist-5k", epochs=3, max_steps=120, probe_every=10, seed=0, device="cpu", **changes)
     with open(os.devnull, "w") as quiet:

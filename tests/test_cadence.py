@@ -93,7 +93,7 @@ def test_headless_progress_line_moves_between_snapshots(digits, long_epochs):
     """On a terminal, the headless progress line is redrawn from the progress records, not only at snapshots."""
     import io
 
-    from vgtui.headless import Reporter
+    from vgtui.commands.headless import Reporter
 
     out = io.StringIO()
     reporter = Reporter(out, tty=True)

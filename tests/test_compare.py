@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
-from vgtui import compare
+from vgtui.commands import compare
 from vgtui.core.config import RunConfig
 from vgtui.core.metrics import read_metrics
 from vgtui.engine.model import build_model

@@ -12,7 +12,7 @@ import pytest
 import torchvision.datasets as tvd
 
 from conftest import run_cli
-from vgtui import datacmd
+from vgtui.commands import data as datacmd
 from vgtui.engine.data import CorruptData, load_dataset, load_mnist5k_arrays, write_idx
 
 FILES = {"train-images-idx3-ubyte": "x_train", "train-labels-idx1-ubyte": "y_train",

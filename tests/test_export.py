@@ -10,7 +10,7 @@ from conftest import ROOT, run_cli
 from test_format import BAD
 from vgtui.core.metrics import MetricsIndex
 from vgtui.core.records import LayerStats, RecordEncoder
-from vgtui.export import COLUMNS, write_csv
+from vgtui.core.csvfile import COLUMNS, write_csv
 
 FIXTURES = ROOT / "tests" / "ui" / "fixtures"
 

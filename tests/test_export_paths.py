@@ -24,7 +24,7 @@ from conftest import ROOT, run_cli
 from test_datacmd import mirror  # noqa: F401 - the fixture: a local mirror of the embedded digits
 from vgtui.core.metrics import MetricsIndex
 from vgtui.core.outfile import RefusedPath, write_new, write_replacing
-from vgtui.export import COLUMNS, write_csv
+from vgtui.core.csvfile import COLUMNS, write_csv
 
 FIXTURES = ROOT / "tests" / "ui" / "fixtures"
 SIGMOID = FIXTURES / "sigmoid.jsonl"  # 12 snapshots x 6 layers: 72 rows
@@ -261,7 +261,7 @@ def test_the_library_never_replaces_and_never_follows(tmp_path):
 def test_data_download_never_writes_through_a_link(tmp_path, mirror, capsys, at):  # noqa: F811
     """`vgtui data download` writes the same way: a link at a dataset file's name (the download, or the file
     unpacked from it) is refused in one line, and what it points to is untouched."""
-    from vgtui import datacmd
+    from vgtui.commands import data as datacmd
 
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from vgtui import compare
+from vgtui.commands import compare
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "VGTUI_DATA": "/nonexistent-vgtui-data"}
 VGTUI = [sys.executable, "-m", "vgtui"]

@@ -24,14 +24,11 @@ LAYERS = {"core": 0, "engine": 1, "sources": 2, "ui": 3, "commands": 4,
 TOP_LEVEL = {
     "signals": 0,  # one shutdown path for every signal: the standard library only, used by sources, ui, commands
     "watching": 1,  # vgtui.watch: the engine's probes in the user's own loop (a library API, nothing imports it)
-    "cli": 4, "headless": 4, "compare": 4, "export": 4, "datacmd": 4, "__main__": 4,  # the command line
+    "cli": 4, "__main__": 4,  # the command line: parses, then dispatches to a module of vgtui/commands
 }
 NAMES = {0: "core", 1: "engine", 2: "sources", 3: "ui", 4: "commands"}
 # An import across the layers, known and why (each one is still checked to exist, so that a fixed one goes).
-KNOWN: dict[tuple[str, str], str] = {
-    ("vgtui.ui.viewer", "vgtui.export"): "the `e` key writes its CSV with `vgtui export`'s writer (write_csv_new), "
-                                         "until that writer moves below the UI (issue 15: the UI imports no command)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 HEAVY = ("torch", "textual", "plotext", "rich")
 NEVER = {  # what a layer never imports, however late (on top of the layers above it)
     "core": HEAVY,
@@ -83,7 +80,9 @@ def test_every_module_has_a_layer():
     unplaced = sorted(m for m in modules() if layer_of(m) == -1)
     assert not unplaced, f"put these in a layer in tests/test_layers.py (LAYERS or TOP_LEVEL): {unplaced}"
     found = {m.split(".")[1] for m in modules()}
-    assert {"core", "engine", "sources", "ui"} <= found  # the test reads the real tree
+    assert {"core", "engine", "sources", "ui", "commands"} <= found  # the test reads the real tree
+    stray = sorted(p.stem for p in PKG.glob("*.py") if p.stem not in TOP_LEVEL and p.stem != "__init__")
+    assert not stray, f"a command belongs in vgtui/commands, a library module in its layer: {stray}"
 
 
 @pytest.mark.parametrize("layer", sorted(NAMES), ids=[NAMES[k] for k in sorted(NAMES)])
@@ -148,7 +147,22 @@ def test_import_vgtui_stays_light():
 
 
 def test_compare_refuses_before_it_imports_torch():
-    assert _loaded_by(["vgtui.compare"], HEAVY + ("vgtui.engine", "vgtui.ui")) == []
+    assert _loaded_by(["vgtui.commands.compare"], HEAVY + ("vgtui.engine", "vgtui.ui")) == []
+
+
+def test_the_commands_load_only_what_they_use():
+    """Importing every command module (what `vgtui NAME` does before parsing) loads neither torch nor the UI:
+    each imports them inside the function that needs them, after its arguments are checked."""
+    assert _loaded_by(_of("commands"), HEAVY + ("vgtui.engine", "vgtui.ui")) == []
+
+
+def test_the_layer_check_sees_a_command_imported_below_it(tmp_path):
+    """A UI module importing a command (as the viewer's `e` once imported vgtui.export) is one the check names."""
+    p = tmp_path / "viewer.py"
+    p.write_text("def f():\n    from vgtui.commands.export import main\n")
+    found = imports(p, "vgtui.ui.viewer")
+    assert "vgtui.commands.export" in found
+    assert layer_of("vgtui.commands.export") == LAYERS["commands"] > LAYERS["ui"]
 
 
 SCREENS = ("vgtui.ui.viewer", "vgtui.ui.app", "vgtui.ui.screens")

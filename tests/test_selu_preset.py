@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from vgtui import compare
+from vgtui.commands import compare
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from vgtui.core.records import END_CAUSES, END_STATUSES, EndRecord, Stop, record
 from vgtui.core.summary import RunSummary
 from vgtui.engine.model import ACTIVATION_FNS
 from vgtui.engine.trainer import Trainer
-from vgtui.headless import Reporter
+from vgtui.commands.headless import Reporter
 
 FIXTURES = ROOT / "tests" / "ui" / "fixtures"
 

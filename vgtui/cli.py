@@ -131,11 +131,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 # Subcommands: name -> ("module:function", one line for `vgtui --help`). Each function takes the rest of argv and
 # returns the exit status; its module is imported only when the subcommand is used (no torch for the viewer).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("vgtui.ui.replay_cmd:replay_main", "replay a metrics file in the UI (two files: side by side)"),
-    "follow": ("vgtui.ui.replay_cmd:follow_main", "follow a metrics file still being written, or - for stdin"),
-    "export": ("vgtui.export:main", "write a metrics file's snapshots as CSV, one row per snapshot and layer"),
-    "compare": ("vgtui.compare:main", "train several configurations (SPECs or a --preset) and print one table"),
-    "data": ("vgtui.datacmd:main", "data download [mnist|fashion-mnist|all]: fetch datasets ahead of time"),
+    "replay": ("vgtui.commands.replay:replay_main", "replay a metrics file in the UI (two files: side by side)"),
+    "follow": ("vgtui.commands.replay:follow_main", "follow a metrics file still being written, or - for stdin"),
+    "export": ("vgtui.commands.export:main", "write a metrics file's snapshots as CSV, one row per snapshot and layer"),
+    "compare": ("vgtui.commands.compare:main", "train several configurations (SPECs or a --preset) and print one table"),
+    "data": ("vgtui.commands.data:main", "data download [mnist|fashion-mnist|all]: fetch datasets ahead of time"),
 }
 
 
@@ -241,7 +241,7 @@ def _main(argv: list[str] | None = None) -> int:
         print("vgtui: no terminal here, running --headless", file=sys.stderr)
         headless = True
     if headless:
-        from vgtui.headless import run_headless
+        from vgtui.commands.headless import run_headless
 
         return run_headless(config, args.metrics, overwrite=args.overwrite)
     from vgtui.core.writer import check_writable

@@ -304,7 +304,7 @@ def test_replay_never_imports_torch(tmp_path):
     write(path, load("sigmoid"))
     code = f"""
 import asyncio, sys
-from vgtui.ui.replay_cmd import replay_main
+from vgtui.commands.replay import replay_main
 from vgtui.sources.file import FileSource
 from vgtui.ui.app import VgtuiApp
 async def main():

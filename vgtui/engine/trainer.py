@@ -296,7 +296,7 @@ class Trainer:
                 msg = stop.cmd.message
             cause = "restarted" if isinstance(stop.cmd, Restart) else getattr(stop.cmd, "cause", "quit")
             return self._end("interrupted", msg, cause=cause), stop.cmd
-        except KeyboardInterrupt as e:  # Ctrl+C, or a signal turned into one (headless: see vgtui.headless)
+        except KeyboardInterrupt as e:  # Ctrl+C, or a signal turned into one (headless: see vgtui.commands.headless)
             self._end("interrupted", getattr(e, "message", None) or "interrupted by Ctrl+C",
                       cause=getattr(e, "cause", "interrupted"))
             raise

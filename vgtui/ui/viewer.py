@@ -890,14 +890,14 @@ class MainScreen(Screen):
 
     @work(thread=True, group="export")
     def _export(self) -> None:
-        """The run on screen as CSV (vgtui.export.write_csv_new), beside its metrics file, or in the screenshot
+        """The run on screen as CSV (vgtui.core.csvfile.write_csv_new), beside its metrics file, or in the screenshot
         folder when that one is not writable: run.csv, or run-2.csv for the second run of a file with several.
         Nothing is ever overwritten (the metrics file itself, a CSV already there, a link): the first free name
         of run-2.csv, run-3.csv... is taken instead, and said."""
         import re
 
         from vgtui.core.metrics import MetricsIndex
-        from vgtui.export import write_csv_new
+        from vgtui.core.csvfile import write_csv_new
 
         path = self.source.metrics_path
         damaged: list[str] = []

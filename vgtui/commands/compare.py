@@ -453,7 +453,7 @@ class Progress:
         if not force and now - self._drawn < 0.2:
             return
         self._drawn = now
-        from vgtui.headless import bar
+        from vgtui.commands.headless import bar
 
         overall = (self.done_steps + step) / self.total
         self.out.write(f"\r\033[K[{self.index}/{self.n_runs}] {self.current:<22} {bar(step / self.run_total, 16)} "
@@ -697,7 +697,7 @@ def run_all(configs: list[tuple[str, RunConfig]], seeds: int, metrics_dir: str |
     from vgtui.core.writer import MetricsPathError, MetricsWriteError, MetricsWriter
     from vgtui.engine.data import DataError, load_dataset, resolve_device
     from vgtui.engine.trainer import Trainer, progress_at_most
-    from vgtui.headless import _SafeOut
+    from vgtui.commands.headless import _SafeOut
 
     def err_closed(e: OSError) -> None:
         if _stdout_gone():
