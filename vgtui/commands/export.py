@@ -93,10 +93,9 @@ def _check_out(out: Path, src: Path) -> str | None:
 def _stdout_closed() -> bool:
     """Standard output was closed when vgtui started (`>&-`): Python leaves sys.stdout None, or vgtui.cli has put
     /dev/null there (and says so in closed_at_start): a CSV written there would vanish without a word."""
-    if sys.stdout is None:
-        return True
-    closed_at_start = getattr(sys.modules.get("vgtui.cli"), "closed_at_start", None)
-    return bool(closed_at_start and closed_at_start("stdout"))
+    from vgtui.cli import closed_at_start  # as compare and headless ask it
+
+    return sys.stdout is None or closed_at_start("stdout")
 
 
 MAX_DAMAGED_SAID = 20  # damaged lines named one by one; more are counted
