@@ -99,7 +99,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     assert [r["type"] for r in recs].count("run") == 1 and recs[-1]["type"] == "end"
 
 
-@pytest.mark.parametrize("path, why", [("/dev/full", "is a device"), ("fifo", "is a FIFO")])
+@pytest.mark.parametrize("path, why", [("/dev/full", "is a character device"), ("fifo", "is a FIFO")])
 def test_special_files_are_refused_at_once(path, why, tmp_path):
     if path == "fifo":
         path = str(tmp_path / "fifo")

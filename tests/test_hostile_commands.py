@@ -126,8 +126,8 @@ def _fifo(p):
 @pytest.mark.parametrize("make, says", [
     (_foreign, "exists and is not a vgtui metrics file"),
     (lambda p: p.mkdir(), "is a directory"),
-    (_fifo, "is a FIFO"),
-    (lambda p: os.symlink("/dev/null", p), "is a device"),
+    (_fifo, "is a FIFO (named pipe)"),
+    (lambda p: os.symlink("/dev/null", p), "is a character device"),
 ])
 def test_compare_refuses_a_bad_entry_in_metrics_dir_before_anything_trains(make, says, tmp_path):
     make(tmp_path / "relu.jsonl")  # the second configuration's file: the first would have finished before

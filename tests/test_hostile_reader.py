@@ -338,7 +338,7 @@ def test_what_is_not_a_regular_file_is_refused_in_one_line_by_every_command(tmp_
     with pytest.raises(MetricsFileError) as e:
         MetricsIndex(path)  # a FIFO: refused without waiting for a writer
     assert e.value.reason == reason and "\n" not in str(e.value)
-    assert {"fifo": "is a FIFO", "socket": "is a socket", "device_link": "is a device", "device": "is a device",
+    assert {"fifo": "is a FIFO", "socket": "is a socket", "device_link": "is a character device", "device": "is a character device",
             "proc_mem": "cannot be read (Input/output error)", "directory": "is a directory"}[kind] in str(e.value)
     for cmd in (["replay", path], ["follow", path], ["export", path, "--csv", str(tmp_path / "out.csv")]):
         p = subprocess.run([sys.executable, "-m", "vgtui", *cmd], capture_output=True, timeout=60,

@@ -34,6 +34,7 @@ from typing import IO, Any, Iterable, Iterator
 import numpy as np
 
 from vgtui import __version__
+from vgtui.core.outfile import kind_of
 from vgtui.core.records import (BRANCHES, MAX_STEP, SCHEMA_VERSION, EndRecord, EpochRecord, EventRecord, NoticeRecord,
                                 ProgressRecord, Record, RunRecord, Snapshot, record_from_json, safe_text)
 
@@ -188,15 +189,7 @@ class RecordDecoder:
 
 def _kind(mode: int) -> str | None:
     """What a file that is not a regular file is, or None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (a named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
+    return None if stat.S_ISREG(mode) else kind_of(mode)
 
 
 def _open_checked(path: str | os.PathLike) -> tuple[IO[bytes], str]:

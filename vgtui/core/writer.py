@@ -26,6 +26,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from vgtui.core.outfile import kind_of
 from vgtui.core.records import EndRecord, Record, RecordEncoder
 
 
@@ -89,9 +90,7 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> None:
         if stat.S_ISDIR(st.st_mode):
             raise MetricsPathError(f"{_opt(path)}: is a directory; give a file name, e.g. {p / 'run.jsonl'}")
         if not stat.S_ISREG(st.st_mode):
-            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (
-                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "not a regular file"
-            raise MetricsPathError(f"{_opt(path)}: is {kind}; the metrics file must be a regular file (follow it "
+            raise MetricsPathError(f"{_opt(path)}: is {kind_of(st.st_mode)}; the metrics file must be a regular file (follow it "
                                    "live from elsewhere with `vgtui follow FILE`)")
         try:
             os.close(os.open(p, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
