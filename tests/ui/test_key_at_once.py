@@ -1,6 +1,6 @@
 """A key answers at once: the status line redraws when the key is handled, not at the next frame. The app runs at
 0.2 frames a second (a frame every 5 s), so the frame timer cannot be what shows the answer: this test fails when
-the screen's immediate status update (`MainScreen._status_now`) does nothing."""
+the screen's immediate status update (`RunScreen._status_now`) does nothing."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vgtui.ui import keymap
-from vgtui.ui.viewer import MainScreen
+from vgtui.ui.screens import SCREENS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,8 @@ def test_bindings_come_from_the_key_map(kind):
         config, label, follow, metrics_path = None, "x", False, None
 
     Fake.kind = kind
-    screen = MainScreen([Fake()])
+    screen = SCREENS[kind]([Fake()])  # the screen for that kind (the App picks it by the source's kind)
+    assert screen.KIND == kind
     bound = {(key, b.action) for key, bs in screen._bindings.key_to_bindings.items() for b in bs}
     for k in keymap.KEYMAP:
         for key in k.keys.split(","):

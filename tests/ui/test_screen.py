@@ -82,7 +82,7 @@ async def test_no_color(monkeypatch):
 
 
 def test_ui_never_imports_torch():
-    code = ("import sys; import vgtui.ui.app, vgtui.ui.viewer, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens; "
+    code = ("import sys; import vgtui.ui.app, vgtui.ui.screens, vgtui.ui.widgets, vgtui.ui.charts, vgtui.ui.screens; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -17,6 +17,7 @@ from pathlib import Path
 from vgtui.core.csvfile import inputs_of, write_csv, write_csv_stream
 from vgtui.core.metrics import MetricsFileError, MetricsIndex
 from vgtui.core.outfile import RefusedPath, check_target, identity, kind_of
+from vgtui.core.records import BRANCHES
 
 DESCRIPTION = """\
 Write the snapshots of a run in a metrics file as CSV: one row per snapshot and layer, one column per number.
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "metrics file itself is refused; - writes to standard output")
     p.add_argument("--run", type=int, default=None, metavar="N",
                    help="which run of the file, from 1 (default: the last)")
-    p.add_argument("--branch", choices=["A", "B"], default="A",
+    p.add_argument("--branch", choices=["A", *BRANCHES], default="A",
                    help="of a run forked in the UI (f): the run itself (A, default) or its fork (B; the last one "
                         "if it was forked more than once)")
     return p
@@ -129,13 +130,15 @@ def main(argv: list[str]) -> int:
         run = index.runs[number - 1]
         if n > 1 and args.run is None:
             _say(f"vgtui export: {src} holds {n} runs; exporting run {n}, the last (--run N for another)")
-        if args.branch == "B":
-            if not run.branches:
-                return fail(f"--branch B: run {number} of {src} was never forked (f in the UI forks a run)")
-            run = run.branches[-1]
+        if args.branch in BRANCHES:  # a fork's branch, by the id its records carry (the last fork of that id)
+            forks = [b for b in run.branches if b.header.branch == args.branch]
+            if not forks:
+                return fail(f"--branch {args.branch}: run {number} of {src} was never forked (f in the UI forks a run)")
+            run = forks[-1]
         elif run.branches:
-            _say(f"vgtui export: run {number} was forked at step {run.branches[-1].header.forked_at or 0:,}; "
-                 "exporting the run itself (--branch B for its fork)")
+            fork = run.branches[-1].header
+            _say(f"vgtui export: run {number} was forked at step {fork.forked_at or 0:,}; "
+                 f"exporting the run itself (--branch {fork.branch} for its fork)")
         for line in getattr(index, "notices", None) or []:  # the damaged lines the index skipped, one by one
             _say(f"vgtui export: skipped a damaged line: {src}: {line}")
         if index.notice:  # all it skipped or did, in one line (a last line cut short, the damaged lines counted)
@@ -185,7 +188,7 @@ def main(argv: list[str]) -> int:
     if len(damaged) > MAX_DAMAGED_SAID:
         _say(f"vgtui export: ... and {len(damaged) - MAX_DAMAGED_SAID:,} more damaged snapshots skipped")
     layers = len(run.header.layers)
-    what = f"run {number}" + (" (its fork, branch B)" if args.branch == "B" else "")
+    what = f"run {number}" + (f" (its fork, branch {args.branch})" if args.branch in BRANCHES else "")
     gap = f", {len(damaged):,} damaged snapshot{'s' * (len(damaged) != 1)} skipped" if damaged else ""
     _say(f"vgtui export: {rows:,} rows ({run.n_snapshots - len(damaged):,} snapshots x {layers} layers{gap}) of "
          f"{what} -> {'standard output' if to_stdout else out} in {time.perf_counter() - t0:.1f} s")

@@ -30,11 +30,13 @@ DOWNLOAD_TIMEOUT_S = 10.0
 
 class DataError(RuntimeError):
     """A dataset that cannot be had: the message says how to get it; `why`, in a few words, why it is missing
-    ("--offline", "no network", ...)."""
+    ("--offline", "no network", ...); `offline`: missing because --offline forbade the download (a field: the
+    notice is chosen by it, never by reading `why`)."""
 
-    def __init__(self, message: str, why: str = ""):
+    def __init__(self, message: str, why: str = "", offline: bool = False):
         super().__init__(message)
         self.why = why
+        self.offline = offline
 
 
 class CorruptData(DataError):
@@ -107,7 +109,7 @@ def _torchvision(cls_name: str, data_dir: str, offline: bool):
     except RuntimeError as missing:
         if offline:
             raise DataError(f"{cls_name} is not in {root} and --offline forbids downloading it",
-                            "--offline: no download") from missing
+                            "--offline: no download", offline=True) from missing
     try:
         root.mkdir(parents=True, exist_ok=True)
         with _socket_timeout(DOWNLOAD_TIMEOUT_S), open(os.devnull, "w") as devnull, \
@@ -187,7 +189,7 @@ def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.
         except CorruptData:
             raise
         except DataError as e:
-            return load_mnist5k(device, notice=fallback_notice(data_dir, e.why))
+            return load_mnist5k(device, notice=fallback_notice(data_dir, e.why, e.offline))
         return _from_uint8("mnist", train.data, train.targets, test.data, test.targets, device)
     if name == "fashion-mnist":
         try:
@@ -202,11 +204,11 @@ def load_dataset(name: str, data_dir: str, offline: bool = False, device: torch.
     raise DataError(f"unknown dataset {name!r}")
 
 
-def fallback_notice(data_dir: str, why: str) -> str:
+def fallback_notice(data_dir: str, why: str, offline: bool = False) -> str:
     """The one line a run that asked for MNIST and runs on the embedded digits shows: why, in words (`why`, from
     DataError.why), first, so that a status line cut at 80 columns still says it; then how to get MNIST. Never an
     exception's text."""
-    missing = ("is missing and --offline forbids downloading it" if why.startswith("--offline") else
+    missing = ("is missing and --offline forbids downloading it" if offline else
                f"could not be downloaded ({why or 'the download failed'})")
     if Path(data_dir).expanduser() == Path(default_data_dir()).expanduser():
         home = str(Path.home())

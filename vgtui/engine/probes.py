@@ -474,10 +474,13 @@ class Probes:
         self._act_grad = {remap[k]: v for k, v in self._act_grad.items()}
         self._out_grad = {remap[k]: v for k, v in self._out_grad.items()}
         self._no_grad_out = {remap[k] for k in self._no_grad_out}
-        for attr in ("_grad_stats", "_grad_hists", "_update", "_w_std", "_w_before", "_update_from"):
-            vals = getattr(self, attr)
-            if vals:
-                setattr(self, attr, [vals[i] for i in order])
+        def reordered(vals: list | None) -> list | None:
+            return [vals[i] for i in order] if vals else vals
+
+        # every per-layer list, by name (not a list of attribute-name strings: one left out would fail silently)
+        self._grad_stats, self._grad_hists = reordered(self._grad_stats), reordered(self._grad_hists)
+        self._update, self._w_std = reordered(self._update), reordered(self._w_std)
+        self._w_before, self._update_from = reordered(self._w_before), reordered(self._update_from)
 
 
 def locate_nonfinite(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str | None, str]:

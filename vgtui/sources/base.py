@@ -44,6 +44,7 @@ class Source(ABC):
     metrics_path: str | None = None  # the metrics file behind the run on screen, when there is one
     label: str = ""  # what the status line calls the source (a file name), "" for vgtui's own trainer
     why: str = ""  # why the source stopped, when it knows (a stream's end)
+    closing: bool = False  # set by whoever closes it (the App, on quit or a signal) first: its end is then no loss
 
     def takes(self, command: type) -> bool:
         return command in self.commands

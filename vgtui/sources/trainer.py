@@ -94,19 +94,20 @@ class _RunFile:
         self.t0 = time.monotonic()
         self.ended = True  # no run started yet
         self.began = False  # a run header came from this trainer (else it was refused before its first run)
-        self.branch_open = False  # a fork's branch B has begun and not ended
+        self.branch_open: str | None = None  # the id of a fork's branch that has begun and not ended
 
     def open(self) -> None:
         if self.path and self.writer is None:
             self.writer = MetricsWriter(self.path, overwrite=self.overwrite)
 
     def seen(self, rec: Record) -> None:
-        if getattr(rec, "branch", None) == "B":  # a fork's branch: begun or ended; it moves in step with the run
+        branch = getattr(rec, "branch", None)
+        if branch is not None:  # a fork's branch: begun or ended; it moves in step with the run
             if isinstance(rec, (RunRecord, EndRecord)):
-                self.branch_open = isinstance(rec, RunRecord)
+                self.branch_open = branch if isinstance(rec, RunRecord) else None
             return
         if isinstance(rec, RunRecord):
-            self.ended, self.branch_open, self.began = False, False, True
+            self.ended, self.branch_open, self.began = False, None, True
             self.t0, self.last_step = time.monotonic(), rec.forked_at or 0
         elif isinstance(rec, (Snapshot, EventRecord, StatusRecord)):
             self.last_step = max(self.last_step, rec.step)
@@ -125,12 +126,12 @@ class _RunFile:
         end = EndRecord(status=status, steps=self.last_step, elapsed_s=time.monotonic() - self.t0,
                         message=message + " (this end record was written by vgtui's viewer)", cause=cause)
         try:
-            if self.branch_open and last != "end@B":  # the fork's branch B first, as the trainer ends them
-                self.writer.write(dataclasses.replace(end, branch="B"))
+            if self.branch_open and last != f"end@{self.branch_open}":  # the branch's first, as the trainer does
+                self.writer.write(dataclasses.replace(end, branch=self.branch_open))
             self.writer.write(end)
         except MetricsWriteError:
             return None
-        self.branch_open = False
+        self.branch_open = None
         self.ended = True
         return end
 
@@ -142,8 +143,8 @@ class _RunFile:
             return []
         end = EndRecord(status=status, steps=self.last_step, elapsed_s=time.monotonic() - self.t0, message=message,
                         traceback=tb, cause=cause)
-        ends = [dataclasses.replace(end, branch="B"), end] if self.branch_open else [end]
-        self.ended, self.branch_open = True, False
+        ends = [dataclasses.replace(end, branch=self.branch_open), end] if self.branch_open else [end]
+        self.ended, self.branch_open = True, None
         return ends
 
     def close(self) -> None:

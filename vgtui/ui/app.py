@@ -1,7 +1,7 @@
 """The Textual app: it wires one source (or two files) to the main screen, and closes them on the way out.
 
 `run_tui(config)` trains in a child process and shows it live; `run_viewer(sources)` shows metrics files or
-standard input (`vgtui replay`, `vgtui follow`). The screen (`vgtui.ui.viewer.MainScreen`) owns the layout, the
+standard input (`vgtui replay`, `vgtui follow`). The screen (a `vgtui.ui.screens.RunScreen` for the source's kind) owns the layout, the
 keys and what they do. This module never imports torch: the trainer runs wherever its source puts it (a
 spawned child process for `vgtui`, a thread in tests).
 """
@@ -19,10 +19,11 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from vgtui.core.config import RunConfig
-from vgtui.sources.base import Source
+from vgtui.sources.base import Source, TrainerSource
 from vgtui.ui import keymap
 from vgtui.ui.state import shown
-from vgtui.ui.viewer import MainScreen
+from vgtui.ui.messages import StartupRefused
+from vgtui.ui.screens import RunScreen, screen_for
 
 DEFAULT_FPS = 2.0  # panels change with snapshots (~1/s at the default --probe-every); 2 frames/s keeps up
 RESTORE_TERMINAL = "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l\x1b[?25h\x1b[?1049l"
@@ -63,7 +64,7 @@ class VgtuiApp(App[int]):
         if self.start_source:
             for s in self.sources:
                 s.start()
-        return MainScreen(self.sources, fps=self.fps, screenshot_dir=self.screenshot_dir)
+        return screen_for(self.sources, fps=self.fps, screenshot_dir=self.screenshot_dir)
 
     def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
                markup: bool = True) -> None:
@@ -72,15 +73,15 @@ class VgtuiApp(App[int]):
         super().notify(shown(message), title=shown(title), severity=severity, timeout=timeout, markup=False)
 
     @property
-    def main(self) -> MainScreen:
-        """The main screen (under the help or failure screen when one is open)."""
-        return next(s for s in self.screen_stack if isinstance(s, MainScreen))
+    def main(self) -> RunScreen:
+        """The run screen (under the help or failure screen when one is open)."""
+        return next(s for s in self.screen_stack if isinstance(s, RunScreen))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Textual's own, then every key of the key map that works with this source."""
         yield from super().get_system_commands(screen)
         main = self.main
-        for k in keymap.for_kind(main.kind):
+        for k in keymap.for_kind(main.KIND):
             if k.palette:
                 keys = k.help_keys or k.display or k.keys
                 yield SystemCommand(k.palette, f"{k.description} ({keys})",
@@ -95,13 +96,21 @@ class VgtuiApp(App[int]):
         for w in self.workers:
             w.cancel()
         for s in self.sources:
+            s.closing = True
+        for s in self.sources:
             try:
-                if s.kind == "trainer":
+                if isinstance(s, TrainerSource):
                     s.close(self.exit_message, timeout=timeout, cause=self.exit_cause)
                 else:
                     s.close(timeout=timeout)
             except Exception:  # noqa: BLE001 - quitting must not fail
                 pass
+
+    def on_startup_refused(self, message: StartupRefused) -> None:
+        """The trainer refused to start: the UI goes, and run_app says why on the terminal (exit 2)."""
+        self.startup_error = message.message
+        self.close_sources(timeout=1.5)
+        self.exit(2)
 
     def on_unmount(self) -> None:
         self.close_sources()

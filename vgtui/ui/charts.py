@@ -17,17 +17,18 @@ import numpy as np
 import plotext as plt
 
 from vgtui.core.records import Hist
-from vgtui.ui.state import Metric, shown
+from vgtui.ui import colours
+from vgtui.ui.state import Metric, TAGS, shown
 
 FIG = plt.figure
 
 # 256-colour codes. Layers run from cold (fc1, deepest from the loss) to warm (the output layer).
-LAYER_RAMP = (33, 39, 45, 50, 48, 83, 154, 190, 220, 214, 208, 203, 198, 170, 134)
-AXIS_COLOUR = 244
-LOSS_COLOUR = 81
-TRAIN_COLOUR = 214
-TEST_COLOUR = 78
-USER_COLOURS = (214, 78, 177, 229)  # the user's metrics in the loss chart, in name order
+LAYER_RAMP = colours.LAYER_RAMP
+AXIS_COLOUR = colours.AXIS
+LOSS_COLOUR = colours.LOSS
+TRAIN_COLOUR = colours.TRAIN_ACC
+TEST_COLOUR = colours.TEST_ACC
+USER_COLOURS = colours.USER  # the user's metrics in the loss chart, in name order
 # A user's metric drawn on the accuracy axis (0..100%): one whose name says it is an accuracy ("acc", "val_acc",
 # "accuracy", "top1", "top-5") and whose values lie in 0..1. A learning rate or a fraction of another kind, also in
 # 0..1, is not an accuracy: the status line shows its latest value, no axis claims it.
@@ -36,8 +37,8 @@ ACCURACY_NAME = re.compile(r"acc|top-?\d", re.IGNORECASE)
 
 def is_accuracy(name: str) -> bool:
     return bool(ACCURACY_NAME.search(str(name)))
-EVENT_COLOUR = 177
-B_COLOUR = 213  # run B, beside run A in LOSS_COLOUR
+EVENT_COLOUR = colours.EVENT
+B_COLOUR = colours.RUN_B  # run B, beside run A in LOSS_COLOUR
 
 _THEMES = {True: "vgtui", False: "colorless"}
 plt.add_theme("vgtui", text=AXIS_COLOUR, sequence=list(LAYER_RAMP))
@@ -420,7 +421,7 @@ def pre_percentiles_compare(runs: Sequence[PreRun], width: int, height: int, col
     activation from the last hidden layer"): A in LOSS_COLOUR, B in B_COLOUR, the median solid, the 15th and
     85th thin."""
     xmax, lines, keys, any_steps = 1.0, [], [], False
-    for run, tag, code in zip(runs, "AB", (LOSS_COLOUR, B_COLOUR)):
+    for run, tag, code in zip(runs, TAGS, (LOSS_COLOUR, B_COLOUR)):
         steps, names, bands, total = run.steps, run.names, run.bands, run.total_steps
         x = np.asarray(steps, dtype=float)
         any_steps = any_steps or bool(x.size)

@@ -81,6 +81,8 @@ KEYMAP: tuple[Key, ...] = (
     Key("m", "metric", "metric", "gradient metric: grad norm, mean |grad|, grad:data, update:data; then the "
         "curves show the pre-activation percentiles", ANY, "m", palette="Next metric"),
     Key("l", "log", "log/lin", "log / linear axes", ANY, "l", palette="Log / linear axes"),
+    Key("x", "relative", "relative", "gradient bars relative to the output layer (which reads 1): each layer's "
+        "share of its gradient, in words (1/10,000)", ANY, "x", palette="Gradient bars relative to the output layer"),
     Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table", ANY, "tab",
         priority=True, palette="Next view"),
     Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file, under a new name if that "
@@ -95,7 +97,7 @@ KEYMAP: tuple[Key, ...] = (
 EXTRA_HELP = (("ctrl+p", "command palette", ANY),)
 # the footer's keys, most important first (by their first Textual key name); the footer shows those that fit
 FOOTER = ("q", "question_mark", "tab", "space", "a", "f", "left", "right", "m", "l", "b", "s", "i", "plus,equals_sign",
-          "minus", "r", "n", "p", "left_square_bracket", "right_square_bracket", "e", "ctrl+s")
+          "minus", "r", "n", "p", "left_square_bracket", "right_square_bracket", "e", "ctrl+s", "x")
 PALETTE_CELLS = 14  # what Textual's "^p palette" takes at the footer's right end
 ITEM_GAP = 2  # cells between a footer key and its label, and after the label  # Textual's own keys, in the help and the README only
 

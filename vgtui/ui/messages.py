@@ -74,3 +74,12 @@ class ForkEnded(Message, bubble=False):
     def __init__(self, end: EndRecord) -> None:
         super().__init__()
         self.end = end
+
+
+class StartupRefused(Message):
+    """The trainer refused to start (no CUDA, data it cannot read): the App says it on the terminal after the UI and
+    exits 2. Posted by the live screen; bubbles to the App."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message

@@ -15,8 +15,12 @@ from dataclasses import dataclass
 
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import diagnose, judge_learning
-from vgtui.core.records import (UNSAFE_RANGES, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
+from vgtui.core.records import (BRANCHES, UNSAFE_RANGES, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
                                 Snapshot)
+
+# The runs side by side on one screen, by position: the run itself (A), then its fork's branches (the records'
+# branch ids, vgtui.core.records.BRANCHES), or a second file beside the first.
+TAGS: tuple[str, ...] = ("A", *BRANCHES)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Screens over the main one: the key help (`?`, from the key map) and the trainer failure dialog."""
+"""Screens over a run screen: the key help (`?`, from the key map) and the trainer failure dialog."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from vgtui.core.records import EndRecord
-from vgtui.ui import keymap
+from vgtui.ui import colours, keymap
 
 class HelpScreen(ModalScreen[None]):
     """The keys that work with this source (`kind`), from the key map. The text wraps to the terminal's width
@@ -34,7 +34,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         t = Table(box=None, show_header=False, pad_edge=False)
-        t.add_column(style="bold color(81)", no_wrap=True)
+        t.add_column(style=colours.style(colours.RUN_A, bold=True), no_wrap=True)
         t.add_column()
         for keys, what, _ in keymap.help_rows(self.kind):
             t.add_row(keys, what)
@@ -86,7 +86,7 @@ class FailureScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="failure-box"):
-            yield Static(Text("Training failed", style="bold color(196)"), id="failure-title")
+            yield Static(Text("Training failed", style=colours.style(colours.DIVERGED, bold=True)), id="failure-title")
             yield Static(Text(self.message, style="bold"), id="failure-message")
             with VerticalScroll(id="failure-tb"):
                 yield Static(Text(self.end.traceback if self.end and self.end.traceback else "(no traceback)",

@@ -1,0 +1,118 @@
+"""`vgtui compare`'s command line: the parser (its --help text: the grammar, the presets, the exit statuses) and
+main, which plans the runs (refusing a bad SPEC or option before torch is imported), runs them and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from vgtui.commands.compare.collect import check_metrics_dir, run_all
+from vgtui.commands.compare.presets import PRESETS, preset_help
+from vgtui.commands.compare.spec import GRAMMAR, Refused, plan
+from vgtui.commands.compare.table import format_csv, format_json, format_text, setup_line
+from vgtui.core.config import DATASETS, DEVICES, OPTIMIZERS
+
+DESCRIPTION = """\
+Train several configurations one after another, with the same seed and the same data order, and print one table:
+the median fc1/last-layer gradient-norm ratio, the diagnosis, the saturated and dead units per layer, the final
+train and test accuracy and the speed. A preset reproduces the seed's article or a paper's comparison, with the
+paper's figure beside ours and our (much shorter) setup stated."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = f"""{GRAMMAR}
+
+presets (vgtui compare --preset NAME; the options in [ ] are its defaults, any option given overrides them):
+{preset_help()}
+
+examples:
+  vgtui compare --preset seed                       the article's comparison on mnist-5k (2 epochs each)
+  vgtui compare sigmoid relu+kaiming sigmoid+bn --epochs 3 --seeds 3
+  vgtui compare --preset he2015 --json > he.json    the table as JSON (--csv: as CSV)
+  vgtui compare --preset bn2015 --metrics-dir runs/ then: vgtui replay runs/sigmoid.jsonl runs/sigmoid+bn.jsonl
+
+exit status: 0 done (diverged configurations are rows of the table), 2 a bad SPEC or option, a --metrics-dir file
+that cannot be written, a seed range past 2**63-1 or a network too big for memory (all checked before anything
+trains), 4 a metrics file could not be written mid-way, 130 Ctrl+C, 143 SIGTERM, 129 SIGHUP, 141 standard output
+closed (a broken pipe). When it stops early, the table of what finished is printed (a configuration's finished
+seeds as a row marked partial)."""
+    p = argparse.ArgumentParser(prog="vgtui compare", description=DESCRIPTION, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="a configuration, e.g. relu+kaiming (grammar below)")
+    p.add_argument("--preset", metavar="NAME", help=f"{', '.join(PRESETS)} (SPECs given too are added after its own)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="run each configuration with seeds SEED..SEED+N-1; the table shows the median and the range")
+    p.add_argument("--metrics-dir", metavar="DIR",
+                   help="write one metrics file per configuration there, named after it")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the table as JSON on stdout (progress on stderr)")
+    fmt.add_argument("--csv", action="store_true", help="print the table as CSV on stdout (progress on stderr)")
+    g = p.add_argument_group("run options (as for vgtui --headless; default: the preset's, else vgtui's)")
+    g.add_argument("--dataset", metavar="NAME", help=f"{', '.join(DATASETS)} (default: mnist-5k)")
+    g.add_argument("--data-dir", metavar="DIR", help="where torchvision datasets live")
+    g.add_argument("--offline", action="store_true", help="never touch the network")
+    g.add_argument("--epochs", type=int, help="(default: the preset's, else 2)")
+    g.add_argument("--max-steps", type=int, help="stop each configuration after this many steps")
+    g.add_argument("--seed", type=int, help="(default: 0)")
+    g.add_argument("--device", metavar="NAME", help=f"{', '.join(DEVICES)} (default: auto)")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--optimizer", metavar="NAME", help=", ".join(OPTIMIZERS))
+    g.add_argument("--depth", type=int, help="hidden layers (default: the preset's, else 5)")
+    g.add_argument("--width", type=int, help="units per hidden layer (default: the preset's, else 1000)")
+    g.add_argument("--activation", metavar="NAME", help="for SPECs that name none (default: sigmoid)")
+    g.add_argument("--init", metavar="NAME", help="for SPECs that name none (default: PyTorch's)")
+    g.add_argument("--probe-every", type=int, metavar="N", help="a snapshot every N steps (default: 5)")
+    return p
+
+
+def _refuse(parser: argparse.ArgumentParser, msg: str, grammar: bool = False) -> int:
+    parser.print_usage(sys.stderr)
+    sys.stderr.write(f"vgtui compare: error: {msg}\n")
+    if grammar:
+        sys.stderr.write(GRAMMAR + "\n")
+    return 2
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        want = plan(args)
+    except Refused as e:
+        return _refuse(parser, e.message, grammar=e.grammar)
+    if args.metrics_dir:
+        problem = check_metrics_dir(args.metrics_dir, want.labels, args.seeds, want.base.seed)
+        if problem:
+            return _refuse(parser, problem)
+    from vgtui.cli import closed_at_start
+
+    out: TextIO = sys.stdout
+    if closed_at_start("stdout") and not closed_at_start("stderr"):
+        out = sys.stderr
+        out.write("vgtui compare: standard output is closed: the table goes to standard error\n")
+    rows, status = run_all(want.configs, args.seeds, args.metrics_dir, sys.stderr)  # stdout holds only the table
+    if rows is None:
+        return status
+    preset, cfgs = want.preset, [c for _, c in want.configs]
+    setup = setup_line(want.base, cfgs, args.seeds)
+    if args.json:
+        text = format_json(rows, preset, args.preset, setup)
+    elif args.csv:
+        text = format_csv(rows, preset)
+    else:
+        text = format_text(rows, preset, setup, max(c.depth for c in cfgs))
+    try:
+        out.write(text)
+        out.flush()
+    except BrokenPipeError:  # `| head -1`: as a SIGPIPE would end it
+        from vgtui.cli import _discard_output
+        from vgtui.signals import BROKEN_PIPE_STATUS
+
+        _discard_output()
+        return BROKEN_PIPE_STATUS
+    return status
+

@@ -1,0 +1,51 @@
+"""Every colour of the UI, named once, by what it means (256-colour codes; `style()` makes a Rich style of one).
+
+Regime colours mean regimes and nothing else: a layer's or a run's verdict (its bar, its badge, its row in the
+layer table). The runs, the curves and the notices have colours of their own, none of them a regime's.
+"""
+
+from __future__ import annotations
+
+from rich.color import Color
+
+# regimes: the verdict of a layer or of a run (vgtui.core.diagnosis)
+VANISHING = 214  # orange: too little gradient (or saturated units, not learning)
+HEALTHY = 78  # green
+EXPLODING = 201  # magenta: too much (or a loss that rises)
+DIVERGED = 196  # red: non-finite; also dead units and failures
+REGIME = {"vanishing": VANISHING, "healthy": HEALTHY, "exploding": EXPLODING, "diverged": DIVERGED}
+
+# runs and curves
+RUN_A = 81  # the run (and its loss curve; the accent of what runs, e.g. its activation)
+RUN_B = 213  # a fork's branch, or the second file, beside A
+LOSS = RUN_A
+TRAIN_ACC = 229  # pale yellow dots
+TEST_ACC = 255  # near-white dots
+USER = (229, 255, 117, 223)  # a user's own metrics in the loss chart, in name order
+EVENT = 177  # a live change (a marker on the curves), and the status line's notice: what just happened
+LAYER_RAMP = (33, 39, 45, 50, 48, 83, 154, 190, 220, 208, 203, 198, 170, 134)  # layers by depth, first to last
+
+# the frame
+AXIS = 244  # axis labels, rulers
+RULE = 238  # separators, a bar's empty rest, grid lines
+WARNING = 220  # something to look at that is not a regime (a writer gone quiet)
+
+
+def style(code: int, bold: bool = False, reverse: bool = False, on: int | None = None) -> str:
+    """A Rich style string for colour `code` (`on`: a background, for badges)."""
+    words = ["bold"] * bold + ["reverse"] * reverse
+    words.append(f"black on color({on})" if on is not None and code == 0 else
+                 f"color({code}) on color({on})" if on is not None else f"color({code})")
+    return " ".join(words)
+
+
+def hexc(code: int) -> str:
+    """A 256-colour code as #rrggbb (Textual markup does not take color(N))."""
+    return Color.from_ansi(code).get_truecolor().hex
+
+
+REGIME_STYLE = {"vanishing": style(VANISHING), "healthy": style(HEALTHY), "exploding": style(EXPLODING),
+                "diverged": style(DIVERGED, bold=True)}
+BADGE_STYLE = {"vanishing": style(0, bold=True, on=VANISHING), "healthy": style(0, bold=True, on=HEALTHY),
+               "exploding": style(0, bold=True, on=EXPLODING), "diverged": "bold white on " + style(DIVERGED),
+               "loss rising": style(0, bold=True, on=EXPLODING), "not learning": style(0, bold=True, on=VANISHING)}

@@ -1,0 +1,375 @@
+"""The run screen every mode shares: the layout (status, view tabs, the views, the footer), the view options, the
+frame timer and the keys every mode has. A live screen (vgtui.ui.screens.live) and a replay screen
+(vgtui.ui.screens.replay) add what their source does; neither is told apart by a string.
+
+The screen owns what is shown and how: one `RunState` per run on screen (two for a fork or `vgtui replay A B`), and
+the view options as reactive attributes whose watchers retitle and redraw. Each frame it builds one frozen `RunView`
+and hands it to the panels (vgtui.ui.widgets), which never read the screen.
+
+Threads and cost (the budget: training inside the TUI at >= 0.90 of headless speed): a frame timer runs at most `fps`
+times a second and asks each visible panel whether its data changed; only those re-render. Keys act at once: an
+action updates the status line on the spot (`_status_now`), the panels at the next frame.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import BindingsMap
+from textual.containers import Grid, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Static
+
+from vgtui.core.config import next_choice
+from vgtui.sources.base import Source
+from vgtui.ui import charts, colours, keymap
+from vgtui.ui.colours import hexc
+from vgtui.ui.screens.dialogs import HelpScreen
+from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, RunState, metric
+from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, RunView, StatusBar,
+                              flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
+
+MIN_SIZE = (80, 24)
+VIEWS = ("overview", "histograms", "layers")
+VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table"}
+MAX_LEGEND = 40  # layers named under the curves panel at most (a border line holds no more)
+
+
+class RunScreen(Screen):
+    """What every mode has. Subclasses set KIND (the key map's source kind: their bindings, help and palette) and
+    LIVE/REPLAY (what the panels are told), and add their own keys' actions."""
+
+    KIND: ClassVar[str] = ""
+    LIVE: ClassVar[bool] = False  # a trainer's run (r restarts it)
+    REPLAY: ClassVar[bool] = False  # a recorded file under a cursor
+    MEANWHILE: ClassVar[str] = ""  # said on the too-small screen: what goes on while it is shown
+
+    metric: reactive[str] = reactive("grad_norm", init=False)
+    log: reactive[bool] = reactive(True, init=False)
+    relative: reactive[bool] = reactive(False, init=False)  # the gradient bars over the output layer's value
+    view: reactive[str] = reactive("overview", init=False)
+    paused: reactive[bool] = reactive(False, init=False)  # training paused, or a replay not playing
+    notice: reactive[str] = reactive("", init=False)  # the status line's third line, when something just happened
+
+    def __init__(self, sources: list[Source], fps: float = 2.0, screenshot_dir: str | None = None) -> None:
+        super().__init__()
+        self.sources = list(sources)  # the screen's own list (a replay adds a file's fork as a second source)
+        self.source = self.sources[0]
+        self.states = [RunState(s.config, s.label) for s in self.sources]
+        self.state = self.states[0]
+        self.branch_focus = 0  # the run the single-run views show (the histograms); in a fork, the branch `f` keeps
+        self._user_metrics = 0  # the user's metrics the titles were made for
+        self.fps = max(float(fps), 0.2)
+        self.screenshot_dir = screenshot_dir or os.getcwd()
+        self.frames = 0  # frame timer ticks that redrew something (bench/tests)
+        self._bindings = BindingsMap(keymap.bindings(self.KIND, metrics_file=self._has_file))
+        self._footer_width = 0
+
+    @property
+    def _has_file(self) -> bool:
+        """A metrics file behind the run on screen: `e` (export) is offered in the footer only then."""
+        return bool(self.source.metrics_path)
+
+    @property
+    def colour(self) -> bool:
+        return not self.app.no_color
+
+    @property
+    def compare(self) -> bool:
+        return len(self.states) > 1
+
+    @property
+    def forked(self) -> bool:
+        """A live fork (the live screen's); a replay shows a recorded fork as two runs."""
+        return False
+
+    @property
+    def focused_state(self) -> RunState:
+        return self.states[min(self.branch_focus, len(self.states) - 1)]
+
+    # ------------------------------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Static(id="tabs")
+        with ContentSwitcher(initial="overview", id="views"):
+            with Grid(id="overview"):
+                yield GradientBars(id="grads", classes="panel")
+                yield ActivationPanel(id="acts", classes="panel")
+                yield PlotextPanel(loss_figure, lambda v: v.versions("snap_version", "epoch_version"),
+                                   id="loss", classes="panel")
+                yield PlotextPanel(flow_figure, lambda v: (v.versions("snap_version"), v.metric, v.log),
+                                   id="flow", classes="panel")
+            with Vertical(id="histograms"):
+                yield PlotextPanel(hist_all_figure, hist_key, id="hist-all", classes="panel")
+                yield PlotextPanel(hist_grid_figure, hist_key, id="hist-grid", classes="panel")
+            with Vertical(id="layers"):
+                yield LayerTable(id="table", classes="panel")
+        yield Static(id="too-small")
+        yield Footer(compact=True)
+
+    def versions(self, *names: str) -> tuple:
+        """The data versions `names` of every run shown (a panel's key: it redraws when one changes)."""
+        return tuple(getattr(st, n) for st in self.states for n in names)
+
+    def view_options(self) -> dict:
+        """What a mode adds to the panels' view (the live screen: pause asked, speed cap; a replay: its pace)."""
+        return {}
+
+    def run_view(self) -> RunView:
+        """What the panels draw from at this frame (they never read the screen)."""
+        return RunView(states=tuple(self.states), live=self.LIVE, replay=self.REPLAY, paused=self.paused,
+                       notice=self.notice, branch_focus=self.branch_focus, metric=self.metric, log=self.log,
+                       relative=self.relative, colour=self.colour, **self.view_options())
+
+    def on_mount(self) -> None:
+        self._titles()
+        self._update_tabs()
+        self.check_size()
+        self.start()
+        self.set_interval(1.0 / self.fps, self._frame)
+        self._frame()
+
+    def start(self) -> None:
+        """A mode's own start: read the live source, or open the file's run."""
+
+    def on_resize(self) -> None:
+        self.check_size()
+
+    def check_size(self) -> None:
+        w, h = self.app.size
+        if w != self._footer_width:  # the footer shows the keys that fit (q and ? always: keymap.FOOTER)
+            self._footer_width = w
+            self._bindings = BindingsMap(keymap.bindings(self.KIND, w, metrics_file=self._has_file))
+            self.refresh_bindings()
+        small = w < MIN_SIZE[0] or h < MIN_SIZE[1]
+        self.set_class(small, "too-small")
+        if small:
+            self.query_one("#too-small", Static).update(
+                f"The terminal is {w}x{h}.\n\nEnlarge to at least {MIN_SIZE[0]}x{MIN_SIZE[1]}.\n\n"
+                f"{self.MEANWHILE}q quits.")
+
+    # ------------------------------------------------------------------------------------------ watchers
+    def watch_metric(self) -> None:
+        self._titles()
+        self._frame(force=True)
+
+    def watch_log(self, log: bool) -> None:
+        self.notice = "log axes (fixed decades)" if log else "linear axes"
+        self._titles()
+        self._frame(force=True)
+
+    def watch_relative(self, relative: bool) -> None:
+        self.notice = ("gradient bars relative to the output layer: each is a fraction of its value" if relative
+                       else "gradient bars on their own values")
+        self._frame(force=True)
+
+    def watch_view(self, view: str) -> None:
+        self.query_one("#views", ContentSwitcher).current = view
+        self._update_tabs()
+        self.call_after_refresh(self._frame, True)
+
+    def watch_notice(self) -> None:
+        self._status_now()
+
+    def watch_paused(self) -> None:
+        self._status_now()
+
+    def _titles(self) -> None:
+        """The panels' border titles and legends: the screen's (the panels draw inside their borders)."""
+        loss = self.query_one("#loss", Panel)
+        flow = self.query_one("#flow", Panel)
+        loss.border_title = "loss & accuracy over steps"
+        if self.metric == PRE:
+            flow.border_title = "pre-activation z percentiles · linear y (always)"
+        else:
+            m = metric(self.metric)
+            scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log else "linear y"
+            flow.border_title = f"{m.label} per layer over steps · {scale}"
+        if self.compare:
+            loss.border_subtitle = flow.border_subtitle = " ".join(
+                f"[{hexc(code)}]━ {tag} {markup(st.label)}[/]"
+                for tag, st, code in zip(TAGS, self.states, (colours.RUN_A, colours.RUN_B)))
+            flow.border_subtitle += " · last hidden layer" if self.metric == PRE else " · first and last layer"
+        else:
+            loss.border_subtitle = (f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/] "
+                                    f"[{hexc(colours.TRAIN_ACC)}]● train acc[/] "
+                                    f"[{hexc(colours.TEST_ACC)}]● test acc[/] [{hexc(colours.EVENT)}]│ live change[/]")
+            s = self.state
+            if s.run is not None and s.run.config is None:  # a user's run (vgtui.watch): no epochs, maybe metrics=
+                with s.lock:  # the user's accuracies, in the colours the chart gives them (charts.loss_curves)
+                    accuracies = sorted(k for k in s.history.user if charts.is_accuracy(k))
+                loss.border_subtitle = f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/]" + "".join(
+                    f" [{hexc(c)}]• {markup(k)}[/]" for k, c in zip(accuracies, colours.USER))
+            names = self.state.layers
+            cols = charts.layer_colours(len(names))
+            flow.border_subtitle = " ".join(f"[{hexc(c)}]━{markup(n)}[/]" for n, c in zip(names[:MAX_LEGEND], cols))
+            if len(names) > MAX_LEGEND:
+                flow.border_subtitle += f" … {len(names) - MAX_LEGEND:,} more"
+            if self.metric == PRE:  # the chart names the layers it draws (the hidden ones)
+                flow.border_subtitle = ""
+        counts = "log counts, fixed decades 1…1e8" if self.log else "linear counts"
+        self.query_one("#hist-all", Panel).border_title = (
+            f"all weight gradients · x: |g| on a log axis 1e{charts.GRAD_LO}…1e{charts.GRAD_HI} · y: {counts}")
+        self.query_one("#hist-grid", Panel).border_title = "per layer: the same axes"
+        if self.compare:  # two runs: the histograms show the one in focus
+            tag = TAGS[min(self.branch_focus, len(self.states) - 1)]
+            self.query_one("#hist-all", Panel).border_title += (f" · run {tag} {markup(self.focused_state.label)} "
+                                                                 "(o: the other)")
+
+    def _update_tabs(self) -> None:
+        parts = []
+        for v in VIEWS:
+            t = VIEW_TITLES[v]
+            parts.append(f"[reverse bold] {t} [/]" if v == self.view else f" [dim]{t}[/] ")
+        self.query_one("#tabs", Static).update(" " + "".join(parts) + "  [dim]tab: next view[/]")
+
+    # ------------------------------------------------------------------------------------------ frames
+    def _frame(self, force: bool = False) -> None:
+        """At most fps times a second: every visible panel whose data changed re-renders (figures at most once
+        a second, see Panel.min_interval; `force` skips that, for a key the person just pressed)."""
+        if self.has_class("too-small") or not self.is_mounted:
+            return
+        if len(self.state.history.user) != self._user_metrics:  # the loss panel's legend names the user's accuracies
+            self._user_metrics = len(self.state.history.user)
+            self._titles()
+        changed = False
+        view = self.run_view()
+        with self.app.batch_update():
+            for panel in self.visible_panels():
+                changed |= panel.update_key(view, force)
+        if changed:
+            self.frames += 1
+
+    def visible_panels(self) -> list[Panel]:
+        return [p for p in self.query(Panel) if p.display and (p.parent is None or p.parent.display)]
+
+    def up_to_date(self) -> bool:
+        """Whether every visible panel shows the data it has now (tests and the benchmark wait for it)."""
+        view = self.run_view()
+        return all(p.drawn_key == p.key(view) for p in self.visible_panels())
+
+    def _status_now(self) -> None:
+        """Answer a key at once: the status line (cheap) redraws now, the rest at the next frame."""
+        if self.is_mounted:
+            self.query_one(StatusBar).update_key(self.run_view())
+
+    # ------------------------------------------------------------------------------------------ actions
+    def what_this_is(self) -> str:
+        """For a key that does nothing here: 'a replay of run.jsonl', 'a stream of records'."""
+        return ""
+
+    def action_unavailable(self, label: str, needs: str) -> None:
+        self.notify(f"{label}: needs {needs}; this is {self.what_this_is()}", severity="warning", timeout=4)
+
+    def action_focus(self) -> None:
+        """Two runs (a fork, or a replay of two): switch the one in focus, which the gradient histograms show and
+        which `f` keeps when it ends a fork."""
+        if not self.compare:
+            self.notify("o switches between A and B when two runs are shown (f forks a live run; vgtui replay A B)",
+                        timeout=3)
+            return
+        self.branch_focus = (self.branch_focus + 1) % len(self.states)
+        tag = TAGS[self.branch_focus]
+        self.notice = f"focus on {tag}: the histograms show {tag}" + (
+            f"; f ends the fork keeping {tag}" if self.forked else "")
+        self._titles()
+        self._frame(force=True)
+
+    def action_metric(self) -> None:
+        self.metric = next_choice(self.metric, CURVE_KEYS, 1)
+
+    def action_log(self) -> None:
+        self.log = not self.log
+
+    def action_relative(self) -> None:
+        self.relative = not self.relative
+
+    def action_next_view(self) -> None:
+        self.view = next_choice(self.view, VIEWS, 1)
+
+    def export_target(self) -> tuple[object, int, int] | None:
+        """The run `e` writes as CSV: (a run index, its number, how many runs the file holds); None: nothing yet
+        (said by the mode). Called in the export's thread."""
+        raise NotImplementedError
+
+    def can_export(self) -> bool:
+        """Whether `e` has a run to write (a mode says why not)."""
+        return True
+
+    def action_export(self) -> None:
+        if not self.source.metrics_path:
+            self.notify("e: no metrics file behind this run (start vgtui with --metrics PATH)", severity="warning",
+                        timeout=5)
+            return
+        if not self.can_export():
+            return
+        self.notice = "writing the CSV…"
+        self._export()
+
+    @work(thread=True, group="export")
+    def _export(self) -> None:
+        """The run on screen as CSV (vgtui.core.csvfile.write_csv_new), beside its metrics file, or in the screenshot
+        folder when that one is not writable: run.csv, or run-2.csv for the second run of a file with several.
+        Nothing is ever overwritten (the metrics file itself, a CSV already there, a link): the first free name
+        of run-2.csv, run-3.csv... is taken instead, and said."""
+        from vgtui.core.csvfile import write_csv_new
+
+        path = self.source.metrics_path
+        damaged: list[str] = []
+
+        def out_path(number: int, count: int) -> str:
+            stem = os.path.splitext(os.path.basename(path))[0] + (f"-{number}" if count > 1 else "")
+            folder = os.path.dirname(os.path.abspath(path))
+            return os.path.join(folder if os.access(folder, os.W_OK) else self.screenshot_dir, stem + ".csv")
+
+        try:
+            with self.export_target() as (run, number, count):
+                wanted = out_path(number, count)
+                out, rows = write_csv_new(run, wanted, on_damaged=damaged.append)
+        except Exception as e:  # noqa: BLE001 - a file that cannot be exported is a notice, never a crash
+            why = e.strerror if isinstance(e, OSError) and e.strerror else (
+                e if isinstance(e, ValueError) else f"{type(e).__name__}: {e}")
+            self.app.call_from_thread(self.notify, f"e: could not write the CSV: {why}", severity="error")
+            return
+        said = f"CSV written: {out} ({rows:,} rows"
+        if out != wanted:
+            said += f"; {os.path.basename(wanted)} exists: left as it is"
+        if damaged:
+            lines = ", ".join(m.group(1) for d in damaged[:5] if (m := re.search(r"line (\d+)", d)))
+            said += (f"; {len(damaged):,} damaged snapshot{'s' * (len(damaged) != 1)} skipped: line "
+                     f"{lines}{'…' if len(damaged) > 5 else ''}")
+        said += ")"
+        self.app.call_from_thread(setattr, self, "notice", said)
+        if out != wanted or damaged:
+            self.app.call_from_thread(self.notify, said, severity="warning", timeout=8)
+
+    def action_screenshot_svg(self) -> None:
+        """An SVG of the screen in the screenshot folder, under a new name (vgtui_DATE_TIME.svg, or -2, -3...
+        within the same second): never over an existing file or through a link (vgtui.core.outfile)."""
+        from vgtui.core.outfile import numbered, write_new
+
+        folder = os.path.expanduser(self.screenshot_dir)
+        name = os.path.join(folder, time.strftime("vgtui_%Y%m%d_%H%M%S.svg"))
+        try:
+            svg = self.app.export_screenshot().encode("utf-8")
+            path, _ = write_new(numbered(name), lambda f: f.write(svg))
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            self.notice = f"screenshot not saved: {self.screenshot_dir}: {why}"
+            self.notify(self.notice, severity="error", timeout=8)
+            return
+        self.notice = f"screenshot saved: {path}"
+        self.notify(self.notice, timeout=6)
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.KIND))
+
+    def action_quit(self, status: int = 0) -> None:
+        self.app.close_sources(timeout=1.5)  # type: ignore[attr-defined]
+        self.app.exit(int(status))

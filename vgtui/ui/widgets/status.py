@@ -1,0 +1,266 @@
+"""The status line: what runs (with its verdict), where it is, what it means or what just happened."""
+
+from __future__ import annotations
+
+import math
+from itertools import islice
+
+from rich.console import Group
+from rich.text import Text
+
+from vgtui.core.diagnosis import badge, explain, explain_learning
+from vgtui.ui import charts, colours
+from vgtui.ui.colours import BADGE_STYLE
+from vgtui.ui.state import RunState, TAGS, number, shown
+from vgtui.ui.widgets.base import Panel, RunView, abbreviate, no_snapshot
+
+
+STATUS_METRICS = 6  # the user's own metrics the status line names at most (the rest are counted)
+
+
+class StatusBar(Panel):
+    """Three lines. One run: what runs (and its diagnosis badge), where it is, what it means or what just
+    happened. Two runs: one line per run, each with its badge, and a line with both positions."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 3; width: 1fr; }
+    """
+
+    def key(self, view: RunView) -> object:
+        m = view
+        return (m.versions("snap_version", "epoch_version", "run_version", "progress_version"), m.paused,
+                m.pause_wanted, m.cap, m.pace, m.notice, m.branch_focus,
+                tuple(st.config for st in m.states))
+
+    def build(self, width: int, height: int) -> object:
+        m = self.view
+        if m.compare:
+            a, b = m.states
+            line3 = Text(" ", no_wrap=True, overflow="ellipsis")
+            if m.forked:
+                line3.append_text(self._fork_line(a, b, m))
+            elif m.notice:
+                line3.append(m.notice, style="italic " + colours.style(colours.EVENT))
+            else:
+                for tag, st in zip(TAGS, (a, b)):
+                    line3.append(f"{tag} ", style="bold")
+                    line3.append(position(st) + "   ")
+                line3.append_text(self._run_state(a, m))
+            return Group(self._what(a, width, "A "), self._what(b, width, "B "), line3)
+        s = m.state
+        return Group(self._what(s, width), self._where(s, width), self._meaning(s, width))
+
+    def _fork_line(self, a: RunState, b: RunState, m: RunView) -> Text:
+        """A live fork: where both are, B's accuracy against A's, and the focus."""
+        t = Text()
+        tick = a.live_progress()
+        step = tick.step if tick else a.step
+        t.append(f"step {step:,}  ", style="bold")
+        ea, eb = a.visible_epochs(), b.visible_epochs()
+        if ea and eb:
+            d = 100 * (eb[-1].test_acc - ea[-1].test_acc)
+            t.append("test acc ", style="dim")
+            t.append(f"A {ea[-1].test_acc:.1%}  B {eb[-1].test_acc:.1%}  ", style="bold")
+            t.append(f"B−A {d:+.1f} pts  ", style="bold")
+        t.append_text(self._run_state(a, m))
+        t.append("  ")
+        if m.notice:  # what just happened, else how to go on
+            t.append(m.notice, style="italic " + colours.style(colours.EVENT))
+        else:
+            focus = TAGS[m.branch_focus]
+            t.append(f"focus {focus} (o) · f ends the fork keeping {focus}", style="dim")
+        return t
+
+    def _what(self, s: RunState, width: int, tag: str = "") -> Text:
+        """What runs: the file, the model or vgtui's configuration, and the diagnosis badge."""
+        with s.lock:
+            cfg, run, snap = s.config, s.run, s.snap
+            diag, layers = s.diagnosis(), s.layers
+        head = [(f"{tag}{s.label or 'vgtui'}", "bold")] if s.label or tag else [("vgtui", "bold")]
+        if cfg is not None:
+            dataset = run.dataset if run and run.dataset else cfg.dataset
+            device = run.device if run else cfg.device
+            parts = [(dataset, ""), (device, ""), (cfg.activation, colours.style(colours.RUN_A, bold=True)), (f"init {cfg.init}", ""),
+                     (f"bn {'on' if cfg.batchnorm else 'off'}", "bold" if cfg.batchnorm else ""),
+                     (f"skip {'on' if cfg.skip else 'off'}", "bold" if cfg.skip else ""),
+                     (f"{cfg.depth}×{cfg.width}", ""), (f"{cfg.optimizer} lr {cfg.lr:g}", "")]
+        else:  # a run of another producer: what its header says
+            parts = [(x, "") for x in (run.model if run else "", run.dataset if run else "", run.device if run else "")
+                     if x]
+            if snap is not None and snap.activation:
+                parts.append((snap.activation, colours.style(colours.RUN_A, bold=True)))
+        parts = head + parts
+        learning = s.learning()[0]
+        badge = self._badge(diag, layers, learning=learning)
+        line = join(parts)
+        pad = width - line.cell_len - badge.cell_len - 1
+        if pad < 1:  # narrow: drop the separators' spaces, a shorter badge, then the last parts
+            parts = [(t.replace("init ", "").replace(" lr ", " "), st) for t, st in parts]
+            badge = self._badge(diag, layers, short=True, learning=learning)
+            while True:
+                line = join(parts, "·")
+                pad = width - line.cell_len - badge.cell_len - 1
+                if pad >= 1 or len(parts) <= 2:
+                    break
+                parts.pop()
+        line.append(" " * max(pad, 1))
+        line.append_text(badge)
+        line.truncate(width)
+        return line
+
+    def _where(self, s: RunState, width: int) -> Text:
+        """Where the run is (segments by priority; the lowest go first when the line is too narrow)."""
+        with s.lock:
+            cfg, run, snap, epochs, tick = s.config, s.run, s.snap, s.visible_epochs(), s.live_progress()
+        step = tick.step if tick else (snap.step if snap else 0)  # progress ticks move it between snapshots
+        total = run.total_steps if run else 0
+        epoch = tick.epoch if tick else (snap.epoch if snap else (epochs[-1].epoch if epochs else 0))
+        segs: list[tuple[int, Text]] = []
+        if s.position is not None:
+            segs.append((0, Text(position(s))))
+        elif not total and run is not None:  # a run of unknown length (a user's loop): no bar, no epochs; the step and the time
+            segs.append((0, Text(f"step {step:,}")))
+            if snap:
+                segs.append((2, Text(clock(snap.elapsed_s))))
+        else:
+            frac = min(step / total, 1.0) if total else 0.0
+            bar_w = 24 if width >= 110 else 10
+            filled = int(round(frac * bar_w))
+            prog = Text()
+            prog.append("━" * filled, style=colours.style(colours.RUN_A))
+            prog.append("━" * (bar_w - filled), style=colours.style(colours.RULE))
+            prog.append(f" {frac:4.0%}")
+            epochs_total = f"/{cfg.epochs}" if cfg is not None else ""
+            segs += [(0, Text(f"epoch {epoch}{epochs_total}")), (0, Text(f"step {step}/{total or '?'}")), (3, prog)]
+        rate = tick.steps_per_s if tick else (snap.steps_per_s if snap else 0.0)
+        if rate and (s.position is None or self.view.follow):
+            segs.append((4, Text(f"{rate:5.1f} steps/s")))
+        if tick or snap:
+            loss = tick.loss if tick else snap.loss_avg
+            segs.append((1, Text.assemble(("loss ", "dim"), (f"{loss:.3f}", "bold"))))  # nan, inf too
+        metrics = (snap.metrics if snap else None) or {}
+        for k, v in islice(metrics.items(), STATUS_METRICS):  # the user's own numbers (metrics=), the first few
+            segs.append((2, Text.assemble((f"{shown(k)} ", "dim"), (f"{number(v):.4g}", colours.style(colours.TRAIN_ACC, bold=True)))))
+        if len(metrics) > STATUS_METRICS:
+            segs.append((1, Text(f"{len(metrics) - STATUS_METRICS:,} more metrics not shown", style="dim")))
+        if epochs:
+            e = epochs[-1]
+            segs.append((2, Text.assemble(("train ", "dim"), (f"{e.train_acc:.1%}", colours.style(colours.TRAIN_ACC, bold=True)))))
+            segs.append((1, Text.assemble(("test ", "dim"), (f"{e.test_acc:.1%}", colours.style(colours.TEST_ACC, bold=True)))))
+        state = self._run_state(s, self.view)
+        while True:
+            line = join([(seg, "") for _, seg in segs], "  ")
+            if line.cell_len + state.cell_len + 2 <= width or len(segs) <= 2:
+                break
+            segs.pop(max(range(len(segs)), key=lambda k: (segs[k][0], k)))
+        line.append(" " * max(width - line.cell_len - state.cell_len - 1, 1))
+        line.append_text(state)
+        line.truncate(width)
+        return line
+
+    def _meaning(self, s: RunState, width: int) -> Text:
+        """What it means, or what just happened."""
+        m = self.view
+        with s.lock:
+            run, snap, end, diag, layers = s.run, s.snap, s.end, s.diagnosis(), s.layers
+        line = Text(" ", no_wrap=True, overflow="ellipsis")
+        live = m.live
+        if m.notice:  # what just happened first (cleared when the cursor moves or the run ends)
+            line.append(m.notice, style="italic " + colours.style(colours.EVENT))
+        elif end is not None and end.status == "diverged":
+            line.append(f"DIVERGED at step {end.steps}: ", style=colours.style(colours.DIVERGED, bold=True))
+            line.append(f"{end.message}." + (" Press r to restart, i / b / a to change the recipe." if live else ""))
+        elif end is not None and end.status == "failed":
+            line.append("FAILED: ", style=colours.style(colours.DIVERGED, bold=True))
+            line.append(end.message)
+        elif diag is not None and layers:
+            d, r = diag
+            verdict, losses, acc = s.learning()
+            if d == "healthy" and verdict in ("rising", "stalled", "exploding"):
+                line.append(explain_learning(verdict, losses, accuracy=acc, flow=d), style="dim")
+            else:
+                line.append(explain(d, r, layers[0], layers[-1]), style="dim")
+        elif run is None:
+            line.append("starting the trainer…" if live else "waiting for records…", style="dim")
+        elif snap is None:
+            line.append_text(no_snapshot(s))
+        line.truncate(width)
+        return line
+
+    @staticmethod
+    def _badge(diag: tuple[str, float] | None, layers: tuple[str, ...], short: bool = False,
+               learning: str = "too early") -> Text:
+        """The diagnosis badge: the worst of the verdicts on gradient flow and on learning (vgtui.core.diagnosis)."""
+        if diag is None:
+            return Text(" … ", style="reverse")
+        d, r = diag
+        label = badge(d, learning)
+        if label.lower() != d:  # gradients fine, the loss is not: the learning verdict stands alone
+            return Text(f" {label} ", style=BADGE_STYLE[label.lower()])
+        if d == "diverged":
+            return Text(f" {label} ", style=BADGE_STYLE[d])  # the layer is named on the line below
+        if short:  # still says what the number is: the first layer's gradient norm over the last's
+            first, last = (abbreviate(shown(n), 8) for n in (layers[0], layers[-1]))
+            return Text(f" {label} {first}/{last} {r:.0e} ", style=BADGE_STYLE[d])
+        return Text(f" {label} {layers[0]}/{layers[-1]} {r:.1e} ", style=BADGE_STYLE[d])
+
+    @staticmethod
+    def _run_state(s: RunState, m: RunView) -> Text:
+        end = s.end
+        if end is not None and end.status != "interrupted":
+            return Text(f"■ {end.status}", style="bold")
+        t = Text()
+        if m.replay:
+            if s.lost:
+                return Text("? writer gone", style=colours.style(colours.WARNING, bold=True))
+            if m.pace != 1.0:
+                t.append(f"{m.pace:g}x  ", style=colours.style(colours.EVENT))
+            following = m.follow and s.position is not None and s.position[0] >= s.position[1] - 1
+            if following and not m.paused:
+                t.append("● following", style="bold")
+            else:
+                t.append("⏸ paused" if m.paused else "▶ playing", style="bold reverse" if m.paused else "bold")
+            return t
+        if not m.live:  # a stream (a user's loop, a pipe)
+            return Text("● following" if not m.paused else "⏸ paused", style="bold")
+        if m.cap:
+            t.append(f"cap {m.cap:g}/s  ", style=colours.style(colours.EVENT))
+        if m.pause_wanted is not None and m.pause_wanted != m.paused:  # asked, not yet acknowledged
+            t.append("⏸ pausing…" if m.pause_wanted else "▶ resuming…", style="italic")
+        else:
+            t.append("⏸ paused" if m.paused else "▶ running", style="bold reverse" if m.paused else "bold")
+        return t
+
+
+def join(parts: list[tuple[str | Text, str]], sep: str = " · ") -> Text:
+    """One status line from (text, style) parts."""
+    line = Text(" ", no_wrap=True, overflow="ellipsis")
+    for i, (t, st) in enumerate(parts):
+        if i:
+            line.append(sep, style="dim")
+        if isinstance(t, Text):
+            line.append_text(t)
+        else:
+            line.append(t, style=st)
+    return line
+
+
+def clock(seconds: float) -> str:
+    """03:12, or 1:03:12 past an hour."""
+    if not math.isfinite(seconds):
+        return charts.fmt(seconds)
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def position(s: RunState) -> str:
+    """The position readout of a file's cursor: "snapshot 112 / 4,000 · step 4,480 · 03:12"."""
+    if s.position is not None and s.snap is None and s.damaged:
+        i, n = s.position
+        run = f"run {s.run_of[0]} / {s.run_of[1]} · " if s.run_of else ""
+        return f"{run}snapshot {i + 1:,} / {n:,} · damaged"
+    if s.position is None or s.snap is None:
+        return "no snapshot yet"
+    i, n = s.position
+    run = f"run {s.run_of[0]} / {s.run_of[1]} · " if s.run_of else ""
+    return f"{run}snapshot {i + 1:,} / {n:,} · step {s.snap.step:,} · {clock(s.snap.elapsed_s)}"
