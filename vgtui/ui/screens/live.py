@@ -159,14 +159,26 @@ class LiveScreen(RunScreen):
         self.paused = status.paused
 
     def run_started(self, run: RunRecord, before: RunConfig | None) -> None:
-        self.paused = False
-        if self.state.runs > 1:
-            cfg = self.state.config
-            self.notice = f"a new run started: {cfg.describe() if cfg is not None else run.model}"
-            self.notify(self.notice, timeout=4)
+        if not self.goes_on(run):  # a new run starts running; a later pause comes with its own acknowledgement
+            self.paused = False
+        words = self.new_run_words(run, before)
+        if words:
+            self.notice = words
+            self.notify(words, timeout=4)
         elif run.notice:
             self.notice = run.notice
             self.notify(run.notice, severity="warning", timeout=8)
+
+    def goes_on(self, run: RunRecord) -> bool:
+        """Whether this header continues what runs (a kept branch: it runs on as it was, paused or not)."""
+        return False
+
+    def new_run_words(self, run: RunRecord, before: RunConfig | None) -> str:
+        """What the notice says of a run header ("" for the first one)."""
+        if self.state.runs > 1:
+            cfg = self.state.config
+            return f"a new run started: {cfg.describe() if cfg is not None else run.model}"
+        return ""
 
     def live_change(self, ev: EventRecord) -> None:
         who = f"{ev.branch}: " if ev.branch is not None else ""
@@ -275,24 +287,21 @@ class TrainerScreen(LiveScreen):
                            if stalled else "the trainer is answering again")
 
     def run_started(self, run: RunRecord, before: RunConfig | None) -> None:
-        kept_b = run.forked_at is not None
-        if not kept_b:  # a new run starts running; B kept goes on as the trainer was (paused or not)
-            self.paused = False  # a later pause comes with its own acknowledgement
-        self._acknowledged()
-        if kept_b:
-            self.notice = f"the fork ended at step {run.forked_at:,}: {FORK} goes on as the run"
-            self.notify(self.notice, timeout=4)
-        elif self.state.runs > 1 and not (self.forked and self.pending is not None):
+        self._acknowledged()  # first: the words below depend on whether a change is still pending
+        super().run_started(run, before)
+
+    def goes_on(self, run: RunRecord) -> bool:
+        return run.forked_at is not None  # the fork ended keeping its branch: it goes on as the run
+
+    def new_run_words(self, run: RunRecord, before: RunConfig | None) -> str:
+        if run.forked_at is not None:
+            return f"the fork ended at step {run.forked_at:,}: {FORK} goes on as the run"
+        if self.state.runs > 1 and not (self.forked and self.pending is not None):
             cfg = self.state.config
-            what = cfg.describe() if cfg is not None else run.model
             if before is not None and cfg is not None and changes(before, cfg):
-                self.notice = f"restarted: {changes(before, cfg)} (fresh weights)"
-            else:
-                self.notice = f"restarted with the same configuration, fresh weights: {what}"
-            self.notify(self.notice, timeout=4)
-        elif run.notice:
-            self.notice = run.notice
-            self.notify(run.notice, severity="warning", timeout=8)
+                return f"restarted: {changes(before, cfg)} (fresh weights)"
+            return f"restarted with the same configuration, fresh weights: {cfg.describe() if cfg else run.model}"
+        return ""
 
     def live_change(self, ev: EventRecord) -> None:
         super().live_change(ev)
