@@ -7,7 +7,8 @@ Each live one runs the app through `run_test` at 120x40 over a ThreadBackend tra
 (784-1000x5-10) for 3 epochs (120 steps), waits for the run to complete, and saves the screen with
 `save_screenshot`. The replay ones first record two such runs headless (sigmoid; relu + kaiming) into metrics
 files, then open `vgtui replay` on them: one file at its 9th snapshot, and both side by side. follow-resnet18 runs
-examples/resnet.py (torchvision's resnet18 under `vgtui.watch`) and shows `vgtui follow` on its file. fork forks the
+examples/resnet.py (torchvision's resnet18 under `vgtui.watch`) and shows `vgtui follow` on its file (and its why
+view: follow-resnet18-why). sigmoid-why and sigmoid-why-80x24 show the why view (`tab` three times). fork forks the
 live run and gives branch B batchnorm (`f`, then `b`). The numbers are
 those of seeded runs: they repeat up to timings (steps/s, elapsed times).
 """
@@ -146,7 +147,7 @@ async def replays() -> list[Path]:
             await shoot_replay("two-runs", [sigmoid, relu])]
 
 
-async def follow_resnet() -> Path:
+async def follow_resnet() -> list[Path]:
     """`vgtui follow` on a run of examples/resnet.py (torchvision's resnet18 under vgtui.watch, 40 steps on random
     images, seeded), written first by the example itself."""
     import subprocess
@@ -156,7 +157,8 @@ async def follow_resnet() -> Path:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     subprocess.run([sys.executable, str(ROOT / "examples" / "resnet.py"), "--metrics", path, "--steps", "40",
                     "--every", "2", "--device", "cpu"], env=env, check=True, capture_output=True)
-    return await shoot_replay("follow-resnet18", [path], follow=True)
+    return [await shoot_replay("follow-resnet18", [path], follow=True),
+            await shoot_replay("follow-resnet18-why", [path], keys=("tab", "tab", "tab"), follow=True)]
 
 
 async def main() -> None:
@@ -171,10 +173,15 @@ async def main() -> None:
     if not only or "sigmoid-histograms" in only:
         path = await shoot("sigmoid-histograms", SHOTS["sigmoid-vanishing"], keys=("tab",))
         print(path.relative_to(ROOT))
+    for name, size in (("sigmoid-why", (120, 40)), ("sigmoid-why-80x24", (80, 24))):
+        if not only or name in only:  # the mechanism: each layer's factor, derivative x weights
+            path = await shoot(name, SHOTS["sigmoid-vanishing"], size=size, keys=("tab", "tab", "tab"))
+            print(path.relative_to(ROOT))
     if not only or "fork" in only:
         print((await shoot_fork()).relative_to(ROOT))
     if not only or "follow-resnet18" in only:
-        print((await follow_resnet()).relative_to(ROOT))
+        for path in await follow_resnet():
+            print(path.relative_to(ROOT))
     if not only or {"replay", "two-runs"} & only:
         for path in await replays():
             print(path.relative_to(ROOT))

@@ -1,4 +1,5 @@
 """Re-create the recorded runs the snapshot tests replay (real training, seeded): python tests/ui/make_fixture.py
+(`python tests/ui/make_fixture.py why`: only the why view's two, sigmoid-why.jsonl and resnet18-why.jsonl)
 
 resnet18.jsonl is a user's run as `vgtui.watch` writes it: torchvision's resnet18 (21 Conv/Linear layers with
 ResNet's own names, some with no activation after them) for 30 steps on random images, with no known length and
@@ -8,6 +9,7 @@ follow it repeat exactly."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from vgtui.core.config import RunConfig
@@ -50,6 +52,7 @@ def resnet18_run(path: Path, steps: int = 30, every: int = 5) -> None:
     from torchvision.models import resnet18
 
 
+    path.unlink(missing_ok=True)  # vgtui.watch appends a run to a file that exists
     torch.manual_seed(0)
     model = resnet18(weights=None, num_classes=10)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -99,8 +102,22 @@ def write(path: Path, recs: list) -> None:
             f.write(json.dumps(d, separators=(",", ":")) + "\n")
 
 
+def why_runs() -> None:
+    """The why view's snapshot runs, recorded with the derivative probe (the fields the older fixtures lack):
+    the seed's network as the UI's replay shows it (no progress ticks), and resnet18 under vgtui.watch."""
+    from vgtui.core.records import ProgressRecord
+
+    recs: list = []
+    Trainer(RUNS["sigmoid"], [recs.append]).run()
+    write(HERE / "sigmoid-why.jsonl", [r for r in recs if not isinstance(r, ProgressRecord)])
+    resnet18_run(HERE / "resnet18-why.jsonl")
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
+    if sys.argv[1:] == ["why"]:
+        why_runs()
+        return
     forked_run(HERE / "forked.jsonl")
     print("forked", len((HERE / "forked.jsonl").read_text().splitlines()), "records")
     resnet18_run(HERE / "resnet18.jsonl")

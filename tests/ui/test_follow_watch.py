@@ -139,7 +139,7 @@ async def test_resnet18_at_80x24_groups_and_keeps_every_layer_reachable():
         header = next(line for line in table.splitlines() if "regime" in line)
         assert "‖∇W‖" in header and "update:data" in header and "saturated" in header and "…" not in header
         assert "more columns in a wider terminal" in table
-        await pilot.resize_terminal(160, 50)
+        await pilot.resize_terminal(230, 50)  # every column, the verdict's reason ("why") last
         table = await shows(pilot, app.main.query_one("#table"), "mean|∇W|")
         assert "more columns" not in table and "layer4.1.conv2" in table and "more layers" not in table
 

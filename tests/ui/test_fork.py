@@ -119,7 +119,7 @@ async def test_the_recorded_fork_plays_live_as_two_runs():
         assert b.run.forked_at == 40 and b.snap.activation == "relu" and a.snap.activation == "sigmoid"
         screen = await status_shows(pilot, "B fork@40")
         assert "test acc A 10.0%  B 19.2%  B−A +9.2 pts" in screen
-        assert a.diagnosis()[0] == "vanishing" and b.diagnosis()[0] == "healthy"
+        assert a.verdict().badge == "VANISHING" and b.verdict().regime == "healthy"
         await pilot.press("f")  # the run has ended with its fork: nothing to end, nothing sent
         await pilot.pause(0.2)
         assert backend.sent == [] and app.main.forked and app.main.ending_fork is None

@@ -118,6 +118,9 @@ async def test_view_keys_metric_scale_tab_help(make_app, tmp_path):
         assert switcher.current == "layers"
         await shows(pilot, app.main.query_one("#table"), "fc3")
         await pilot.press("tab")
+        assert switcher.current == "why"
+        await shows(pilot, app.main.query_one("#why-panel"), "each layer multiplies the gradient")
+        await pilot.press("tab")
         assert switcher.current == "overview"
 
         await pilot.press("question_mark")

@@ -1,7 +1,8 @@
 """`vgtui --headless`: the experiment without the terminal UI, for SSH sessions, CI jobs and scripts.
 
 Prints a progress bar per epoch, a one-line per-layer gradient summary on a log scale at each epoch end, and a
-plain-words diagnosis at the end. Exit status: 0 completed, 1 failed, 2 refused input, 3 diverged, 4 the metrics
+plain-words diagnosis at the end: the gradient-flow and learning verdicts, then every layer judged (the badge and
+the layer that decides it), the gradient's factor per layer, and the preflight at step 1. Exit status: 0 completed, 1 failed, 2 refused input, 3 diverged, 4 the metrics
 file could not be written (a full disk), 128 + signal for a signal (130 Ctrl+C, 129 SIGHUP, 143 SIGTERM), 141 when
 standard output was closed.
 """
@@ -161,8 +162,20 @@ class Reporter:
             else:
                 self._print("gradient flow: " + explain(verdict, ratio, names[0], names[-1]))
                 self._print("learning: " + explain_learning(s.learning, s.losses, s.n_classes, s.accuracy, verdict))
+            self.verdict_lines()
         label = {"completed": "done", "interrupted": "interrupted", "diverged": "DIVERGED", "failed": "FAILED"}
         self._print(f"{label.get(rec.status, rec.status)}: {rec.message} ({rec.steps:,} steps in {rec.elapsed_s:.1f} s)")
+
+
+    def verdict_lines(self) -> None:
+        """Every layer judged (diagnosis.judge_run, through the summary): the badge and the line naming the layer
+        and the reason, the factors' sentence, and the preflight at the first snapshot."""
+        v = self.summary.verdict
+        self._print(f"layers: {v.badge}: {v.line}")
+        if v.factor_line:
+            self._print(f"factors: {v.factor_line}")
+        if v.preflight is not None:
+            self._print(f"preflight: {v.preflight.text}")
 
 
 class _SafeOut:

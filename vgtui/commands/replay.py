@@ -1,7 +1,8 @@
 """`vgtui replay` and `vgtui follow`: the viewer on metrics files or standard input (no training, no torch).
 
 Parsing and opening the files happen before the UI starts, so a bad file is refused with one line on stderr
-(`vgtui: error: ...`) and exit status 2. Without a terminal, a replay prints what the file holds instead.
+(`vgtui: error: ...`) and exit status 2. Without a terminal, a replay prints what the file holds instead, and each
+run's verdict as `vgtui --headless` ends with it (the badge and its line, the factors, the preflight).
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def _main(argv: list[str], follow: bool) -> int:
 
 
 def _summary(sources) -> int:
-    """No terminal: say what each file holds (and its notice), one line per run; the file's strings as text (control
-    characters made visible: the output may still be a terminal's, through a pipe)."""
+    """No terminal: say what each file holds (and its notice), one line per run and under it the run's verdict
+    lines, as `--headless` ends (verdict_lines); the file's strings as text (control characters made visible: the
+    output may still be a terminal's, through a pipe)."""
     from vgtui.core.summary import RunSummary
     from vgtui.ui.state import shown
 
@@ -110,12 +112,45 @@ def _summary(sources) -> int:
             r = RunSummary.of_index(run)
             print(f"{path}: run {i}: {shown(r.what)} · {len(r.header.layers)} layers · {r.snapshots:,} snapshots · "
                   f"last {r.last_text} · {shown(r.end_text)}")
+            for line in verdict_lines(run):
+                print(f"{path}: run {i}: {shown(line)}")
             for b in map(RunSummary.of_index, run.branches):
                 at = b.header.forked_at if isinstance(b.header.forked_at, int) else 0
                 print(f"{path}: run {i}: fork {shown(b.header.branch or '')} at step {at:,} · {b.snapshots:,} snapshots · "
                       f"{shown(b.end_text)}")
     print("vgtui: no terminal here: run it in a terminal to see the runs", file=sys.stderr)
     return 0
+
+
+def verdict_lines(run) -> list[str]:
+    """The run's verdict as `vgtui --headless` ends with it (diagnosis.judge_run, through RunSummary.verdict): the
+    badge and the line naming the layer and the reason, the factors' sentence, the preflight at the first snapshot.
+    Every snapshot of the run is read (the learning verdict reads every loss); a snapshot line that cannot be read
+    is left out and counted in a last line. The strings hold the file's layer names: the caller shows them as text."""
+    from vgtui.core.metrics import MetricsFileError
+    from vgtui.core.summary import RunSummary
+
+    summary = RunSummary()
+    summary.add(run.header)
+    damaged = 0
+    for k in range(run.n_snapshots):
+        try:
+            summary.add(run.snapshot(k))
+        except MetricsFileError:
+            damaged += 1
+    for rec in run.epochs:
+        summary.add(rec)
+    if run.end is not None:
+        summary.add(run.end)
+    v = summary.verdict
+    lines = [f"layers: {v.badge}: {v.line}"]
+    if v.factor_line:
+        lines.append(f"factors: {v.factor_line}")
+    if v.preflight is not None:
+        lines.append(f"preflight: {v.preflight.text}")
+    if damaged:
+        lines.append(f"({damaged:,} damaged snapshot line{'s' if damaged != 1 else ''} left out of the verdict)")
+    return lines
 
 
 def _follow_stdin(fps: float) -> int:

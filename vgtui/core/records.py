@@ -22,6 +22,10 @@ An end record carries why the run ended as data (`cause`, one of END_CAUSES: "ex
 (a record without it, from an older vgtui, is read with a cause derived from its status alone) and older readers,
 which refuse a newer schema, ignore a field they do not know.
 
+The derivative probe adds, in the same way (optional, schema still 3): a layer's `deriv_mean`, `deriv_max`,
+`deriv_hist` and `pre_grad_norm`, and the header's `deriv_edges` (the derivative histograms' edges, DERIV_EDGES). A
+file without them reads as before (the fields are None).
+
 Reading is strict, because a metrics file is data from another machine: `record_from_json` checks every field (its
 type; finite numbers where they must be; steps, epochs and counts whole numbers in 0..MAX_STEP; histogram counts
 that fit their edges) and makes every string safe to show (`safe_text`: control characters, DEL, C1, bidi controls
@@ -41,6 +45,10 @@ from typing import Any, Union
 import numpy as np
 
 SCHEMA_VERSION = 3
+# The derivative histograms' fixed bins: |act'(z)| / the activation's largest |act'|, over [0, 1] in 16 bins whose
+# edges (multiples of 1/16) are exact in float32 and float64 alike, so a count never depends on the precision.
+DERIV_BINS = 16
+DERIV_EDGES = np.linspace(0.0, 1.0, DERIV_BINS + 1)
 BRANCHES = ("B",)  # the names a fork's branch records carry; the run itself (branch A) carries none
 
 
@@ -290,9 +298,20 @@ class LayerStats:
     pre_p15: float | None = None
     pre_p50: float | None = None
     pre_p85: float | None = None
+    # The activation's derivative over the batch (None in files written before it was probed, and for a layer with
+    # no activation after it): the mean of |act'(z)|, the largest |act'| the activation has (0.25 for the sigmoid,
+    # 1 for tanh and relu), and the histogram of |act'(z)| / deriv_max on DERIV_EDGES (values above 1: `over`)
+    deriv_mean: float | None = None
+    deriv_max: float | None = None
+    deriv_hist: Hist | None = None
+    # L2 norm of dLoss/dz, the gradient at the activation's input z (the layer's own output before its activation);
+    # out_grad_norm is the gradient after the activation. None for a layer with no activation after it (its
+    # out_grad_norm is already the gradient at z) and in older files.
+    pre_grad_norm: float | None = None
 
     _FLOATS = ("grad_norm", "grad_mean_abs", "weight_norm", "grad_data_ratio", "update_data_ratio",
-               "out_grad_norm", "act_mean", "act_std", "saturated_frac", "dead_frac", "pre_p15", "pre_p50", "pre_p85")
+               "out_grad_norm", "act_mean", "act_std", "saturated_frac", "dead_frac", "pre_p15", "pre_p50", "pre_p85",
+               "deriv_mean", "deriv_max", "pre_grad_norm")
 
     @property
     def is_hidden(self) -> bool:
@@ -315,6 +334,8 @@ class LayerStats:
             d["grad_hist"] = self.grad_hist.to_json(header.grad_edges if header else None)
         if self.act_hist is not None:
             d["act_hist"] = self.act_hist.to_json(header.act_edges_for(self.activation) if header else None)
+        if self.deriv_hist is not None:
+            d["deriv_hist"] = self.deriv_hist.to_json(header.deriv_edges if header else None)
         return d
 
     @classmethod
@@ -323,12 +344,14 @@ class LayerStats:
         name = _str(d["name"], "a layer's name")
         kw: dict[str, Any] = {k: _opt_float(d.get(k), f"layer {name}: {k}") for k in cls._FLOATS}
         act = _opt_str(d.get("activation"), f"layer {name}: activation")
-        gh, ah = d.get("grad_hist"), d.get("act_hist")
+        gh, ah, dh = d.get("grad_hist"), d.get("act_hist"), d.get("deriv_hist")
         return cls(name=name, activation=act,
                    grad_hist=None if gh is None else Hist.from_json(gh, header.grad_edges if header else None,
                                                                     f"layer {name}: grad_hist"),
                    act_hist=None if ah is None else Hist.from_json(ah, header.act_edges_for(act) if header else None,
-                                                                   f"layer {name}: act_hist"), **kw)
+                                                                   f"layer {name}: act_hist"),
+                   deriv_hist=None if dh is None else Hist.from_json(dh, header.deriv_edges if header else None,
+                                                                     f"layer {name}: deriv_hist"), **kw)
 
 
 @dataclass(frozen=True, eq=False)
@@ -384,6 +407,7 @@ class RunRecord:
     probe_min_interval_s: float | None = None  # set when the cadence is automatic: snapshots at least this far apart
     branch: str | None = None  # "B": the header of a fork's branch (see BRANCHES); None: the run itself
     forked_at: int | None = None  # the step whose state this run starts from: a branch's fork, or a kept branch
+    deriv_edges: np.ndarray | None = None  # the derivative histograms' bin edges (|act'| / its maximum): DERIV_EDGES
     type: str = field(default="run", init=False)
 
     def __post_init__(self) -> None:  # names alone are accepted (and schema-1 headers hold only names)
@@ -394,6 +418,8 @@ class RunRecord:
         if self.act_edges is not None:
             object.__setattr__(self, "act_edges", {k: np.asarray(v, dtype=np.float64)
                                                    for k, v in self.act_edges.items()})
+        if self.deriv_edges is not None:
+            object.__setattr__(self, "deriv_edges", np.asarray(self.deriv_edges, dtype=np.float64))
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -557,6 +583,8 @@ def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
             d["grad_edges"] = _float_list(rec.grad_edges)
         if rec.act_edges is not None:
             d["act_edges"] = {k: _float_list(v) for k, v in rec.act_edges.items()}
+        if rec.deriv_edges is not None:
+            d["deriv_edges"] = _float_list(rec.deriv_edges)
         return d
     if isinstance(rec, EpochRecord):
         return {"type": "epoch", "epoch": rec.epoch, "step": rec.step, "train_loss": _num(rec.train_loss),
@@ -633,7 +661,9 @@ def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
                          schema=_int(d.get("schema", 1), "schema", 1),
                          probe_min_interval_s=_opt_float(d.get("probe_min_interval_s"), "probe_min_interval_s",
                                                          finite=True),
-                         forked_at=_opt_int(d.get("forked_at"), "forked_at"))
+                         forked_at=_opt_int(d.get("forked_at"), "forked_at"),
+                         deriv_edges=None if d.get("deriv_edges") is None else _edges(d["deriv_edges"],
+                                                                                      "deriv_edges"))
     if t == "epoch":
         return EpochRecord(epoch=_int(d["epoch"], "epoch"), step=_int(d["step"], "step"),
                            **{k: _float(d[k], k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},

@@ -8,6 +8,7 @@ first/last layer gradient-norm ratio, the verdicts on gradient flow and on learn
     for rec in records:          # or as a trainer sink: Trainer(config, [summary])
         summary.add(rec)
     summary.ratio, summary.flow, summary.learning, summary.badge
+    summary.verdict              # every layer judged: diagnosis.RunVerdict (badge, line, layers, factors, preflight)
 
 A file's run, indexed without reading its snapshots (`MetricsRun`, `RunIndex`): `RunSummary.of_index(run)` (counts,
 last step and end record only). Decisions read the end record's `cause`, never its message.
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from vgtui.core.diagnosis import badge, diagnose, judge_learning
+from vgtui.core.diagnosis import RECENT, RunVerdict, badge, diagnose, judge_learning, judge_run
 from vgtui.core.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot
 
 N_CLASSES = 10  # every dataset vgtui trains on has 10 classes
@@ -46,6 +48,8 @@ class RunSummary:
     train_acc: float | None = None  # the latest epoch's
     test_acc: float | None = None
     end: EndRecord | None = None
+    first: Snapshot | None = None  # the run's first snapshot (the preflight's)
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT))  # the last RECENT snapshots
 
     def add(self, rec: Record) -> None:
         """Fold one record in (a fork's branch records are left out: they are a run of their own)."""
@@ -56,6 +60,9 @@ class RunSummary:
         elif isinstance(rec, Snapshot):
             self.snapshots += 1
             self.last, self.last_step = rec, rec.step
+            if self.first is None:
+                self.first = rec
+            self.recent.append(rec)
             self.ratios.append(rec.ratio())
             self.losses.append(rec.loss_avg)
         elif isinstance(rec, EpochRecord):
@@ -110,6 +117,18 @@ class RunSummary:
         if self.last is None:
             return ""
         return badge(diagnose(self.ratio, [l.grad_norm for l in self.last.layers]), self.learning)
+
+    @property
+    def verdict(self) -> RunVerdict:
+        """Every layer judged (diagnosis.judge_run): the badge, the line naming the layer and the reason, each
+        layer's verdict, the factors and the preflight. A run that ended diverged says so (its end record's
+        cause). The number of classes is known for vgtui's own runs; for a watched model it is not (None)."""
+        h = self.header
+        known = h is None or h.source == "vgtui"
+        cause = self.end.cause if self.diverged else None  # type: ignore[union-attr]
+        return judge_run(h.layers if h else None, list(self.recent), self.losses,
+                         self.n_classes if known else None, self.accuracy, first=self.first,
+                         count=self.snapshots, end_cause=cause)
 
     @property
     def what(self) -> str:

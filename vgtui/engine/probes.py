@@ -1,8 +1,10 @@
 """Probes: per-layer gradient and activation statistics of any nn.Module, through hooks.
 
 How it works: a forward hook on every Linear/Conv layer marks it as the current layer; a forward hook on every
-activation module attributes that activation's output to the current layer and computes its statistics; tensor
-hooks on the outputs record the back-propagated gradient. Everything is computed on the training device under
+activation module attributes that activation's output to the current layer and computes its statistics (among
+them the derivative probe: |act'(z)| over the batch, its mean and its histogram against the activation's largest
+|act'|); tensor hooks on the outputs record the back-propagated gradient, after the activation (out_grad_norm) and
+before it (pre_grad_norm, the layer's own output z). Everything is computed on the training device under
 no_grad, only on armed (probe) steps, and moved to the host in one transfer by `finish()`. No `.item()`.
 
     probes = Probes(model)
@@ -26,7 +28,7 @@ from torch import nn
 
 from vgtui.core.activations import ACTIVATION_TABLE, DEFAULT_HIST_RANGE
 from vgtui.engine.model import Activation
-from vgtui.core.records import Hist, LayerStats
+from vgtui.core.records import DERIV_BINS, DERIV_EDGES, Hist, LayerStats
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -96,14 +98,20 @@ def _derivative(module: nn.Module, z: torch.Tensor, h: torch.Tensor | None = Non
 _DMAX_CACHE: dict[Any, float] = {}
 
 
-def _max_derivative(module: nn.Module, name: str, device: torch.device) -> torch.Tensor:
+def max_derivative_value(module: nn.Module, name: str, device: torch.device) -> float:
+    """The largest |act'(z)| of the activation module, a host float: the table's for vgtui's own activations,
+    measured on a grid of z in -20..20 (step 1e-3) for any other module, once per module kind and parameters."""
     key = (name, repr(module))
     if key not in _DMAX_CACHE and isinstance(module, Activation) and name in ACTIVATION_TABLE:
         _DMAX_CACHE[key] = ACTIVATION_TABLE[name].d_max  # vgtui's own: the table's (no sync)
     if key not in _DMAX_CACHE:  # any other module (its own parameters): measured on a grid
         grid = torch.linspace(-20.0, 20.0, 40001, device=device)
         _DMAX_CACHE[key] = float(_derivative(module, grid).abs().max())  # once per activation: a one-off sync
-    return torch.tensor(_DMAX_CACHE[key], device=device)
+    return _DMAX_CACHE[key]
+
+
+def _max_derivative(module: nn.Module, name: str, device: torch.device) -> torch.Tensor:
+    return torch.tensor(max_derivative_value(module, name, device), device=device)  # host -> device: no sync
 
 
 _SAMPLE_CACHE: dict[tuple[int, str], torch.Tensor] = {}
@@ -204,6 +212,9 @@ class HostPack:
     def copy(self, dtype: torch.dtype) -> None:
         self._host = torch.cat([p.to(dtype) for p in self._parts]).cpu().numpy()  # sync: one copy for all
 
+    def __contains__(self, key: Any) -> bool:
+        return key in self._spans
+
     def __getitem__(self, key: Any) -> np.ndarray:
         a, b = self._spans[key]
         return self._host[a:b]
@@ -251,6 +262,7 @@ class Probes:
         self._cur: int | None = None
         self._fired: list[int] = []
         self._act: dict[int, tuple[str, torch.Tensor, torch.Tensor, float, float]] = {}
+        self._deriv: dict[int, tuple[float, torch.Tensor]] = {}  # per layer: the derivative's max, its histogram
         self._act_grad: dict[int, torch.Tensor] = {}
         self._out_grad: dict[int, torch.Tensor] = {}
         self._no_grad_out: set[int] = set()  # layers whose output needs no gradient (out_grad_norm None)
@@ -308,7 +320,8 @@ class Probes:
             # |act'(z)|: for non-monotone activations (gelu, swish, mish) the derivative is negative for some z,
             # and a unit there still passes gradient back (only its sign flips): saturated means a small magnitude
             d = _derivative(module, z, h).abs()
-            sat = d < SATURATION * _max_derivative(module, name, d.device)
+            d_max = _max_derivative(module, name, d.device)
+            sat = d < SATURATION * d_max
             # one row per example (and token, and pixel), one column per unit: a view for Linear layers (units
             # last), a copy for convolutions (channels on axis 1) as before
             axis = _unit_axis(self.layers[idx][1], sat.dim())  # from shapes: no sync
@@ -316,10 +329,14 @@ class Probes:
             per_unit = units.reshape(-1, units.shape[-1])
             hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
             under = (h < lo).sum().float()
+            # the derivative probe: |act'(z)| / its maximum on DERIV_EDGES (multiples of 1/16: histc's bin arithmetic
+            # is exact there), and its mean; from `d` above, on the device (no sync: they ride finish()'s copy)
+            dhist = torch.histc(d / d_max, bins=DERIV_BINS, min=0.0, max=1.0)
             scalars = torch.cat([torch.stack([h.mean(), h.std(), sat.float().mean(),
                                               per_unit.all(dim=0).float().mean(), under, h.numel() - hist.sum() - under]),
-                                 _pre_percentiles(z)])
+                                 _pre_percentiles(z), torch.stack([d.mean(), d.numel() - dhist.sum()])])
         self._act[idx] = (name, scalars, hist, lo, hi)
+        self._deriv[idx] = (max_derivative_value(module, name, d.device), dhist)  # a host float (cached): no sync
         if out.requires_grad:
             out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, torch.linalg.vector_norm(g.float())))
 
@@ -427,8 +444,12 @@ class Probes:
                 pack.add((i, "out_grad"), out_grad if out_grad is not None else nan)
             pack.add((i, "grad_hist"), self._grad_hists[i])  # counts per float32 exponent, 256
             if i in self._act:
-                pack.add((i, "act"), self._act[i][1])  # mean, std, saturated, dead, under, over, z's p15 p50 p85
+                # mean, std, saturated, dead, under, over, z's p15 p50 p85, mean |act'|, |act'| counts over the max
+                pack.add((i, "act"), self._act[i][1])
                 pack.add((i, "act_hist"), self._act[i][2])
+                pack.add((i, "deriv_hist"), self._deriv[i][1])
+                if i in self._act_grad and i in self._out_grad:  # the gradient at z, before the activation
+                    pack.add((i, "pre_grad"), self._out_grad[i])
         pack.copy(torch.float32 if dev.type == "mps" else torch.float64)  # sync: the one device -> host copy
 
         stats: list[LayerStats] = []
@@ -446,11 +467,15 @@ class Probes:
             kw: dict[str, Any] = {}
             if i in self._act:
                 act_name, _, _, lo, hi = self._act[i]
-                mean, std, sat, dead, under, over, p15, p50, p85 = pack[i, "act"]
+                mean, std, sat, dead, under, over, p15, p50, p85, d_mean, d_over = pack[i, "act"]
                 counts = pack[i, "act_hist"].astype(np.int64)
                 kw = dict(activation=act_name, act_mean=float(mean), act_std=float(std), saturated_frac=float(sat),
                           dead_frac=float(dead), pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
-                          act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1), counts, int(under), int(over)))
+                          act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1), counts, int(under), int(over)),
+                          deriv_mean=float(d_mean), deriv_max=self._deriv[i][0],
+                          deriv_hist=Hist(DERIV_EDGES, pack[i, "deriv_hist"].astype(np.int64), 0, int(d_over)))
+                if (i, "pre_grad") in pack:
+                    kw["pre_grad_norm"] = float(pack[i, "pre_grad"][0])
             stats.append(LayerStats(name=name, grad_norm=float(gn), grad_mean_abs=float(gma), weight_norm=float(wn),
                                     grad_data_ratio=float(gdr), update_data_ratio=update,
                                     out_grad_norm=out_grad, grad_hist=grad_hist, **kw))
@@ -471,6 +496,7 @@ class Probes:
         remap = {old: new for new, old in enumerate(order)}
         self.layers = [self.layers[i] for i in order]
         self._act = {remap[k]: v for k, v in self._act.items()}
+        self._deriv = {remap[k]: v for k, v in self._deriv.items()}
         self._act_grad = {remap[k]: v for k, v in self._act_grad.items()}
         self._out_grad = {remap[k]: v for k, v in self._out_grad.items()}
         self._no_grad_out = {remap[k] for k in self._no_grad_out}

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import torch
 
 from vgtui import __version__
-from vgtui.core.records import LayerInfo, LayerStats, RunRecord, Snapshot
+from vgtui.core.records import DERIV_EDGES, LayerInfo, LayerStats, RunRecord, Snapshot
 from vgtui.engine.data import device_name
 
 
@@ -30,7 +30,9 @@ def steps_per_s(dt: float, ds: int) -> float:
 def run_header(layers: Iterable[tuple[str, str, str | None]], *, source: str, device: torch.device, model: str,
                started: str | None = None, **fields: Any) -> RunRecord:
     """A run header: `layers` as (name, module type, activation); the device, version, start time and process
-    filled in here; `fields` the producer's own (config, dataset, sizes, cadence, notice, edges, ...)."""
+    filled in here; `fields` the producer's own (config, dataset, sizes, cadence, notice, edges, ...). The
+    derivative histograms' edges are the probes' own (DERIV_EDGES) for every producer."""
+    fields.setdefault("deriv_edges", DERIV_EDGES)
     return RunRecord(layers=tuple(LayerInfo(*layer) for layer in layers), device=str(device), version=__version__,
                      source=source, model=model, device_name=device_name(device), started=started or started_now(),
                      pid=os.getpid(), **fields)

@@ -12,8 +12,13 @@ from rich.color import Color
 VANISHING = 214  # orange: too little gradient (or saturated units, not learning)
 HEALTHY = 78  # green
 EXPLODING = 201  # magenta: too much (or a loss that rises)
-DIVERGED = 196  # red: non-finite; also dead units and failures
-REGIME = {"vanishing": VANISHING, "healthy": HEALTHY, "exploding": EXPLODING, "diverged": DIVERGED}
+DIVERGED = 196  # red: non-finite; also failures
+SATURATED = 208  # dark orange: most of a layer's units where its activation is flat
+DEAD = 160  # dark red: units off on every example
+TOO_LARGE = 171  # violet: updates above a tenth of the weights
+FROZEN = 244  # grey: a layer that does not train (no fault)
+REGIME = {"frozen": FROZEN, "healthy": HEALTHY, "vanishing": VANISHING, "too large": TOO_LARGE, "dead": DEAD,
+          "saturated": SATURATED, "exploding": EXPLODING, "diverged": DIVERGED}
 
 # runs and curves
 RUN_A = 81  # the run (and its loss curve; the accent of what runs, e.g. its activation)
@@ -44,8 +49,10 @@ def hexc(code: int) -> str:
     return Color.from_ansi(code).get_truecolor().hex
 
 
-REGIME_STYLE = {"vanishing": style(VANISHING), "healthy": style(HEALTHY), "exploding": style(EXPLODING),
-                "diverged": style(DIVERGED, bold=True)}
+REGIME_STYLE = {name: style(code, bold=name == "diverged") for name, code in REGIME.items()}
+# the run's badge (vgtui.core.diagnosis.BADGES), by its words in lower case
 BADGE_STYLE = {"vanishing": style(0, bold=True, on=VANISHING), "healthy": style(0, bold=True, on=HEALTHY),
                "exploding": style(0, bold=True, on=EXPLODING), "diverged": "bold white on " + style(DIVERGED),
-               "loss rising": style(0, bold=True, on=EXPLODING), "not learning": style(0, bold=True, on=VANISHING)}
+               "saturated": style(0, bold=True, on=SATURATED), "dead units": "bold white on " + style(DEAD),
+               "steps too large": style(0, bold=True, on=TOO_LARGE), "loss rising": style(0, bold=True, on=EXPLODING),
+               "not learning": style(0, bold=True, on=VANISHING), "too early": "bold reverse"}

@@ -83,7 +83,7 @@ KEYMAP: tuple[Key, ...] = (
     Key("l", "log", "log/lin", "log / linear axes", ANY, "l", palette="Log / linear axes"),
     Key("x", "relative", "relative", "gradient bars relative to the output layer (which reads 1): each layer's "
         "share of its gradient, in words (1/10,000)", ANY, "x", palette="Gradient bars relative to the output layer"),
-    Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table", ANY, "tab",
+    Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table, why (derivative × weights)", ANY, "tab",
         priority=True, palette="Next view"),
     Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file, under a new name if that "
         "one exists (the path is shown)", TIME, "e", palette="Export CSV", needs_file=True),

@@ -11,10 +11,11 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 from vgtui.core.config import RunConfig
-from vgtui.core.diagnosis import diagnose, judge_learning
+from vgtui.core.diagnosis import RECENT, RunVerdict, judge_run
 from vgtui.core.records import (BRANCHES, UNSAFE_RANGES, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
                                 Snapshot)
 
@@ -62,12 +63,6 @@ def bar_metric(key: str) -> Metric:
     what they showed."""
     return METRICS[-1] if key == PRE else metric(key)
 
-
-def regime(value: float, last: float) -> str:
-    """A layer's regime from its gradient norm against the last layer's (the diagnosis thresholds)."""
-    if not math.isfinite(value) or not math.isfinite(last):
-        return "diverged"
-    return diagnose(value / last if last else math.inf, [value])
 
 
 HISTORY_POINTS = 2048  # the curves' points at most (a panel is at most a few hundred cells wide)
@@ -167,6 +162,12 @@ class RunState:
         self.lost = ""  # why a followed writer seems gone
         self.damaged = ""  # why the snapshot under a file's cursor cannot be shown (a damaged line), else ""
         self.progress: ProgressRecord | None = None  # the trainer's latest tick between snapshots
+        # what the verdict reads (vgtui.core.diagnosis.judge_run): the last RECENT snapshots up to the one shown, the
+        # run's first (the preflight) and how many there are up to the one shown
+        self.recent: deque[Snapshot] = deque(maxlen=RECENT)
+        self.first: Snapshot | None = None
+        self.count = 0
+        self._verdict: tuple[tuple, RunVerdict] | None = None
         self.snap_version = 0
         self.epoch_version = 0
         self.run_version = 0
@@ -177,6 +178,9 @@ class RunState:
         with self.lock:
             if isinstance(rec, Snapshot):
                 self.snap = rec
+                self.recent.append(rec)
+                self.first = self.first or rec
+                self.count += 1
                 if tuple(l.name for l in rec.layers) != self.layers:  # layers unknown until now
                     self.layers = tuple(l.name for l in rec.layers)
                     self.history = History(self.layers)
@@ -208,6 +212,7 @@ class RunState:
                 self.config = RunConfig.from_dict(rec.config)
             self.layers = rec.layer_names
             self.snap, self.end, self.lost, self.progress, self.damaged = None, None, "", None, ""
+            self.recent, self.first, self.count = deque(maxlen=RECENT), None, 0
             self.epochs, self.events = list(epochs), []
             for ev in events:
                 self._event(ev)
@@ -224,6 +229,7 @@ class RunState:
         with other.lock:
             snap, progress, epochs, events, history = (other.snap, other.progress, list(other.epochs),
                                                        list(other.events), other.history)
+            recent, first, count = deque(other.recent, maxlen=RECENT), other.first, other.count
         last = progress if progress is not None and (snap is None or progress.step > snap.step) else snap
         if last is not None and step > last.step:
             spe = self.run.steps_per_epoch if self.run is not None and self.run.steps_per_epoch else 0
@@ -232,6 +238,7 @@ class RunState:
                                       loss=last.loss if isinstance(last, ProgressRecord) else last.loss_avg)
         with self.lock:
             self.snap, self.progress, self.epochs, self.events = snap, progress, epochs, events
+            self.recent, self.first, self.count = recent, first, count
             if history.names == self.layers:
                 self.history = history
             self.snap_version += 1
@@ -243,10 +250,14 @@ class RunState:
             self.config = self.config.replace(activation=rec.set["activation"])
         self.events.append((rec.step, ", ".join(f"{k} {v}" for k, v in rec.set.items())))
 
-    def show(self, snap: Snapshot, index: int, count: int, end: EndRecord | None = None) -> None:
-        """A file's cursor: the snapshot at `index` of `count`; `end` when it is the run's last."""
+    def show(self, snap: Snapshot, index: int, count: int, end: EndRecord | None = None,
+             recent: tuple[Snapshot, ...] = (), first: Snapshot | None = None) -> None:
+        """A file's cursor: the snapshot at `index` of `count`; `end` when it is the run's last. `recent`: the
+        snapshots before it that the verdict reads (at most RECENT - 1, oldest first), `first`: the run's first."""
         with self.lock:
             self.snap, self.position, self.upto, self.end = snap, (index, count), snap.step, end
+            self.recent = deque((*recent, snap), maxlen=RECENT)
+            self.first, self.count = first or (recent[0] if recent else snap), index + 1
             self.damaged = ""
             self.snap_version += 1
 
@@ -315,32 +326,21 @@ class RunState:
         with self.lock:
             return [e for e in self.events if self.upto is None or e[0] <= self.upto]
 
-    def diagnosis(self) -> tuple[str, float] | None:
-        """('vanishing'|'healthy'|'exploding'|'diverged', fc1/fc_last grad-norm ratio) or None before data."""
-        if self.end is not None and self.end.status == "diverged":
-            return "diverged", math.nan
-        if self.snap is None:
-            return None
-        norms = [l.grad_norm for l in self.snap.layers]
-        ratio = self.snap.ratio("grad_norm")
-        return diagnose(ratio, norms), ratio
-
-    def learning(self) -> tuple[str, list[float], float | None]:
-        """The verdict on learning beside the one on gradient flow ('too early', 'learning', 'stalled', 'rising',
-        'exploding'), from the loss curve up to the cursor and the latest test accuracy; with the losses and the
-        accuracy it was judged on. Only for vgtui's own classifier runs ('too early' for a run of another source,
-        whose loss has no known chance level)."""
+    def verdict(self) -> RunVerdict:
+        """The run's verdict at the snapshot shown (vgtui.core.diagnosis.judge_run: every layer judged, the factors,
+        the preflight, learning), computed once per snapshot. A run of another source (vgtui.watch) is judged
+        without a chance level: no learning verdict from its loss, no loss-at-init line."""
         with self.lock:
-            if self.run is None or self.run.config is None:
-                return "too early", [], None
-            _, loss, _ = self.curves()
-            acc = self.visible_epochs()[-1].test_acc if self.visible_epochs() else None
-        return judge_learning(loss, accuracy=acc), loss, acc
-
-    def regimes(self) -> list[str]:
-        """Each layer's regime (by its grad norm against the last layer's)."""
-        if self.snap is None:
-            return ["healthy"] * len(self.layers)
-        last = self.snap.layers[-1].grad_norm
-        diverged = self.end.layer if self.end is not None and self.end.status == "diverged" else None
-        return ["diverged" if l.name == diverged else regime(l.grad_norm, last) for l in self.snap.layers]
+            key = (self.snap_version, self.epoch_version)
+            if self._verdict is not None and self._verdict[0] == key:
+                return self._verdict[1]
+            ours = self.run is not None and self.run.config is not None
+            losses = self.curves()[1] if ours else []
+            epochs = self.visible_epochs()
+            acc = epochs[-1].test_acc if epochs and ours else None
+            recent, first, count, end, layers = list(self.recent), self.first, self.count, self.end, self.layers
+        cause = end.cause if end is not None else None
+        v = judge_run(layers, recent, losses, 10 if ours else None, acc, first=first, count=count, end_cause=cause)
+        with self.lock:
+            self._verdict = (key, v)
+        return v

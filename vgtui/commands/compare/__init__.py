@@ -1,6 +1,7 @@
 """`vgtui compare`: several configurations trained one after another with the same seed and the same data order,
-then one table: the gradient ratio, the diagnosis, saturation and dead units per layer, accuracy and speed, and
-for the presets taken from papers, the paper's figure beside ours.
+then one table: the gradient ratio, the per-layer gradient factor, the diagnosis (the run's verdict,
+diagnosis.judge_run, as --headless, replay and the UI say it) and the layer it names, saturation and dead units
+per layer, accuracy and speed, and for the presets taken from papers, the paper's figure beside ours.
 
 A SPEC names a configuration in words joined by "+": `sigmoid`, `relu+kaiming`, `sigmoid+bn`,
 `relu+kaiming+depth30`, `softsign+xavier+lr0.1`. The modules, by concern:

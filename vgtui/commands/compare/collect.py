@@ -10,6 +10,7 @@ import math
 import os
 import re
 import select
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
@@ -27,7 +28,12 @@ class Result:
     seed: int
     status: str = "running"
     ratio: float = math.nan  # median over snapshots of fc1/fc_last weight-gradient norm
-    diagnosis: str = ""
+    diagnosis: str = ""  # the run's verdict's badge (diagnosis.judge_run, as headless, replay and the UI say it)
+    verdict_line: str = ""  # and its line: the layer and the reason, or the learning verdict's
+    worst_layer: str = ""  # the layer the line names ("" when it names none: a healthy run, a learning verdict)
+    regimes: list[str] = field(default_factory=list)  # each layer's regime (diagnosis.REGIMES), input to output
+    factor: float = math.nan  # median over snapshots of the geometric mean of the per-layer gradient factors
+    deriv_mean: float = math.nan  # median over snapshots of the hidden layers' mean |act'(z)| (the derivative probe)
     saturated: list[float] = field(default_factory=list)  # % per hidden layer, at the last snapshot
     dead: list[float] = field(default_factory=list)
     layer_ratio: list[float] = field(default_factory=list)  # each layer's median grad norm over the last's
@@ -53,6 +59,8 @@ class Collector:
         self.norms: list[list[float]] = []
         self.pre_first: list[tuple[float, float, float]] | None = None
         self.drift = 0.0
+        self.factors: list[float] = []  # each snapshot's geometric-mean per-layer factor
+        self.derivs: list[float] = []  # each snapshot's mean over the hidden layers of mean |act'(z)|
 
     def __call__(self, rec) -> None:
         from vgtui.core.records import EndRecord, EpochRecord, Snapshot
@@ -63,6 +71,8 @@ class Collector:
                 hidden = [l for l in rec.layers if l.is_hidden]
                 self.r.act_mean, self.r.act_std = [l.act_mean for l in hidden], [l.act_std for l in hidden]
             self.norms.append([l.grad_norm for l in rec.layers])
+            self.factors.append(snapshot_factor(rec))
+            self.derivs.append(snapshot_deriv(rec))
             self._pre(rec)
         elif isinstance(rec, EpochRecord):
             self.r.train_acc, self.r.test_acc = rec.train_acc, rec.test_acc
@@ -84,7 +94,12 @@ class Collector:
         r, s = self.r, self.summary
         snap = s.last
         r.status, r.steps = rec.status, rec.steps
-        r.steps_per_s, r.ratio, r.diagnosis = s.steps_per_s, s.ratio, s.badge or r.diagnosis
+        r.steps_per_s, r.ratio = s.steps_per_s, s.ratio
+        if s.snapshots or s.diverged:
+            v = s.verdict
+            r.diagnosis, r.verdict_line, r.worst_layer = v.badge, v.line, worst_layer(v)
+            r.regimes = [lv.regime for lv in v.layers]
+        r.factor, r.deriv_mean = median_finite(self.factors), median_finite(self.derivs)
         if snap is not None:
             hidden = [l for l in snap.layers if l.is_hidden]
             r.saturated = [100 * (l.saturated_frac or 0.0) for l in hidden]
@@ -94,6 +109,31 @@ class Collector:
             r.layer_ratio = [median_finite([n[i] / b if b else math.nan for n, b in zip(self.norms, last)])
                              for i in range(len(snap.layers))]
         r.pre_drift = self.drift if self.pre_first is not None else math.nan
+
+
+def snapshot_factor(snap) -> float:
+    """The geometric mean of one snapshot's per-layer gradient factors (diagnosis.layer_factors: |dL/dz| at a layer
+    over the one above it), the "each layer multiplies the gradient by about ..." of explain_factors; NaN when the
+    snapshot has none (a file without the gradients they need)."""
+    from vgtui.core.diagnosis import layer_factors
+
+    fs = [f.factor for f in layer_factors(snap) if f.factor > 0 and math.isfinite(f.factor)]
+    return math.exp(statistics.fmean(math.log(f) for f in fs)) if fs else math.nan
+
+
+def snapshot_deriv(snap) -> float:
+    """The mean over the hidden layers of the derivative probe's mean |act'(z)| (NaN where none was probed)."""
+    d = [l.deriv_mean for l in snap.layers if l.is_hidden and l.deriv_mean is not None and math.isfinite(l.deriv_mean)]
+    return statistics.fmean(d) if d else math.nan
+
+
+def worst_layer(verdict) -> str:
+    """The layer a RunVerdict's line names ("fc1: gets 1/10,000 of fc6's gradient"; "...; worst layer fc3: 60% of
+    its units dead"), "" when it names none (a healthy run, a learning verdict, gradients small everywhere)."""
+    for lv in verdict.layers:
+        if lv.regime not in ("healthy", "frozen") and f"{lv.name}: {lv.reason}" in verdict.line:
+            return lv.name
+    return ""
 
 
 @dataclass

@@ -16,8 +16,9 @@ from vgtui.core.config import DATASETS, DEVICES, OPTIMIZERS
 
 DESCRIPTION = """\
 Train several configurations one after another, with the same seed and the same data order, and print one table:
-the median fc1/last-layer gradient-norm ratio, the diagnosis, the saturated and dead units per layer, the final
-train and test accuracy and the speed. A preset reproduces the seed's article or a paper's comparison, with the
+the median fc1/last-layer gradient-norm ratio, the factor the gradient is multiplied by per layer, the diagnosis
+(every layer judged) and the layer it names, the saturated and dead units per layer, the final train and test
+accuracy and the speed. A preset reproduces the seed's article or a paper's comparison, with the
 paper's figure beside ours and our (much shorter) setup stated."""
 
 

@@ -56,6 +56,20 @@ def _diagnoses(row: Row) -> str:
     return "/".join(sorted({d for d in said if d}, key=said.index))
 
 
+def _once(said: list[str], sep: str = "/") -> str:
+    """Each non-empty value once, in the order of the seeds."""
+    return sep.join(sorted({d for d in said if d}, key=said.index))
+
+
+def _worst(row: Row) -> str:
+    return _once([r.worst_layer for r in row.results])
+
+
+def _lines(row: Row) -> str:
+    """The verdicts' lines, each once ("fc1: gets 1/9,100 of fc6's gradient, update:data 3.1e-06")."""
+    return _once([r.verdict_line for r in row.results], " / ")
+
+
 def row_cells(row: Row, preset: Preset | None) -> dict[str, Any]:
     """The row as named values (JSON/CSV) in the table's order."""
     rs = row.results
@@ -74,6 +88,11 @@ def row_cells(row: Row, preset: Preset | None) -> dict[str, Any]:
         "steps": max(r.steps for r in rs),
         "steps_per_s": median_finite([r.steps_per_s for r in rs]),
         "partial": row.partial,
+        "worst_layer": _worst(row),
+        "verdict_line": _lines(row),
+        "factor": median_finite([r.factor for r in rs]),
+        "deriv_mean": median_finite([r.deriv_mean for r in rs]),
+        "regimes": rs[0].regimes,
     }
     if preset is not None and preset.view == "layers":
         d["layer_ratio"] = row.med_list("layer_ratio")
@@ -89,13 +108,14 @@ def row_cells(row: Row, preset: Preset | None) -> dict[str, Any]:
 
 
 def _text_columns(rows: list[Row], preset: Preset | None) -> tuple[list[str], list[list[str]]]:
-    head = ["configuration", "fc1/last", "diagnosis", "saturated % per layer", "dead % per layer", "train acc",
-            "test acc", "steps/s"]
+    head = ["configuration", "fc1/last", "factor/layer", "diagnosis", "worst layer", "saturated % per layer",
+            "dead % per layer", "train acc", "test acc", "steps/s"]
     out = []
     for row in rows:
         rs = row.results
-        cells = [row.label, _spread([r.ratio for r in rs], "{:.1e}"), _diagnoses(row) or "-",
-                 _ints(row.med_list("saturated")), _ints(row.med_list("dead")),
+        cells = [row.label, _spread([r.ratio for r in rs], "{:.1e}"), _spread([r.factor for r in rs], "{:.2f}"),
+                 _diagnoses(row) or "-", _worst(row) or "-", _ints(row.med_list("saturated")),
+                 _ints(row.med_list("dead")),
                  _spread([r.train_acc for r in rs], "{:.2f}"), _spread([r.test_acc for r in rs], "{:.2f}"),
                  _spread([r.steps_per_s for r in rs], "{:.0f}")]
         if any(r.status != "completed" for r in rs):
@@ -143,6 +163,11 @@ def format_text(rows: list[Row], preset: Preset | None, setup: str, depth: int) 
                      "from their first snapshot, in units of its first p85-p15 spread (Ioffe & Szegedy's Fig. 1)")
     notes.append("fc1/last: median over snapshots of fc1's weight-gradient norm over the output layer's; "
                  "saturated/dead % at the last snapshot")
+    notes.append("factor/layer: median over snapshots of what the gradient is multiplied by from one layer down to the "
+                 "next (the geometric mean over the layers)")
+    notes.append("diagnosis: every layer judged, the worst of the layers and of the loss; worst layer: the one the "
+                 "verdict names; why (docs/compare.md#the-diagnosis):")
+    notes += [f"  {row.label}: {_lines(row)}" for row in rows if _lines(row)]
     return "\n".join(lines + [""] + notes) + "\n"
 
 

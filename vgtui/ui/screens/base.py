@@ -33,11 +33,13 @@ from vgtui.ui.colours import hexc
 from vgtui.ui.screens.dialogs import HelpScreen
 from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, RunState, metric
 from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, RunView, StatusBar,
+                              WhyPanel,
                               flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
 
 MIN_SIZE = (80, 24)
-VIEWS = ("overview", "histograms", "layers")
-VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table"}
+VIEWS = ("overview", "histograms", "layers", "why")
+VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table",
+               "why": "why: derivative × weights"}
 MAX_LEGEND = 40  # layers named under the curves panel at most (a border line holds no more)
 
 
@@ -110,6 +112,8 @@ class RunScreen(Screen):
                 yield PlotextPanel(hist_grid_figure, hist_key, id="hist-grid", classes="panel")
             with Vertical(id="layers"):
                 yield LayerTable(id="table", classes="panel")
+            with Vertical(id="why"):
+                yield WhyPanel(id="why-panel", classes="panel")
         yield Static(id="too-small")
         yield Footer(compact=True)
 

@@ -7,6 +7,7 @@ the view options, built by the screen each frame), never reads a screen, and red
 - bars.py: the gradient bars (BarRow: one typed row per layer or group)
 - activations.py: the activation histograms
 - table.py: the layer table
+- why.py: the mechanism: each layer's factor, its derivative's part and its weights' part
 """
 
 from vgtui.ui.widgets.activations import ActivationPanel
@@ -15,7 +16,8 @@ from vgtui.ui.widgets.base import (Panel, PlotextPanel, RunView, abbreviate, flo
                                    hist_grid_figure, hist_key, label_width, loss_figure, markup)
 from vgtui.ui.widgets.status import StatusBar, position
 from vgtui.ui.widgets.table import LayerTable
+from vgtui.ui.widgets.why import WhyPanel
 
 __all__ = ["ActivationPanel", "BarRow", "GradientBars", "LayerTable", "Panel", "PlotextPanel", "RunView",
            "StatusBar", "abbreviate", "flow_figure", "group_rows", "hist_all_figure", "hist_grid_figure", "hist_key",
-           "label_width", "loss_figure", "markup", "position"]
+           "label_width", "loss_figure", "markup", "position", "WhyPanel"]

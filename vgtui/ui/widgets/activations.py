@@ -67,6 +67,7 @@ class ActivationPanel(Panel):
             out.append(Text(f"{tag} {s.label} · {snap.activation}", style="bold", no_wrap=True, overflow="crop"))
             height -= 1
         per = max(height, 1) // len(hidden)
+        regimes = {v.name: v.regime for v in s.verdict().layers}  # a number in a regime's colour only in that regime
         label_w = label_width([l.name for l in hidden], width)
         for i, l in enumerate(hidden[: max(height, 1)]):
             idx = names.index(l.name) if l.name in names else i
@@ -75,10 +76,14 @@ class ActivationPanel(Panel):
             head = Text(no_wrap=True, overflow="crop")
             head.append(f"{abbreviate(l.name, label_w):<{label_w}} ", style="bold " + st)
             stats = Text(no_wrap=True)
-            stats.append(f"sat {sat:4.0%}", style=colours.style(colours.VANISHING, bold=True) if sat > 0.5 else "")
-            stats.append(f"  dead {dead:4.0%}", style=colours.style(colours.DIVERGED, bold=True) if dead > 0.1 else "")
+            regime = regimes.get(l.name)
+            stats.append(f"sat {sat:4.0%}", style=colours.style(colours.SATURATED, bold=True)
+                         if regime == "saturated" else "")
+            stats.append(f"  dead {dead:4.0%}", style=colours.style(colours.DEAD, bold=True) if regime == "dead" else "")
             if per >= 3:
                 head.append_text(stats)
+                if l.deriv_mean is not None:  # the mechanism: the derivative the gradient is multiplied by
+                    head.append(f"  φ' {l.deriv_mean:.2f}" + (f"≤{l.deriv_max:g}" if l.deriv_max else ""))
                 head.append(f"   μ {number(l.act_mean):+.2f}  σ {number(l.act_std):.2f}", style="dim")
                 out.append(head)
                 chart = charts.act_hist(l.act_hist, width, per - 1, charts.layer_colours(n_all)[idx],

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.text import Text
 
+from vgtui.core.diagnosis import REGIMES, ratio_words
 from vgtui.ui import charts, colours
 from vgtui.ui.colours import REGIME_STYLE
 from vgtui.ui.state import TAGS, bar_metric
@@ -76,7 +77,7 @@ def group_rows(rows: list[BarRow], room: int) -> list[BarRow]:
     return grouped
 
 
-WORST = ("diverged", "exploding", "vanishing", "healthy")
+WORST = tuple(reversed(REGIMES))  # a group's regime is its worst layer's (vgtui.core.diagnosis.REGIMES, best first)
 
 
 def group_row(p: str, members: list[BarRow]) -> BarRow:
@@ -103,29 +104,13 @@ def elide_rows(lines: list[Text], names: tuple[str, ...] | list[str], room: int,
 
 
 
-def fraction_words(r: float) -> str:
-    """A ratio as a class reads it: 1/10,000, 1/38, 0.5, 3x, 1,200x (two significant figures)."""
-    if not math.isfinite(r):
-        return str(r)
-    if r <= 0:
-        return "none"
-    if r < 0.5:
-        inv = float(f"{1 / r:.2g}")
-        return f"1/{inv:,.0f}" if inv >= 10 else f"1/{inv:.2g}"
-    if r < 2:
-        return f"{r:.2g}"
-    big = float(f"{r:.2g}")
-    return f"{big:,.0f}x" if big >= 10 else f"{big:.2g}x"
-
 
 def gap_words(first: str, v_first: float | None, last: str, v_last: float | None, what: str = "gradient") -> str:
     """The gap between the first and the output layer, in words: "fc1 gets 1/10,000 of fc6's gradient"."""
     if v_first is None or v_last is None or not math.isfinite(v_first) or not math.isfinite(v_last) or v_last <= 0:
         return ""
-    r = v_first / v_last
-    if r >= 2:
-        return f"{first} gets {fraction_words(r)} {last}'s {what}"
-    return f"{first} gets {fraction_words(r)} of {last}'s {what}"
+    w = ratio_words(v_first / v_last)
+    return f"{first} gets {w} of {last}'s {what}" if w.startswith("1/") else f"{first} gets {w} {last}'s {what}"
 
 
 def relative_rows(rows: list[BarRow]) -> list[BarRow]:
@@ -146,10 +131,11 @@ def relative_rows(rows: list[BarRow]) -> list[BarRow]:
 REL_LO, REL_HI = -6, 1  # the relative bars' fixed decades: 1e-6 to 10 times the output layer's value
 
 
-def legend(width: int) -> Text:
-    """One line: what the bar colours mean (regimes, and nothing else)."""
+def legend(width: int, regimes: set[str] = frozenset()) -> Text:
+    """One line: what the bar colours mean (regimes, and nothing else): those on the bars, and at least the
+    vanishing/healthy pair."""
     t = Text(no_wrap=True, overflow="crop")
-    for name in ("vanishing", "healthy", "exploding", "diverged"):
+    for name in (r for r in REGIMES if r in regimes | {"vanishing", "healthy"}):
         t.append("■", style=REGIME_STYLE[name]).append(f" {name} ", style="dim")
     t.append("◂ below the axis", style="dim")
     return t
@@ -185,10 +171,13 @@ class GradientBars(Panel):
         per_run = []
         for st in states:
             with st.lock:
-                snap, names, regimes, end = st.snap, st.layers, st.regimes(), st.end
+                snap, names, end = st.snap, st.layers, st.end
             vals = {l.name: getattr(l, key) for l in snap.layers} if snap else {}
             bad = end.layer if end is not None and end.status == "diverged" else None
-            per_run.append((names, vals, dict(zip(names, regimes)), bad))
+            regimes = {v.name: v.regime for v in st.verdict().layers} if snap else {}  # each layer's own verdict
+            if bad is not None:
+                regimes[bad] = "diverged"
+            per_run.append((names, vals, regimes, bad))
         order: list[str] = []
         for names, *_ in per_run:
             order += [n for n in names if n not in order]
@@ -211,12 +200,15 @@ class GradientBars(Panel):
             rows = relative_rows(rows)
         if len(view.states) == 1:
             top: list[Text] = []
-            words = gap_words(rows[0].name, rows[0].value, rows[-1].name, rows[-1].value) if len(rows) > 1 else ""
-            if words and view.relative:
-                words = gap_words(rows[0].name, rows[0].value, rows[-1].name, rows[-1].value, "value")
-            if words and height >= len(rows) + 4:
-                top.append(Text(f" {words}", style="bold", no_wrap=True, overflow="ellipsis"))
-            foot = [legend(width)] if height >= len(rows) + len(top) + 4 else []
+            what = "value" if view.relative else "gradient" if m.key == "grad_norm" else m.short
+            words = gap_words(rows[0].name, rows[0].value, rows[-1].name, rows[-1].value, what) if len(rows) > 1 else ""
+            st = view.state
+            why = st.verdict().factor_line.split(":")[0] if st.snap is not None and st.verdict().factors else ""
+            for said, style in ((words, "bold"), (why, "")):  # the gap in words, then why (the factors' sentence)
+                need = -(-(len(said) + 1) // max(width, 1))  # rows, wrapped
+                if said and height >= len(rows) + len(top) + need + 3:
+                    top.extend(Text(f" {said}", style=style).wrap(Console(width=width), width))
+            foot = [legend(width, {r.regime for r in rows})] if height >= len(rows) + len(top) + 4 else []
             room = height - len(top) - len(foot)
             rows = group_rows(rows, room - 2 if room >= 8 else room - 1)  # more layers than rows: by module prefix
             return Group(*top, *self.bars(rows, m, log, width, room), *foot)
@@ -267,7 +259,7 @@ class GradientBars(Panel):
             row.append(f"{abbreviate(br.label, name_w):>{name_w}}", style=style)
             value = f"{charts.fmt(lo)}‥{charts.fmt(v)}" if ranged and lo is not None and lo != v else charts.fmt(v)
             if m.lo == REL_LO and m.hi == REL_HI and v is not None and not br.group:
-                value = fraction_words(v)
+                value = ratio_words(v)
             row.append(f" {value:<{value_w - 2}} ", style=colours.style(colours.DIVERGED, bold=True) if bad else "")
             length = cells(v)
             if lo is not None:  # a group: solid to its smallest layer, shaded to its largest

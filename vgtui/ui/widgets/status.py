@@ -8,13 +8,21 @@ from itertools import islice
 from rich.console import Group
 from rich.text import Text
 
-from vgtui.core.diagnosis import badge, explain, explain_learning
+from vgtui.core.diagnosis import EXPLODING_ABOVE, VANISHING_BELOW, RunVerdict
 from vgtui.ui import charts, colours
 from vgtui.ui.colours import BADGE_STYLE
 from vgtui.ui.state import RunState, TAGS, number, shown
 from vgtui.ui.widgets.base import Panel, RunView, abbreviate, no_snapshot
 
 
+# the badges that name a layer's regime: the badge names that layer
+LAYER_BADGES = {"SATURATED": "saturated", "DEAD UNITS": "dead", "STEPS TOO LARGE": "too large"}
+# what to try, after the verdict's line (the remedies of the seed's argument)
+REMEDY = {"VANISHING": "try relu + kaiming, batchnorm, or skip connections",
+          "SATURATED": "try batchnorm, a smaller init, or an activation that does not saturate",
+          "DEAD UNITS": "try a lower lr, leaky relu, or kaiming init",
+          "STEPS TOO LARGE": "try a lower lr", "EXPLODING": "try a lower lr, batchnorm, or xavier init",
+          "LOSS RISING": "try a lower lr", "NOT LEARNING": "try a lower lr, another init, or batchnorm"}
 STATUS_METRICS = 6  # the user's own metrics the status line names at most (the rest are counted)
 
 
@@ -46,7 +54,7 @@ class StatusBar(Panel):
                     line3.append(f"{tag} ", style="bold")
                     line3.append(position(st) + "   ")
                 line3.append_text(self._run_state(a, m))
-            return Group(self._what(a, width, "A "), self._what(b, width, "B "), line3)
+            return Group(self._what(a, width, f"{TAGS[0]} "), self._what(b, width, f"{TAGS[1]} "), line3)
         s = m.state
         return Group(self._what(s, width), self._where(s, width), self._meaning(s, width))
 
@@ -75,7 +83,8 @@ class StatusBar(Panel):
         """What runs: the file, the model or vgtui's configuration, and the diagnosis badge."""
         with s.lock:
             cfg, run, snap = s.config, s.run, s.snap
-            diag, layers = s.diagnosis(), s.layers
+            layers = s.layers
+        verdict = s.verdict() if snap is not None or s.end is not None else None
         head = [(f"{tag}{s.label or 'vgtui'}", "bold")] if s.label or tag else [("vgtui", "bold")]
         if cfg is not None:
             dataset = run.dataset if run and run.dataset else cfg.dataset
@@ -90,13 +99,12 @@ class StatusBar(Panel):
             if snap is not None and snap.activation:
                 parts.append((snap.activation, colours.style(colours.RUN_A, bold=True)))
         parts = head + parts
-        learning = s.learning()[0]
-        badge = self._badge(diag, layers, learning=learning)
+        badge = self._badge(verdict, snap, layers)
         line = join(parts)
         pad = width - line.cell_len - badge.cell_len - 1
         if pad < 1:  # narrow: drop the separators' spaces, a shorter badge, then the last parts
             parts = [(t.replace("init ", "").replace(" lr ", " "), st) for t, st in parts]
-            badge = self._badge(diag, layers, short=True, learning=learning)
+            badge = self._badge(verdict, snap, layers, short=True)
             while True:
                 line = join(parts, "·")
                 pad = width - line.cell_len - badge.cell_len - 1
@@ -162,7 +170,7 @@ class StatusBar(Panel):
         """What it means, or what just happened."""
         m = self.view
         with s.lock:
-            run, snap, end, diag, layers = s.run, s.snap, s.end, s.diagnosis(), s.layers
+            run, snap, end, layers = s.run, s.snap, s.end, s.layers
         line = Text(" ", no_wrap=True, overflow="ellipsis")
         live = m.live
         if m.notice:  # what just happened first (cleared when the cursor moves or the run ends)
@@ -173,13 +181,13 @@ class StatusBar(Panel):
         elif end is not None and end.status == "failed":
             line.append("FAILED: ", style=colours.style(colours.DIVERGED, bold=True))
             line.append(end.message)
-        elif diag is not None and layers:
-            d, r = diag
-            verdict, losses, acc = s.learning()
-            if d == "healthy" and verdict in ("rising", "stalled", "exploding"):
-                line.append(explain_learning(verdict, losses, accuracy=acc, flow=d), style="dim")
-            else:
-                line.append(explain(d, r, layers[0], layers[-1]), style="dim")
+        elif snap is not None and layers:
+            v = s.verdict()
+            line.append(v.line, style="dim")
+            if v.preflight is not None and (v.badge == "TOO EARLY" or v.preflight.too_large):
+                line.append(f" · {v.preflight.text}", style="dim")  # the start, while there is little else to say
+            if v.badge in REMEDY:
+                line.append(f" · {REMEDY[v.badge]}", style="dim")
         elif run is None:
             line.append("starting the trainer…" if live else "waiting for records…", style="dim")
         elif snap is None:
@@ -188,21 +196,25 @@ class StatusBar(Panel):
         return line
 
     @staticmethod
-    def _badge(diag: tuple[str, float] | None, layers: tuple[str, ...], short: bool = False,
-               learning: str = "too early") -> Text:
-        """The diagnosis badge: the worst of the verdicts on gradient flow and on learning (vgtui.core.diagnosis)."""
-        if diag is None:
+    def _badge(v: RunVerdict | None, snap, layers: tuple[str, ...], short: bool = False) -> Text:
+        """The run's badge (vgtui.core.diagnosis.judge_run: the worst of its layers' verdicts and of the learning
+        verdict). On gradient flow it also says the first layer's gradient norm over the last's, when that ratio is
+        what it says (a gradient small everywhere is said by the line below); on a layer's regime, that layer."""
+        if v is None:
             return Text(" … ", style="reverse")
-        d, r = diag
-        label = badge(d, learning)
-        if label.lower() != d:  # gradients fine, the loss is not: the learning verdict stands alone
-            return Text(f" {label} ", style=BADGE_STYLE[label.lower()])
-        if d == "diverged":
-            return Text(f" {label} ", style=BADGE_STYLE[d])  # the layer is named on the line below
-        if short:  # still says what the number is: the first layer's gradient norm over the last's
+        label, style = v.badge, BADGE_STYLE.get(v.badge.lower(), "bold reverse")
+        r = snap.ratio("grad_norm") if snap is not None and len(layers) > 1 else float("nan")
+        says_ratio = math.isfinite(r) and (label == "HEALTHY" or (label == "VANISHING" and r < VANISHING_BELOW) or
+                                           (label == "EXPLODING" and r > EXPLODING_ABOVE))
+        if says_ratio and short:  # still says what the number is: the first layer's gradient norm over the last's
             first, last = (abbreviate(shown(n), 8) for n in (layers[0], layers[-1]))
-            return Text(f" {label} {first}/{last} {r:.0e} ", style=BADGE_STYLE[d])
-        return Text(f" {label} {layers[0]}/{layers[-1]} {r:.1e} ", style=BADGE_STYLE[d])
+            return Text(f" {label} {first}/{last} {r:.0e} ", style=style)
+        if says_ratio:
+            return Text(f" {label} {layers[0]}/{layers[-1]} {r:.1e} ", style=style)
+        worst = next((x for x in v.layers if x.regime == LAYER_BADGES.get(label)), None)
+        if worst is not None:
+            return Text(f" {label} {abbreviate(shown(worst.name), 12 if short else 24)} ", style=style)
+        return Text(f" {label} ", style=style)
 
     @staticmethod
     def _run_state(s: RunState, m: RunView) -> Text:

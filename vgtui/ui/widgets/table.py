@@ -15,7 +15,8 @@ from vgtui.ui.widgets.base import Panel, RunView, layer_style, no_snapshot
 # go first (the layer and its regime never), so the table stays readable at 80 columns instead of cutting every
 # column to "la…".
 TABLE_COLUMNS = (("layer", 0), ("regime", 0), ("‖∇W‖", 1), ("mean|∇W|", 6), ("grad:data", 4), ("update:data", 2),
-                 ("‖∂L/∂out‖", 5), ("act μ", 5), ("act σ", 6), ("saturated", 3), ("dead", 3))
+                 ("‖∂L/∂out‖", 5), ("factor", 4), ("mean|φ'|", 4), ("act μ", 5), ("act σ", 6), ("saturated", 3),
+                 ("dead", 3), ("why", 7))
 
 
 class LayerTable(Panel):
@@ -42,9 +43,16 @@ class LayerTable(Panel):
 
     @staticmethod
     def cells(s: RunState) -> list[list[Text | str]]:
-        """Each layer's row, every column (TABLE_COLUMNS' order)."""
+        """Each layer's row, every column (TABLE_COLUMNS' order): its numbers, its verdict and why
+        (vgtui.core.diagnosis), its factor (the back-propagated gradient's norm at it over the one at the layer
+        above) and its activation's mean |derivative| (over the derivative's maximum)."""
         with s.lock:
-            snap, regimes = s.snap, s.regimes()
+            snap = s.snap
+        verdict = s.verdict()
+        judged = {v.name: v for v in verdict.layers}
+        factors = {f.name: f for f in verdict.factors}
+        end = s.end
+        bad = end.layer if end is not None and end.status == "diverged" else None
         n = len(snap.layers)
 
         def f(v, pct=False):
@@ -52,11 +60,21 @@ class LayerTable(Panel):
                 return "-"
             return f"{v:.0%}" if pct else charts.fmt(v)
 
-        return [[Text(l.name, style=layer_style(i, n)), Text(r, style=REGIME_STYLE.get(r, "")),
-                 f(l.grad_norm), f(l.grad_mean_abs), f(l.grad_data_ratio), f(l.update_data_ratio),
-                 f(l.out_grad_norm), "-" if l.act_mean is None else f"{l.act_mean:+.3f}",
-                 "-" if l.act_std is None else f"{l.act_std:.3f}", f(l.saturated_frac, True),
-                 f(l.dead_frac, True)] for i, (l, r) in enumerate(zip(snap.layers, regimes))]
+        rows = []
+        for i, l in enumerate(snap.layers):
+            j = judged.get(l.name)
+            r = "diverged" if l.name == bad else j.regime if j is not None else "-"
+            fa = factors.get(l.name)
+            d = getattr(l, "deriv_mean", None)
+            dmax = getattr(l, "deriv_max", None)
+            deriv = "-" if d is None else f"{d:.3f}" + (f" /{dmax:g}" if dmax else "")
+            rows.append([Text(l.name, style=layer_style(i, n)), Text(r, style=REGIME_STYLE.get(r, "")),
+                         f(l.grad_norm), f(l.grad_mean_abs), f(l.grad_data_ratio), f(l.update_data_ratio),
+                         f(l.out_grad_norm), "-" if fa is None else f"×{fa.factor:.3g}", deriv,
+                         "-" if l.act_mean is None else f"{l.act_mean:+.3f}",
+                         "-" if l.act_std is None else f"{l.act_std:.3f}", f(l.saturated_frac, True),
+                         f(l.dead_frac, True), Text(j.reason if j is not None else "", style="dim")])
+        return rows
 
     @classmethod
     def table(cls, s: RunState, width: int = 1000, height: int = 1000) -> tuple[object, int]:
@@ -65,14 +83,15 @@ class LayerTable(Panel):
         if s.snap is None:
             return no_snapshot(s), 0
         rows = cls.cells(s)
-        widths = [max(len(h), *(len(str(r[j])) for r in rows)) + 2 for j, (h, _) in enumerate(TABLE_COLUMNS)]
+        widths = [min(max(len(h), *(len(str(r[j])) for r in rows)), 60) + 2 for j, (h, _) in enumerate(TABLE_COLUMNS)]
         keep = list(range(len(TABLE_COLUMNS)))
         while sum(widths[j] for j in keep) > width + 2:
             keep.remove(max(keep, key=lambda j: (TABLE_COLUMNS[j][1], j)))
         t = Table(expand=True, box=None, header_style="bold", pad_edge=False)
         for j in keep:
             h = TABLE_COLUMNS[j][0]
-            t.add_column(h, justify="left" if j < 2 else "right", no_wrap=True, min_width=widths[j] - 2)
+            t.add_column(h, justify="left" if j < 2 or h == "why" else "right", no_wrap=True,
+                         min_width=min(widths[j] - 2, 40))
         room = max(height - 1, 1)
         shown = rows if len(rows) <= room else rows[:room - 1]
         for r in shown:
