@@ -159,10 +159,9 @@ class Reporter:
                         f"{ratio:.2e}")
             if verdict in ("diverged", "exploded"):
                 self._print(explain(verdict, ratio, names[0], names[-1]))
-            else:
-                self._print("gradient flow: " + explain(verdict, ratio, names[0], names[-1]))
+            self.verdict_lines()  # every layer judged (a first/last ratio alone can say healthy while all are tiny)
+            if verdict not in ("diverged", "exploded"):
                 self._print("learning: " + explain_learning(s.learning, s.losses, s.n_classes, s.accuracy, verdict))
-            self.verdict_lines()
         label = {"completed": "done", "interrupted": "interrupted", "diverged": "DIVERGED", "failed": "FAILED"}
         self._print(f"{label.get(rec.status, rec.status)}: {rec.message} ({rec.steps:,} steps in {rec.elapsed_s:.1f} s)")
 
