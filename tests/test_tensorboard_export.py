@@ -84,14 +84,25 @@ def check_run_against(folder, run, parts=None, skipped=()) -> int:
             assert list(got.bucket_limit) == [*map(float, h.edges), DBL_MAX], (tag, step)
             assert list(got.bucket) == [h.under + h.zeros, *map(float, h.counts), h.over], (tag, step)
             assert got.num == h.total
-            assert got.min <= h.edges[0] and got.max >= h.edges[-1]
+            # TensorBoard draws from min to max: the outer edges of the first and last non-empty buckets
+            filled = [i for i, c in enumerate(h.counts) if c]
+            width = (h.edges[1] - h.edges[0], h.edges[-1] - h.edges[-2])
+            if h.under + h.zeros:
+                assert got.min == h.edges[0] - width[0]
+            elif filled:
+                assert got.min == h.edges[filled[0]]
+            if h.over:
+                assert got.max == h.edges[-1] + width[1]
+            elif filled:
+                assert got.max == h.edges[filled[-1] + 1]
     return n
 
 
-@pytest.mark.parametrize("name", ["sigmoid-why.jsonl", "resnet18-why.jsonl"])
+@pytest.mark.parametrize("name", ["sigmoid-why.jsonl", "resnet18-why.jsonl", "relu-diverged.jsonl"])
 def test_a_recorded_run_reads_back_equal(tmp_path, name):
-    """Real runs: the sigmoid MLP (epochs, derivative histograms) and a resnet18 through vgtui.watch (its own
-    metrics, conv layers named layer1.0.conv1)."""
+    """Real runs: the sigmoid MLP (epochs, derivative histograms), a resnet18 through vgtui.watch (its own
+    metrics, conv layers named layer1.0.conv1, exact zeros and values over the range), a ReLU net that diverged
+    (non-finite numbers)."""
     out = tmp_path / "tb"
     r = run_cli(["export", str(FIXTURES / name), "--tensorboard", str(out)])
     assert r.returncode == 0, r.stderr
@@ -102,8 +113,9 @@ def test_a_recorded_run_reads_back_equal(tmp_path, name):
     assert f"run-1 ({run.n_snapshots} snapshots) -> {out}" in r.stderr
     assert check_run_against(out / "run-1", run) == run.n_snapshots
     acc = read_back(out / "run-1")
-    assert any(t.endswith("/deriv_mean") for t in acc.Tags()["scalars"])
-    assert any(t.endswith("/deriv_hist") for t in acc.Tags()["histograms"])
+    if "-why" in name:  # written with the derivative probe
+        assert any(t.endswith("/deriv_mean") for t in acc.Tags()["scalars"])
+        assert any(t.endswith("/deriv_hist") for t in acc.Tags()["histograms"])
     if run.epochs:
         assert len(acc.Scalars("epoch/test_acc")) == len(run.epochs)
     if run.header.started:  # wall time: the run's start plus each snapshot's elapsed seconds
@@ -131,7 +143,8 @@ def test_two_runs_and_a_fork_each_in_its_folder(tmp_path):
 
 def hostile_file(tmp_path):
     """The sigmoid run with its layers renamed: a `/`, a name that `/` made `.` collides with, an escape sequence,
-    Rich markup; user metrics with a `/`; line 3's `layers` null (a damaged snapshot)."""
+    Rich markup, HTML; user metrics with a `/`; a nan loss and infinite layer numbers; line 4's `layers` null (a
+    damaged snapshot)."""
     (run,) = MetricsIndex(FIXTURES / "sigmoid.jsonl").runs
     names = ["a/b", "a.b", "\x1b[31mred\x1b[0m", "[bold]x[/bold]", "<b>fc5</b>", "fc6"]
     rename = dict(zip(run.header.layer_names, names))
@@ -142,6 +155,9 @@ def hostile_file(tmp_path):
     for i, snap in enumerate(run.iter_snapshots()):
         snap = dataclasses.replace(snap, metrics={"lr": 0.1 * (i + 1), "val/acc": 0.5},
                                    layers=tuple(dataclasses.replace(x, name=rename[x.name]) for x in snap.layers))
+        if i == 5:  # non-finite numbers are written as they are
+            snap = dataclasses.replace(snap, loss=math.nan, layers=(
+                dataclasses.replace(snap.layers[0], grad_norm=math.inf, act_mean=-math.inf), *snap.layers[1:]))
         lines.append(enc.line(snap))
     d = json.loads(lines[3])
     d["layers"] = None
@@ -166,6 +182,11 @@ def test_hostile_names_and_a_damaged_line(tmp_path):
     tags = read_back(out / "run-1").Tags()
     every = tags["scalars"] + tags["histograms"]
     assert not [t for t in every if re.search(r"[\x00-\x1f\x7f-\x9f]", t)]  # no control character in any tag
+    acc = read_back(out / "run-1")
+    step = run.snapshot(5).step
+    assert [math.isnan(e.value) for e in acc.Scalars("train/loss") if e.step == step] == [True]
+    assert [e.value for e in acc.Scalars("layers/a.b/grad_norm") if e.step == step] == [math.inf]
+    assert [e.value for e in acc.Scalars("layers/a.b/act_mean") if e.step == step] == [-math.inf]
     assert {"layers/a.b/grad_norm", "layers/a.b~2/grad_norm", "layers/\\x1b[31mred\\x1b[0m/grad_norm",
             "layers/[bold]x[.bold]/grad_norm", "layers/<b>fc5<.b>/grad_norm", "metrics/val.acc",
             "metrics/lr"} <= set(every)

@@ -242,11 +242,17 @@ def _tensorboard(args: argparse.Namespace) -> int:
     except OSError as e:
         return fail(f"{src}: cannot be read ({e.strerror or e})")
     damaged: list[str] = []
+    live = sys.stderr is not None and sys.stderr.isatty()
+    clear = "\r\033[K" if live else ""  # the progress line, before a line of its own
 
     def skipped(line: str) -> None:
         damaged.append(line)
         if len(damaged) <= MAX_DAMAGED_SAID:
-            _say(f"vgtui export: skipped a damaged line: {line}")
+            _say(f"{clear}vgtui export: skipped a damaged line: {line}")
+
+    def progress(done: int, total: int) -> None:
+        if live:
+            _say(f"\rvgtui export: {done:,} / {total:,} snapshots", end="")
 
     t0 = time.perf_counter()
     with index:
@@ -255,7 +261,7 @@ def _tensorboard(args: argparse.Namespace) -> int:
         if index.notice:
             _say(f"vgtui export: {src}: {index.notice}")
         try:
-            done = tbfile.write_tensorboard(index.runs, out, on_damaged=skipped)
+            done = tbfile.write_tensorboard(index.runs, out, on_damaged=skipped, progress=progress)
         except tbfile.MissingExtra as e:
             return fail(str(e))
         except MetricsFileError as e:
@@ -264,6 +270,8 @@ def _tensorboard(args: argparse.Namespace) -> int:
             return fail(f"--tensorboard {e}")
         except OSError as e:
             return fail(f"--tensorboard {out}: cannot write ({e.strerror or e})")
+    if live and sum(n + bad for _, n, bad in done) >= 500:
+        _say("\r\033[K", end="")
     if len(damaged) > MAX_DAMAGED_SAID:
         _say(f"vgtui export: ... and {len(damaged) - MAX_DAMAGED_SAID:,} more damaged snapshots skipped")
     what = ", ".join(f"{name} ({n:,} snapshot{'s' * (n != 1)}{f', {bad:,} damaged skipped' if bad else ''})"

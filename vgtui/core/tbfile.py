@@ -17,9 +17,9 @@ that reads its event files. What goes in (the tags):
 
 The histograms keep their real bin edges (the run header's): bucket_limit is [e0, e1, ..., en, DBL_MAX] with
 counts [below, c0, ..., c(n-1), above]. The first bucket (up to the first edge) counts what fell below the range:
-`under` plus, for the log10 |g| histogram, the exact zeros (log10 |0| is -inf); the last counts `over`. Their outer
-ends (the proto's min and max) are the first and last edges, or one bin width beyond when the bucket holds values,
-so TensorBoard draws them; `num` is every value counted. `sum` and `sum_squares` are not in a vgtui histogram: they
+`under` plus, for the log10 |g| histogram, the exact zeros (log10 |0| is -inf); the last counts `over`. The proto's
+min and max are where TensorBoard starts its first non-empty bucket and ends its last one: the real edges of those
+buckets, or one bin width beyond the range for a non-empty edge bucket; `num` is every value counted. `sum` and `sum_squares` are not in a vgtui histogram: they
 are taken from the bins' centres (the edge buckets' drawn centres included), an estimate.
 
 Tags: a name from the file (a layer, a metric) has `/` made `.` (a `/` would make a group of its own in
@@ -70,6 +70,8 @@ def _crc32c() -> Callable[[bytes], int]:
 
 # ---------------------------------------------------------------------------------------------- protobuf, by hand
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _SMALL[n]
     n &= (1 << 64) - 1  # int64 as protobuf writes it: two's complement, ten bytes for a negative
     out = bytearray()
     while True:
@@ -80,6 +82,9 @@ def _varint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
+
+
+_SMALL = [bytes((i,)) for i in range(0x80)]
 
 
 def _key(field: int, wire: int) -> bytes:
@@ -94,47 +99,83 @@ def _double(field: int, v: float) -> bytes:
     return _key(field, 1) + struct.pack("<d", v)
 
 
-def _float(field: int, v: float) -> bytes:
-    return _key(field, 5) + struct.pack("<f", v)
+_FLOAT_KEY = _key(2, 5)  # Summary.Value.simple_value
+
+
+def _float32(v: float) -> bytes:
+    """v as a little-endian float32 (a finite value beyond float32's range becomes +-inf, as a cast does)."""
+    try:
+        return struct.pack("<f", v)
+    except OverflowError:
+        return struct.pack("<f", math.copysign(math.inf, v))
 
 
 def _packed_doubles(field: int, values: np.ndarray) -> bytes:
     return _bytes_field(field, np.asarray(values, dtype="<f8").tobytes())
 
 
-def _f32(v: float) -> float:
-    """v as a float32 holds it (a finite value beyond float32's range becomes +-inf, as a cast does)."""
-    with np.errstate(over="ignore"):
-        return float(np.float32(v))
+_TAGS: dict[str, bytes] = {}  # a tag's encoded field, made once
+
+
+def _tag(tag: str) -> bytes:
+    b = _TAGS.get(tag)
+    if b is None:
+        if len(_TAGS) > 100_000:
+            _TAGS.clear()
+        b = _TAGS[tag] = _bytes_field(1, tag.encode("utf-8"))
+    return b
 
 
 def scalar_value(tag: str, v: float) -> bytes:
     """A Summary.Value with simple_value (float32, as TensorBoard keeps scalars)."""
-    return _bytes_field(1, _bytes_field(1, tag.encode("utf-8")) + _float(2, _f32(v)))
+    return _bytes_field(1, _tag(tag) + _FLOAT_KEY + _float32(v))
 
 
-def histo_parts(h: Hist) -> tuple[float, float, int, float, float, np.ndarray, np.ndarray]:
-    """(min, max, num, sum, sum_squares, bucket_limit, bucket) of a vgtui histogram: see the module docstring."""
-    edges = np.asarray(h.edges, dtype=np.float64)
+_EDGES: dict[int, tuple[np.ndarray, np.ndarray, bytes, np.ndarray]] = {}  # per edges array: what it gives, once
+
+
+def _edges_of(h: Hist) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """(the edges as float64, the bins' centres, the encoded bucket_limit field): the run header's edges are one
+    array for every histogram of the run, so this is worked out once per run."""
+    got = _EDGES.get(id(h.edges))
+    if got is None or got[0] is not h.edges:
+        if len(_EDGES) > 1000:
+            _EDGES.clear()
+        edges = np.asarray(h.edges, dtype=np.float64)
+        got = _EDGES[id(h.edges)] = (h.edges, edges, _packed_doubles(6, np.concatenate([edges, [DBL_MAX]])),
+                                     (edges[:-1] + edges[1:]) / 2)
+    return got[1], got[3], got[2]
+
+
+def histo_parts(h: Hist) -> tuple[float, float, int, float, float, bytes, np.ndarray]:
+    """(min, max, num, sum, sum_squares, the encoded bucket_limit, bucket) of a vgtui histogram: see the module
+    docstring."""
+    edges, mid, limits = _edges_of(h)
     counts = np.asarray(h.counts, dtype=np.float64)
     below, above = h.under + h.zeros, h.over
-    limits = np.concatenate([edges, [DBL_MAX]])
     buckets = np.concatenate([[below], counts, [above]])
-    w_first, w_last = edges[1] - edges[0], edges[-1] - edges[-2]
-    lo = edges[0] - w_first if below else edges[0]
-    hi = edges[-1] + w_last if above else edges[-1]
-    centres = np.concatenate([[(lo + edges[0]) / 2], (edges[:-1] + edges[1:]) / 2, [(edges[-1] + hi) / 2]])
-    total = int(h.total)
-    return (float(lo), float(hi), total, float(np.dot(buckets, centres)), float(np.dot(buckets, centres * centres)),
-            limits, buckets)
+    filled = np.flatnonzero(counts)
+    # TensorBoard draws the first non-empty bucket from `min`, the last one up to `max` (data_compat): the edges of
+    # those buckets, and for an edge bucket one bin width beyond the range
+    if below:
+        lo = edges[0] - (edges[1] - edges[0])
+    else:
+        lo = edges[filled[0]] if len(filled) else (edges[-1] if above else edges[0])
+    if above:
+        hi = edges[-1] + (edges[-1] - edges[-2])
+    else:
+        hi = edges[filled[-1] + 1] if len(filled) else (edges[0] if below else edges[-1])
+    s = float(np.dot(counts, mid)) + below * (lo + edges[0]) / 2 + above * (edges[-1] + hi) / 2
+    ss = float(np.dot(counts, mid * mid)) + below * ((lo + edges[0]) / 2) ** 2 + above * ((edges[-1] + hi) / 2) ** 2
+    return float(lo), float(hi), int(h.total), float(s), float(ss), limits, buckets
 
 
 def histo_value(tag: str, h: Hist) -> bytes:
     """A Summary.Value with a HistogramProto (min 1, max 2, num 3, sum 4, sum_squares 5, bucket_limit 6, bucket 7)."""
     lo, hi, num, s, ss, limits, buckets = histo_parts(h)
-    proto = (_double(1, lo) + _double(2, hi) + _double(3, float(num)) + _double(4, s) + _double(5, ss)
-             + _packed_doubles(6, limits) + _packed_doubles(7, buckets))
-    return _bytes_field(1, _bytes_field(1, tag.encode("utf-8")) + _bytes_field(5, proto))
+    proto = (struct.pack("<BdBdBdBdBd", 0x09, lo, 0x11, hi, 0x19, float(num), 0x21, s, 0x29, ss)
+             + limits + _packed_doubles(7, buckets))
+    return _bytes_field(1, _tag(tag) + _bytes_field(5, proto))
 
 
 def event(wall_time: float, step: int, values: Iterable[bytes] = (), file_version: str | None = None) -> bytes:
@@ -314,6 +355,8 @@ def write_tensorboard(runs: list[RunIndex], out_dir: str, on_damaged: Callable[[
         made = True
     except FileExistsError:
         pass
+    if not stat.S_ISDIR(os.lstat(out_dir).st_mode):  # replaced by a link meanwhile: nothing through it
+        raise ValueError(f"{out_dir}: is no longer a folder; nothing written")
     work = tempfile.mkdtemp(prefix=".vgtui-tensorboard.", dir=out_dir)
     done: list[tuple[str, int, int]] = []
     named = folders(runs)
