@@ -3,6 +3,7 @@ TensorBoard's own reader (EventAccumulator, from the `tensorboard` package, not 
 the metrics file: scalars to float32, histogram bucket limits and counts exactly."""
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import math
@@ -18,9 +19,9 @@ from conftest import ROOT, run_cli
 from vgtui.core.metrics import MetricsIndex
 from vgtui.core.records import LayerStats, RecordEncoder
 
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
-                                        reason="the test extra installs tensorboard")
-pytest.importorskip("google_crc32c", reason="the tensorboard extra installs google-crc32c")
+# the test extra installs both (pyproject.toml): a missing one fails here, loudly, rather than skipping
+import google_crc32c  # noqa: F401
+from tensorboard.backend.event_processing import event_accumulator
 
 FIXTURES = ROOT / "tests" / "ui" / "fixtures"
 DBL_MAX = np.finfo(np.float64).max
@@ -121,6 +122,23 @@ def test_a_recorded_run_reads_back_equal(tmp_path, name):
     if run.header.started:  # wall time: the run's start plus each snapshot's elapsed seconds
         first = acc.Scalars("train/loss")[0]
         assert first.wall_time == pytest.approx(1767225600.0 + run.snapshot(0).elapsed_s)
+
+
+def test_a_fresh_training_run_reads_back_equal(tmp_path):
+    """The trainer on mnist-5k for 40 steps (a snapshot every 5), then its export: every number equal, the points'
+    wall times the run's start plus their elapsed seconds."""
+    src, out = tmp_path / "run.jsonl", tmp_path / "tb"
+    r = run_cli(["--headless", "--dataset", "mnist-5k", "--depth", "3", "--width", "64", "--max-steps", "40",
+                 "--probe-every", "5", "--metrics", str(src)], timeout=180)
+    assert r.returncode == 0, r.stderr
+    r = run_cli(["export", str(src), "--tensorboard", str(out)])
+    assert r.returncode == 0, r.stderr
+    (run,) = MetricsIndex(src).runs
+    assert run.n_snapshots >= 8 and run.epochs
+    assert check_run_against(out / "run-1", run) == run.n_snapshots
+    start = datetime.datetime.fromisoformat(run.header.started).timestamp()
+    points = read_back(out / "run-1").Scalars("layers/fc1/grad_norm")
+    assert [p.wall_time for p in points] == pytest.approx([start + s.elapsed_s for s in run.iter_snapshots()])
 
 
 def test_two_runs_and_a_fork_each_in_its_folder(tmp_path):
