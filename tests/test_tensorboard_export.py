@@ -241,6 +241,13 @@ def test_refusals_leave_everything_as_it_was(tmp_path):
     # --run/--branch choose one run for --csv; every run is written here
     refused(run_cli(["export", str(src), "--tensorboard", str(empty), "--run", "1"]), "--tensorboard writes every")
     assert digest(out) == before and os.listdir(empty) == []
+    # a folder of the name a run would take, without event files: refused, kept, and no temporary folder left
+    (empty / "run-1").mkdir()
+    (empty / "run-1" / "mine.txt").write_text("mine")
+    refused(run_cli(["export", str(src), "--tensorboard", str(empty)]), "run-1: exists already")
+    assert os.listdir(empty) == ["run-1"] and os.listdir(empty / "run-1") == ["mine.txt"]
+    os.remove(empty / "run-1" / "mine.txt")
+    os.rmdir(empty / "run-1")
     # an existing empty folder (not a link) takes the export; what else it holds stays
     (empty / "notes.txt").write_text("mine")
     assert run_cli(["export", str(src), "--tensorboard", str(empty)]).returncode == 0

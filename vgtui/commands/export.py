@@ -34,7 +34,7 @@ epoch/train_loss..test_acc, metrics/NAME), every per-layer number (layers/LAYER/
 activation and derivative histograms with their real bin edges. The gradient histogram's value axis is log10 |g|,
 as vgtui shows it (tag layers/LAYER/grad_hist_log10_abs); its first bucket (below the first edge) counts the values
 under the range and the exact zeros, its last the values over it. A `/` in a layer's name is written `.`.
-Needs the extra: pip install 'vgtui[tensorboard]' (google-crc32c; no TensorFlow). See docs/command-line.md."""
+Needs the extra: pip install 'vgtui[tensorboard]' (google-crc32c; no TensorFlow). See docs/metrics-file.md."""
 
 EPILOG = """\
 examples:

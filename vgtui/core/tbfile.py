@@ -360,6 +360,7 @@ def write_tensorboard(runs: list[RunIndex], out_dir: str, on_damaged: Callable[[
     work = tempfile.mkdtemp(prefix=".vgtui-tensorboard.", dir=out_dir)
     done: list[tuple[str, int, int]] = []
     named = folders(runs)
+    moved: list[str] = []
     try:
         for name, run in named:
             if os.path.lexists(os.path.join(out_dir, name)):
@@ -371,7 +372,10 @@ def write_tensorboard(runs: list[RunIndex], out_dir: str, on_damaged: Callable[[
             done.append((name, n, bad))
         for name, _run in named:
             os.rename(os.path.join(work, name), os.path.join(out_dir, name))  # fails on a non-empty folder there
+            moved.append(os.path.join(out_dir, name))
     except BaseException:
+        for path in moved:  # this export's own folders, moved already: none is left half an export
+            shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         if made and not os.listdir(out_dir):
             os.rmdir(out_dir)
