@@ -1,4 +1,5 @@
 """`vgtui export FILE --csv OUT.csv`: a run's snapshots as CSV, one row per snapshot and layer, for pandas & co.
+`vgtui export FILE --tensorboard DIR`: every run of the file as TensorBoard event files (vgtui.core.tbfile).
 
 The writer itself (write_csv, write_csv_new, write_csv_stream, COLUMNS) is vgtui.core.csvfile, which the UI's `e`
 key calls too. Imports neither torch nor textual: it runs wherever the file was copied to.
@@ -24,27 +25,44 @@ Write the snapshots of a run in a metrics file as CSV: one row per snapshot and 
 Columns: step, epoch, elapsed_s, loss, loss_avg, steps_per_s, activation (the network's at that step), layer,
 layer_activation (that layer's; empty for none), then the layer's probes: grad_norm, grad_mean_abs, weight_norm,
 grad_data_ratio, update_data_ratio, out_grad_norm, act_mean, act_std, saturated_frac, dead_frac, pre_p15,
-pre_p50, pre_p85 (empty where a layer has none). Non-finite values are written nan, inf, -inf. The histograms are not exported."""
+pre_p50, pre_p85 (empty where a layer has none). Non-finite values are written nan, inf, -inf. The histograms are not
+in the CSV.
+
+--tensorboard DIR writes every run of the file (and each fork) to its own folder, DIR/run-1, DIR/run-2,
+DIR/run-1-B..., as TensorBoard event files: the scalars (train/loss, train/loss_avg, train/steps_per_s,
+epoch/train_loss..test_acc, metrics/NAME), every per-layer number (layers/LAYER/grad_norm ...), and the gradient,
+activation and derivative histograms with their real bin edges. The gradient histogram's value axis is log10 |g|,
+as vgtui shows it (tag layers/LAYER/grad_hist_log10_abs); its first bucket (below the first edge) counts the values
+under the range and the exact zeros, its last the values over it. A `/` in a layer's name is written `.`.
+Needs the extra: pip install 'vgtui[tensorboard]' (google-crc32c; no TensorFlow). See docs/metrics-file.md."""
 
 EPILOG = """\
 examples:
   vgtui export run.jsonl --csv run.csv            the last run of the file
   vgtui export run.jsonl --csv first.csv --run 1  its first run (the UI's restarts start new runs)
   vgtui export run.jsonl --csv - | head            to standard output
+  vgtui export run.jsonl --tensorboard tb/         every run, then: tensorboard --logdir tb/
 
 then, in Python:  df = pd.read_csv("run.csv")
 A damaged snapshot line is skipped, with one line on standard error naming it; the rest is written.
 Only a regular file is replaced: a symbolic link, a device, a FIFO or the metrics file itself is refused.
-exit status: 0 written, 2 a bad metrics file, output path or option, 141 standard output closed (--csv -)."""
+--tensorboard DIR: a new folder, or an existing one (not a link) that holds no event files yet; nothing is replaced.
+exit status: 0 written, 2 a bad metrics file, output path or option (or the tensorboard extra missing),
+141 standard output closed (--csv -)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vgtui export", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", metavar="FILE", help="a metrics file (written by `vgtui --metrics FILE`)")
-    p.add_argument("--csv", required=True, metavar="OUT.csv",
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--csv", metavar="OUT.csv",
                    help="the CSV file to write: a regular file there is replaced, a link, device, FIFO or the "
                         "metrics file itself is refused; - writes to standard output")
+    out.add_argument("--tensorboard", metavar="DIR",
+                     help="a folder to write TensorBoard event files in, one subfolder per run and fork (run-1, "
+                          "run-1-B...): created if absent; one holding event files already is refused. "
+                          "--run and --branch do not apply: every run is written")
     p.add_argument("--run", type=int, default=None, metavar="N",
                    help="which run of the file, from 1 (default: the last)")
     p.add_argument("--branch", choices=["A", *BRANCHES], default="A",
@@ -105,6 +123,8 @@ MAX_DAMAGED_SAID = 20  # damaged lines named one by one; more are counted
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.tensorboard is not None:
+        return _tensorboard(args)
     to_stdout = args.csv == "-"
     out, src = Path(args.csv).expanduser(), Path(args.file).expanduser()
 
@@ -192,4 +212,69 @@ def main(argv: list[str]) -> int:
     gap = f", {len(damaged):,} damaged snapshot{'s' * (len(damaged) != 1)} skipped" if damaged else ""
     _say(f"vgtui export: {rows:,} rows ({run.n_snapshots - len(damaged):,} snapshots x {layers} layers{gap}) of "
          f"{what} -> {'standard output' if to_stdout else out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _tensorboard(args: argparse.Namespace) -> int:
+    """`--tensorboard DIR`: every run and fork of the file, each in its own folder of DIR."""
+    from vgtui.core import tbfile  # google-crc32c, when it is there, only now
+
+    src, out = Path(args.file).expanduser(), os.fspath(Path(args.tensorboard).expanduser())
+
+    def fail(msg: str, status: int = 2) -> int:
+        _say(f"vgtui: error: {msg}")
+        return status
+
+    if args.run is not None or args.branch != "A":
+        return fail("--run and --branch choose a run for --csv; --tensorboard writes every run and fork")
+    try:
+        tbfile._crc32c()
+    except tbfile.MissingExtra as e:
+        return fail(str(e))
+    if (why := _check_in(src)) is not None:
+        return fail(why)
+    if (why := tbfile.check_dir(out)) is not None:
+        return fail(f"--tensorboard {why}")
+    try:
+        index = MetricsIndex(src)
+    except MetricsFileError as e:
+        return fail(str(e))
+    except OSError as e:
+        return fail(f"{src}: cannot be read ({e.strerror or e})")
+    damaged: list[str] = []
+    live = sys.stderr is not None and sys.stderr.isatty()
+    clear = "\r\033[K" if live else ""  # the progress line, before a line of its own
+
+    def skipped(line: str) -> None:
+        damaged.append(line)
+        if len(damaged) <= MAX_DAMAGED_SAID:
+            _say(f"{clear}vgtui export: skipped a damaged line: {line}")
+
+    def progress(done: int, total: int) -> None:
+        if live:
+            _say(f"\rvgtui export: {done:,} / {total:,} snapshots", end="")
+
+    t0 = time.perf_counter()
+    with index:
+        for line in getattr(index, "notices", None) or []:
+            _say(f"vgtui export: skipped a damaged line: {src}: {line}")
+        if index.notice:
+            _say(f"vgtui export: {src}: {index.notice}")
+        try:
+            done = tbfile.write_tensorboard(index.runs, out, on_damaged=skipped, progress=progress)
+        except tbfile.MissingExtra as e:
+            return fail(str(e))
+        except MetricsFileError as e:
+            return fail(str(e))
+        except ValueError as e:
+            return fail(f"--tensorboard {e}")
+        except OSError as e:
+            return fail(f"--tensorboard {out}: cannot write ({e.strerror or e})")
+    if live and sum(n + bad for _, n, bad in done) >= 500:
+        _say("\r\033[K", end="")
+    if len(damaged) > MAX_DAMAGED_SAID:
+        _say(f"vgtui export: ... and {len(damaged) - MAX_DAMAGED_SAID:,} more damaged snapshots skipped")
+    what = ", ".join(f"{name} ({n:,} snapshot{'s' * (n != 1)}{f', {bad:,} damaged skipped' if bad else ''})"
+                     for name, n, bad in done)
+    _say(f"vgtui export: {what} -> {out} in {time.perf_counter() - t0:.1f} s (tensorboard --logdir {out})")
     return 0
