@@ -152,12 +152,12 @@ def label_runs(runs: list[FileRun]) -> list[str]:
             fork = f" from step {r.header.forked_at}" if r.header.forked_at is not None else ""
             where.append(f"branch {r.branch}{fork}")
         labels.append(safe_text(base + (f" ({', '.join(where)})" if where else "")))
-    for i, lab in enumerate(list(labels)):
-        if labels.count(lab) > 1:
-            labels[i] = f"{lab} [{safe_text(os.path.basename(runs[i].path))}]"
-    for i, lab in enumerate(list(labels)):  # the same file named twice, or files of one name in two folders
-        if labels.count(lab) > 1:
-            labels[i] = f"{lab} #{i + 1}"
+    first = list(labels)
+    for where in (lambda r: os.path.basename(r.path), lambda r: r.path):  # the file's name, else its path as given
+        counts = {lab: labels.count(lab) for lab in labels}
+        labels = [f"{f} [{safe_text(where(r))}]" if counts[lab] > 1 else lab for f, lab, r in zip(first, labels, runs)]
+    counts = {lab: labels.count(lab) for lab in labels}
+    labels = [f"{lab} #{i + 1}" if counts[lab] > 1 else lab for i, lab in enumerate(labels)]  # one file named twice
     return labels
 
 
