@@ -219,3 +219,18 @@ def test_not_a_metrics_file_files_with_specs_and_run_options_are_refused(written
                                                     "were written; the run options are for SPECs")
     status, out, err = run(capsys, "relu.json")  # neither .jsonl nor a path: a SPEC, refused as one
     assert status == 2 and "unknown word 'relu.json'" in err
+
+
+def test_a_presets_files_with_the_preset_print_its_table(tmp_path):
+    """--preset NAME with its files: its columns, the paper's figures and its order of rows, none of it trained."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trained, _ = _main(["--preset", "glorot2010", "--depth", "1", "--width", "8", "--max-steps", "2",
+                            "--metrics-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(before)
+    read, err = _main(["--preset", "glorot2010", *sorted(str(p) for p in tmp_path.glob("*.jsonl"))])
+    assert err == "" and "paper test err %" in read.splitlines()[0]
+    ours = next(l for l in trained.splitlines() if l.startswith("ours: "))
+    assert read == trained.replace(ours, ours + "; read from 5 files")

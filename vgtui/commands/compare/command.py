@@ -11,7 +11,7 @@ from typing import TextIO
 from vgtui.commands.compare.collect import check_metrics_dir, run_all
 from vgtui.commands.compare.files import check_file, is_file_arg, read_files
 from vgtui.commands.compare.presets import PRESETS, Preset, preset_help
-from vgtui.commands.compare.spec import GRAMMAR, RUN_OPTIONS, Refused, plan
+from vgtui.commands.compare.spec import GRAMMAR, RUN_OPTIONS, Refused, label, plan
 from vgtui.commands.compare.table import format_csv, format_json, format_text, setup_line
 from vgtui.core.config import DATASETS, DEVICES, OPTIMIZERS
 from vgtui.core.records import safe_text as shown
@@ -124,7 +124,11 @@ def _main_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     except OSError as e:  # a file that fails as it is read
         sys.stderr.write(f"vgtui compare: error: cannot be read ({shown(e.strerror or str(e))})\n")
         return 2
-    return _print(_table_out(), args, table.rows, preset, table.setup, table.depth, 0)
+    rows = table.rows
+    if preset is not None:  # its configurations in its order, as its run printed them; the other runs after them
+        rank = {label(s): i for i, s in enumerate(preset.specs)}
+        rows = sorted(rows, key=lambda r: rank.get(r.label, len(rank)))
+    return _print(_table_out(), args, rows, preset, table.setup, table.depth, 0)
 
 
 def main(argv: list[str]) -> int:
