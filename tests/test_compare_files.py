@@ -180,6 +180,8 @@ def test_damaged_lines_are_notices_and_strings_are_text(written, tmp_path, capsy
     assert rows[0].startswith("relu+kaiming (unfinished)  ")
     assert rows[1].startswith("evil\\x1b[31m  ")  # a watched run: its file's name, made visible
     assert "net\\x1b]0;owned\\x07" in out  # the model named in the setup line, as text
+    status, out, _ = run(capsys, str(evil), "--json")
+    assert json.loads(out)["rows"][0]["seeds"] == [None]  # a watched run has no seed
     status, out, _ = run(capsys, str(bad), "--json")
     (row,) = json.loads(out)["rows"]
     trained = {r["configuration"]: r for r in json.loads(tables["--json"])["rows"]}["relu+kaiming"]

@@ -100,8 +100,8 @@ def read_file(path: str, notices: list[str]) -> list[FileRun]:
                 number += 1
                 current = {}
             cfg = _config(rec)
-            seed = cfg.seed if cfg is not None else 0
-            current[branch] = FileRun(path, number, 0, rec, Collector(Result("", seed)), cfg)
+            seed = cfg.seed if cfg is not None else None  # a watched run has none: null in the JSON's "seeds"
+            current[branch] = FileRun(path, number, 0, rec, Collector(Result("", seed)), cfg)  # type: ignore[arg-type]
             runs.append(current[branch])
         run = current.get(branch)
         if run is None:  # the reader refuses a record before its header: never here
