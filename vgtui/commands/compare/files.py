@@ -1,7 +1,9 @@
 """`vgtui compare FILE...`: the comparison's table from metrics files already written (nothing trains, torch is
 never imported). Each run of each file goes through the same Collector as a run compare trains (the records the
 file holds are the ones the trainer handed the collector: the progress records the file thins out are not read by
-it), so a file written by `vgtui compare --metrics-dir DIR` gives the row the run printed, number for number.
+it), so a file written by `vgtui compare --metrics-dir DIR` gives the row the run printed: the same text row, the
+same verdict; in JSON and CSV the same numbers to float32 precision (the file holds the probes' values as the
+float32s they were on the device, in their shortest form, and the medians and ratios are computed from those).
 
 - A word is a file when it ends in `.jsonl` or holds a path separator; any other word is a SPEC. Files and SPECs
   are not mixed in one command (refused in one line: train with --metrics-dir, then compare the files).
@@ -9,8 +11,8 @@ it), so a file written by `vgtui compare --metrics-dir DIR` gives the row the ru
   branch is a row of its own, `(run K, branch B from step S)`.
 - A row's label is the SPEC its configuration spells (the header's config: activation, init unless PyTorch's, `bn`,
   `skip`, then `depthN`, `widthN`, `batchN`, `lrX`, `momentumX` or the optimizer where the runs compared differ in
-  it), so `relu+kaiming.jsonl` is the row `relu+kaiming` again; a run without vgtui's configuration (a
-  `vgtui.watch` run) is labelled by its file's name. Two rows with the same label get their file's name after it.
+  it and this run's value is not the one most of them have), so `relu+kaiming.jsonl` is the row `relu+kaiming` again; a run without vgtui's configuration (a
+  `vgtui.watch` run) is labelled by its file's name. Two rows with the same label get their file's name after it (else its path, else `#N`).
 - A damaged line is a notice on standard error (the row is made of the rest); a file that is missing, not a
   regular file (a directory, a FIFO, a device) or not a metrics file is refused in one line (exit 2) before the
   table is printed. Every string from a file (or a file name) is shown as text (vgtui.core.records.safe_text).
