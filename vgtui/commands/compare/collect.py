@@ -91,9 +91,18 @@ class Collector:
         self.r.pre_last = pre
 
     def _end(self, rec) -> None:
+        self._finish(rec.status, rec.steps)
+
+    def finish_unended(self) -> None:
+        """A run read from a file that holds no end record (killed, or still being written): the row of what it
+        has, its status "unfinished", its steps the last snapshot's."""
+        if self.summary.end is None:
+            self._finish("unfinished", self.summary.last_step or 0)
+
+    def _finish(self, status: str, steps: int) -> None:
         r, s = self.r, self.summary
         snap = s.last
-        r.status, r.steps = rec.status, rec.steps
+        r.status, r.steps = status, steps
         r.steps_per_s, r.ratio = s.steps_per_s, s.ratio
         if s.snapshots or s.diverged:
             v = s.verdict
