@@ -104,7 +104,8 @@ async def test_resnet18_sort_filter_enter(size):
         shown = table_rows(app)
         assert shown == by(layers, "grad_norm", True)[:len(shown)]
         await pilot.press("end")  # the last row: scrolled into view, under the cursor
-        await wait_for(pilot, lambda: cursor_row(app) == by(layers, "grad_norm", True)[-1], what="the cursor at the end")
+        await wait_for(pilot, lambda: cursor_row(app) == by(layers, "grad_norm", True)[-1],
+                       what="the cursor at the end")
         assert table_rows(app)[-1] == cursor_row(app)
         assert app.main.state.position[0] == app.main.state.position[1] - 1  # end moved no snapshot
         await pilot.press("home", "slash", *"layer4.*", "enter")
@@ -209,6 +210,29 @@ async def test_live_trainer_table_keys(make_app):
                        what="fc2's history")
         assert "update:data" in text_of(hist) and "mean|φ'|" in text_of(hist)
         await pilot.press("down")
-        await wait_for(pilot, lambda: "layer fc4 · its history" in text_of(hist), what="fc4's history (the filter's next)")
+        await wait_for(pilot, lambda: "layer fc4 · its history" in text_of(hist),
+                       what="fc4's history (the filter's next)")
         await pilot.press("escape", "escape")
         await wait_for(pilot, lambda: table_rows(app)[:4] == ["fc1", "fc2", "fc3", "fc4"], what="every layer again")
+
+
+async def test_a_hostile_layer_name_is_text_in_the_table_filter_and_history(tmp_path):
+    """A layer name from a file with markup and a control sequence: shown as written (ESC as ␛), found by the
+    filter, and the history's title (a border title, which Textual reads as markup) shows it literally (the
+    reader writes the control characters as \\x1b, \\x07)."""
+    hostile = "[bold]conv1\x1b]0;pwned\x07"
+    path = tmp_path / "hostile.jsonl"
+    text = RESNET.read_text().replace('"conv1"', json.dumps(hostile))
+    path.write_text(text)
+    app = follow_app(path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle_follow(pilot)
+        await pilot.press("tab", "tab", "slash", *"[[]bold]*", "enter")
+        table = app.main.query_one("#table")
+        await wait_for(pilot, lambda: "1 of 21 layers" in text_of(table), what="the filter's one row")
+        assert "[bold]conv1\\x1b]0;pwned\\x07" in text_of(table)  # the reader made it visible
+        await pilot.press("enter")
+        hist = app.main.query_one("#layer-history")
+        title = "layer [bold]conv1\\x1b]0;pwned\\x07 · its history"
+        await wait_for(pilot, lambda: title in text_of(hist), what="the title")
+        assert not app.main.query_one("#layer-history").failures

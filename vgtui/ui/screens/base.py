@@ -359,8 +359,9 @@ class RunScreen(Screen):
         nxt = self.table_view.sort + 1
         self._set_table(top=True, sort=nxt if nxt < len(TABLE_COLUMNS) else -1)
         tv = self.table_view
-        self.notice = (f"layer table sorted by {TABLE_COLUMNS[tv.sort][0]} ({'descending' if tv.descending else 'ascending'})"
-                       if tv.sort >= 0 else "layer table in the network's order")
+        way = "descending" if tv.descending else "ascending"
+        self.notice = (f"layer table sorted by {TABLE_COLUMNS[tv.sort][0]} ({way})" if tv.sort >= 0
+                       else "layer table in the network's order")
 
     def action_layer_reverse(self) -> None:
         self._set_table(top=True, descending=not self.table_view.descending)

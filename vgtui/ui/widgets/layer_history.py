@@ -11,7 +11,7 @@ from rich.text import Text
 
 from vgtui.ui import charts, colours
 from vgtui.ui.state import METRICS, Metric, RunState, bar_metric, metric, shown
-from vgtui.ui.widgets.base import Panel, RunView, no_snapshot
+from vgtui.ui.widgets.base import Panel, RunView, markup, no_snapshot
 
 # the linear series (no fixed decades): lo = hi = 0
 SATURATED = Metric("saturated_frac", "saturated fraction", "saturated", 0, 0)
@@ -42,8 +42,8 @@ class LayerHistory(Panel):
 
     def on_key_changed(self) -> None:
         v = self.view
-        tag = f" · run {v.focused.label}" if v.compare and v.focused.label else ""
-        self.border_title = f"layer {shown(v.table.cursor)} · its history over steps{tag}"
+        tag = f" · run {markup(v.focused.label)}" if v.compare and v.focused.label else ""
+        self.border_title = f"layer {markup(v.table.cursor)} · its history over steps{tag}"  # a title is markup
         self.border_subtitle = "esc: back to the table · ↑↓: the layer above / below"
 
     def build(self, width: int, height: int) -> object:

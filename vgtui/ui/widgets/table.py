@@ -162,7 +162,7 @@ class LayerTable(Panel):
         said = []
         if rows:
             said.append(f"rows {first + 1}–{first + len(shown_rows)} of {len(rows)}" if len(shown_rows) < len(rows)
-                        else f"{len(rows)} layers")
+                        else f"{len(rows)} layer{'s' * (len(rows) != 1)}")
         if tv.filter:
             said.append(f"filter {tv.filter!r}: {len(rows)} of {len(everything)} layers" if rows else
                         f"no layer matches {tv.filter!r} (a name or a glob such as layer3.*; / changes it, esc "
