@@ -109,10 +109,11 @@ class LayerTable(Panel):
         return rows
 
     @classmethod
-    def arranged(cls, s: RunState, tv: TableView) -> list[Row]:
+    def arranged(cls, s: RunState, tv: TableView, rows: list[Row] | None = None) -> list[Row]:
         """The rows the table shows: those the filter's patterns match (vgtui.core.layermatch, the patterns
-        vgtui.watch(layers=...) takes), sorted by the view's column (the network's order when none)."""
-        rows = cls.rows(s)
+        vgtui.watch(layers=...) takes), sorted by the view's column (the network's order when none). `rows`: the
+        run's rows when the caller has them already."""
+        rows = cls.rows(s) if rows is None else rows
         keep = set(select([r.name for r in rows], tv.filter))
         rows = [r for r in rows if r.name in keep]
         if 0 <= tv.sort < len(TABLE_COLUMNS):
@@ -140,7 +141,7 @@ class LayerTable(Panel):
         if s.snap is None:
             return no_snapshot(s), 0
         everything = cls.rows(s)
-        rows = cls.arranged(s, tv)
+        rows = cls.arranged(s, tv, everything)
         heads = [h + (SORT_MARK[tv.descending] if j == tv.sort else "") for j, (h, _) in enumerate(TABLE_COLUMNS)]
         widths = [min(max(len(h), *(len(str(r.cells[j])) for r in everything)), 60) + 2 for j, h in enumerate(heads)]
         keep = list(range(len(TABLE_COLUMNS)))
