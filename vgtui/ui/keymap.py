@@ -98,8 +98,8 @@ KEYMAP: tuple[Key, ...] = (
         "esc", show=False, view="layers"),
     Key("left", "seek(-1)", "back", "one snapshot back / forward", FILE, "← / →", display="←", palette="Back"),
     Key("right", "seek(1)", "fwd", "one snapshot forward", FILE, display="→", palette="Forward"),
-    Key("home", "seek_to(0)", "first", "first / last snapshot (the last follows a growing file)", FILE,
-        "home / end", show=False, palette="First snapshot"),
+    Key("home", "seek_to(0)", "first", "first / last snapshot (the last follows a growing file); in the layer "
+        "table, its first / last row", FILE, "home / end", show=False, palette="First snapshot"),
     Key("end", "seek_to(-1)", "last", "last snapshot", FILE, show=False, palette="Last snapshot"),
     Key("p", "next_run", "run", "next run of the file (a file with several runs, e.g. restarts)", FILE, "p",
         palette="Next run of the file"),
