@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import fnmatch
 import math
 import os
 import sys
@@ -36,6 +35,7 @@ from typing import Any, Callable, Iterable, Union
 import torch
 from torch import nn
 
+from vgtui.core.layermatch import matches
 from vgtui.core.records import EndRecord, EventRecord, LayerStats, Record
 from vgtui.core.writer import MetricsWriter, check_writable
 from vgtui.engine import recorder
@@ -106,7 +106,7 @@ def select_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec] | No
             raise TypeError(f"vgtui.watch: layers= takes names, glob patterns, module types or a predicate, "
                             f"not {s!r}")
     for s in (s for s in specs if isinstance(s, str)):
-        hits = [(n, m) for n, m in named if n == s or fnmatch.fnmatchcase(n, s)]
+        hits = [(n, m) for n, m in named if matches(n, s)]
         if not hits:
             raise ValueError(f"vgtui.watch: no module of {type(model).__name__} matches layers={s!r}")
         if s in dict(named) and not _has_weight(dict(named)[s]):
@@ -115,7 +115,7 @@ def select_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec] | No
     def chosen(name: str, module: nn.Module) -> bool:
         for s in specs:
             if isinstance(s, str):
-                if name == s or fnmatch.fnmatchcase(name, s):
+                if matches(name, s):
                     return True
             elif isinstance(s, type):
                 if isinstance(module, s):

@@ -38,6 +38,8 @@ class Key:
     priority: bool = False
     palette: str | None = None  # the command palette's title (None: not in the palette)
     needs_file: bool = False  # does something only with a metrics file behind the run: not in the footer without
+    view: str | None = None  # acts only while this view is shown (the screen's check_action); elsewhere the key
+    # goes to its next binding (home / end: a replay's first / last snapshot)
 
     def applies(self, kind: str) -> bool:
         return kind in self.sources
@@ -71,10 +73,33 @@ KEYMAP: tuple[Key, ...] = (
     Key("r", "restart", "restart", "restart with the same configuration", TRAINER, "r", palette="Restart"),
     Key("L", "lower_lr", "lr÷10", "restart with the learning rate divided by 10 (after a divergence)", TRAINER,
         "L", show=False, palette="Restart with lr ÷ 10"),
+    # the layer table's keys: bound before the replay's home / end, they take precedence while the table is shown
+    Key("up", "layer_move(-1)", "up", "layer table: cursor up / down; in a layer's history, the layer above / "
+        "below", ANY, "↑ / ↓", show=False, view="layers", palette=None),
+    Key("down", "layer_move(1)", "down", "layer table: cursor down", ANY, show=False, view="layers"),
+    Key("pageup", "layer_page(-1)", "page up", "layer table: a page up / down", ANY, "pgup / pgdn", show=False,
+        view="layers"),
+    Key("pagedown", "layer_page(1)", "page down", "layer table: a page down", ANY, show=False, view="layers"),
+    Key("home", "layer_edge(0)", "top", "layer table: the first / last row (while the table is shown; elsewhere "
+        "a replay's first / last snapshot)", ANY, "home / end", show=False, view="layers"),
+    Key("end", "layer_edge(1)", "bottom", "layer table: the last row", ANY, show=False, view="layers"),
+    Key("c", "layer_sort", "sort", "layer table: sort by the next column (after the last, the network's order); "
+        "the header marks it ▲ ascending / ▼ descending", ANY, "c", show=False, view="layers",
+        palette="Sort the layer table by the next column"),
+    Key("C", "layer_reverse", "reverse", "layer table: reverse the sort", ANY, "C", show=False, view="layers",
+        palette="Reverse the layer table's sort"),
+    Key("slash", "layer_filter", "filter", "layer table: filter the layers by name or glob pattern, the patterns "
+        "vgtui.watch(layers=...) takes (several: separated by spaces); enter keeps it, esc clears it", ANY, "/",
+        show=False, view="layers", palette="Filter the layer table"),
+    Key("enter", "layer_open", "history", "layer table: the cursor's layer over steps (its gradient metric, "
+        "update:data, saturated fraction, mean |φ'|) and its latest histograms", ANY, "enter", show=False,
+        view="layers"),
+    Key("escape", "layer_back", "back", "layer table: back from a layer's history; close / clear the filter", ANY,
+        "esc", show=False, view="layers"),
     Key("left", "seek(-1)", "back", "one snapshot back / forward", FILE, "← / →", display="←", palette="Back"),
     Key("right", "seek(1)", "fwd", "one snapshot forward", FILE, display="→", palette="Forward"),
-    Key("home", "seek_to(0)", "first", "first / last snapshot (the last follows a growing file)", FILE,
-        "home / end", show=False, palette="First snapshot"),
+    Key("home", "seek_to(0)", "first", "first / last snapshot (the last follows a growing file); in the layer "
+        "table, its first / last row", FILE, "home / end", show=False, palette="First snapshot"),
     Key("end", "seek_to(-1)", "last", "last snapshot", FILE, show=False, palette="Last snapshot"),
     Key("p", "next_run", "run", "next run of the file (a file with several runs, e.g. restarts)", FILE, "p",
         palette="Next run of the file"),
@@ -94,6 +119,7 @@ KEYMAP: tuple[Key, ...] = (
     Key("q", "quit", "quit", "quit (training stops within 2 s)", ANY, "q / ctrl+c", palette="Quit vgtui"),
     Key("ctrl+c", "quit", "quit", "quit", ANY, show=False, priority=True),
 )
+VIEW_ACTIONS = {k.action.split("(")[0]: k.view for k in KEYMAP if k.view}  # action -> the view it acts in
 EXTRA_HELP = (("ctrl+p", "command palette", ANY),)
 # the footer's keys, most important first (by their first Textual key name); the footer shows those that fit
 FOOTER = ("q", "question_mark", "tab", "space", "a", "f", "left", "right", "m", "l", "b", "s", "i", "plus,equals_sign",

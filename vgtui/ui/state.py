@@ -48,6 +48,9 @@ METRIC_KEYS = tuple(m.key for m in METRICS)
 PRE = "pre_percentiles"
 PRE_KEYS = ("pre_p15", "pre_p50", "pre_p85")  # LayerStats attributes
 CURVE_KEYS = (*METRIC_KEYS, PRE)  # what `m` cycles through
+# More per-layer series the history keeps, for a layer's own history (the layer table's enter): its saturated
+# fraction and its activation's mean |derivative| (LayerStats attributes; nan where a snapshot has none)
+LAYER_KEYS = ("saturated_frac", "deriv_mean")
 
 
 def metric(key: str) -> Metric:
@@ -103,7 +106,7 @@ class History:
         self.seen = 0
         self.steps: list[int] = []
         self.loss: list[float] = []
-        self.series: dict[str, list[list[float]]] = {k: [[] for _ in names] for k in (*METRIC_KEYS, *PRE_KEYS)}
+        self.series: dict[str, list[list[float]]] = {k: [[] for _ in names] for k in (*METRIC_KEYS, *PRE_KEYS, *LAYER_KEYS)}
         self.user: dict[str, list[float]] = {}  # the user's metrics (Snapshot.metrics), nan where a snapshot lacks one
 
     def add(self, snap: Snapshot) -> None:
@@ -303,6 +306,15 @@ class RunState:
             n = h.upto(self.upto)
             series = [s[:n] for s in h.series[metric_key]] if metric_key else []
             return h.steps[:n], h.loss[:n], series
+
+    def layer_curves(self, name: str, keys) -> tuple[list[int], dict[str, list[float]]]:
+        """One layer's history up to the cursor: steps, and its series of each of `keys` (History.series' keys);
+        empty series for a layer the history does not hold."""
+        with self.lock:
+            h = self.history
+            n = h.upto(self.upto)
+            i = h.names.index(name) if name in h.names else None
+            return h.steps[:n], {k: (h.series[k][i][:n] if i is not None else []) for k in keys}
 
     def pre_curves(self) -> tuple[list[int], tuple[str, ...], list[tuple[list[float], list[float], list[float]]]]:
         """The history up to the cursor: steps, the layers, and each layer's (p15, p50, p85) pre-activation

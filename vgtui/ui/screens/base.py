@@ -16,9 +16,11 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import replace
 from typing import ClassVar
 
-from textual import work
+from rich.text import Text
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import BindingsMap
 from textual.containers import Grid, Vertical
@@ -31,10 +33,11 @@ from vgtui.sources.base import Source
 from vgtui.ui import charts, colours, keymap
 from vgtui.ui.colours import hexc
 from vgtui.ui.screens.dialogs import HelpScreen
-from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, RunState, metric
-from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerTable, Panel, PlotextPanel, RunView, StatusBar,
-                              WhyPanel,
+from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, RunState, metric, shown
+from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerHistory, LayerTable, Panel, PlotextPanel, RunView,
+                              StatusBar, TableView, WhyPanel,
                               flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
+from vgtui.ui.widgets.table import TABLE_COLUMNS
 
 MIN_SIZE = (80, 24)
 VIEWS = ("overview", "histograms", "layers", "why")
@@ -72,6 +75,8 @@ class RunScreen(Screen):
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
         self._bindings = BindingsMap(keymap.bindings(self.KIND, metrics_file=self._has_file))
         self._footer_width = 0
+        self.table_view = TableView()  # the layer table's cursor, sort, filter and open history (RunView.table)
+        self._filter_text: str | None = None  # the `/` filter while it is typed
 
     @property
     def _has_file(self) -> bool:
@@ -112,6 +117,8 @@ class RunScreen(Screen):
                 yield PlotextPanel(hist_grid_figure, hist_key, id="hist-grid", classes="panel")
             with Vertical(id="layers"):
                 yield LayerTable(id="table", classes="panel")
+                yield LayerHistory(id="layer-history", classes="panel")
+                yield Static(id="layer-filter")
             with Vertical(id="why"):
                 yield WhyPanel(id="why-panel", classes="panel")
         yield Static(id="too-small")
@@ -129,9 +136,11 @@ class RunScreen(Screen):
         """What the panels draw from at this frame (they never read the screen)."""
         return RunView(states=tuple(self.states), live=self.LIVE, replay=self.REPLAY, paused=self.paused,
                        notice=self.notice, branch_focus=self.branch_focus, metric=self.metric, log=self.log,
-                       relative=self.relative, colour=self.colour, **self.view_options())
+                       relative=self.relative, colour=self.colour, table=self.table_view, **self.view_options())
 
     def on_mount(self) -> None:
+        self.query_one("#layer-history").display = False
+        self.query_one("#layer-filter").display = False
         self._titles()
         self._update_tabs()
         self.check_size()
@@ -175,6 +184,8 @@ class RunScreen(Screen):
 
     def watch_view(self, view: str) -> None:
         self.query_one("#views", ContentSwitcher).current = view
+        if view != "layers" and self._filtering:
+            self._close_filter()
         self._update_tabs()
         self.call_after_refresh(self._frame, True)
 
@@ -296,6 +307,120 @@ class RunScreen(Screen):
 
     def action_next_view(self) -> None:
         self.view = next_choice(self.view, VIEWS, 1)
+
+    # ------------------------------------------------------------------------------------------ the layer table
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """The layer table's keys (keymap.Key.view) act only while the table is shown; elsewhere the key goes to
+        the next binding (home and end: a replay's first and last snapshot)."""
+        if action in keymap.VIEW_ACTIONS and self.view != keymap.VIEW_ACTIONS[action]:
+            return False
+        if action == "layer_back" and not (self.table_view.open or self.table_view.filter or self._filtering):
+            return False
+        return True
+
+    @property
+    def _filtering(self) -> bool:
+        """The `/` filter is being typed (the screen takes the keys: see on_key)."""
+        return self._filter_text is not None
+
+    def _table_names(self) -> list[str]:
+        return LayerTable.names(self.focused_state, self.table_view)
+
+    def _set_table(self, top: bool = False, **changes) -> None:
+        """A new table view (the cursor on a layer the table shows; on its first row with `top`: after a sort)."""
+        tv = replace(self.table_view, **changes)
+        names = LayerTable.names(self.focused_state, tv)
+        if names and (top or tv.cursor not in names):
+            tv = replace(tv, cursor=names[0])
+        self.table_view = tv
+        self.query_one("#table").display = not tv.open
+        self.query_one("#layer-history").display = tv.open
+        self._frame(force=True)
+
+    def _move_to(self, index) -> None:
+        names = self._table_names()
+        if not names:
+            return
+        at = names.index(self.table_view.cursor) if self.table_view.cursor in names else 0
+        self._set_table(cursor=names[max(0, min(index(at, len(names)), len(names) - 1))])
+
+    def action_layer_move(self, by: int) -> None:
+        self._move_to(lambda at, n: at + by)
+
+    def action_layer_page(self, by: int) -> None:
+        page = max(self.query_one("#table", Panel).content_size.height - 3, 1)
+        self._move_to(lambda at, n: at + by * page)
+
+    def action_layer_edge(self, end: int) -> None:
+        self._move_to(lambda at, n: n - 1 if end else 0)
+
+    def action_layer_sort(self) -> None:
+        """The next column to sort by (after the last: the network's order again)."""
+        nxt = self.table_view.sort + 1
+        self._set_table(top=True, sort=nxt if nxt < len(TABLE_COLUMNS) else -1)
+        tv = self.table_view
+        way = "descending" if tv.descending else "ascending"
+        self.notice = (f"layer table sorted by {TABLE_COLUMNS[tv.sort][0]} ({way})" if tv.sort >= 0
+                       else "layer table in the network's order")
+
+    def action_layer_reverse(self) -> None:
+        self._set_table(top=True, descending=not self.table_view.descending)
+        self.notice = "layer table: " + ("descending" if self.table_view.descending else "ascending")
+
+    def action_layer_filter(self) -> None:
+        """`/`: type the filter's patterns (a line under the table shows them; the table follows each key)."""
+        self._filter_text = self.table_view.filter
+        self._show_filter()
+
+    def _show_filter(self) -> None:
+        box = self.query_one("#layer-filter", Static)
+        box.display = self._filter_text is not None
+        if self._filter_text is not None:
+            box.update(Text.assemble(("/", "bold"), shown(self._filter_text), ("▏", "blink"),
+                                     ("   a name or a glob (layer3.*, fc1?), several with spaces · enter keeps · "
+                                      "esc clears", "dim"), no_wrap=True, overflow="ellipsis"))
+
+    def on_key(self, event: events.Key) -> None:
+        """While the filter is typed, every key but the priority ones (tab, ctrl+c, ctrl+s) is the filter's: enter
+        keeps it, esc clears it, backspace takes a character back."""
+        if self._filter_text is None:
+            return
+        event.stop()
+        event.prevent_default()
+        if event.key == "enter":
+            self._close_filter()
+            n = len(self._table_names())
+            self.notice = f"layer filter {self.table_view.filter!r}: {n} layers" if self.table_view.filter else ""
+            return
+        if event.key == "escape":
+            self._close_filter()
+            self._set_table(filter="")
+            return
+        if event.key == "backspace":
+            self._filter_text = self._filter_text[:-1]
+        elif event.is_printable and event.character:
+            self._filter_text += event.character
+        else:
+            return
+        self._show_filter()
+        self._set_table(filter=self._filter_text.strip())
+
+    def _close_filter(self) -> None:
+        self._filter_text = None
+        self._show_filter()
+
+    def action_layer_open(self) -> None:
+        names = self._table_names()
+        if names:
+            self._set_table(open=True, cursor=self.table_view.cursor if self.table_view.cursor in names else names[0])
+
+    def action_layer_back(self) -> None:
+        """esc: close the filter box, else the layer's history, else clear the filter."""
+        if self.table_view.open:
+            self._set_table(open=False)
+        elif self.table_view.filter:
+            self._set_table(filter="")
+            self.notice = "layer filter cleared"
 
     def export_target(self) -> tuple[object, int, int] | None:
         """The run `e` writes as CSV: (a run index, its number, how many runs the file holds); None: nothing yet

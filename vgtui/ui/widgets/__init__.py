@@ -6,18 +6,20 @@ the view options, built by the screen each frame), never reads a screen, and red
 - status.py: the three status lines and the verdict badge
 - bars.py: the gradient bars (BarRow: one typed row per layer or group)
 - activations.py: the activation histograms
-- table.py: the layer table
+- table.py: the layer table (cursor, sort, filter)
+- layer_history.py: one layer's history (the table's enter)
 - why.py: the mechanism: each layer's factor, its derivative's part and its weights' part
 """
 
 from vgtui.ui.widgets.activations import ActivationPanel
 from vgtui.ui.widgets.bars import BarRow, GradientBars, group_rows
 from vgtui.ui.widgets.base import (Panel, PlotextPanel, RunView, abbreviate, flow_figure, hist_all_figure,
-                                   hist_grid_figure, hist_key, label_width, loss_figure, markup)
+                                   hist_grid_figure, hist_key, label_width, loss_figure, markup, TableView)
+from vgtui.ui.widgets.layer_history import LayerHistory
 from vgtui.ui.widgets.status import StatusBar, position
 from vgtui.ui.widgets.table import LayerTable
 from vgtui.ui.widgets.why import WhyPanel
 
-__all__ = ["ActivationPanel", "BarRow", "GradientBars", "LayerTable", "Panel", "PlotextPanel", "RunView",
-           "StatusBar", "abbreviate", "flow_figure", "group_rows", "hist_all_figure", "hist_grid_figure", "hist_key",
+__all__ = ["ActivationPanel", "BarRow", "GradientBars", "LayerHistory", "LayerTable", "Panel", "PlotextPanel", "RunView",
+           "StatusBar", "TableView", "abbreviate", "flow_figure", "group_rows", "hist_all_figure", "hist_grid_figure", "hist_key",
            "label_width", "loss_figure", "markup", "position", "WhyPanel"]

@@ -17,6 +17,19 @@ from vgtui.ui.state import PRE, SEGMENT_CONTROL, RunState, metric, shown
 
 
 @dataclass(frozen=True)
+class TableView:
+    """The layer table's view state (the screen's): the cursor's layer ("": the first row), the sort column (an
+    index into TABLE_COLUMNS, -1: the network's order) and its direction, the `/` filter's text (patterns as
+    vgtui.watch(layers=...) takes them, vgtui.core.layermatch) and whether the cursor's layer history is open."""
+
+    cursor: str = ""
+    sort: int = -1
+    descending: bool = False
+    filter: str = ""
+    open: bool = False
+
+
+@dataclass(frozen=True)
 class RunView:
     """What every panel draws from, handed by the screen: the runs shown (A, then B) and the view options. The
     RunStates are the runs' data (each with its versions); everything else is the screen's state at this frame."""
@@ -35,6 +48,7 @@ class RunView:
     log: bool = True
     relative: bool = False  # the gradient bars over the output layer's value (`x`)
     colour: bool = True
+    table: TableView = TableView()  # the layer table's cursor, sort and filter
 
     @property
     def state(self) -> RunState:
