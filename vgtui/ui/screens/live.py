@@ -150,7 +150,8 @@ class LiveScreen(RunScreen):
 
     @on(SourceLost)
     def _on_lost(self, message: SourceLost) -> None:
-        if self._lost_reported or self.source.closing:
+        # (alive: a loss posted by the bridge of a trainer since restarted from the failure dialog, handled late)
+        if self._lost_reported or self.source.closing or self.source.alive:
             return
         self._lost_reported = True
         self.source_lost(message.why)
