@@ -200,3 +200,26 @@ async def test_divergence_halts_and_names_the_layer(make_app):
         assert app.main.paused
         await pilot.press("r")
         await wait_for(pilot, lambda: app.main.state.runs >= 2, what="the restart")
+
+
+async def test_the_screen_keeps_textuals_logger_and_can_focus_a_widget():
+    """The screen's log/linear option must not shadow Textual's `self.log` (the logger that `set_focus` calls): a
+    focusable widget on the screen takes the focus, and `l` still switches the axes."""
+    from textual.widgets import Input
+
+    from .test_screen import replay_app, settle
+
+    app = replay_app("sigmoid")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.main
+        screen.log.info("a line for Textual's log")  # the logger, not a bool
+        box = Input(id="probe-input")
+        await screen.mount(box)
+        screen.set_focus(box)
+        await pilot.pause(0.1)
+        assert screen.focused is box
+        box.remove()
+        await pilot.pause(0.1)
+        await pilot.press("l")
+        assert screen.log_axes is False

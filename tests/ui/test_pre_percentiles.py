@@ -107,7 +107,7 @@ async def test_m_shows_each_hidden_layers_percentiles_on_a_linear_axis(run_file)
         assert min(bands[0][0]) < -0.3  # z is signed: fc1's 15th percentile lies below zero ...
         ticks = [float(line.split("┤")[0].strip("│ ")) for line in shown.splitlines() if "┤" in line]
         assert min(ticks) < -0.3 and max(ticks) > 0.3  # ... and the linear axis shows it
-        assert app.main.log  # log axes are on (the default), and z is drawn on its linear axis all the same
+        assert app.main.log_axes  # log axes are on (the default), and z is drawn on its linear axis all the same
         await pilot.press("l")
         await status_shows(pilot, "linear axes")
         await pilot.pause(0.3)

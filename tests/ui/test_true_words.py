@@ -99,9 +99,9 @@ async def test_a_key_pressed_with_esc_on_the_help_acts():
             assert isinstance(app.screen, HelpScreen)
             await pilot.press(key)
             await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), 2.0, "the help to close")
-            assert app.main.log is log
+            assert app.main.log_axes is log
         await pilot.press("question_mark", "escape")  # Esc alone closes it and does nothing else
-        assert not isinstance(app.screen, HelpScreen) and app.main.log is True
+        assert not isinstance(app.screen, HelpScreen) and app.main.log_axes is True
 
 
 def test_esc_and_a_key_at_once_on_a_terminal_close_the_help_and_act():

@@ -56,7 +56,8 @@ class RunScreen(Screen):
     MEANWHILE: ClassVar[str] = ""  # said on the too-small screen: what goes on while it is shown
 
     metric: reactive[str] = reactive("grad_norm", init=False)
-    log: reactive[bool] = reactive(True, init=False)
+    # log axes (`l`); not `log`, which would shadow Textual's own `self.log` (the logger set_focus calls)
+    log_axes: reactive[bool] = reactive(True, init=False)
     relative: reactive[bool] = reactive(False, init=False)  # the gradient bars over the output layer's value
     view: reactive[str] = reactive("overview", init=False)
     paused: reactive[bool] = reactive(False, init=False)  # training paused, or a replay not playing
@@ -135,7 +136,7 @@ class RunScreen(Screen):
     def run_view(self) -> RunView:
         """What the panels draw from at this frame (they never read the screen)."""
         return RunView(states=tuple(self.states), live=self.LIVE, replay=self.REPLAY, paused=self.paused,
-                       notice=self.notice, branch_focus=self.branch_focus, metric=self.metric, log=self.log,
+                       notice=self.notice, branch_focus=self.branch_focus, metric=self.metric, log=self.log_axes,
                        relative=self.relative, colour=self.colour, table=self.table_view, **self.view_options())
 
     def on_mount(self) -> None:
@@ -172,7 +173,7 @@ class RunScreen(Screen):
         self._titles()
         self._frame(force=True)
 
-    def watch_log(self, log: bool) -> None:
+    def watch_log_axes(self, log: bool) -> None:
         self.notice = "log axes (fixed decades)" if log else "linear axes"
         self._titles()
         self._frame(force=True)
@@ -204,7 +205,7 @@ class RunScreen(Screen):
             flow.border_title = "pre-activation z percentiles · linear y (always)"
         else:
             m = metric(self.metric)
-            scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log else "linear y"
+            scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log_axes else "linear y"
             flow.border_title = f"{m.label} per layer over steps · {scale}"
         if self.compare:
             loss.border_subtitle = flow.border_subtitle = " ".join(
@@ -228,7 +229,7 @@ class RunScreen(Screen):
                 flow.border_subtitle += f" … {len(names) - MAX_LEGEND:,} more"
             if self.metric == PRE:  # the chart names the layers it draws (the hidden ones)
                 flow.border_subtitle = ""
-        counts = "log counts, fixed decades 1…1e8" if self.log else "linear counts"
+        counts = "log counts, fixed decades 1…1e8" if self.log_axes else "linear counts"
         self.query_one("#hist-all", Panel).border_title = (
             f"all weight gradients · x: |g| on a log axis 1e{charts.GRAD_LO}…1e{charts.GRAD_HI} · y: {counts}")
         self.query_one("#hist-grid", Panel).border_title = "per layer: the same axes"
@@ -300,7 +301,7 @@ class RunScreen(Screen):
         self.metric = next_choice(self.metric, CURVE_KEYS, 1)
 
     def action_log(self) -> None:
-        self.log = not self.log
+        self.log_axes = not self.log_axes
 
     def action_relative(self) -> None:
         self.relative = not self.relative
