@@ -87,6 +87,18 @@ def judge_learning(losses: Sequence[float], n_classes: int = 10, accuracy: float
     return "learning"
 
 
+def _stalled_words(finite: Sequence[float], n_classes: int, accuracy: float | None) -> str:
+    """Why a run is said not to learn: its loss stays at chance, or (its loss fell) its accuracy does."""
+    chance = chance_loss(n_classes)
+    now = f"{finite[-1]:.3g}" if finite else "?"
+    recent = statistics.fmean(finite[-max(1, len(finite) // 4):]) if finite else math.nan
+    acc = f", accuracy {accuracy:.0%}" if accuracy is not None else ""
+    if math.isfinite(recent) and recent <= AT_CHANCE_X * chance and accuracy is not None:
+        return (f"the accuracy stays at chance ({accuracy:.0%}; chance is {1 / max(n_classes, 2):.0%}) although the "
+                f"loss fell to {now}")
+    return f"the loss stays at chance ({now}; chance is {chance:.2f}){acc}"
+
+
 def explain_learning(verdict: str, losses: Sequence[float], n_classes: int = 10, accuracy: float | None = None,
                      flow: str = "healthy") -> str:
     """One sentence for people on the learning verdict; `flow` (the gradient verdict) picks what to try."""
@@ -106,7 +118,7 @@ def explain_learning(verdict: str, losses: Sequence[float], n_classes: int = 10,
         cure = ("The vanishing gradients above are why: try relu + kaiming, batchnorm, or skip connections."
                 if flow == "vanishing" else "The gradients flow but nothing is learnt yet: give it more steps, or "
                 "try a lower --lr, batchnorm, or --optimizer adam.")
-        return f"NOT LEARNING: the loss stays at chance ({now}; chance is {chance:.2f}){acc}. {cure}"
+        return f"NOT LEARNING: {_stalled_words(finite, n_classes, accuracy)}. {cure}"
     if verdict == "learning":
         return f"LEARNING: the loss fell from {start} to {now} (chance is {chance:.2f}){acc}."
     return "TOO EARLY to say whether it learns: fewer than two snapshots."
@@ -499,7 +511,7 @@ def _learning_line(verdict: str, losses: Sequence[float], n_classes: int, accura
     if verdict == "rising":
         return f"the loss rose from {finite[0]:.3g} to {now} (chance is {chance:.2f}){acc}"
     if verdict == "stalled":
-        return f"the loss stays at chance ({now}; chance is {chance:.2f}){acc}"
+        return _stalled_words(finite, n_classes, accuracy)
     return f"the loss fell from {finite[0]:.3g} to {now}{acc}; every layer's numbers are in range" if finite else ""
 
 
