@@ -83,6 +83,16 @@ def _say(msg: str, end: str = "\n") -> None:
         pass
 
 
+def _open_index(src: str) -> MetricsIndex | str:
+    """The metrics file indexed, or one line saying why it cannot be."""
+    try:
+        return MetricsIndex(src)
+    except MetricsFileError as e:
+        return str(e)
+    except OSError as e:
+        return f"{src}: cannot be read ({e.strerror or e})"
+
+
 def _check_in(src: Path) -> str | None:
     """Why the metrics file cannot be read as one, before opening it (a FIFO would block for ever), or None."""
     try:
@@ -136,12 +146,9 @@ def main(argv: list[str]) -> int:
         return fail("--csv -: standard output is closed; name a file to write instead", 141)
     if (why := _check_in(src) or (None if to_stdout else _check_out(out, src))) is not None:
         return fail(why)
-    try:
-        index = MetricsIndex(src)
-    except MetricsFileError as e:
-        return fail(str(e))
-    except OSError as e:
-        return fail(f"{src}: cannot be read ({e.strerror or e})")
+    index = _open_index(src)
+    if isinstance(index, str):
+        return fail(index)
     with index:
         n = len(index.runs)
         if args.run is not None and not 1 <= args.run <= n:
@@ -235,12 +242,9 @@ def _tensorboard(args: argparse.Namespace) -> int:
         return fail(why)
     if (why := tbfile.check_dir(out)) is not None:
         return fail(f"--tensorboard {why}")
-    try:
-        index = MetricsIndex(src)
-    except MetricsFileError as e:
-        return fail(str(e))
-    except OSError as e:
-        return fail(f"{src}: cannot be read ({e.strerror or e})")
+    index = _open_index(src)
+    if isinstance(index, str):
+        return fail(index)
     damaged: list[str] = []
     live = sys.stderr is not None and sys.stderr.isatty()
     clear = "\r\033[K" if live else ""  # the progress line, before a line of its own

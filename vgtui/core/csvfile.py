@@ -15,7 +15,7 @@ import math
 import os
 from typing import IO, Callable
 
-from vgtui.core.metrics import MetricsFileError, MetricsIndex, RunIndex
+from vgtui.core.metrics import MetricsIndex, RunIndex
 from vgtui.core.outfile import FileId, identity, numbered, write_new, write_replacing
 from vgtui.core.records import LayerStats
 
@@ -51,14 +51,7 @@ def _rows(source: RunIndex, f: IO[str], progress: Callable[[int, int], None] | N
     w = csv.writer(f)
     w.writerow(COLUMNS)
     rows, total = 0, source.n_snapshots
-    for i in range(total):
-        try:
-            snap = source.snapshot(i)
-        except MetricsFileError as e:
-            if e.reason != "damaged" or on_damaged is None:
-                raise
-            on_damaged(str(e))
-            continue
+    for i, snap in source.readable_snapshots(on_damaged):
         head = [snap.step, snap.epoch, snap.elapsed_s, snap.loss, snap.loss_avg, snap.steps_per_s, snap.activation]
         for layer in snap.layers:
             w.writerow([_cell(v) for v in (*head, layer.name, layer.activation,

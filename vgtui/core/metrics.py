@@ -29,7 +29,7 @@ import threading
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Callable, Iterator
 
 import numpy as np
 
@@ -322,6 +322,19 @@ class RunIndex:
         stop = len(self._offsets) if stop is None else min(stop, len(self._offsets))
         for i in range(start, stop):
             yield self.snapshot(i)
+
+    def readable_snapshots(self, on_damaged: Callable[[str], None] | None = None) -> Iterator[tuple[int, Snapshot]]:
+        """(index, snapshot) of every snapshot indexed when the iteration starts. A damaged line is skipped and said
+        to `on_damaged(one line naming it)`; without `on_damaged` its MetricsFileError is raised (as is any other)."""
+        for i in range(len(self._offsets)):
+            try:
+                snap = self.snapshot(i)
+            except MetricsFileError as e:
+                if e.reason != "damaged" or on_damaged is None:
+                    raise
+                on_damaged(str(e))
+                continue
+            yield i, snap
 
     def index_of_step(self, step: int) -> int:
         """The index of the last snapshot at or before `step` (0 if none is)."""

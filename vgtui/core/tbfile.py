@@ -44,7 +44,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from vgtui.core.metrics import MetricsFileError, RunIndex
+from vgtui.core.metrics import RunIndex
 from vgtui.core.records import Hist, LayerStats
 
 EXTRA = "pip install 'vgtui[tensorboard]'"
@@ -301,15 +301,12 @@ def write_run(run: RunIndex, folder: str, on_damaged: Callable[[str], None] | No
         parts = unique_parts(run.header.layer_names)
         metric_parts: dict[str, str] = {}
         total = run.n_snapshots
-        for i in range(total):
-            try:
-                snap = run.snapshot(i)
-            except MetricsFileError as e:
-                if e.reason != "damaged" or on_damaged is None:
-                    raise
-                on_damaged(str(e))
-                damaged += 1
-                continue
+        def skipped(line: str) -> None:
+            nonlocal damaged
+            damaged += 1
+            on_damaged(line)
+
+        for i, snap in run.readable_snapshots(skipped if on_damaged is not None else None):
             values = [scalar_value(tag, getattr(snap, k)) for tag, k in SNAPSHOT_SCALARS]
             for name, v in (snap.metrics or {}).items():
                 if name not in metric_parts:
