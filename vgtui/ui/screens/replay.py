@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import OrderedDict
 from typing import Iterator
 
 from textual import work
@@ -37,17 +36,6 @@ class ReplayScreen(RunScreen):
     def __init__(self, sources: list[RecordedSource], fps: float = 2.0, screenshot_dir: str | None = None) -> None:
         super().__init__(sources, fps, screenshot_dir)
         self._play_from: tuple[float, float] | None = None  # (monotonic, elapsed_s) when play started
-        self._parsed: OrderedDict[tuple[int, int], Snapshot | None] = OrderedDict()  # the last snapshots parsed
-
-    def _cached(self, run, index: int) -> Snapshot | None:
-        """Snapshot `index` of `run` (None when damaged), parsed once while it is among the last 64 asked for: the
-        verdict reads the RECENT before the cursor, so a step of the cursor parses one new line, not RECENT."""
-        key = (id(run), index)
-        if key not in self._parsed:
-            self._parsed[key] = self._snapshot(run, index)[0]
-            while len(self._parsed) > 64:
-                self._parsed.popitem(last=False)
-        return self._parsed[key]
 
     def view_options(self) -> dict:
         return {"follow": bool(self.source.follow), "pace": self.pace}
@@ -78,7 +66,6 @@ class ReplayScreen(RunScreen):
         run = src.run
         if run is None:
             return
-        self._parsed.clear()  # a run opened (again): its lines are read afresh
         st.begin(run.header, run.epochs, run.events)
         st.run_of = (src.run_number, len(src.runs)) if len(src.runs) > 1 else None
         if i == 0:
@@ -110,8 +97,9 @@ class ReplayScreen(RunScreen):
         end = run.end if index == n - 1 else None
         snap, why = self._snapshot(run, index)
         if snap is not None:
-            recent = tuple(s for k in range(max(index - RECENT + 1, 0), index) if (s := self._cached(run, k)))
-            st.show(snap, index, n, end, recent, self._cached(run, 0) if index else snap)
+            # the snapshots the verdict reads: RunIndex keeps the last 64 parsed, so a step of the cursor parses one
+            recent = tuple(s for k in range(max(index - RECENT + 1, 0), index) if (s := self._snapshot(run, k)[0]))
+            st.show(snap, index, n, end, recent, self._snapshot(run, 0)[0] if index else snap)
             return
         steps = run.snapshot_steps
         st.show_damaged(shown(why), index, n, int(steps[index]) if index < len(steps) else None, end)
