@@ -471,7 +471,7 @@ class Watch:
         snap = recorder.snapshot(step=self.steps, epoch=0, elapsed_s=self._pending_t - self._t0, loss=vals[0],
                                  loss_avg=vals[1], rate=recorder.steps_per_s(dt, ds) if steps0 else 0.0,
                                  activation=collections.Counter(used).most_common(1)[0][0] if used else "",
-                                 layers=stats, metrics=self.last_metrics)
+                                 layers=stats, metrics=self.last_metrics, device=dev)
         self._write(snap)
         self.snapshots += 1
         self._last_snap = (self.steps, self._pending_t)

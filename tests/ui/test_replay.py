@@ -357,3 +357,20 @@ async def settle(pilot, text: str) -> None:
                                       for st, src in zip(app.main.states, app.main.sources)), what="the history")
     await wait_for(pilot, app.main.up_to_date, what="every panel's last frame")
     await pilot.pause(0.1)
+
+
+async def test_a_cuda_runs_device_strip_is_on_the_status_line(tmp_path):
+    """A snapshot with `device` (as a CUDA run writes it) shows the strip; the file as written on a CPU does not."""
+    dev = {"mem_allocated": 3.4e9, "mem_reserved": 4.25e9, "mem_total": 85.0e9, "util": 87.0}
+    records = [dataclasses.replace(r, device=dev) if isinstance(r, Snapshot) else r for r in load("sigmoid")]
+    path = tmp_path / "cuda.jsonl"
+    write(path, records)
+    app = replay(path)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await status_shows(pilot, "GPU 3.2/79.2 GiB (reserved 4.0) 87%")
+    plain = tmp_path / "cpu.jsonl"
+    write(plain, load("sigmoid"))
+    app = replay(plain)
+    async with app.run_test(size=(160, 40)) as pilot:
+        text = await status_shows(pilot, "loss")
+        assert "GPU" not in text

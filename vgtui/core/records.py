@@ -49,6 +49,9 @@ SCHEMA_VERSION = 3
 # edges (multiples of 1/16) are exact in float32 and float64 alike, so a count never depends on the precision.
 DERIV_BINS = 16
 DERIV_EDGES = np.linspace(0.0, 1.0, DERIV_BINS + 1)
+# A snapshot's `device` (CUDA runs): memory the tensors use and the allocator holds, the device's total (bytes),
+# and its utilisation over the last sample period (percent, when NVML is there to ask). Each is optional.
+DEVICE_FIELDS = ("mem_allocated", "mem_reserved", "mem_total", "util")
 BRANCHES = ("B",)  # the names a fork's branch records carry; the run itself (branch A) carries none
 
 
@@ -444,6 +447,7 @@ class Snapshot:
     layers: tuple[LayerStats, ...]
     metrics: dict[str, float] | None = None  # the user's own numbers (vgtui.watch's metrics=), e.g. {"acc": 0.9}
     branch: str | None = None
+    device: dict[str, float] | None = None  # an accelerator's state at the snapshot (DEVICE_FIELDS); None on a CPU
     type: str = field(default="snapshot", init=False)
 
     def layer(self, name: str) -> LayerStats:
@@ -569,7 +573,8 @@ def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
         return {"type": "snapshot", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
                 "loss": _num32(rec.loss), "loss_avg": _num32(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
                 "activation": rec.activation, "layers": [l.to_json(header) for l in rec.layers],
-                **({"metrics": {k: _num(v) for k, v in rec.metrics.items()}} if rec.metrics else {})}
+                **({"metrics": {k: _num(v) for k, v in rec.metrics.items()}} if rec.metrics else {}),
+                **({"device": {k: _num(v) for k, v in rec.device.items()}} if rec.device else {})}
     if isinstance(rec, RunRecord):
         d = {"type": "run", "schema": rec.schema, "version": rec.version, "source": rec.source}
         for k in ("model", "config", "dataset", "device", "device_name", "steps_per_epoch", "total_steps",
@@ -623,6 +628,19 @@ def _metrics(v: Any) -> dict[str, float] | None:
     return {safe_text(k): _float(x, f"metric {k!r}") for k, x in _dict(v, "metrics").items()} or None
 
 
+def _device(v: Any) -> dict[str, float] | None:
+    """A snapshot's device state: the known fields, each a finite number >= 0 (a field this vgtui does not know,
+    from a newer one, is left out)."""
+    if v is None:
+        return None
+    d = _dict(v, "device")
+    out = {k: _float(d[k], f"device.{k}", finite=True) for k in DEVICE_FIELDS if k in d}
+    for k, x in out.items():
+        if x < 0:
+            raise ValueError(f"device.{k} is negative ({x!r})")
+    return out or None
+
+
 def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
     t = d.get("type")
     if t == "progress":
@@ -638,7 +656,7 @@ def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
                         steps_per_s=_float(d.get("steps_per_s", 0.0), "steps_per_s"),
                         activation=_str(d.get("activation", ""), "activation"),
                         layers=tuple(LayerStats.from_json(l, header) for l in layers),
-                        metrics=_metrics(d.get("metrics")))
+                        metrics=_metrics(d.get("metrics")), device=_device(d.get("device")))
     if t == "run":
         config = _config(d.get("config"))
         act_edges = d.get("act_edges")

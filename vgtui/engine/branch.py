@@ -290,7 +290,7 @@ class Branch:
         snap = recorder.snapshot(step=self.step, epoch=self.epoch, elapsed_s=self.setting.elapsed(),
                                  loss=float(loss_v), loss_avg=s.win_loss / max(s.win_n, 1),
                                  rate=recorder.steps_per_s(now - s.window_t, self.step - s.window_step),
-                                 activation=self.config.activation, layers=layers)
+                                 activation=self.config.activation, layers=layers, device=self.setting.device)
         s.win_loss, s.win_n = 0.0, 0
         s.window_t, s.window_step = now, self.step
         self.emit(snap)

@@ -26,6 +26,20 @@ REMEDY = {"VANISHING": "try relu + kaiming, batchnorm, or skip connections",
 STATUS_METRICS = 6  # the user's own metrics the status line names at most (the rest are counted)
 
 
+def device_words(dev: dict[str, float]) -> str:
+    """A CUDA device's state in a few words: "GPU 3.2/79.2 GiB (reserved 4.0) 87%" (what the snapshot holds)."""
+    gib = 2.0 ** 30
+    words = "GPU"
+    if "mem_allocated" in dev:
+        words += f" {dev['mem_allocated'] / gib:.1f}"
+        words += f"/{dev['mem_total'] / gib:.1f} GiB" if "mem_total" in dev else " GiB"
+    if "mem_reserved" in dev:
+        words += f" (reserved {dev['mem_reserved'] / gib:.1f})"
+    if "util" in dev:
+        words += f" {dev['util']:.0f}%"
+    return words
+
+
 class StatusBar(Panel):
     """Three lines. One run: what runs (and its diagnosis badge), where it is, what it means or what just
     happened. Two runs: one line per run, each with its badge, and a line with both positions."""
@@ -143,6 +157,8 @@ class StatusBar(Panel):
         rate = tick.steps_per_s if tick else (snap.steps_per_s if snap else 0.0)
         if rate and (s.position is None or self.view.follow):
             segs.append((4, Text(f"{rate:5.1f} steps/s")))
+        if snap is not None and snap.device:  # a CUDA run: the device strip, so that SSH needs no second pane
+            segs.append((3, Text(device_words(snap.device))))
         if tick or snap:
             loss = tick.loss if tick else snap.loss_avg
             segs.append((1, Text.assemble(("loss ", "dim"), (f"{loss:.3f}", "bold"))))  # nan, inf too
