@@ -26,7 +26,7 @@ class Digits(L.LightningModule):
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Linear(784, 32), nn.Sigmoid(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 10))
-        self.fail_at, self.losses, self.lrs = fail_at, [], []
+        self.fail_at, self.losses, self.lrs, self.acts = fail_at, [], [], []
 
     def forward(self, x):
         return self.net(x)
@@ -35,14 +35,15 @@ class Digits(L.LightningModule):
         if batch_idx == self.fail_at:
             raise RuntimeError(f"bad batch {batch_idx}")
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        loss = F.cross_entropy(self.net(x), y)  # not self(x): the module's forward never runs
         self.losses.append(loss.item())
+        self.acts.append(torch.sigmoid(self.net[0](x)).mean().item())
         self.lrs.append(self.optimizers().param_groups[0]["lr"])
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val_loss", F.cross_entropy(self(x), y))
+        self.log("val_loss", F.cross_entropy(self.net(x) * 3, y))  # activations unlike the training's
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=0.5, momentum=0.9)
@@ -73,7 +74,7 @@ def test_lightning_callback_records_the_steps_gradients_loss_lr_and_val_loss(dig
     module = Digits()
     ref = copy.deepcopy(module.net)
     cb = VgtuiCallback(metrics=tmp_path / "run.jsonl", every=4, quiet=True)
-    fit(module, digits, cb, max_steps=12, val_check_interval=4)
+    fit(module, digits, cb, max_steps=12, val_check_interval=3, num_sanity_val_steps=2)
 
     (run,) = read_metrics(tmp_path / "run.jsonl")
     assert run.header.source == "vgtui.watch" and run.header.total_steps == 12 and run.header.probe_every == 4
@@ -87,9 +88,12 @@ def test_lightning_callback_records_the_steps_gradients_loss_lr_and_val_loss(dig
         assert s.metrics["lr"] == pytest.approx(0.5 * 0.9 ** (s.step - 1), rel=1e-9)
         assert s.metrics["lr"] == pytest.approx(module.lrs[s.step - 1], rel=1e-9)
     assert s.loss_avg == pytest.approx(sum(module.losses[8:12]) / 4, rel=1e-6)
-    # validation ran after steps 4 and 8 (and 12): its val_loss is in the snapshots that follow it
-    assert "val_loss" not in run.snapshots[0].metrics and "val_loss" not in run.snapshots[1].metrics
-    assert 1.0 < run.snapshots[2].metrics["val_loss"] < 4.0
+    # validation ran after steps 3, 6, 9 (and 12): its val_loss is in the snapshots that follow it; its forward
+    # passes (and the sanity check's before step 1) between a probed step's arming and its forward are no part of
+    # that step's activations, though the module's forward never runs
+    assert "val_loss" not in run.snapshots[0].metrics and all(0.5 < s.metrics["val_loss"] < 10 for s in run.snapshots[1:])
+    for s in run.snapshots:
+        assert s.layers[0].act_mean == pytest.approx(module.acts[s.step - 1], rel=1e-5)
 
     # step 1's gradients are the ones of its own backward pass (inside Lightning's closure), before the update
     x, y = digits.x_train[:32], digits.y_train[:32]

@@ -49,6 +49,20 @@ class WatchHooks:
                            scaler=scaler if isinstance(scaler, torch.amp.GradScaler) else None, total_steps=total,
                            quiet=self.quiet)
 
+    # A training_step that calls self.net(x) rather than self(x) never runs the module's forward, whose hook tells
+    # the watch a training pass from a validation pass: these two say it instead, so that a validation between
+    # the batches (or the sanity check) never counts as a probed step's activations.
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._forward_begins(pl_module)
+
+    def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        self._forward_begins(pl_module)
+
+    def _forward_begins(self, pl_module: Any) -> None:
+        if self.watch is not None and not self.watch.closed:
+            self.watch._on_forward(pl_module, ())  # what the forward pre-hook does (train() or eval(), grad or not)
+
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         self._stepped = True
         self._lr = first_lr(optimizer)  # the step's own rate: a per-step scheduler moves it after the batch
