@@ -91,7 +91,8 @@ def test_lightning_callback_records_the_steps_gradients_loss_lr_and_val_loss(dig
     # validation ran after steps 3, 6, 9 (and 12): its val_loss is in the snapshots that follow it; its forward
     # passes (and the sanity check's before step 1) between a probed step's arming and its forward are no part of
     # that step's activations, though the module's forward never runs
-    assert "val_loss" not in run.snapshots[0].metrics and all(0.5 < s.metrics["val_loss"] < 10 for s in run.snapshots[1:])
+    assert "val_loss" not in run.snapshots[0].metrics
+    assert all(0.5 < s.metrics["val_loss"] < 10 for s in run.snapshots[1:])
     for s in run.snapshots:
         assert s.layers[0].act_mean == pytest.approx(module.acts[s.step - 1], rel=1e-5)
 
