@@ -7,6 +7,7 @@ accumulation counts optimiser steps; an exception ends the file failed; the file
 from __future__ import annotations
 
 import copy
+import signal
 import subprocess
 import sys
 
@@ -22,8 +23,9 @@ from vgtui.integrations.lightning import VgtuiCallback
 
 
 class Digits(L.LightningModule):
-    def __init__(self, fail_at: int | None = None):
+    def __init__(self, fail_at: int | None = None, failure: type = RuntimeError):
         super().__init__()
+        self.failure = failure
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Linear(784, 32), nn.Sigmoid(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 10))
         self.fail_at, self.losses, self.lrs, self.acts = fail_at, [], [], []
@@ -33,7 +35,7 @@ class Digits(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         if batch_idx == self.fail_at:
-            raise RuntimeError(f"bad batch {batch_idx}")
+            raise self.failure(f"bad batch {batch_idx}")
         x, y = batch
         loss = F.cross_entropy(self.net(x), y)  # not self(x): the module's forward never runs
         self.losses.append(loss.item())
@@ -125,6 +127,18 @@ def test_accumulation_counts_optimiser_steps_and_an_exception_ends_the_file_fail
     assert [s.metrics["lr"] for s in run.snapshots] == pytest.approx([0.5, 0.45, 0.5 * 0.9 ** 3], rel=1e-9)
     r = replay(tmp_path / "acc.jsonl")
     assert r.returncode == 0 and "3 snapshots · last step 4 · failed" in r.stdout, r.stdout + r.stderr
+
+    # Ctrl+C: Lightning catches it, calls on_exception, ignores SIGINT from then on and exits with status 1
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            fit(Digits(fail_at=3, failure=KeyboardInterrupt), digits,
+                VgtuiCallback(metrics=tmp_path / "int.jsonl", every=2, quiet=True), max_steps=6, limit_val_batches=0)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert stop.value.code == 1
+    (run,) = read_metrics(tmp_path / "int.jsonl")
+    assert run.end.status == "interrupted" and run.end.steps == 3 and [s.step for s in run.snapshots] == [1, 2]
 
 
 def test_pytorch_lightning_package_too(digits, tmp_path):
