@@ -5,9 +5,9 @@
     trainer.add_callback(VgtuiCallback(metrics="run.jsonl", every=50))
     trainer.train()                                        # vgtui follow run.jsonl, in another terminal
 
-Steps are the optimiser's: the watch counts them with the hooks of the torch optimiser inside the Trainer's (so a
-step the fp16 GradScaler skipped is no step), reading the gradients just before each probed step and the update
-just after. Each snapshot also holds what the Trainer knows then: its loss (the mean its log of that step reports:
+Steps are the Trainer's optimiser steps (on_optimizer_step); the step hooks of the torch optimiser inside its
+accelerate wrapper read the gradients just before each probed step and the update just after (a step the fp16
+GradScaler skips never reaches them: the watch writes a "skipped" event for it). Each snapshot also holds what the Trainer knows then: its loss (the mean its log of that step reports:
 the callback has the Trainer log at each probed step too), the learning rate of the step (metric "lr"), and its
 latest logged numbers (grad_norm, and eval_loss and the other eval_* metrics once it has evaluated). A snapshot is
 written after the step's logging and evaluation, just before the next step begins. Its step numbers count this
