@@ -21,6 +21,9 @@ from transformers import TrainingArguments  # noqa: E402
 from conftest import ROOT  # noqa: E402
 from vgtui.core.metrics import read_metrics  # noqa: E402
 from vgtui.integrations.hf import VgtuiCallback  # noqa: E402
+from vgtui.sources.file import FileSource  # noqa: E402
+from vgtui.ui.app import VgtuiApp  # noqa: E402
+from ui.conftest import shows, status_shows  # noqa: E402
 
 SEQ = 12
 
@@ -54,7 +57,7 @@ def replay(path):
                           cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
 
 
-def test_trainer_callback_records_layers_loss_lr_and_eval_metrics(tmp_path):
+async def test_trainer_callback_records_layers_loss_lr_and_eval_metrics(tmp_path):
     model = tiny_bert()
     tr = trainer(tmp_path, model)
     cb = VgtuiCallback(metrics=tmp_path / "run.jsonl", every=4, quiet=True)
@@ -92,6 +95,15 @@ def test_trainer_callback_records_layers_loss_lr_and_eval_metrics(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (f"{tmp_path / 'run.jsonl'}: run 1: BertForSequenceClassification, {h.model.split(', ')[1]} · 14 layers"
             " · 4 snapshots · last step 12 · completed") in r.stdout
+
+    # and in the replay screen itself: the model's own layer names, the Trainer's numbers in the status line
+    src = FileSource(str(tmp_path / "run.jsonl"))
+    src.open()
+    app = VgtuiApp([src], fps=8)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await shows(pilot, app.main.query_one("#grads"), "classifier")
+        status = await status_shows(pilot, "eval_loss")
+        assert "lr " in status and "grad_norm " in status and "completed" in status
 
 
 def test_an_exception_out_of_train_ends_the_file_failed(tmp_path):

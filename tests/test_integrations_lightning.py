@@ -20,6 +20,9 @@ from torch import nn
 from conftest import ROOT
 from vgtui.core.metrics import read_metrics
 from vgtui.integrations.lightning import VgtuiCallback
+from vgtui.sources.file import FileSource
+from vgtui.ui.app import VgtuiApp
+from ui.conftest import shows, status_shows
 
 
 class Digits(L.LightningModule):
@@ -72,7 +75,7 @@ def replay(path):
                           cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
 
 
-def test_lightning_callback_records_the_steps_gradients_loss_lr_and_val_loss(digits, tmp_path):
+async def test_lightning_callback_records_the_steps_gradients_loss_lr_and_val_loss(digits, tmp_path):
     module = Digits()
     ref = copy.deepcopy(module.net)
     cb = VgtuiCallback(metrics=tmp_path / "run.jsonl", every=4, quiet=True)
@@ -111,6 +114,14 @@ def test_lightning_callback_records_the_steps_gradients_loss_lr_and_val_loss(dig
     assert r.returncode == 0, r.stderr
     summary = "run 1: Digits, 26,506 parameters · 3 layers · 4 snapshots · last step 12 · completed"
     assert f"{tmp_path / 'run.jsonl'}: {summary}" in r.stdout
+
+    src = FileSource(str(tmp_path / "run.jsonl"))  # and in the replay screen: the module's names, its numbers
+    src.open()
+    app = VgtuiApp([src], fps=8)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await shows(pilot, app.main.query_one("#grads"), "net.4")
+        status = await status_shows(pilot, "val_loss")
+        assert "lr " in status and "completed" in status
 
 
 def test_accumulation_counts_optimiser_steps_and_an_exception_ends_the_file_failed(digits, tmp_path):
