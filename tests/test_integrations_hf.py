@@ -5,6 +5,7 @@ importing the integration says in one line which pip command adds it; `import vg
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -104,6 +105,32 @@ async def test_trainer_callback_records_layers_loss_lr_and_eval_metrics(tmp_path
         await shows(pilot, app.main.query_one("#grads"), "classifier")
         status = await status_shows(pilot, "eval_loss")
         assert "lr " in status and "grad_norm " in status and "completed" in status
+
+
+def test_the_snapshot_holds_the_steps_own_gradients(tmp_path):
+    """One batch of the whole (8-example) data set, no dropout: step 1's gradients and weights are those of plain
+    torch on the same batch, read inside accelerate's optimiser wrapper (after the Trainer's clipping)."""
+    model = tiny_bert()
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    ref = copy.deepcopy(model)
+    data = examples(8, 3)
+    tr = trainer(tmp_path, model, steps=2)
+    tr.train_dataset = data
+    tr.add_callback(VgtuiCallback(metrics=tmp_path / "one.jsonl", every=1, quiet=True))
+    tr.train()
+    batch = {k: torch.stack([torch.as_tensor(e[k]) for e in data]) for k in data[0]}
+    ref.train()
+    ref(**batch).loss.backward()
+    torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+    (run,) = read_metrics(tmp_path / "one.jsonl")
+    assert [s.step for s in run.snapshots] == [1, 2]
+    for la in run.snapshots[0].layers:
+        w = ref.get_submodule(la.name).weight
+        assert la.grad_norm == pytest.approx(w.grad.norm().item(), rel=1e-5), la.name
+        assert la.weight_norm == pytest.approx(w.norm().item(), rel=1e-5), la.name
 
 
 def test_an_exception_out_of_train_ends_the_file_failed(tmp_path):
