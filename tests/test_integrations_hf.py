@@ -22,9 +22,6 @@ from transformers import TrainingArguments  # noqa: E402
 from conftest import ROOT  # noqa: E402
 from vgtui.core.metrics import read_metrics  # noqa: E402
 from vgtui.integrations.hf import VgtuiCallback  # noqa: E402
-from vgtui.sources.file import FileSource  # noqa: E402
-from vgtui.ui.app import VgtuiApp  # noqa: E402
-from ui.conftest import shows, status_shows  # noqa: E402
 
 SEQ = 12
 
@@ -97,7 +94,12 @@ async def test_trainer_callback_records_layers_loss_lr_and_eval_metrics(tmp_path
     assert (f"{tmp_path / 'run.jsonl'}: run 1: BertForSequenceClassification, {h.model.split(', ')[1]} · 14 layers"
             " · 4 snapshots · last step 12 · completed") in r.stdout
 
-    # and in the replay screen itself: the model's own layer names, the Trainer's numbers in the status line
+    # and in the replay screen itself: the model's own layer names, the Trainer's numbers in the status line (the
+    # UI imported here: the crash test's child process imports this module's helpers without it)
+    from ui.conftest import shows, status_shows
+    from vgtui.sources.file import FileSource
+    from vgtui.ui.app import VgtuiApp
+
     src = FileSource(str(tmp_path / "run.jsonl"))
     src.open()
     app = VgtuiApp([src], fps=8)
@@ -167,12 +169,15 @@ def test_an_exception_out_of_train_ends_the_file_failed(tmp_path):
     first = cb.watch
     cb.metrics = tmp_path / "second.jsonl"
     tr.remove_callback(Crash)
+    tr.args.gradient_accumulation_steps = 2  # a step is an optimiser step: three of two batches each
     tr.train()
     assert first.closed and cb.watch is not first and cb.watch.closed
     (run,) = read_metrics(tmp_path / "first.jsonl")
     assert run.end.status == "failed" and "stopped before its end" in run.end.message and run.end.steps == 3
     (run,) = read_metrics(tmp_path / "second.jsonl")
-    assert run.end.status == "completed" and run.end.steps == 3
+    assert run.end.status == "completed" and run.end.steps == 3 and [s.step for s in run.snapshots] == [1, 2]
+    logged = {e["step"]: e["loss"] for e in tr.state.log_history if "loss" in e}
+    assert [s.loss for s in run.snapshots] == pytest.approx([logged[1], logged[2]], rel=1e-6)
 
 
 class Crash(TrainerCallback):
