@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -203,3 +204,15 @@ def test_import_vgtui_imports_no_trainer_and_no_torch():
     code = "import vgtui.integrations, sys; print('transformers' in sys.modules, 'lightning' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.stdout == "False False\n", r.stderr
+
+
+def test_the_extras_the_messages_name_exist_and_the_test_extra_installs_them():
+    """`pip install 'vgtui[hf]'` and `'vgtui[lightning]'` are real extras, and the test extra (what CI installs)
+    holds every requirement of both, so that these tests run there rather than fail to import."""
+    text = (ROOT / "pyproject.toml").read_text()  # tomllib is Python 3.11's; the project runs on 3.10
+    section = text.split("[project.optional-dependencies]\n", 1)[1].split("\n[", 1)[0]
+    extras = {name: re.findall(r'^\s*"([^"]+)"', body, re.M)
+              for name, body in re.findall(r"^(\w+) = \[\n(.*?)^\]", section, re.M | re.S)}
+    assert [r.split(">")[0] for r in extras["hf"]] == ["transformers", "accelerate"]
+    assert [r.split(">")[0] for r in extras["lightning"]] == ["lightning"]
+    assert set(extras["hf"]) | set(extras["lightning"]) <= set(extras["test"])
