@@ -46,8 +46,8 @@ class WatchHooks:
         total = trainer.max_steps if isinstance(trainer.max_steps, int) and trainer.max_steps > 0 else 0
         self._stepped, self._lr, self._n = False, None, 0
         self.watch = Watch(pl_module, metrics=self.metrics, every=self.every, layers=self.layers,
-                           scaler=scaler if isinstance(scaler, torch.amp.GradScaler) else None, total_steps=total,
-                           quiet=self.quiet)
+                           scaler=scaler if callable(getattr(scaler, "get_scale", None)) else None,  # 16-mixed's
+                           total_steps=total, quiet=self.quiet)
 
     # A training_step that calls self.net(x) rather than self(x) never runs the module's forward, whose hook tells
     # the watch a training pass from a validation pass: these two say it instead, so that a validation between
