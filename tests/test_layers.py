@@ -20,7 +20,8 @@ PKG = ROOT / "vgtui"
 # Each module's layer, by its first folder under vgtui/ (or its name, for a top-level module). A module in none of
 # these fails test_every_module_has_a_layer: say where it belongs.
 LAYERS = {"core": 0, "engine": 1, "sources": 2, "ui": 3, "commands": 4,
-          "data": 0}  # the embedded digits (package data, read by the engine)
+          "data": 0,  # the embedded digits (package data, read by the engine)
+          "integrations": 1}  # vgtui.watch as the HF Trainer's and Lightning's callbacks (beside watching)
 TOP_LEVEL = {
     "signals": 0,  # one shutdown path for every signal: the standard library only, used by sources, ui, commands
     "watching": 1,  # vgtui.watch: the engine's probes in the user's own loop (a library API, nothing imports it)
@@ -122,8 +123,14 @@ def _loaded_by(mods: list[str], watch: tuple[str, ...]) -> list[str]:
     return eval(r.stdout.strip())
 
 
+# The trainers' integrations import transformers or lightning, whose own imports load rich: what their modules
+# import is checked statically above (no textual, plotext, rich or UI of vgtui's own); the package itself is loaded.
+THIRD_PARTY = ("vgtui.integrations.hf", "vgtui.integrations.lightning", "vgtui.integrations.pytorch_lightning")
+
+
 def _of(layer: str) -> list[str]:
-    return [m for m in modules() if layer_of(m) == LAYERS[layer] and not m.endswith("__main__")]
+    return [m for m in modules() if layer_of(m) == LAYERS[layer] and not m.endswith("__main__")
+            and m not in THIRD_PARTY]
 
 
 CASES = {  # importing a layer's modules loads none of these
