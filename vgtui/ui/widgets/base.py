@@ -263,7 +263,8 @@ def hist_key(v: RunView) -> object:
 def hist_all_figure(v: RunView, w: int, h: int) -> str:
     snap = v.focused.snap
     hist = charts.sum_hists([l.grad_hist for l in snap.layers]) if snap else None
-    return charts.grad_hist(hist, w, h, v.log, colours.RUN_A, v.colour)
+    code = colours.RUN[min(v.branch_focus, len(v.states) - 1)] if len(v.states) > 2 else colours.RUN_A
+    return charts.grad_hist(hist, w, h, v.log, code, v.colour)  # many runs: in the colour of the one in focus
 
 
 def hist_grid_figure(v: RunView, w: int, h: int) -> str:
