@@ -82,14 +82,22 @@ async def test_five_files_overlay_five_runs_and_o_moves_the_focus(tmp_path):
             await pilot.press("o")
         await status_shows(pilot, "focus on A (sigmoid.jsonl)")
         assert "▸A" in text_of(main.query_one("#status")).splitlines()[0]
+        # the layer table's cursor picks the layer the bars show beside each run's last
+        await pilot.press("down", "down", "tab", "tab")
+        grads = await shows(pilot, main.query_one("#grads"), "fc3 E")
+        assert all(f"fc3 {tag}" in grads and f"fc6 {tag}" in grads for tag in "ABCDE") and "fc1 A" not in grads
 
 
 async def test_e_writes_one_csv_per_run_shown_and_overwrites_nothing(tmp_path):
     paths = five(tmp_path)[:3]
     (tmp_path / "tanh-xavier.csv").write_text("mine\n")
     app = replay(paths)
-    async with app.run_test(size=(240, 40)) as pilot:
+    async with app.run_test(size=(240, 60)) as pilot:
         await settle(pilot)
+        # up to four runs, where the rows fit (here 3 x 6 in 25): a bar per run and layer, interleaved by layer
+        lines = text_of(app.main.query_one("#grads")).splitlines()
+        labels = [" ".join(line.split()[1:3]) for line in lines if line.startswith("│ ") and "e" in line[:20]]
+        assert labels[:6] == ["fc1 A", "fc1 B", "fc1 C", "fc2 A", "fc2 B", "fc2 C"]
         await pilot.press("e")
         await status_shows(pilot, f"CSV written, one per run shown (3 of 3) in {tmp_path}: A sigmoid.csv (72 rows)")
         assert app.main.notice.endswith("C tanh-xavier-2.csv (42 rows; tanh-xavier.csv exists: left as it is)")

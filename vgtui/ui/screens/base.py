@@ -36,7 +36,7 @@ from vgtui.ui.colours import hexc
 from vgtui.ui.screens.dialogs import HelpScreen
 from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, RunState, metric, shown
 from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerHistory, LayerTable, Panel, PlotextPanel, RunView,
-                              StatusBar, TableView, WhyPanel, abbreviate,
+                              StatusBar, TableView, WhyPanel, run_label,
                               flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
 from vgtui.ui.widgets.table import TABLE_COLUMNS
 
@@ -250,8 +250,7 @@ class RunScreen(Screen):
         focus = min(self.branch_focus, len(runs) - 1)
         parts = []
         for i, (tag, st, code) in enumerate(runs):
-            label = markup(abbreviate(os.path.splitext(st.label)[0] if st.label.endswith(".jsonl") else st.label,
-                                      room))
+            label = markup(run_label(st.label, room))
             parts.append(f"[bold {hexc(code)}]━▸{tag} {label}[/]" if i == focus else f"[{hexc(code)}]━ {tag} {label}[/]")
         return " ".join(parts)
 

@@ -114,6 +114,18 @@ def abbreviate(name: str, width: int) -> str:
     return name if len(name) <= width else "…" + name[len(name) - width + 1:]
 
 
+def run_label(label: str, width: int) -> str:
+    """A run's label (its file's name) in `width` cells: without `.jsonl`, cut in the middle (`tanh…vier`): files
+    of one sweep differ at their start or at their end."""
+    label = label[:-len(".jsonl")] if label.endswith(".jsonl") and len(label) > len(".jsonl") else label
+    if len(label) <= width:
+        return label
+    if width < 3:
+        return label[:max(width, 0)]
+    head = (width - 1) // 2
+    return label[:head] + "…" + label[len(label) - (width - 1 - head):]
+
+
 def label_width(names, width: int) -> int:
     """The label column of a panel `width` cells wide: the longest name, at most a third of the panel."""
     return min(max((len(n) for n in names), default=3), max(width // 3, 10))

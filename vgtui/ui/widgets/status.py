@@ -12,7 +12,7 @@ from vgtui.core.diagnosis import EXPLODING_ABOVE, VANISHING_BELOW, RunVerdict
 from vgtui.ui import charts, colours
 from vgtui.ui.colours import BADGE_STYLE
 from vgtui.ui.state import RunState, TAGS, number, shown
-from vgtui.ui.widgets.base import Panel, RunView, abbreviate, no_snapshot
+from vgtui.ui.widgets.base import Panel, RunView, abbreviate, no_snapshot, run_label
 
 
 # the badges that name a layer's regime: the badge names that layer
@@ -78,8 +78,8 @@ class StatusBar(Panel):
             cell.append(" ")
             cell.append(f" {label} "[: max(slot - 4, 1)], style=BADGE_STYLE.get(label.lower(), "bold reverse"))
             room = slot - 2 - cell.cell_len
-            if room >= 4:  # the file's name, as much as fits (its end: the legend's cut)
-                cell.append(" " + abbreviate(shown(st.label), room), style=colours.style(code))
+            if room >= 4:  # the file's name, as much as fits
+                cell.append(" " + run_label(shown(st.label), room), style=colours.style(code))
             cell.truncate(slot - 1, pad=True)
             badges.append_text(cell).append(" ")
         badges.truncate(width)
@@ -90,7 +90,8 @@ class StatusBar(Panel):
         else:
             line3.append(f"{TAGS[focus]} ", style=colours.style(colours.RUN[focus], bold=True))
             line3.append(position(st) if st.position is not None else f"step {st.step:,}")
-            line3.append(f"   o: the next of {len(states)} runs   ", style="dim")
+            hint = f"o: the next of {len(states)} runs" + (f" · f ends the fork keeping {TAGS[focus]}" if m.forked else "")
+            line3.append(f"   {hint}   ", style="dim")
             line3.append_text(self._run_state(st, m))
         line3.truncate(width)
         return Group(badges, self._what(st, width, f"{TAGS[focus]} "), line3)
