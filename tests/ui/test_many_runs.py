@@ -6,6 +6,7 @@ table follow it), `e` writes one CSV per run shown, and a ninth file is refused 
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -108,6 +109,31 @@ async def test_e_writes_one_csv_per_run_shown_and_overwrites_nothing(tmp_path):
         with open(tmp_path / name, newline="") as f:
             rows[name] = len(list(csv.DictReader(f)))
     assert rows == {"sigmoid.csv": 12 * 6, "relu-diverged.csv": 3 * 6, "tanh-xavier-2.csv": 7 * 6}
+
+
+async def test_eight_runs_of_two_kinds_at_80x24_in_every_view(tmp_path):
+    """Eight files, the seed's network beside resnet18 under vgtui.watch (other layers, no known length), at the
+    smallest size: every view of every run in focus draws without a failure, each run keeps its badge."""
+    names = (*FIVE, "sigmoid-why", "forked", "resnet18")
+    paths = []
+    for name in names:
+        shutil.copyfile(FIXTURES / f"{name}.jsonl", tmp_path / f"{name}.jsonl")
+        paths.append(tmp_path / f"{name}.jsonl")
+    app = replay(paths)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        main = app.main
+        assert len(main.states) == 8 and main.states[7].layers[-1] == "fc"
+        first = text_of(main.query_one("#status")).splitlines()[0]
+        assert re.findall(r"[▸ ]([A-H])  ?[A-Z…]", first) == list("ABCDEFGH")  # the tag, then its badge
+        for focus in range(8):
+            for _ in range(4):  # overview, histograms, layer table, why
+                await pilot.press("tab")
+                await wait_for(pilot, main.up_to_date, what="the view drawn")
+            assert main.branch_focus == focus
+            await pilot.press("o")
+        for panel in main.query("Panel"):
+            assert panel.failures == [], (panel.id, panel.failures)
 
 
 def test_a_ninth_file_is_refused_with_one_line(tmp_path):
