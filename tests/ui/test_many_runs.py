@@ -136,6 +136,22 @@ async def test_eight_runs_of_two_kinds_at_80x24_in_every_view(tmp_path):
             assert panel.failures == [], (panel.id, panel.failures)
 
 
+def test_the_tags_and_their_colours():
+    """Eight tags, each with a colour of its own that no regime, accuracy, event or warning has; a fork's branch
+    ids (the engine's) are tags, and a record's branch id maps to its place on screen."""
+    from vgtui.core.records import BRANCHES
+    from vgtui.ui import colours
+    from vgtui.ui.state import MAX_RUNS, TAGS, run_index
+
+    assert TAGS == tuple("ABCDEFGH") and MAX_RUNS == 8 and len(set(colours.RUN)) == 8
+    taken = {*colours.REGIME.values(), colours.TRAIN_ACC, colours.TEST_ACC, *colours.USER, colours.EVENT,
+             colours.WARNING, colours.AXIS, colours.RULE}
+    assert not taken & set(colours.RUN)
+    assert (colours.RUN_A, colours.RUN_B) == colours.RUN[:2]
+    assert run_index(None) == 0 and [run_index(b) for b in BRANCHES] == [TAGS.index(b) for b in BRANCHES]
+    assert all(run_index(b) >= 1 for b in BRANCHES)
+
+
 def test_a_ninth_file_is_refused_with_one_line(tmp_path):
     paths = [tmp_path / f"run{i}.jsonl" for i in range(9)]
     for p in paths:

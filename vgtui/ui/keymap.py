@@ -111,8 +111,9 @@ KEYMAP: tuple[Key, ...] = (
         "share of its gradient, in words (1/10,000)", ANY, "x", palette="Gradient bars relative to the output layer"),
     Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table, why (derivative × weights)", ANY, "tab",
         priority=True, palette="Next view"),
-    Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file, under a new name if that "
-        "one exists (the path is shown)", TIME, "e", palette="Export CSV", needs_file=True),
+    Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file (several runs in a replay: "
+        "one CSV each), under a new name if that one exists (the paths are shown)", TIME, "e", palette="Export CSV",
+        needs_file=True),
     Key("ctrl+s", "screenshot_svg", "SVG", "save an SVG screenshot (the path is shown)", ANY, "ctrl+s",
         priority=True, palette="Save SVG screenshot"),
     Key("question_mark", "help", "help", "the key help screen (esc closes it; another key closes it and acts)", ANY,
