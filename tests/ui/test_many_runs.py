@@ -99,6 +99,10 @@ async def test_e_writes_one_csv_per_run_shown_and_overwrites_nothing(tmp_path):
         lines = text_of(app.main.query_one("#grads")).splitlines()
         labels = [" ".join(line.split()[1:3]) for line in lines if line.startswith("│ ") and "e" in line[:20]]
         assert labels[:6] == ["fc1 A", "fc1 B", "fc1 C", "fc2 A", "fc2 B", "fc2 C"]
+        # and their activations side by side, where three columns fit
+        acts = text_of(app.main.query_one("#acts"))
+        assert "activations · A | B | C" in acts
+        assert all(f"{t} {p.name}" in acts for t, p in zip("ABC", paths))
         await pilot.press("e")
         await status_shows(pilot, f"CSV written, one per run shown (3 of 3) in {tmp_path}: A sigmoid.csv (72 rows)")
         assert app.main.notice.endswith("C tanh-xavier-2.csv (42 rows; tanh-xavier.csv exists: left as it is)")
