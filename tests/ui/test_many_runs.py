@@ -140,6 +140,44 @@ async def test_eight_runs_of_two_kinds_at_80x24_in_every_view(tmp_path):
             assert panel.failures == [], (panel.id, panel.failures)
 
 
+async def test_a_recorded_fork_of_several_branches_opens_each_by_its_id(tmp_path, monkeypatch):
+    """A fork of several branches (the engine's records.BRANCHES grows to B, C, D in another branch; here B and C are
+    patched in): a file whose run was forked into B (relu) and C (tanh) opens as A, B and C, each branch at its
+    tag's place, aligned by step; `e` writes the run and each branch."""
+    import json
+
+    import vgtui.core.metrics as metrics
+    import vgtui.core.records as records
+
+    monkeypatch.setattr(records, "BRANCHES", ("B", "C"))
+    monkeypatch.setattr(metrics, "BRANCHES", ("B", "C"))
+    lines = []
+    for line in (FIXTURES / "forked.jsonl").read_text().splitlines():
+        lines.append(line)
+        d = json.loads(line)
+        if d.get("branch") == "B":  # C: B's records again, its live change tanh instead of relu
+            d["branch"] = "C"
+            if d["type"] == "event" and "activation" in d["set"]:
+                d["set"] = {"activation": "tanh"}
+            lines.append(json.dumps(d))
+    path = tmp_path / "forked.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    app = replay([path])
+    async with app.run_test(size=(240, 40)) as pilot:
+        await settle(pilot)
+        main = app.main
+        assert [st.run.branch for st in main.states] == [None, "B", "C"]
+        assert [st.config.activation for st in main.states] == ["sigmoid", "relu", "tanh"]
+        assert [st.step for st in main.states] == [120, 120, 120]
+        assert re.findall(r"[▸ ]([A-H])  ?[A-Z…]", text_of(main.query_one("#status")).splitlines()[0]) == list("ABC")
+        await pilot.press("home")  # before the fork, B and C wait at their first snapshot
+        await wait_for(pilot, lambda: main.state.step == 1, what="A at its first snapshot")
+        assert main.states[1].step == main.states[2].step == 50
+        await pilot.press("e")
+        await status_shows(pilot, "CSV written, one per run shown (3 of 3)")
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["forked-B.csv", "forked-C.csv", "forked.csv"]
+
+
 def test_the_tags_and_their_colours():
     """Eight tags, each with a colour of its own that no regime, accuracy, event or warning has; a fork's branch
     ids (the engine's) are tags, and a record's branch id maps to its place on screen."""
