@@ -90,7 +90,7 @@ def test_good_file_summary_and_run_choice(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (("replay", "a", "b", "c"), "one file, or two side by side (got 3)"),
+    (("replay", *"abcdefghi"), "overlays at most 8 files (got 9)"),  # eight is the most (tests/ui/test_many_runs.py)
     (("replay", "--follow", "a", "b"), "--follow takes one file"),
     (("replay", "-"), "can only be followed"),
     (("replay", "a", "b", "--run", "2"), "--run picks the run of one file"),

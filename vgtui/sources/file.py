@@ -147,11 +147,13 @@ class FileSource(RecordedSource):
 
 
 class BranchSource(RecordedSource):
-    """Branch B of the run `parent` (a FileSource) shows: its last fork, when it has one. Moves with the parent
-    (`p` to another run shows that run's fork, or none): it is selected and polled through its parent."""
+    """A branch of the run `parent` (a FileSource) shows: its last fork's (of id `branch`, any id when None), when it
+    has one. Moves with the parent (`p` to another run shows that run's fork, or none): it is selected and polled
+    through its parent."""
 
-    def __init__(self, parent: FileSource):
+    def __init__(self, parent: FileSource, branch: str | None = None):
         self.parent = parent
+        self.branch = branch
         self.path = self.metrics_path = parent.path
 
     @property
@@ -161,7 +163,9 @@ class BranchSource(RecordedSource):
     @property
     def runs(self) -> list[RunIndex]:
         run = self.parent.run
-        return run.branches if run is not None else []
+        if run is None:
+            return []
+        return [b for b in run.branches if self.branch is None or b.header.branch == self.branch]
 
     @property
     def run(self) -> RunIndex | None:

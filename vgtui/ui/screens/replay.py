@@ -21,7 +21,21 @@ from vgtui.core.records import Snapshot
 from vgtui.sources.base import RecordedSource
 from vgtui.sources.file import BranchSource
 from vgtui.ui.screens.base import RunScreen
-from vgtui.ui.state import TAGS, RunState, shown
+from vgtui.ui.state import MAX_RUNS, TAGS, RunState, shown
+
+def last_fork(run) -> list:
+    """The branches of `run`'s last fork (RunIndex each), in the order of their ids on screen (TAGS): the branches
+    forked at the step its last branch was, one per id (a fork of k branches writes k headers; an earlier fork's
+    branches are not shown)."""
+    if run is None or not run.branches:
+        return []
+    at = run.branches[-1].header.forked_at
+    last: dict[str, object] = {}
+    for b in run.branches:
+        if b.header.forked_at == at and b.header.branch in TAGS[1:]:
+            last[b.header.branch] = b
+    return [last[t] for t in TAGS[1:MAX_RUNS] if t in last]
+
 
 PACES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # a replay's speed against the recorded pace
 FOLLOW_POLL_S = 0.25  # how often a followed file is checked for new lines
@@ -197,27 +211,30 @@ class ReplayScreen(RunScreen):
         self._show_branch()
 
     def _show_branch(self) -> None:
-        """A file's run and its fork (a branch) side by side: the branch opens beside the run shown when that run
-        has one (at start, after `p`, or in a followed file once the branch's header is written), and goes when it
-        has none."""
+        """A file's run and its last fork side by side: each branch of that fork (B, C, D... by the ids its records
+        carry: vgtui.ui.state.run_index) opens beside the run shown when that run has one (at start, after `p`, or
+        in a followed file once the branch's header is written), and they go when it has none."""
         if len(self.sources) > 1 and not isinstance(self.sources[1], BranchSource):
-            return  # two files side by side
+            return  # files side by side
         src = self.source
-        branch = src.run.branches[-1] if src.run is not None and src.run.branches else None
-        if branch is None:
+        fork = last_fork(src.run)
+        if not fork:
             if len(self.states) > 1:
-                self.states = self.states[:1]
+                self.states, self.sources = self.states[:1], self.sources[:1]
                 self.branch_focus = 0
                 self._titles()
             return
-        if len(self.sources) == 1:
-            self.sources.append(BranchSource(src))
-        if len(self.states) == 1 or self.states[1].run is not branch.header:
-            self.states = [self.state, RunState(None, self.sources[1].label)]
-            self._open_run(1)
-            at = branch.header.forked_at
+        if [st.run for st in self.states[1:]] != [b.header for b in fork]:
+            self.sources = [src, *(BranchSource(src, b.header.branch) for b in fork)]
+            self.states = [self.state, *(RunState(None, s.label) for s in self.sources[1:])]
+            self.branch_focus = min(self.branch_focus, len(self.states) - 1)
+            for i in range(1, len(self.states)):
+                self._open_run(i)
+            at = fork[0].header.forked_at
+            tags = [TAGS[i] for i in range(1, len(self.states))]
+            said = f"its fork is {tags[0]}" if len(tags) == 1 else f"its branches are {', '.join(tags)}"
             self.notice = (f"{shown(self.state.label) or 'the run'} was forked at step "
-                           f"{at if isinstance(at, int) else 0:,}: its fork is {TAGS[1]}")
+                           f"{at if isinstance(at, int) else 0:,}: {said}")
         self._align()  # the branch's snapshots are written just after A's: show them as they arrive
 
     def _play(self) -> None:
@@ -251,6 +268,24 @@ class ReplayScreen(RunScreen):
     @contextlib.contextmanager
     def export_target(self) -> Iterator[tuple[object, int, int]]:
         yield self.source.run, self.source.run_number, len(self.source.runs)
+
+    @contextlib.contextmanager
+    def export_targets(self) -> Iterator[list[tuple[str, object, str]]]:
+        """Every run shown, one CSV each: each file's run beside its file (a.csv, b.csv...), a file's fork beside
+        it with the branch's id (run-B.csv)."""
+        out = []
+        for tag, src, st in zip(TAGS, self.sources, self.states):
+            run = src.run
+            if run is None or st.run is not run.header:
+                continue
+            if isinstance(src, BranchSource):
+                parent = src.parent
+                path = self.csv_path(src.metrics_path, parent.run_number, len(parent.runs),
+                                     f"-{run.header.branch if run.header.branch in TAGS else tag}")
+            else:
+                path = self.csv_path(src.metrics_path, src.run_number, len(src.runs))
+            out.append((tag, run, path))
+        yield out
 
     def action_pause(self) -> None:
         if self.paused and self._at_end() and not self.source.follow:

@@ -10,13 +10,17 @@ from vgtui.ui.state import RunState, TAGS, number
 from vgtui.ui.widgets.base import Panel, RunView, abbreviate, label_width, layer_style, markup, no_snapshot
 
 
+MIN_COLUMN = 36  # cells a run's column needs (a name, a sparkline, sat and dead): more runs than fit show the focus
+
+
 class ActivationPanel(Panel):
-    """Each hidden layer's activation histogram; two runs side by side in two columns."""
+    """Each hidden layer's activation histogram; several runs side by side in columns where they fit (two always),
+    else the run in focus."""
 
     min_interval = 1.0
 
     def key(self, view: RunView) -> object:
-        return view.versions("snap_version")
+        return view.versions("snap_version"), view.branch_focus if len(view.states) > 2 else 0
 
     def on_key_changed(self) -> None:
         s = self.view.state
@@ -29,7 +33,9 @@ class ActivationPanel(Panel):
             if hidden and len(hidden[0].act_hist.edges) >= 2:
                 e = hidden[0].act_hist.edges
                 rng = f" over [{float(e[0]):g}, {float(e[-1]):g}]"
-        self.border_title = f"activations · {markup(act or '')}{rng}" if not self.view.compare else "activations · A | B"
+        n = len(self.view.states)
+        self.border_title = (f"activations · {markup(act or '')}{rng}" if n == 1 else
+                             self.many_title(self.content_size.width))
         sub = "per layer: saturated % · dead %"
         if snap and not self.view.compare and len(hidden) < len(snap.layers) - 1:
             # a user's model: layers with no activation module after them (a conv before a residual sum) have no
@@ -37,19 +43,35 @@ class ActivationPanel(Panel):
             sub = f"{len(hidden)} of {len(snap.layers)} layers have an activation"
         self.border_subtitle = sub
 
+    def many_title(self, width: int) -> str:
+        """Several runs: their tags when their columns fit side by side in `width`, else the run in focus."""
+        n = len(self.view.states)
+        if n == 2 or (width - (n - 1)) // n >= MIN_COLUMN:
+            return "activations · " + " | ".join(TAGS[:n])
+        return f"activations · run {TAGS[min(self.view.branch_focus, n - 1)]} of A…{TAGS[n - 1]} (o: the next)"
+
     def build(self, width: int, height: int) -> object:
         states = self.view.states
+        if len(states) > 2 and self.border_title != (title := self.many_title(width)):
+            self.border_title = title  # the width decides (a resize redraws without a new key)
         if len(states) == 1:
             return Group(*self.column(states[0], width, height))
-        half = (width - 1) // 2
-        cols = [self.column(st, half, height, tag) for st, tag in zip(states, TAGS)]
+        n = len(states)
+        each = (width - (n - 1)) // n
+        if n > 2 and each < MIN_COLUMN:  # many runs: the one in focus (`o` moves it) where columns would not fit
+            focus = min(self.view.branch_focus, n - 1)
+            return Group(*self.column(states[focus], width, height, TAGS[focus]))
+        cols = [self.column(st, each, height, tag) for st, tag in zip(states, TAGS)]
         lines = []
         for i in range(max(len(c) for c in cols)):
-            left = cols[0][i].copy() if i < len(cols[0]) else Text("")
-            left.truncate(half, pad=True)
-            line = Text(no_wrap=True, overflow="crop").append_text(left).append("│", style=colours.style(colours.RULE))
-            if i < len(cols[1]):
-                line.append_text(cols[1][i])
+            line = Text(no_wrap=True, overflow="crop")
+            for k, col in enumerate(cols):
+                cell = col[i].copy() if i < len(col) else Text("")
+                if k < n - 1:
+                    cell.truncate(each, pad=True)
+                    line.append_text(cell).append("│", style=colours.style(colours.RULE))
+                else:
+                    line.append_text(cell)
             lines.append(line)
         return Group(*lines)
 
