@@ -15,14 +15,18 @@ step's one sync), and gloo reduces them there, whatever the training's own backe
 
 from __future__ import annotations
 
+import collections
 import datetime
-import itertools
+import hashlib
 
 import numpy as np
 import torch
 
 DEFAULT_TIMEOUT_S = 60.0
-_serial = itertools.count(1)  # the n-th watch of this process: every rank creates its watches in the same order
+# How many watches of each kind this process made: the n-th watch of a model (its probed layers and its `every`)
+# on one rank meets the n-th of the same kind on the others. A plain count of every watch would pair the wrong
+# ones for good after one rank skipped a watch (only rank 0 called it, say).
+_made: collections.Counter = collections.Counter()
 
 
 class LinkError(RuntimeError):
@@ -44,16 +48,18 @@ class Link:
         self.pg, self.rank, self.size, self.timeout_s = pg, rank, size, timeout_s
 
     @classmethod
-    def create(cls, timeout_s: float = DEFAULT_TIMEOUT_S) -> "Link | None":
+    def create(cls, timeout_s: float = DEFAULT_TIMEOUT_S, kind: str = "") -> "Link | None":
         """The group, or None in a single process. Raises LinkError when another rank does not create its own
-        within `timeout_s` (it never called vgtui.watch)."""
+        within `timeout_s` (it never called vgtui.watch). `kind` names the watch (the same on every rank)."""
         rank, size = world()
         if size == 1:
             return None
         from torch.distributed import PrefixStore, ProcessGroupGloo
         from torch.distributed.distributed_c10d import _get_default_store
 
-        store = PrefixStore(f"vgtui.watch/{next(_serial)}/", _get_default_store())
+        key = hashlib.sha1(kind.encode()).hexdigest()[:16]
+        _made[key] += 1
+        store = PrefixStore(f"vgtui.watch/{key}/{_made[key]}/", _get_default_store())
         try:
             pg = ProcessGroupGloo(store, rank, size, datetime.timedelta(seconds=timeout_s))
             link = cls(pg, rank, size, timeout_s)
