@@ -4,7 +4,8 @@ each MODE in turn, every rank on its own slice of the same global batches, with 
 OUT/MODE-WORLD.jsonl. Each rank prints "rank R MODE done" and every WatchWarning as "warn rank R: ...".
 
 Modes: fsdp (fully_shard, SGD with momentum), fsdp-keep (reshard_after_forward=False, Adam), ddp (SGD with
-momentum), bad-data (DDP; the last rank's inputs scaled by 30), rank0-only (DDP; only rank 0 calls vgtui.watch,
+momentum), bad-data (DDP on a ReLU MLP; the last rank's inputs scaled by 30, and after step 3 its replica's
+weights nudged, which DDP never undoes), rank0-only (DDP; only rank 0 calls vgtui.watch,
 timeout 2 s), quit (FSDP; the last rank closes its watch after step 3, timeout 2 s), sync (FSDP: no host sync from
 vgtui and no watch collective on an ordinary step, checked on every rank).
 """
@@ -27,8 +28,10 @@ from torch import nn
 STEPS, EVERY, BATCH = 6, 2, 16
 
 
-def build_model() -> nn.Module:
+def build_model(mode: str = "") -> nn.Module:
     torch.manual_seed(0)
+    if mode == "bad-data":  # ReLU scales with its input: a shard of inputs 30 times larger has a far larger loss
+        return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 5))
     return nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 5))
 
 
@@ -46,6 +49,8 @@ def batches(steps: int = STEPS, scale_last: float = 1.0, world: int = 1):
 def optimizer(mode: str, model: nn.Module) -> torch.optim.Optimizer:
     if mode == "fsdp-keep":
         return torch.optim.Adam(model.parameters(), lr=0.01)
+    if mode == "bad-data":
+        return torch.optim.SGD(model.parameters(), lr=0.001)
     return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
 
@@ -53,7 +58,7 @@ def reference(mode: str, path: str, world: int = 1) -> None:
     """The same training in one process on the whole batch: the numbers every distributed run must equal."""
     import vgtui
 
-    model = build_model()
+    model = build_model(mode)
     opt = optimizer(mode, model)
     with vgtui.watch(model, metrics=path, every=EVERY, optimizer=opt, quiet=True) as probe:
         for x, y in batches(scale_last=30.0 if mode == "bad-data" else 1.0, world=world):
@@ -125,7 +130,7 @@ def _sync_guard(state: dict):
 def run_mode(mode: str, rank: int, world: int, out: str) -> None:
     import vgtui
 
-    model = _wrap(mode, build_model(), world)
+    model = _wrap(mode, build_model(mode), world)
     opt = optimizer(mode, model)
     part = BATCH // world
     path = os.path.join(out, f"{mode}-{world}.jsonl")
@@ -146,6 +151,9 @@ def run_mode(mode: str, rank: int, world: int, out: str) -> None:
                 state["ordinary"] = False
                 if mode == "quit" and rank == world - 1 and step == 3:
                     probe.close()
+            if mode == "bad-data" and rank == world - 1 and step == 3:
+                with torch.no_grad():
+                    model.module[0].weight[0, 0] += 1e-3
     if probe is not None:
         probe.close()
     if mode == "sync":

@@ -246,7 +246,7 @@ class Watch:
         self._counter: list[Any] = []  # the optimiser's post-step hook: it counts steps until close()
         self._fwd_t: float | None = None  # when this rank's probed step began (its first forward)
         self._end_t: float | None = None  # when this rank's previous step ended (host clock)
-        self._departed: frozenset[int] = frozenset()  # the ranks flagged at the last snapshot
+        self._departed: frozenset[tuple[int, str]] = frozenset()  # (rank, reason) flagged at the last snapshot
         if self.compiled:
             _warn(COMPILED_NOTICE)
         if optimizer is not None:
@@ -522,8 +522,8 @@ class Watch:
         self._check_finite(stats)
 
     def _say_departed(self, ranks: tuple[RankStats, ...]) -> None:
-        """An event (and a warning) when a rank first departs from the others, or the departing ranks change."""
-        now = frozenset(r.rank for r in ranks if r.flag)
+        """An event (and a warning) when a rank first departs from the others, or the ranks or reasons change."""
+        now = frozenset((r.rank, part.split()[0]) for r in ranks if r.flag for part in r.flag.split("; "))
         if now and now != self._departed:
             text = "; ".join(f"rank {r.rank}: {r.flag}" for r in ranks if r.flag)
             self._write(EventRecord(step=self.steps, elapsed_s=time.perf_counter() - self._t0, set={"ranks": text}))
