@@ -61,7 +61,9 @@ def train(args: argparse.Namespace) -> None:
             loss.backward()  # FSDP reduce-scatters the gradients here: each rank keeps its shard's average
             opt.step()
             probe.step(loss=loss)
-    print(f"rank {rank}: pid {os.getpid()}, {probe.steps} steps, writes the file: {probe.active}", flush=True)
+    # one write (the ranks share the pipe: print's separate newline could land after the other rank's line)
+    print(f"rank {rank}: pid {os.getpid()}, {probe.steps} steps, writes the file: {probe.active}\n", end="",
+          flush=True)
     dist.barrier()  # leave together (a rank tearing gloo down while its peer is busy can abort under load)
     dist.destroy_process_group()
 

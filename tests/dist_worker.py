@@ -160,8 +160,8 @@ def run_mode(mode: str, rank: int, world: int, out: str) -> None:
         on_ordinary = [c for c in state["collectives"] if c[2]]
         probed = sorted({c[0] for c in state["collectives"]})
         print(f"sync rank {rank}: host syncs on ordinary steps {state['bad']}, watch collectives on ordinary steps "
-              f"{on_ordinary}, watch collectives at steps {probed}", flush=True)
-    print(f"rank {rank} {mode} done", flush=True)
+              f"{on_ordinary}, watch collectives at steps {probed}\n", end="", flush=True)
+    print(f"rank {rank} {mode} done\n", end="", flush=True)
 
 
 def worker(rank: int, world: int, port: int, out: str, modes: list[str]) -> None:
@@ -174,11 +174,11 @@ def worker(rank: int, world: int, port: int, out: str, modes: list[str]) -> None
             try:
                 run_mode(mode, rank, world, out)
             except Exception:
-                print(f"rank {rank} {mode} failed: {traceback.format_exc()}", flush=True)
+                print(f"rank {rank} {mode} failed: {traceback.format_exc()}\n", end="", flush=True)
             dist.barrier()
     for w in caught:
         if "vgtui.watch" in str(w.message):
-            print(f"warn rank {rank}: {w.message}", flush=True)
+            print(f"warn rank {rank}: {w.message}\n", end="", flush=True)
     dist.barrier()
     dist.destroy_process_group()
 
