@@ -46,7 +46,7 @@ from vgtui.core.layermatch import matches
 from vgtui.core.records import EndRecord, EventRecord, LayerStats, RankStats, Record
 from vgtui.core.writer import MetricsWriter, check_writable
 from vgtui.engine import recorder
-from vgtui.engine.distributed import DEFAULT_TIMEOUT_S, Link, LinkError
+from vgtui.engine.distributed import DEFAULT_TIMEOUT_S, Link, LinkError, world
 from vgtui.engine.probes import LAYER_TYPES, Probes
 
 LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
@@ -211,6 +211,11 @@ class Watch:
         self.last_metrics: dict[str, float] = {}  # the metrics of the last snapshot, as written
         self.last_ranks: tuple[RankStats, ...] | None = None  # every rank's view at the last snapshot
         self.snapshots = 0
+        # a rank other than 0 with no process group to add its sums on (RANK set, torch.distributed not started)
+        # records nothing: no hook, no file
+        self._idle = self.rank != 0 and world()[1] == 1
+        if self._idle:
+            return
         self.model, self.compiled = _unwrap(model)
         self._probes = _WatchProbes(self.model, select_layers(self.model, layers), hooks=not self.compiled)
         if self.active:
@@ -271,7 +276,7 @@ class Watch:
         """After optimizer.step(): the step's loss and any metrics ({"acc": 0.9}; floats or 0-d tensors, left
         on the device). Without optimizer= it also counts the step; with it, a call with no optimiser step
         since the previous call notes a skipped step (a GradScaler that found inf/NaN gradients)."""
-        if self.closed:
+        if self.closed or self._idle:
             return
         if self._failed:  # the probes are off; the end record still counts the steps
             self.steps += self.optimizer is None
@@ -320,6 +325,8 @@ class Watch:
         if self.closed:
             return
         self.closed = True
+        if self._idle:
+            return
         atexit.unregister(self._at_exit)
         # Nothing below may raise: close() runs as the user's own exception leaves the with block (or at exit),
         # and vgtui's failure to write must never take that exception's place; without one, the training is done
@@ -493,8 +500,8 @@ class Watch:
                   fwd - end if fwd is not None and end is not None else nan]
         self._fwd_t = self._end_t = None
         # sync: the one device -> host copy; in a distributed job also the watch's two collectives (finish())
-        stats, vals = self._probes.finish(extra=[v.reshape(()) for v in extra], link=self._link, shared=2,
-                                          host_row=timing)
+        ranks = dict(link=self._link, shared=2, host_row=timing) if self._link is not None else {}
+        stats, vals = self._probes.finish(extra=[v.reshape(()) for v in extra], **ranks)
         rows = self._probes.rows  # per rank: loss, mean loss since the last snapshot, step_s, wait_s, checksum
         if not self.active:  # another rank: its part is in rank 0's snapshot
             self._loss_sum, self._loss_n, self._metrics_now = 0.0, 0, {}
