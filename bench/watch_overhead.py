@@ -142,7 +142,7 @@ def _fsdp_worker(rank: int, world: int, port: int, args) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)  # two ranks on two cores
-    cfg = RunConfig(dataset="mnist-5k", device="cpu")
+    cfg = RunConfig(dataset="mnist-5k", device="cpu", width=args.width or RunConfig().width)
     data = load_mnist5k("cpu")
     n, b = len(data.x_train), cfg.batch_size
     part = b // world
@@ -225,6 +225,7 @@ def main() -> None:
     ap.add_argument("--whole-runs", action="store_true",
                     help="each pair as two whole runs one after the other (noisier on a shared machine)")
     ap.add_argument("--fsdp", action="store_true", help="two CPU ranks (gloo), the network under FSDP2's fully_shard")
+    ap.add_argument("--width", type=int, default=0, help="with --fsdp: the hidden layers' width (default: the seed's)")
     args = ap.parse_args()
     if args.fsdp:
         fsdp_main(args)
