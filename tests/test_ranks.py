@@ -74,3 +74,21 @@ def test_ranks_round_trip_and_old_snapshots_have_none():
     assert isinstance(record_from_json(old), Snapshot) and record_from_json(old).ranks is None
     with pytest.raises(ValueError):
         record_from_json({**to_json(snap), "ranks": [{"rank": -1, "loss": 1.0}]})
+
+
+async def test_the_viewer_names_the_rank_that_departs():
+    """`vgtui follow` / `replay` of the job's file: the status line counts the ranks and names rank 3, and its
+    line under says why (the real Textual app, through Pilot)."""
+    from vgtui.sources.file import FileSource
+    from vgtui.ui.app import VgtuiApp
+    from vgtui.ui.widgets import StatusBar
+
+    from ui.conftest import status_shows, text_of
+
+    out, _ = job(4)
+    source = FileSource(str(out / "bad-data-4.jsonl"), follow=True)
+    source.open()
+    app = VgtuiApp([source], fps=8)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await status_shows(pilot, "4 ranks · rank 3 departs", timeout=30)
+        assert "rank 3: loss" in text_of(pilot.app.main.query_one(StatusBar))
