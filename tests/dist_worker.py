@@ -3,7 +3,8 @@ tests/dist_worker.py WORLD OUT MODE...` spawns WORLD processes on the CPU (gloo)
 each MODE in turn, every rank on its own slice of the same global batches, with vgtui.watch writing
 OUT/MODE-WORLD.jsonl. Each rank prints "rank R MODE done" and every WatchWarning as "warn rank R: ...".
 
-Modes: fsdp (fully_shard, SGD with momentum), fsdp-keep (reshard_after_forward=False, Adam), ddp (SGD with
+Modes: fsdp (fully_shard, SGD with momentum), fsdp-keep (reshard_after_forward=False, Adam), fsdp-manual (no
+optimizer= for the watch: probe.step() counts the steps, the update from a copy of the weight shards), ddp (SGD with
 momentum), bad-data (DDP on a ReLU MLP; the last rank's inputs scaled by 30, and after step 3 its replica's
 weights nudged, which DDP never undoes), rank0-only (DDP; only rank 0 calls vgtui.watch,
 timeout 2 s), quit (FSDP; the last rank closes its watch after step 3, timeout 2 s), sync (FSDP: no host sync from
@@ -60,7 +61,8 @@ def reference(mode: str, path: str, world: int = 1) -> None:
 
     model = build_model(mode)
     opt = optimizer(mode, model)
-    with vgtui.watch(model, metrics=path, every=EVERY, optimizer=opt, quiet=True) as probe:
+    watched = None if mode == "fsdp-manual" else opt
+    with vgtui.watch(model, metrics=path, every=EVERY, optimizer=watched, quiet=True) as probe:
         for x, y in batches(scale_last=30.0 if mode == "bad-data" else 1.0, world=world):
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
@@ -136,7 +138,9 @@ def run_mode(mode: str, rank: int, world: int, out: str) -> None:
     path = os.path.join(out, f"{mode}-{world}.jsonl")
     calls = mode != "rank0-only" or rank == 0
     timeout = 2.0 if mode in ("rank0-only", "quit") else 60.0
-    probe = vgtui.watch(model, metrics=path, every=EVERY, optimizer=opt, quiet=True, timeout=timeout) if calls else None
+    watched = None if mode == "fsdp-manual" else opt
+    probe = (vgtui.watch(model, metrics=path, every=EVERY, optimizer=watched, quiet=True, timeout=timeout)
+             if calls else None)
     state = {"ordinary": False, "step": 0, "bad": [], "collectives": []}
     guard = _sync_guard(state) if mode == "sync" else contextlib.nullcontext()
     with guard:

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 240  # a job of a few seconds on an idle machine; minutes under load, never for ever
 
 # The modes each world size runs, in one spawn of its processes (spawning is most of a job's time).
-MODES = {2: ("fsdp", "fsdp-keep", "ddp", "sync", "quit", "rank0-only"), 4: ("fsdp", "bad-data")}
+MODES = {2: ("fsdp", "fsdp-keep", "fsdp-manual", "ddp", "sync", "quit", "rank0-only"), 4: ("fsdp", "bad-data")}
 
 
 @functools.lru_cache(maxsize=None)

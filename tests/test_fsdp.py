@@ -9,7 +9,7 @@ import pytest
 from distcompare import differences
 from distjobs import MODES, job, reference, the_run
 
-CASES = [(2, "fsdp"), (2, "fsdp-keep"), (2, "ddp"), (4, "fsdp")]
+CASES = [(2, "fsdp"), (2, "fsdp-keep"), (2, "fsdp-manual"), (2, "ddp"), (4, "fsdp")]
 
 
 @pytest.mark.parametrize("world, mode", CASES, ids=[f"{m}-{w}ranks" for w, m in CASES])
