@@ -4,6 +4,7 @@ watched by vgtui (every=50), side by side.
     python bench/watch_overhead.py                        # 9 pairs of 500 steps each (about 4 minutes)
     python bench/watch_overhead.py --pairs 3 --steps 100  # a quick check that it runs
     python bench/watch_overhead.py --whole-runs           # each pair as two whole runs, one after the other
+    python bench/watch_overhead.py --fsdp --pairs 5       # two CPU ranks (gloo), the network under fully_shard
 
 Both loops train 784-1000x5-10 sigmoid (vgtui.engine.model.build_model with RunConfig's defaults), SGD lr 0.01
 momentum 0.9, batch 100, on the embedded mnist-5k digits held as tensors on the device. The watched loop is the
@@ -17,6 +18,10 @@ the same state. This shared 2-core machine drifts by 10% over tens of seconds, s
 0.973 for the same code. The verdict is on the median of the pairs' ratios (watched / bare steps/s); target:
 0.97 or more. It also prints what a probed step costs inside the watched loop, and the ratio that cost alone
 predicts.
+
+With --fsdp, two processes on the CPU (gloo) train the same network under FSDP2 (`fully_shard` on each Linear and
+on the model), each rank on its half of every batch, bare and watched in turn as above, every rank calling
+vgtui.watch (its probed steps add the ranks' partial sums on the watch's own gloo group); rank 0 prints the pairs.
 """
 
 from __future__ import annotations
@@ -120,6 +125,92 @@ def lockstep(cfg: RunConfig, data, steps: int, every: int, watched_first: bool) 
     return steps / loops[0][4], steps / loops[1][4]
 
 
+def _shard(model):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (torch.distributed.get_world_size(),))
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            fully_shard(m, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def _fsdp_worker(rank: int, world: int, port: int, args) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)  # two ranks on two cores
+    cfg = RunConfig(dataset="mnist-5k", device="cpu", width=args.width or RunConfig().width)
+    data = load_mnist5k("cpu")
+    n, b = len(data.x_train), cfg.batch_size
+    part = b // world
+    say = (lambda *a: print(*a, flush=True)) if rank == 0 else (lambda *a: None)
+    say(f"torch {torch.__version__}, {world} ranks (gloo, 1 thread each), FSDP2 fully_shard; 784-{cfg.width}x"
+        f"{cfg.depth}-10 {cfg.activation}, {cfg.optimizer} lr {cfg.lr} momentum {cfg.momentum}, batch {b} ({part} a "
+        f"rank), {data.name}; {args.steps} steps a run, vgtui.watch every {args.every} steps, interleaved pairs")
+    rows = []
+    d = tempfile.TemporaryDirectory()
+    for pair in range(args.pairs + 1):  # pair 0: a warm-up, not counted
+        loops = []
+        for watched in (False, True):
+            model = _shard(build_model(cfg))
+            opt = build_optimizer(cfg, model)
+            probe = (vgtui.watch(model, metrics=os.path.join(d.name, f"run{pair}.jsonl"), every=args.every,
+                                 optimizer=opt, quiet=True) if watched else None)
+            loops.append([model, opt, probe, torch.Generator().manual_seed(cfg.seed), 0.0, None])
+        steps = args.steps if pair else 20
+        for i in range(steps):
+            for k in ((1, 0) if pair % 2 else (0, 1)):
+                model, opt, probe, gen, _, perm = loops[k]
+                if i % (n // b) == 0:
+                    loops[k][5] = perm = torch.randperm(n, generator=gen)
+                idx = perm[(i % (n // b)) * b:(i % (n // b) + 1) * b][rank * part:(rank + 1) * part]
+                ts = time.perf_counter()
+                loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if probe is not None:
+                    probe.step(loss=loss)
+                loops[k][4] += time.perf_counter() - ts
+        t0 = time.perf_counter()
+        loops[1][2].close()
+        loops[1][4] += time.perf_counter() - t0
+        if pair:
+            bare, watched = steps / loops[0][4], steps / loops[1][4]
+            rows.append((bare, watched, watched / bare))
+            say(f"  pair {pair}/{args.pairs}: bare {bare:7.2f} steps/s   watched {watched:7.2f} steps/s   "
+                f"ratio {watched / bare:.3f}")
+    d.cleanup()
+    if rank == 0:
+        print()
+        print(f"| pair | bare FSDP2, {world} ranks (steps/s) | with vgtui.watch(every={args.every}) (steps/s) | "
+              "watched / bare |")
+        print("|---|---|---|---|")
+        for i, (bb, w, r) in enumerate(rows, 1):
+            print(f"| {i} | {bb:.2f} | {w:.2f} | {r:.3f} |")
+        med = statistics.median(r[2] for r in rows)
+        print(f"| median | {statistics.median(r[0] for r in rows):.2f} | "
+              f"{statistics.median(r[1] for r in rows):.2f} | {med:.3f} |")
+        verdict = "meets the target" if med >= TARGET else "MISSES the target"
+        print(f"median ratio {med:.3f} over {len(rows)} pairs; {verdict} (ratio >= {TARGET})", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def fsdp_main(args) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    mp.spawn(_fsdp_worker, args=(2, port, args), nprocs=2, join=True)
+
+
 def sync(data) -> None:
     if data.x_train.device.type == "cuda":
         torch.cuda.synchronize()
@@ -133,7 +224,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--whole-runs", action="store_true",
                     help="each pair as two whole runs one after the other (noisier on a shared machine)")
+    ap.add_argument("--fsdp", action="store_true", help="two CPU ranks (gloo), the network under FSDP2's fully_shard")
+    ap.add_argument("--width", type=int, default=0, help="with --fsdp: the hidden layers' width (default: the seed's)")
     args = ap.parse_args()
+    if args.fsdp:
+        fsdp_main(args)
+        return
 
     cfg = RunConfig(dataset="mnist-5k", device=args.device)
     data = load_mnist5k(args.device)

@@ -51,7 +51,9 @@ def worker(rank: int, args: argparse.Namespace) -> None:
             loss.backward()  # DDP all-reduces the gradients here
             opt.step()
             probe.step(loss=loss)
-    print(f"rank {rank}: pid {os.getpid()}, {probe.steps} steps, writes the file: {probe.active}", flush=True)
+    # one write (the ranks share the pipe: print's separate newline could land after the other rank's line)
+    print(f"rank {rank}: pid {os.getpid()}, {probe.steps} steps, writes the file: {probe.active}\n", end="",
+          flush=True)
     # Leave together: a rank that tears gloo down while its peer is still busy can abort (SIGABRT) under load.
     dist.barrier()
     dist.destroy_process_group()

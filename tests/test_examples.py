@@ -87,5 +87,8 @@ def test_ddp_two_processes_rank0_writes_the_averaged_gradients(tmp_path):
         g_full, g_half = full.get_submodule(s.name).weight.grad, half.get_submodule(s.name).weight.grad
         assert s.grad_norm == pytest.approx(g_full.norm().item(), rel=1e-5)
         assert abs(s.grad_norm - g_half.norm().item()) > 1e-3 * g_half.norm().item()
-    assert run.snapshots[0].loss == pytest.approx(F.cross_entropy(half(x[:8]), y[:8]).item(), rel=1e-5)
+    # the snapshot's loss is the whole batch's: the mean of the ranks' losses on their halves (each rank's own
+    # is in the snapshot's ranks)
+    assert run.snapshots[0].loss == pytest.approx(F.cross_entropy(full(x), y).item(), rel=1e-5)
+    assert run.snapshots[0].ranks[0].loss == pytest.approx(F.cross_entropy(half(x[:8]), y[:8]).item(), rel=1e-5)
     assert torch.isfinite(torch.tensor([s.loss for s in run.snapshots])).all()

@@ -79,3 +79,19 @@ def test_the_guard_catches_a_sync():
 def test_ordinary_steps_do_not_sync_on_cuda(digits, small):
     guarded = _ordinary_steps_run(digits.to("cuda"), small.replace(device="cuda"), forbid_cuda_sync=True)
     assert len(guarded) == 17
+
+
+def test_no_host_sync_and_no_collective_on_an_ordinary_step_on_every_rank():
+    """An FSDP2 job of two ranks (tests/dist_worker.py, mode sync): on every rank, no tensor becomes a Python value
+    in vgtui's code and the watch's own group is not used, on the steps between snapshots; its collectives come at
+    the probed steps 1, 2, 4, 6 alone."""
+    import re
+
+    from distjobs import job
+
+    _, out = job(2)
+    lines = {int(m.group(1)): m.group(2) for m in re.finditer(r"sync rank (\d): (.*)", out)}
+    assert set(lines) == {0, 1}
+    for line in lines.values():
+        assert line == ("host syncs on ordinary steps [], watch collectives on ordinary steps [], "
+                        "watch collectives at steps [1, 2, 4, 6]")

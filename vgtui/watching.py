@@ -15,14 +15,21 @@ of the weights taken when the probed step began). Step 1 and every `every`-th st
 exist only during those steps, and each snapshot costs one device-to-host copy.
 
 Nothing here stops the user's training: a hook that fails switches the probes off with a one-line warning, and
-a NaN or Inf is written as such, named in an event. Only rank 0 of a distributed job writes; after DDP's
-backward the gradients are the all-reduced ones.
+a NaN or Inf is written as such, named in an event.
+
+In a distributed job (DDP, FSDP2's fully_shard, launched by torchrun or spawned) every rank calls vgtui.watch the
+same way. At a probed step each rank sums its own shards and its own micro-batch; the ranks add their sums on the
+watch's own gloo group (vgtui.engine.distributed: one all_reduce, one all_gather, with a timeout) and rank 0 alone
+writes the file, with every rank's loss, step time and weight checksum. Ordinary steps make no collective call. A
+rank that never calls vgtui.watch, or stops, costs the others one timeout and a warning line: their probes go off
+and training goes on.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import dataclasses
 import math
 import os
 import sys
@@ -36,9 +43,10 @@ import torch
 from torch import nn
 
 from vgtui.core.layermatch import matches
-from vgtui.core.records import EndRecord, EventRecord, LayerStats, Record
+from vgtui.core.records import EndRecord, EventRecord, LayerStats, RankStats, Record
 from vgtui.core.writer import MetricsWriter, check_writable
 from vgtui.engine import recorder
+from vgtui.engine.distributed import DEFAULT_TIMEOUT_S, Link, LinkError, world
 from vgtui.engine.probes import LAYER_TYPES, Probes
 
 LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
@@ -187,7 +195,7 @@ class Watch:
     def __init__(self, model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
                  optimizer: torch.optim.Optimizer | None = None,
                  layers: LayerSpec | Iterable[LayerSpec] | None = None, scaler: Any = None, total_steps: int = 0,
-                 quiet: bool = False):
+                 quiet: bool = False, timeout: float = DEFAULT_TIMEOUT_S):
         if not isinstance(model, nn.Module):
             raise TypeError(f"vgtui.watch: expected a torch.nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -198,22 +206,27 @@ class Watch:
         self.path = Path(metrics).expanduser()
         self.steps = 0
         self.rank = _rank()
-        self.active = self.rank == 0  # the other ranks record nothing (their gradients are rank 0's)
+        self.active = self.rank == 0  # this rank writes the file (every rank probes, in a distributed job)
         self.closed = False
         self.last_metrics: dict[str, float] = {}  # the metrics of the last snapshot, as written
+        self.last_ranks: tuple[RankStats, ...] | None = None  # every rank's view at the last snapshot
         self.snapshots = 0
-        if not self.active:
+        # a rank other than 0 with no process group to add its sums on (RANK set, torch.distributed not started)
+        # records nothing: no hook, no file
+        self._idle = self.rank != 0 and world()[1] == 1
+        if self._idle:
             return
         self.model, self.compiled = _unwrap(model)
         self._probes = _WatchProbes(self.model, select_layers(self.model, layers), hooks=not self.compiled)
-        try:
-            check_writable(self.path)
-        except ValueError as e:
-            raise ValueError(f"vgtui.watch: {str(e).replace('--metrics ', 'metrics=', 1)}") from None
+        if self.active:
+            try:
+                check_writable(self.path)
+            except ValueError as e:
+                raise ValueError(f"vgtui.watch: {str(e).replace('--metrics ', 'metrics=', 1)}") from None
         p = next(self.model.parameters())
         self.device = p.device
         self.total_steps = total_steps
-        self._writer = MetricsWriter(self.path)
+        self._writer = MetricsWriter(self.path) if self.active else None
         self._started = recorder.started_now()
         self._t0 = time.perf_counter()
         self._header_written = False
@@ -236,6 +249,9 @@ class Watch:
         self._warned_no_hooks = False
         self._handles: list[Any] = []
         self._counter: list[Any] = []  # the optimiser's post-step hook: it counts steps until close()
+        self._fwd_t: float | None = None  # when this rank's probed step began (its first forward)
+        self._end_t: float | None = None  # when this rank's previous step ended (host clock)
+        self._departed: frozenset[tuple[int, str]] = frozenset()  # (rank, reason) flagged at the last snapshot
         if self.compiled:
             _warn(COMPILED_NOTICE)
         if optimizer is not None:
@@ -244,8 +260,15 @@ class Watch:
         if not self.compiled:  # the only hook outside probed steps: one call per forward, to skip eval passes
             self._handles.append(self.model.register_forward_pre_hook(self._on_forward))
         atexit.register(self._at_exit)
-        self._arm()  # step 1 is always probed: the first snapshot shows the model as it starts
-        if not quiet:
+        self._link: Link | None = None
+        try:  # every rank meets here once (within `timeout` s); then only at probed steps
+            self._link = Link.create(timeout, kind=f"{every} {self._probes.names}")
+        except LinkError as e:
+            self._fail(e)
+        else:
+            self._probes.world = self._link.size if self._link is not None else 1
+            self._arm()  # step 1 is always probed: the first snapshot shows the model as it starts
+        if not quiet and self.active:
             print(f"vgtui.watch: writing {self.path} (follow it live: vgtui follow {self.path})", file=sys.stderr)
 
     # ---------------------------------------------------------------------------------- public
@@ -253,7 +276,7 @@ class Watch:
         """After optimizer.step(): the step's loss and any metrics ({"acc": 0.9}; floats or 0-d tensors, left
         on the device). Without optimizer= it also counts the step; with it, a call with no optimiser step
         since the previous call notes a skipped step (a GradScaler that found inf/NaN gradients)."""
-        if not self.active or self.closed:
+        if self.closed or self._idle:
             return
         if self._failed:  # the probes are off; the end record still counts the steps
             self.steps += self.optimizer is None
@@ -302,7 +325,7 @@ class Watch:
         if self.closed:
             return
         self.closed = True
-        if not self.active:
+        if self._idle:
             return
         atexit.unregister(self._at_exit)
         # Nothing below may raise: close() runs as the user's own exception leaves the with block (or at exit),
@@ -326,7 +349,8 @@ class Watch:
                 _warn(f"the last snapshot (step {self.steps}) is not in {self.path} ({_reason(lost)}); the end is")
         finally:
             try:
-                self._writer.close()
+                if self._writer is not None:
+                    self._writer.close()
             except Exception:  # pragma: no cover - closing a descriptor we opened
                 pass
 
@@ -384,6 +408,8 @@ class Watch:
             self._arm_if_due()
             if self._want:
                 self._probes.armed = training
+                if training and self._fwd_t is None:
+                    self._fwd_t = time.perf_counter()  # the host clock: no sync
         except Exception as e:
             self._fail(e)
 
@@ -409,6 +435,7 @@ class Watch:
                 self._probes.collect_update()
                 self._want, self._pending, self._pending_t = False, True, time.perf_counter()
             self._arm_if_due()
+            self._mark_end()
         except Exception as e:
             self._fail(e)
 
@@ -436,6 +463,12 @@ class Watch:
         if self._pending:
             self._flush()
         self._arm_if_due()
+        self._mark_end()
+
+    def _mark_end(self) -> None:
+        """The next step is probed: note when this one ended (the host clock, no sync), for its wait_s."""
+        if self._want and self._end_t is None and self._fwd_t is None:
+            self._end_t = time.perf_counter()
 
     def _skipped(self) -> None:
         """No optimiser step since the last probe.step(): say so, and gather the probed step afresh."""
@@ -461,22 +494,48 @@ class Watch:
         extra = [v.to(dev, dtype) if isinstance(v, torch.Tensor) else torch.tensor(v, device=dev, dtype=dtype)
                  for v in extra]
         acts = self._probes.activations()
-        stats, vals = self._probes.finish(extra=[v.reshape(()) for v in extra])
+        # this rank's probed step (forward to optimiser step) and its wait before it (host clocks: no sync)
+        fwd, end = self._fwd_t, self._end_t
+        timing = [self._pending_t - fwd if fwd is not None else nan,
+                  fwd - end if fwd is not None and end is not None else nan]
+        self._fwd_t = self._end_t = None
+        # sync: the one device -> host copy; in a distributed job also the watch's two collectives (finish())
+        ranks = dict(link=self._link, shared=2, host_row=timing) if self._link is not None else {}
+        stats, vals = self._probes.finish(extra=[v.reshape(()) for v in extra], **ranks)
+        rows = self._probes.rows  # per rank: loss, mean loss since the last snapshot, step_s, wait_s, checksum
+        if not self.active:  # another rank: its part is in rank 0's snapshot
+            self._loss_sum, self._loss_n, self._metrics_now = 0.0, 0, {}
+            return
         if not self._header_written:
             self._write_header(stats, acts)
         steps0, t0 = self._last_snap
         dt, ds = self._pending_t - t0, self.steps - steps0
-        self.last_metrics = dict(zip(names, vals[2:]))
+        self.last_metrics = dict(zip(names, vals[2:]))  # rank 0's metrics
         used = [s.activation for s in stats if s.activation]
-        snap = recorder.snapshot(step=self.steps, epoch=0, elapsed_s=self._pending_t - self._t0, loss=vals[0],
-                                 loss_avg=vals[1], rate=recorder.steps_per_s(dt, ds) if steps0 else 0.0,
+        # the loss of the whole (global) batch: the mean of the ranks' losses over their equal micro-batches
+        loss, loss_avg = (float(rows[:, 0].mean()), float(rows[:, 1].mean())) if len(rows) > 1 else vals[:2]
+        snap = recorder.snapshot(step=self.steps, epoch=0, elapsed_s=self._pending_t - self._t0, loss=loss,
+                                 loss_avg=loss_avg, rate=recorder.steps_per_s(dt, ds) if steps0 else 0.0,
                                  activation=collections.Counter(used).most_common(1)[0][0] if used else "",
                                  layers=stats, metrics=self.last_metrics, device=dev)
+        if self._link is not None:
+            self.last_ranks = rank_view(rows)
+            snap = dataclasses.replace(snap, ranks=self.last_ranks)
+            self._say_departed(self.last_ranks)
         self._write(snap)
         self.snapshots += 1
         self._last_snap = (self.steps, self._pending_t)
         self._loss_sum, self._loss_n, self._metrics_now = 0.0, 0, {}
         self._check_finite(stats)
+
+    def _say_departed(self, ranks: tuple[RankStats, ...]) -> None:
+        """An event (and a warning) when a rank first departs from the others, or the ranks or reasons change."""
+        now = frozenset((r.rank, part.split()[0]) for r in ranks if r.flag for part in r.flag.split("; "))
+        if now and now != self._departed:
+            text = "; ".join(f"rank {r.rank}: {r.flag}" for r in ranks if r.flag)
+            self._write(EventRecord(step=self.steps, elapsed_s=time.perf_counter() - self._t0, set={"ranks": text}))
+            _warn(f"{text} at step {self.steps} (recorded; training goes on)")
+        self._departed = now
 
     def _check_finite(self, stats: tuple[LayerStats, ...]) -> None:
         """A NaN or Inf is in the snapshot as it is; when one first appears, an event (and a warning) names
@@ -500,6 +559,8 @@ class Watch:
             probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None))
 
     def _write(self, rec: Record) -> None:
+        if not self.active:  # another rank of a distributed job: rank 0 writes
+            return
         if not self._header_written:
             self._write_header(None, {})
         self._writer.write(rec)
@@ -532,6 +593,51 @@ class Watch:
         self.close(getattr(sys, "last_exc", None) or getattr(sys, "last_value", None))
 
 
+# A rank departs from the others when its loss is further from the ranks' median than LOSS_MADS robust standard
+# deviations (1.4826 * the median absolute deviation) and than LOSS_REL of the median (needs 3 ranks or more: of
+# two, neither is the odd one out); when its wait before the step exceeds the median wait by more than
+# WAIT_REL of the median step time and WAIT_MIN_S (a straggler: slow data, a busy host); when its replica's
+# weight checksum differs from the one most ranks hold (DDP replicas that drift apart are a bug).
+LOSS_MADS, LOSS_REL = 6.0, 0.2
+WAIT_REL, WAIT_MIN_S = 0.5, 0.05
+
+
+def rank_view(rows: Any) -> tuple[RankStats, ...]:
+    """Every rank's view from the rows finish() gathered (loss, mean loss, step_s, wait_s, checksum), each
+    departing rank flagged with the reason."""
+    import numpy as np
+
+    loss, step_s, wait_s, check = rows[:, 0], rows[:, 2], rows[:, 3], rows[:, 4]
+    n = len(rows)
+    flags: list[list[str]] = [[] for _ in range(n)]
+    finite = np.isfinite(loss)
+    if finite.any() and not finite.all():
+        for r in np.flatnonzero(~finite):
+            flags[r].append(f"loss {loss[r]} where the others' is finite")
+    if n >= 3 and finite.sum() >= 3:
+        med = float(np.median(loss[finite]))
+        mad = 1.4826 * float(np.median(np.abs(loss[finite] - med)))
+        for r in np.flatnonzero(finite):
+            if abs(loss[r] - med) > max(LOSS_MADS * mad, LOSS_REL * abs(med)):
+                flags[r].append(f"loss {loss[r]:.4g} far from the ranks' median {med:.4g}")
+    if np.isfinite(wait_s).all() and np.isfinite(step_s).all():
+        med_w, med_s = float(np.median(wait_s)), float(np.median(step_s))
+        for r in range(n):
+            if wait_s[r] - med_w > max(WAIT_REL * med_s, WAIT_MIN_S):
+                flags[r].append(f"straggler: waited {wait_s[r]:.3g} s before the step (median {med_w:.3g} s)")
+    if np.isfinite(check).all():
+        values, counts = np.unique(check, return_counts=True)
+        if len(values) > 1:
+            # the checksum most ranks hold (a tie: rank 0's)
+            common = values[counts == counts.max()]
+            ref = check[0] if check[0] in common else common[0]
+            for r in np.flatnonzero(check != ref):
+                flags[r].append(f"replica weights differ (checksum {check[r]:.17g}, most ranks {ref:.17g})")
+    return tuple(RankStats(rank=r, loss=float(loss[r]), step_s=float(step_s[r]), wait_s=float(wait_s[r]),
+                           checksum=float(check[r]) if np.isfinite(check[r]) else None,
+                           flag="; ".join(flags[r]) or None) for r in range(n))
+
+
 def _reason(e: BaseException) -> str:
     """A write failure in a few words: the system's ("No space left on device"), else the exception's."""
     reason = getattr(e, "reason", "") or (isinstance(e, OSError) and e.strerror) or f"{type(e).__name__}: {e}"
@@ -552,7 +658,8 @@ def _what_nonfinite(s: LayerStats) -> str | None:
 
 def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
           optimizer: torch.optim.Optimizer | None = None, layers: LayerSpec | Iterable[LayerSpec] | None = None,
-          scaler: Any = None, total_steps: int = 0, quiet: bool = False) -> Watch:
+          scaler: Any = None, total_steps: int = 0, quiet: bool = False,
+          timeout: float = DEFAULT_TIMEOUT_S) -> Watch:
     """Probe `model` as it trains and write the run to `metrics` (JSON Lines; `vgtui follow PATH` shows it live).
 
     - every: probe step 1 and every `every`-th step (the hooks exist only on those steps).
@@ -563,8 +670,10 @@ def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", ever
       Linear and Conv layer. Activation statistics come from the activation module that follows each one.
     - total_steps: the run's length if known (the viewer shows progress).
     - quiet: no line on stderr naming the file.
+    - timeout: in a distributed job, how long (seconds) a rank waits for the others at vgtui.watch() and at a
+      probed step before it says that one did not come, switches its probes off and lets training go on.
 
     Use it as `with vgtui.watch(...) as probe:` or call `probe.close()`; either removes every hook and writes
     the end record (completed, failed with the exception, or interrupted).
     """
-    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet)
+    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet, timeout)

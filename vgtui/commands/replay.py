@@ -114,7 +114,7 @@ def _summary(sources) -> int:
             r = RunSummary.of_index(run)
             print(f"{path}: run {i}: {shown(r.what)} · {len(r.header.layers)} layers · {r.snapshots:,} snapshots · "
                   f"last {r.last_text} · {shown(r.end_text)}")
-            for line in verdict_lines(run):
+            for line in verdict_lines(run) + rank_lines(run):
                 print(f"{path}: run {i}: {shown(line)}")
             for b in map(RunSummary.of_index, run.branches):
                 at = b.header.forked_at if isinstance(b.header.forked_at, int) else 0
@@ -152,6 +152,36 @@ def verdict_lines(run) -> list[str]:
         lines.append(f"preflight: {v.preflight.text}")
     if damaged:
         lines.append(f"({damaged:,} damaged snapshot line{'s' if damaged != 1 else ''} left out of the verdict)")
+    return lines
+
+
+MAX_RANK_EVENTS = 10
+
+
+def rank_lines(run) -> list[str]:
+    """A distributed job's ranks (vgtui.watch on every rank): one line with each rank's loss at the last snapshot
+    and the ranks flagged there, then the file's changes of flagged ranks (its "ranks" events, the first few).
+    Nothing for a single process's run."""
+    from vgtui.core.metrics import MetricsFileError
+
+    snap = None
+    for k in range(run.n_snapshots - 1, max(run.n_snapshots - 4, -1), -1):  # the last readable snapshot
+        try:
+            snap = run.snapshot(k)
+            break
+        except MetricsFileError:
+            continue
+    lines = []
+    if snap is not None and snap.ranks:
+        losses = " ".join(f"{r.rank}:{r.loss:.4g}" for r in snap.ranks[:16])
+        more = f" (+{len(snap.ranks) - 16} more)" if len(snap.ranks) > 16 else ""
+        flagged = "; ".join(f"rank {r.rank}: {r.flag}" for r in snap.departed()) or "none departs"
+        lines.append(f"ranks: {len(snap.ranks)} at step {snap.step:,} · loss by rank {losses}{more} · {flagged}")
+    events = [e for e in run.events if "ranks" in e.set]
+    for e in events[:MAX_RANK_EVENTS]:
+        lines.append(f"ranks: step {e.step:,}: {e.set['ranks']}")
+    if len(events) > MAX_RANK_EVENTS:
+        lines.append(f"ranks: {len(events) - MAX_RANK_EVENTS:,} more changes of the flagged ranks")
     return lines
 
 

@@ -433,6 +433,39 @@ class RunRecord:
         return (self.act_edges or {}).get(activation) if activation else None
 
 
+MAX_RANKS = 65536  # a snapshot's `ranks` list: one entry per rank of the job, at most this many
+
+
+@dataclass(frozen=True, eq=False)
+class RankStats:
+    """One rank's view at a snapshot of a distributed job (vgtui.watch): its loss on its own micro-batch, its
+    probed step's time (forward to optimiser step, host clock), the time since its previous step ended (waiting
+    for data, say), a checksum of its replica's probed weights (None where each rank holds a shard: FSDP), and
+    why it departs from the others (None when it does not)."""
+
+    rank: int
+    loss: float
+    step_s: float
+    wait_s: float
+    checksum: float | None = None
+    flag: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"rank": self.rank, "loss": _num32(self.loss), "step_s": _num(self.step_s), "wait_s": _num(self.wait_s)}
+        if self.checksum is not None:
+            d["checksum"] = _num(self.checksum)
+        if self.flag:
+            d["flag"] = self.flag
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any) -> "RankStats":
+        d = _dict(d, "ranks[]")
+        return cls(rank=_int(d["rank"], "rank", 0, MAX_RANKS), loss=_float(d["loss"], "rank loss"),
+                   step_s=_float(d.get("step_s", "nan"), "step_s"), wait_s=_float(d.get("wait_s", "nan"), "wait_s"),
+                   checksum=_opt_float(d.get("checksum"), "checksum"), flag=_opt_str(d.get("flag"), "flag"))
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     """The probes at step `step`: gradients of that step's backward pass, before the optimiser applied them."""
@@ -448,7 +481,12 @@ class Snapshot:
     metrics: dict[str, float] | None = None  # the user's own numbers (vgtui.watch's metrics=), e.g. {"acc": 0.9}
     branch: str | None = None
     device: dict[str, float] | None = None  # an accelerator's state at the snapshot (DEVICE_FIELDS); None on a CPU
+    ranks: tuple[RankStats, ...] | None = None  # a distributed job's ranks, each one's view (vgtui.watch)
     type: str = field(default="snapshot", init=False)
+
+    def departed(self) -> list[RankStats]:
+        """The ranks flagged as departing from the others at this snapshot."""
+        return [r for r in self.ranks or () if r.flag]
 
     def layer(self, name: str) -> LayerStats:
         for l in self.layers:
@@ -574,7 +612,8 @@ def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
                 "loss": _num32(rec.loss), "loss_avg": _num32(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
                 "activation": rec.activation, "layers": [l.to_json(header) for l in rec.layers],
                 **({"metrics": {k: _num(v) for k, v in rec.metrics.items()}} if rec.metrics else {}),
-                **({"device": {k: _num(v) for k, v in rec.device.items()}} if rec.device else {})}
+                **({"device": {k: _num(v) for k, v in rec.device.items()}} if rec.device else {}),
+                **({"ranks": [r.to_json() for r in rec.ranks]} if rec.ranks else {})}
     if isinstance(rec, RunRecord):
         d = {"type": "run", "schema": rec.schema, "version": rec.version, "source": rec.source}
         for k in ("model", "config", "dataset", "device", "device_name", "steps_per_epoch", "total_steps",
@@ -656,7 +695,9 @@ def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
                         steps_per_s=_float(d.get("steps_per_s", 0.0), "steps_per_s"),
                         activation=_str(d.get("activation", ""), "activation"),
                         layers=tuple(LayerStats.from_json(l, header) for l in layers),
-                        metrics=_metrics(d.get("metrics")), device=_device(d.get("device")))
+                        metrics=_metrics(d.get("metrics")), device=_device(d.get("device")),
+                        ranks=tuple(RankStats.from_json(r) for r in _list(d["ranks"], "ranks")[:MAX_RANKS]) or None
+                        if d.get("ranks") is not None else None)
     if t == "run":
         config = _config(d.get("config"))
         act_edges = d.get("act_edges")

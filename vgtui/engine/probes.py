@@ -114,21 +114,39 @@ def _max_derivative(module: nn.Module, name: str, device: torch.device) -> torch
     return torch.tensor(max_derivative_value(module, name, device), device=device)  # host -> device: no sync
 
 
-_SAMPLE_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+_SAMPLE_CACHE: dict[tuple[int, int, str], torch.Tensor] = {}
 
 
-def _pre_percentiles(z: torch.Tensor) -> torch.Tensor:
-    """The PRE_QUANTILES of z (on its device, no sync): exact when z has at most PRE_SAMPLE values, else those of a
-    fixed random sample of PRE_SAMPLE of them."""
+def _pre_sample(z: torch.Tensor, cap: int = PRE_SAMPLE) -> torch.Tensor:
+    """The values of z whose PRE_QUANTILES a snapshot shows (on its device, no sync): all of them when z has at most
+    `cap` values, else a fixed random sample of `cap` of them (the same positions at every snapshot). In a job of
+    several ranks each rank gives at most PRE_SAMPLE // ranks of its micro-batch's values and the quantiles are
+    those of their union: exact while the global batch's layer has at most PRE_SAMPLE values, as in one process."""
     flat = z.detach().float().reshape(-1)
     n = flat.numel()
-    if n > PRE_SAMPLE:
-        key = (n, str(flat.device))
+    if n > cap:
+        key = (n, cap, str(flat.device))
         if key not in _SAMPLE_CACHE:
-            idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:PRE_SAMPLE]
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:cap]
             _SAMPLE_CACHE[key] = idx.to(flat.device)
         flat = flat[_SAMPLE_CACHE[key]]
-    return torch.quantile(flat, torch.tensor(PRE_QUANTILES, device=flat.device))
+    return flat
+
+
+def _local(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """This rank's part of a parameter (or its gradient, or optimiser state) and whether it is a shard: a DTensor
+    (FSDP2's fully_shard) gives its local shard, an ordinary tensor itself (a replica: DDP's, or a single
+    process's). A shard also replicated over a mesh dimension (HSDP) counts on the first replica only: an empty
+    tensor elsewhere. Host-side: no sync, no collective."""
+    if hasattr(t, "to_local") and hasattr(t, "placements"):
+        local = t.to_local()
+        mesh = t.device_mesh
+        coord = mesh.get_coordinate() or []
+        for dim, pl in enumerate(t.placements):
+            if pl.is_replicate() and dim < len(coord) and coord[dim] != 0:
+                return local.reshape(-1)[:0], True
+        return local, True
+    return t, False
 
 
 def _foreach_norm(ts: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
@@ -138,9 +156,10 @@ def _foreach_norm(ts: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor
         return [torch.linalg.vector_norm(t, ord) for t in ts]
 
 
-def _std(norm: torch.Tensor, total: torch.Tensor, n: int) -> torch.Tensor:
-    """Sample std from the L2 norm and the sum (one fused pass each instead of torch.std's two)."""
-    return torch.sqrt(torch.clamp((norm * norm - total * total / n) / max(n - 1, 1), min=0.0))
+def _std_of(sq: float, total: float, n: float) -> float:
+    """Sample std from the sum of squares and the sum (host floats, added over the ranks): one fused pass each on
+    the device instead of torch.std's two. Gradients, weights and updates have a mean far below their spread."""
+    return np.float64(math.sqrt(max((sq - total * total / n) / max(n - 1, 1), 0.0)) if n else math.nan)
 
 
 def _exponent_counts(a: torch.Tensor) -> torch.Tensor:
@@ -158,6 +177,8 @@ def _abs_sum(a: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
     then `wide` (float64, where the device has it) across rows: within 1e-7 of the exact sum for the seed's
     million-gradient layers. Summing everything in float64 made a float64 copy of each gradient first: 40 MB
     written per snapshot of the seed's network, a quarter of a probed step's extra time."""
+    if a.numel() == 0:  # an empty shard (a small layer over many ranks)
+        return torch.zeros((), dtype=wide, device=a.device)
     rows = a.reshape(a.shape[0], -1) if a.dim() > 1 else a.reshape(1, -1)
     return rows.sum(1).to(wide).sum()
 
@@ -235,6 +256,8 @@ class Probes:
             raise ValueError("the model has no Linear or Conv layer to probe")
         self._ordered = False
         self.armed = False
+        self.world = 1  # ranks whose micro-batches finish() adds together (vgtui.watch sets it)
+        self.rows = np.zeros((1, 0))  # after finish(): one row per rank (see finish)
         self._handles: list[Any] = []
         self._reset()
 
@@ -261,19 +284,25 @@ class Probes:
     def _reset(self) -> None:
         self._cur: int | None = None
         self._fired: list[int] = []
-        self._act: dict[int, tuple[str, torch.Tensor, torch.Tensor, float, float]] = {}
-        self._deriv: dict[int, tuple[float, torch.Tensor]] = {}  # per layer: the derivative's max, its histogram
+        # per layer: (activation name, its local partial sums, its moments (n, mean, population var), lo, hi)
+        self._act: dict[int, tuple[str, dict[str, torch.Tensor], torch.Tensor, float, float]] = {}
+        self._deriv: dict[int, float] = {}  # per layer: the derivative's largest value (a host float)
+        self._pre: dict[int, torch.Tensor] = {}  # per layer: the sampled inputs z whose percentiles are shown
         self._act_grad: dict[int, torch.Tensor] = {}
         self._out_grad: dict[int, torch.Tensor] = {}
         self._no_grad_out: set[int] = set()  # layers whose output needs no gradient (out_grad_norm None)
         self._stash: dict[int, torch.Tensor] = {}
+        # per layer, this rank's partial sums: norm of g, sum |g|, sum g, norm of w, sum w (a device stack)
         self._grad_stats: list[torch.Tensor] | None = None
         self._grad_hists: list[torch.Tensor] | None = None
+        self._counts: list[tuple[int, int]] = []  # per layer: numel of the local g and w (shapes: host ints)
+        self._sharded: list[bool] = []  # per layer: a DTensor shard (summed over ranks) or a replica (counted once)
         self._w_before: list[torch.Tensor | None] | None = None  # per layer: a copy of the weight, or None
         self._update_from: list[str] = []  # per layer: "sgd", "copy" or "frozen" (see collect_grads)
         self._optimizer: torch.optim.Optimizer | None = None
-        self._w_std: list[torch.Tensor] | None = None
-        self._update: list[torch.Tensor] | None = None
+        self._w_std: list[torch.Tensor] | None = None  # set by collect_grads: the update may be read
+        # per layer: (norm, sum) of the update on this rank, its numel and its scale (lr), or None (frozen)
+        self._update: list[tuple[torch.Tensor, int, float] | None] | None = None
 
     def arm(self) -> None:
         self._reset()
@@ -328,15 +357,24 @@ class Probes:
             units = sat.reshape(1) if sat.dim() == 0 else sat if axis == sat.dim() - 1 else sat.movedim(axis, -1)
             per_unit = units.reshape(-1, units.shape[-1])
             hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
-            under = (h < lo).sum().float()
             # the derivative probe: |act'(z)| / its maximum on DERIV_EDGES (multiples of 1/16: histc's bin arithmetic
             # is exact there), and its mean; from `d` above, on the device (no sync: they ride finish()'s copy)
             dhist = torch.histc(d / d_max, bins=DERIV_BINS, min=0.0, max=1.0)
-            scalars = torch.cat([torch.stack([h.mean(), h.std(), sat.float().mean(),
-                                              per_unit.all(dim=0).float().mean(), under, h.numel() - hist.sum() - under]),
-                                 _pre_percentiles(z), torch.stack([d.mean(), d.numel() - dhist.sum()])])
-        self._act[idx] = (name, scalars, hist, lo, hi)
-        self._deriv[idx] = (max_derivative_value(module, name, d.device), dhist)  # a host float (cached): no sync
+            n = h.numel()  # a shape: no sync
+            wide = torch.float32 if h.device.type == "mps" else torch.float64
+            # local partial sums, added over the ranks' micro-batches at finish(): counts (exact in float64),
+            # the histograms, sum |act'|, and per unit whether it is alive on any of this rank's examples
+            under = (h < lo).sum()
+            counts = torch.stack([under.to(wide), n - hist.to(wide).sum() - under.to(wide), sat.sum().to(wide),
+                                  d.sum().to(wide), n - dhist.to(wide).sum()])
+            sums = {"counts": counts, "act_hist": hist, "deriv_hist": dhist,
+                    "alive": (~per_unit).any(dim=0)}
+            # mean and std: each rank's mean and population variance (a two-pass std, as torch's), combined by
+            # Chan's formula at finish(): sums of squares would lose a narrow sigmoid layer's spread to rounding
+            moments = (torch.stack([h.mean(), h.var(correction=0)]) if n else torch.zeros(2, device=h.device))
+        self._act[idx] = (name, sums, moments, lo, hi)
+        self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1))
+        self._deriv[idx] = max_derivative_value(module, name, d.device)  # a host float (cached): no sync
         if out.requires_grad:
             out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, torch.linalg.vector_norm(g.float())))
 
@@ -346,26 +384,31 @@ class Probes:
 
     def collect_grads(self, optimizer: torch.optim.Optimizer | None = None,
                       weights_before: list[torch.Tensor | None] | None = None) -> None:
-        """Weight-gradient statistics; call after backward() and before optimizer.step(). With the optimizer,
-        the update of a plain SGD step is read from its state after the step (no copy of the weights).
-        `weights_before`, a copy of the weights taken before the step, lets it be called after the step (the
-        gradients are still in .grad then) for a loop whose optimiser vgtui never sees; the weight statistics
-        are then those of the copy, as they would have been before the step (None in place of a frozen layer's
-        copy: it has no update, and its weights are the same before and after)."""
+        """Weight-gradient statistics, as this rank's partial sums; call after backward() and before
+        optimizer.step(). With the optimizer, the update of a plain SGD step is read from its state after the
+        step (no copy of the weights). `weights_before`, a copy of the weights taken before the step, lets it be
+        called after the step (the gradients are still in .grad then) for a loop whose optimiser vgtui never sees;
+        the weight statistics are then those of the copy, as they would have been before the step (None in place
+        of a frozen layer's copy: it has no update, and its weights are the same before and after).
+        Sharded parameters (DTensors) give their local shard: nothing here issues a collective."""
         live = self._weights()
         ws = live if weights_before is None else [b if b is not None else w for b, w in zip(weights_before, live)]
-        gs = [(m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).detach().float()
+        gs = [m.weight.grad.detach() if m.weight.grad is not None else torch.zeros_like(m.weight)
               for _, m in self.layers]
         with torch.no_grad():
-            ws32 = [w.float() for w in ws]
+            loc_w = [_local(w) for w in ws]
+            self._sharded = [sh for _, sh in loc_w]
+            ws32 = [w.float() for w, _ in loc_w]
+            gs = [_local(g)[0].float() for g in gs]
+            self._counts = [(g.numel(), w.numel()) for g, w in zip(gs, ws32)]  # shapes: no sync
             gnorm, wnorm = _foreach_norm(gs), _foreach_norm(ws32)
             wide = torch.float32 if gs[0].device.type == "mps" else torch.float64  # MPS has no float64
             absg = [g.abs().contiguous() for g in gs]  # one pass: the L1 sum and the exponent counts read it
             gl1 = [_abs_sum(a, wide) for a in absg]
-            self._w_std = [_std(wn, w.sum(), w.numel()) for wn, w in zip(wnorm, ws32)]
-            self._grad_stats = [torch.stack([gn, g1 / g.numel(), wn, _std(gn, g.sum(), g.numel()) / ws_])
-                                for gn, g1, wn, g, ws_ in zip(gnorm, gl1, wnorm, gs, self._w_std)]
+            self._grad_stats = [torch.stack([gn, g1.float(), g.sum(), wn, w.sum()])
+                                for gn, g1, g, wn, w in zip(gnorm, gl1, gs, wnorm, ws32)]
             self._grad_hists = [_exponent_counts(a) for a in absg]
+            self._w_std = []  # the update may now be read (collect_update)
             del absg
             self._optimizer = optimizer
             # How each layer's update will be read after the step: a frozen weight has none (and is not copied);
@@ -379,11 +422,11 @@ class Probes:
                 if not _trainable(m.weight) or (weights_before is not None and given is None):
                     how, copy = "frozen", None
                 elif weights_before is not None:
-                    how, copy = "copy", given
+                    how, copy = "copy", _local(given)[0]
                 elif id(m.weight) in sgd:
                     how, copy = "sgd", None
                 else:
-                    how, copy = "copy", w.clone()
+                    how, copy = "copy", _local(w)[0].clone()
                 self._update_from.append(how)
                 self._w_before.append(copy)
 
@@ -405,18 +448,20 @@ class Probes:
                 if how == "frozen":  # no update at all: the field stays None
                     continue
                 if how == "copy":
-                    d, k = (m.weight.detach() - self._w_before[i]).float(), 1.0
+                    d, k = (_local(m.weight.detach())[0] - self._w_before[i]).float(), 1.0
                 else:  # plain SGD moved w by -lr * (its momentum buffer, or the gradient without momentum)
                     buf = opt.state.get(m.weight, {}).get("momentum_buffer")
                     g = buf if buf is not None else m.weight.grad
-                    d, k = (g.float() if g is not None else torch.zeros_like(m.weight)), lr[id(m.weight)]
+                    d = _local(g)[0].float() if g is not None else torch.zeros_like(_local(m.weight)[0]).float()
+                    k = lr[id(m.weight)]
+                    k = float(k) if not isinstance(k, torch.Tensor) else k  # a tensor lr stays on the device
                 at.append(i)
                 diffs.append(d)
                 scale.append(k)
             dnorm = _foreach_norm(diffs) if diffs else []
             self._update = [None] * len(self.layers)
             for i, k, dn, d in zip(at, scale, dnorm, diffs):
-                self._update[i] = k * _std(dn, d.sum(), d.numel()) / self._w_std[i]
+                self._update[i] = (torch.stack([dn, d.sum()]), d.numel(), k)
         self._w_before = None
 
     # ------------------------------------------------------------------ one transfer to the host
@@ -424,63 +469,146 @@ class Probes:
         """After collect_grads(): are all weight gradients finite? A boolean tensor on the device (no sync)."""
         return torch.isfinite(torch.stack([s[0] for s in self._grad_stats])).all()
 
-    def finish(self, extra: list[torch.Tensor] = ()) -> tuple[tuple[LayerStats, ...], list[float]]:
+    def finish(self, extra: list[torch.Tensor] = (), link: Any = None, shared: int = 0,
+               host_row: list[float] = ()) -> tuple[tuple[LayerStats, ...], list[float]]:
         """Move everything to the host in one copy and build the per-layer stats; disarms the probes.
-        `extra` scalars (the loss, say) travel in the same copy and come back as floats."""
+        `extra` scalars (the loss, say) travel in the same copy and come back as floats (this rank's).
+
+        In a job of several ranks (`link`, vgtui.engine.distributed.Link), every rank calls it at the same step:
+        the partial sums of all ranks are added in one all_reduce (a replica's weights and gradients, DDP's,
+        count once: rank 0's), and one all_gather brings every rank's means and variances, sampled
+        pre-activations, its first `shared` extras and `host_row`: `self.rows` (one row per rank: the shared
+        extras, then host_row, then a checksum of the replica's probed weights, NaN where they are shards).
+        Activation-side gradient norms are those of the mean loss over the ranks' (equal) micro-batches."""
         if self._grad_stats is None:
             self.collect_grads()
         self._order_layers()
         dev = self._grad_stats[0].device
-        nan = torch.tensor(float("nan"), device=dev)
+        size = link.size if link is not None else 1
+        rank = link.rank if link is not None else 0
         pack = HostPack()
         for j, t in enumerate(extra):
             pack.add(("extra", j), t)
-        for i in range(len(self.layers)):
-            pack.add((i, "grad"), self._grad_stats[i])  # norm, mean |g|, weight norm, grad:data
-            if self._update is None or self._update[i] is not None:  # a frozen layer has no update
-                pack.add((i, "update"), self._update[i] if self._update is not None else nan)
-            out_grad = self._act_grad.get(i, self._out_grad.get(i))
-            if out_grad is not None or i not in self._no_grad_out:
-                pack.add((i, "out_grad"), out_grad if out_grad is not None else nan)
+        L = len(self.layers)
+        for i in range(L):
+            pack.add((i, "grad"), self._grad_stats[i])  # norm g, sum |g|, sum g, norm w, sum w
             pack.add((i, "grad_hist"), self._grad_hists[i])  # counts per float32 exponent, 256
+            if self._update is not None and self._update[i] is not None:
+                u, _, k = self._update[i]
+                pack.add((i, "update"), u)
+                if isinstance(k, torch.Tensor):
+                    pack.add((i, "lr"), k)
+            out_grad = self._act_grad.get(i, self._out_grad.get(i))
+            if out_grad is not None:
+                pack.add((i, "out_grad"), out_grad)
             if i in self._act:
-                # mean, std, saturated, dead, under, over, z's p15 p50 p85, mean |act'|, |act'| counts over the max
-                pack.add((i, "act"), self._act[i][1])
-                pack.add((i, "act_hist"), self._act[i][2])
-                pack.add((i, "deriv_hist"), self._deriv[i][1])
+                _, sums, moments, _, _ = self._act[i]
+                for key, t in sums.items():
+                    pack.add((i, key), t)
+                pack.add((i, "moments"), moments)
+                pack.add((i, "pre"), self._pre[i])
                 if i in self._act_grad and i in self._out_grad:  # the gradient at z, before the activation
                     pack.add((i, "pre_grad"), self._out_grad[i])
         pack.copy(torch.float32 if dev.type == "mps" else torch.float64)  # sync: the one device -> host copy
 
+        # ---- the partial sums, one vector: added over the ranks in one collective (none in one process)
+        summed: dict[Any, np.ndarray] = {}
+        checksum = 0.0
+        for i in range(L):
+            gn, g1, gs, wn, wsum = pack[i, "grad"]
+            ng, nw = self._counts[i]
+            checksum = checksum + (wsum + wn * wn) if not self._sharded[i] else float("nan")
+            mine = self._sharded[i] or rank == 0  # a replica is counted once, on rank 0
+            summed[i, "grad"] = np.array([gn * gn, g1, gs, ng, wn * wn, wsum, nw]) * mine
+            summed[i, "grad_hist"] = pack[i, "grad_hist"] * mine
+            if (i, "update") in pack:
+                dn, ds = pack[i, "update"]
+                summed[i, "update"] = np.array([dn * dn, ds, self._update[i][1]]) * mine
+            if (i, "out_grad") in pack:
+                summed[i, "out_grad"] = pack[i, "out_grad"] ** 2
+            if (i, "pre_grad") in pack:
+                summed[i, "pre_grad"] = pack[i, "pre_grad"] ** 2
+            if i in self._act:
+                for key in self._act[i][1]:
+                    summed[i, key] = pack[i, key]
+        keys = list(summed)
+        spans = np.cumsum([0] + [summed[k].size for k in keys])
+        vec = np.concatenate([summed[k] for k in keys])
+        if link is not None:
+            vec = link.sum(vec)  # sync: the watch's all_reduce(SUM) over the ranks, on the host
+        total = {k: vec[spans[j]:spans[j + 1]] for j, k in enumerate(keys)}
+
+        # ---- per rank: moments, sampled pre-activations, shared extras, host row (one all_gather)
+        vals = [float(pack["extra", j][0]) for j in range(len(extra))]
+        cap = PRE_SAMPLE // size
+        parts: list[np.ndarray] = [np.array(vals[:shared] + [float(v) for v in host_row] + [checksum])]
+        for i in sorted(self._act):
+            n_loc = float(pack[i, "act_hist"].sum() + pack[i, "counts"][0] + pack[i, "counts"][1])
+            z = pack[i, "pre"]
+            pad = np.zeros(cap - z.size) if link is not None else np.zeros(0)
+            parts.append(np.concatenate([[n_loc, *pack[i, "moments"], z.size], z, pad]))
+        row = np.concatenate(parts)
+        rows = link.gather(row) if link is not None else row[None, :]  # sync: the watch's all_gather, host
+        width = len(parts[0])
+        self.rows = rows[:, :width]
+        per_rank: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        at = width
+        for i in sorted(self._act):
+            z_len = self._pre[i].numel() if link is None else cap
+            block = rows[:, at:at + 4 + z_len]
+            zs = np.concatenate([b[4:4 + int(b[3])] for b in block])
+            per_rank[i] = (block[:, 0], block[:, 1], block[:, 2], zs)
+            at += 4 + z_len
+
         stats: list[LayerStats] = []
         exp = np.arange(256) - 127
         inside = (exp >= GRAD_EXP_MIN) & (exp < GRAD_EXP_MAX)
-        for i, (name, _) in enumerate(self.layers):
-            gn, gma, wn, gdr = pack[i, "grad"]
-            raw = pack[i, "grad_hist"].astype(np.int64)
-            grad_hist = Hist(GRAD_EDGES_LOG10, raw[inside], under=int(raw[1:][exp[1:] < GRAD_EXP_MIN].sum()),
-                             over=int(raw[exp >= GRAD_EXP_MAX].sum()), zeros=int(raw[0]))
-            frozen = self._update is not None and self._update[i] is None
-            update = None if frozen else float(pack[i, "update"][0])
-            no_grad_out = i in self._no_grad_out and i not in self._act_grad and i not in self._out_grad
-            out_grad = None if no_grad_out else float(pack[i, "out_grad"][0])
-            kw: dict[str, Any] = {}
-            if i in self._act:
-                act_name, _, _, lo, hi = self._act[i]
-                mean, std, sat, dead, under, over, p15, p50, p85, d_mean, d_over = pack[i, "act"]
-                counts = pack[i, "act_hist"].astype(np.int64)
-                kw = dict(activation=act_name, act_mean=float(mean), act_std=float(std), saturated_frac=float(sat),
-                          dead_frac=float(dead), pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
-                          act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1), counts, int(under), int(over)),
-                          deriv_mean=float(d_mean), deriv_max=self._deriv[i][0],
-                          deriv_hist=Hist(DERIV_EDGES, pack[i, "deriv_hist"].astype(np.int64), 0, int(d_over)))
-                if (i, "pre_grad") in pack:
-                    kw["pre_grad_norm"] = float(pack[i, "pre_grad"][0])
-            stats.append(LayerStats(name=name, grad_norm=float(gn), grad_mean_abs=float(gma), weight_norm=float(wn),
-                                    grad_data_ratio=float(gdr), update_data_ratio=update,
-                                    out_grad_norm=out_grad, grad_hist=grad_hist, **kw))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for i, (name, _) in enumerate(self.layers):
+                g2, g1, gs, ng, w2, wsum, nw = total[i, "grad"]
+                w_std = _std_of(w2, wsum, nw)
+                raw = np.rint(total[i, "grad_hist"]).astype(np.int64)
+                grad_hist = Hist(GRAD_EDGES_LOG10, raw[inside], under=int(raw[1:][exp[1:] < GRAD_EXP_MIN].sum()),
+                                 over=int(raw[exp >= GRAD_EXP_MAX].sum()), zeros=int(raw[0]))
+                frozen = self._update is not None and self._update[i] is None
+                if frozen:
+                    update = None
+                elif (i, "update") in total:
+                    d2, ds, nd = total[i, "update"]
+                    k = self._update[i][2]
+                    k = float(pack[i, "lr"][0]) if isinstance(k, torch.Tensor) else k
+                    update = float(k * _std_of(d2, ds, nd) / w_std)
+                else:
+                    update = math.nan
+                no_grad_out = i in self._no_grad_out and i not in self._act_grad and i not in self._out_grad
+                out_grad = (None if no_grad_out else float(np.sqrt(total[i, "out_grad"][0]) / size)
+                            if (i, "out_grad") in total else math.nan)
+                kw: dict[str, Any] = {}
+                if i in self._act:
+                    act_name, _, _, lo, hi = self._act[i]
+                    under, over, sat, d_sum, d_over = total[i, "counts"]
+                    n_r, mean_r, var_r, zs = per_rank[i]
+                    n = n_r.sum()
+                    mean = float((n_r * mean_r).sum() / n)
+                    m2 = float((n_r * var_r).sum() + (n_r * (mean_r - mean) ** 2).sum())  # Chan et al.
+                    p15, p50, p85 = (np.quantile(zs, PRE_QUANTILES) if zs.size else [math.nan] * 3)
+                    alive = total[i, "alive"]
+                    kw = dict(activation=act_name, act_mean=mean, act_std=math.sqrt(max(m2 / max(n - 1, 1), 0.0)),
+                              saturated_frac=float(sat / n), dead_frac=float((alive == 0).mean()),
+                              pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
+                              act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1),
+                                            np.rint(total[i, "act_hist"]).astype(np.int64), int(under), int(over)),
+                              deriv_mean=float(d_sum / n), deriv_max=self._deriv[i],
+                              deriv_hist=Hist(DERIV_EDGES, np.rint(total[i, "deriv_hist"]).astype(np.int64), 0,
+                                              int(d_over)))
+                    if (i, "pre_grad") in total:
+                        kw["pre_grad_norm"] = float(np.sqrt(total[i, "pre_grad"][0]) / size)
+                stats.append(LayerStats(name=name, grad_norm=float(np.sqrt(g2)), grad_mean_abs=float(g1 / ng),
+                                        weight_norm=float(np.sqrt(w2)),
+                                        grad_data_ratio=float(_std_of(g2, gs, ng) / w_std),
+                                        update_data_ratio=update, out_grad_norm=out_grad, grad_hist=grad_hist, **kw))
         self.disarm()
-        return tuple(stats), [float(pack["extra", j][0]) for j in range(len(extra))]
+        return tuple(stats), vals
 
     def _order_layers(self) -> None:
         """Put layers in the order the forward pass reached them (once): input-to-output order."""
@@ -497,6 +625,7 @@ class Probes:
         self.layers = [self.layers[i] for i in order]
         self._act = {remap[k]: v for k, v in self._act.items()}
         self._deriv = {remap[k]: v for k, v in self._deriv.items()}
+        self._pre = {remap[k]: v for k, v in self._pre.items()}
         self._act_grad = {remap[k]: v for k, v in self._act_grad.items()}
         self._out_grad = {remap[k]: v for k, v in self._out_grad.items()}
         self._no_grad_out = {remap[k] for k in self._no_grad_out}
@@ -507,6 +636,7 @@ class Probes:
         self._grad_stats, self._grad_hists = reordered(self._grad_stats), reordered(self._grad_hists)
         self._update, self._w_std = reordered(self._update), reordered(self._w_std)
         self._w_before, self._update_from = reordered(self._w_before), reordered(self._update_from)
+        self._counts, self._sharded = reordered(self._counts), reordered(self._sharded)
 
 
 def locate_nonfinite(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str | None, str]:

@@ -205,6 +205,11 @@ class StatusBar(Panel):
             segs.append((2, Text.assemble((f"{shown(k)} ", "dim"), (f"{number(v):.4g}", colours.style(colours.TRAIN_ACC, bold=True)))))
         if len(metrics) > STATUS_METRICS:
             segs.append((1, Text(f"{len(metrics) - STATUS_METRICS:,} more metrics not shown", style="dim")))
+        if snap is not None and snap.ranks:  # a distributed job (vgtui.watch on every rank): its ranks, flagged ones
+            odd = [r.rank for r in snap.departed()]
+            segs.append((1, Text(f"{len(snap.ranks)} ranks" + (f" · rank {', '.join(map(str, odd))} departs"
+                                                                 if odd else ""),
+                                 style=colours.style(colours.DIVERGED, bold=True) if odd else "dim")))
         if epochs:
             e = epochs[-1]
             segs.append((2, Text.assemble(("train ", "dim"), (f"{e.train_acc:.1%}", colours.style(colours.TRAIN_ACC, bold=True)))))
@@ -236,6 +241,8 @@ class StatusBar(Panel):
             line.append("FAILED: ", style=colours.style(colours.DIVERGED, bold=True))
             line.append(end.message)
         elif snap is not None and layers:
+            for r in snap.departed()[:2]:  # a rank of a distributed job that departs from the others
+                line.append(f"rank {r.rank}: {shown(r.flag)} · ", style=colours.style(colours.DIVERGED, bold=True))
             v = s.verdict()
             line.append(v.line, style="dim")
             if v.preflight is not None and (v.badge == "TOO EARLY" or v.preflight.too_large):
