@@ -187,12 +187,13 @@ class Watch:
     def __init__(self, model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
                  optimizer: torch.optim.Optimizer | None = None,
                  layers: LayerSpec | Iterable[LayerSpec] | None = None, scaler: Any = None, total_steps: int = 0,
-                 quiet: bool = False):
+                 quiet: bool = False, axes: dict[str, str] | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"vgtui.watch: expected a torch.nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"vgtui.watch: every={every!r}: a whole number of steps, 1 or more")
         self.every = every
+        self.axes = _check_axes(axes)
         self.optimizer = optimizer
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.path = Path(metrics).expanduser()
@@ -497,7 +498,7 @@ class Watch:
         self._writer.write(recorder.run_header(
             ((n, kinds[n], acts.get(n)) for n in order), source="vgtui.watch", device=self.device,
             model=describe_model(self.model), started=self._started, total_steps=self.total_steps,
-            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None))
+            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None, axes=self.axes))
 
     def _write(self, rec: Record) -> None:
         if not self._header_written:
@@ -552,7 +553,7 @@ def _what_nonfinite(s: LayerStats) -> str | None:
 
 def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
           optimizer: torch.optim.Optimizer | None = None, layers: LayerSpec | Iterable[LayerSpec] | None = None,
-          scaler: Any = None, total_steps: int = 0, quiet: bool = False) -> Watch:
+          scaler: Any = None, total_steps: int = 0, quiet: bool = False, axes: dict[str, str] | None = None) -> Watch:
     """Probe `model` as it trains and write the run to `metrics` (JSON Lines; `vgtui follow PATH` shows it live).
 
     - every: probe step 1 and every `every`-th step (the hooks exist only on those steps).
@@ -563,8 +564,22 @@ def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", ever
       Linear and Conv layer. Activation statistics come from the activation module that follows each one.
     - total_steps: the run's length if known (the viewer shows progress).
     - quiet: no line on stderr naming the file.
+    - axes: where the viewer draws metrics= names, e.g. {"lr": "log"}: "acc" (the accuracy axis, values 0..1),
+      "loss" (the loss's axis), "log" or "linear" (a chart of its own); by default an accuracy-named metric in 0..1
+      goes on the accuracy axis and any other on a chart of its own.
 
     Use it as `with vgtui.watch(...) as probe:` or call `probe.close()`; either removes every hook and writes
     the end record (completed, failed with the exception, or interrupted).
     """
-    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet)
+    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet, axes)
+
+
+def _check_axes(axes: dict[str, str] | None) -> dict[str, str] | None:
+    """watch(axes=...): metric name -> "acc" | "loss" | "log" | "linear" (vgtui.core.records.METRIC_AXES)."""
+    from vgtui.core.records import METRIC_AXES
+
+    if axes is None:
+        return None
+    if not isinstance(axes, dict) or any(not isinstance(k, str) or a not in METRIC_AXES for k, a in axes.items()):
+        raise ValueError(f"vgtui.watch: axes={axes!r}: a dict of metric name -> one of {', '.join(METRIC_AXES)}")
+    return dict(axes) or None

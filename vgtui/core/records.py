@@ -408,6 +408,9 @@ class RunRecord:
     branch: str | None = None  # "B": the header of a fork's branch (see BRANCHES); None: the run itself
     forked_at: int | None = None  # the step whose state this run starts from: a branch's fork, or a kept branch
     deriv_edges: np.ndarray | None = None  # the derivative histograms' bin edges (|act'| / its maximum): DERIV_EDGES
+    # where the viewer draws the user's metrics (vgtui.watch(axes=...)): name -> "acc" | "loss" | "log" | "linear"
+    # (METRIC_AXES); optional, left out when not said (the viewer then decides by name, never by range alone)
+    axes: dict[str, str] | None = None
     type: str = field(default="run", init=False)
 
     def __post_init__(self) -> None:  # names alone are accepted (and schema-1 headers hold only names)
@@ -585,6 +588,8 @@ def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
             d["act_edges"] = {k: _float_list(v) for k, v in rec.act_edges.items()}
         if rec.deriv_edges is not None:
             d["deriv_edges"] = _float_list(rec.deriv_edges)
+        if rec.axes:
+            d["axes"] = dict(rec.axes)
         return d
     if isinstance(rec, EpochRecord):
         return {"type": "epoch", "epoch": rec.epoch, "step": rec.step, "train_loss": _num(rec.train_loss),
@@ -615,6 +620,21 @@ def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Reco
             raise ValueError(f"unknown branch {_show(branch)}")
         object.__setattr__(rec, "branch", branch)
     return rec
+
+
+METRIC_AXES = ("acc", "loss", "log", "linear")  # a RunRecord's `axes` values
+
+
+def _axes(v: Any) -> dict[str, str] | None:
+    """A header's `axes`: metric name -> one of METRIC_AXES (an unknown axis is a damaged header)."""
+    if v is None:
+        return None
+    out = {}
+    for k, a in _dict(v, "axes").items():
+        if a not in METRIC_AXES:
+            raise ValueError(f"axes[{_show(k)}] is {_show(a)}, not one of {', '.join(METRIC_AXES)}")
+        out[safe_text(k)] = a
+    return out or None
 
 
 def _metrics(v: Any) -> dict[str, float] | None:
@@ -663,7 +683,8 @@ def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
                                                          finite=True),
                          forked_at=_opt_int(d.get("forked_at"), "forked_at"),
                          deriv_edges=None if d.get("deriv_edges") is None else _edges(d["deriv_edges"],
-                                                                                      "deriv_edges"))
+                                                                                      "deriv_edges"),
+                         axes=_axes(d.get("axes")))
     if t == "epoch":
         return EpochRecord(epoch=_int(d["epoch"], "epoch"), step=_int(d["step"], "step"),
                            **{k: _float(d[k], k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},

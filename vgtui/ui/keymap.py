@@ -106,6 +106,15 @@ KEYMAP: tuple[Key, ...] = (
     Key("m", "metric", "metric", "gradient metric: grad norm, mean |grad|, grad:data, update:data; then the "
         "curves show the pre-activation percentiles", ANY, "m", palette="Next metric"),
     Key("l", "log", "log/lin", "log / linear axes", ANY, "l", palette="Log / linear axes"),
+    Key("tilde", "smooth", "smooth", "curves: smoothing, an exponential moving average of weight off / 0.6 / 0.9 / "
+        "0.99 (the raw loss stays faint behind the smoothed one)", ANY, "~", show=False,
+        palette="Curves: next smoothing"),
+    Key("w", "wall", "wall time", "curves over steps / over wall time (seconds since the run started)", ANY, "w",
+        show=False, palette="Curves over steps / wall time"),
+    Key("z", "zoom(1)", "zoom in", "curves: zoom in to the last half of the steps shown, again for the last quarter, "
+        "...; Z zooms out (the loss panel's title says the range: up to the latest step, or a replay's cursor)", ANY,
+        "z / Z", show=False, palette="Curves: zoom in"),
+    Key("Z", "zoom(-1)", "zoom out", "curves: zoom out", ANY, show=False, palette="Curves: zoom out"),
     Key("x", "relative", "relative", "gradient bars relative to the output layer (which reads 1): each layer's "
         "share of its gradient, in words (1/10,000)", ANY, "x", palette="Gradient bars relative to the output layer"),
     Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table, why (derivative × weights)", ANY, "tab",

@@ -47,7 +47,10 @@ METRIC_KEYS = tuple(m.key for m in METRICS)
 # over steps, as in Ioffe & Szegedy 2015, Figure 1. Not a gradient metric: the bars go on showing one (bar_metric).
 PRE = "pre_percentiles"
 PRE_KEYS = ("pre_p15", "pre_p50", "pre_p85")  # LayerStats attributes
-CURVE_KEYS = (*METRIC_KEYS, PRE)  # what `m` cycles through
+# Then the user's own metrics that have no place on the loss chart, each on an axis of its own (vgtui.watch's
+# metrics=; charts.user_metrics): offered by `m` only to a run that has some.
+USER = "user_metrics"
+CURVE_KEYS = (*METRIC_KEYS, PRE, USER)  # what `m` cycles through
 # More per-layer series the history keeps, for a layer's own history (the layer table's enter): its saturated
 # fraction and its activation's mean |derivative| (LayerStats attributes; nan where a snapshot has none)
 LAYER_KEYS = ("saturated_frac", "deriv_mean")
@@ -64,7 +67,7 @@ def bar_metric(key: str) -> Metric:
     """The gradient metric the bars show while the curves show `key`: the same one, or while the curves show the
     pre-activation percentiles the last gradient metric of the cycle (the one `m` came from), so the bars keep
     what they showed."""
-    return METRICS[-1] if key == PRE else metric(key)
+    return METRICS[-1] if key in (PRE, USER) else metric(key)
 
 
 
@@ -105,6 +108,7 @@ class History:
         self.stride = 1
         self.seen = 0
         self.steps: list[int] = []
+        self.elapsed: list[float] = []  # each point's Snapshot.elapsed_s (the curves' wall-time axis)
         self.loss: list[float] = []
         self.series: dict[str, list[list[float]]] = {k: [[] for _ in names] for k in (*METRIC_KEYS, *PRE_KEYS, *LAYER_KEYS)}
         self.user: dict[str, list[float]] = {}  # the user's metrics (Snapshot.metrics), nan where a snapshot lacks one
@@ -115,6 +119,7 @@ class History:
             return
         by_name = {l.name: l for l in snap.layers}
         self.steps.append(snap.step)
+        self.elapsed.append(snap.elapsed_s)
         self.loss.append(snap.loss_avg)
         for k, series in self.series.items():
             for i, name in enumerate(self.names):
@@ -132,7 +137,7 @@ class History:
 
     def _halve(self) -> None:
         self.stride *= 2
-        self.steps, self.loss = self.steps[::2], self.loss[::2]
+        self.steps, self.loss, self.elapsed = self.steps[::2], self.loss[::2], self.elapsed[::2]
         self.series = {k: [s[::2] for s in v] for k, v in self.series.items()}
         self.user = {k: v[::2] for k, v in self.user.items()}
 
@@ -323,6 +328,16 @@ class RunState:
             h = self.history
             n = h.upto(self.upto)
             return h.steps[:n], h.names, [tuple(h.series[k][i][:n] for k in PRE_KEYS) for i in range(len(h.names))]
+
+    def times(self) -> list[float]:
+        """Each point of `curves()`'s seconds since the run started (Snapshot.elapsed_s): the wall-time axis."""
+        with self.lock:
+            return self.history.elapsed[:self.history.upto(self.upto)]
+
+    @property
+    def axes(self) -> dict[str, str] | None:
+        """Where the run said its metrics go (vgtui.watch(axes=...): the header's `axes`), or None."""
+        return getattr(self.run, "axes", None) if self.run is not None else None
 
     def user_curves(self) -> dict[str, list[float]]:
         """The user's metrics (vgtui.watch's metrics=) up to the cursor, aligned with `curves()`'s steps."""

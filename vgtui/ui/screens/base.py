@@ -13,6 +13,7 @@ action updates the status line on the spot (`_status_now`), the panels at the ne
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -30,10 +31,10 @@ from textual.widgets import ContentSwitcher, Footer, Static
 
 from vgtui.core.config import next_choice
 from vgtui.sources.base import Source
-from vgtui.ui import charts, colours, keymap
+from vgtui.ui import charts, colours, curveview, keymap
 from vgtui.ui.colours import hexc
 from vgtui.ui.screens.dialogs import HelpScreen
-from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, RunState, metric, shown
+from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, USER, RunState, metric, shown
 from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerHistory, LayerTable, Panel, PlotextPanel, RunView,
                               StatusBar, TableView, WhyPanel,
                               flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
@@ -62,6 +63,9 @@ class RunScreen(Screen):
     view: reactive[str] = reactive("overview", init=False)
     paused: reactive[bool] = reactive(False, init=False)  # training paused, or a replay not playing
     notice: reactive[str] = reactive("", init=False)  # the status line's third line, when something just happened
+    smooth: reactive[float] = reactive(0.0, init=False)  # the curves' EMA weight (`~`)
+    wall: reactive[bool] = reactive(False, init=False)  # the curves over wall time (`w`)
+    zoom: reactive[int] = reactive(0, init=False)  # the curves show the last 1/2^zoom of the steps (`z` / `Z`)
 
     def __init__(self, sources: list[Source], fps: float = 2.0, screenshot_dir: str | None = None) -> None:
         super().__init__()
@@ -71,6 +75,7 @@ class RunScreen(Screen):
         self.state = self.states[0]
         self.branch_focus = 0  # the run the single-run views show (the histograms); in a fork, the branch `f` keeps
         self._user_metrics = 0  # the user's metrics the titles were made for
+        self._curve_words = ""  # the curves' options in the loss panel's title (curveview.describe)
         self.fps = max(float(fps), 0.2)
         self.screenshot_dir = screenshot_dir or os.getcwd()
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
@@ -109,10 +114,10 @@ class RunScreen(Screen):
             with Grid(id="overview"):
                 yield GradientBars(id="grads", classes="panel")
                 yield ActivationPanel(id="acts", classes="panel")
-                yield PlotextPanel(loss_figure, lambda v: v.versions("snap_version", "epoch_version"),
-                                   id="loss", classes="panel")
-                yield PlotextPanel(flow_figure, lambda v: (v.versions("snap_version"), v.metric, v.log),
-                                   id="flow", classes="panel")
+                yield PlotextPanel(loss_figure, lambda v: (v.versions("snap_version", "epoch_version"),
+                                                           curveview.curve_key(v)), id="loss", classes="panel")
+                yield PlotextPanel(flow_figure, lambda v: (v.versions("snap_version"), v.metric, v.log,
+                                                           curveview.curve_key(v)), id="flow", classes="panel")
             with Vertical(id="histograms"):
                 yield PlotextPanel(hist_all_figure, hist_key, id="hist-all", classes="panel")
                 yield PlotextPanel(hist_grid_figure, hist_key, id="hist-grid", classes="panel")
@@ -137,7 +142,8 @@ class RunScreen(Screen):
         """What the panels draw from at this frame (they never read the screen)."""
         return RunView(states=tuple(self.states), live=self.LIVE, replay=self.REPLAY, paused=self.paused,
                        notice=self.notice, branch_focus=self.branch_focus, metric=self.metric, log=self.log_axes,
-                       relative=self.relative, colour=self.colour, table=self.table_view, **self.view_options())
+                       relative=self.relative, colour=self.colour, table=self.table_view, smooth=self.smooth,
+                       wall=self.wall, zoom=self.zoom, **self.view_options())
 
     def on_mount(self) -> None:
         self.query_one("#layer-history").display = False
@@ -200,13 +206,17 @@ class RunScreen(Screen):
         """The panels' border titles and legends: the screen's (the panels draw inside their borders)."""
         loss = self.query_one("#loss", Panel)
         flow = self.query_one("#flow", Panel)
-        loss.border_title = "loss & accuracy over steps"
+        over = "wall time" if self.wall else "steps"
+        self._curve_words = curveview.describe(self.run_view())  # zoom, time axis, smoothing: short, 80 columns
+        loss.border_title = f"loss · {self._curve_words}" if self._curve_words else "loss & accuracy over steps"
         if self.metric == PRE:
             flow.border_title = "pre-activation z percentiles · linear y (always)"
+        elif self.metric == USER:
+            flow.border_title = "your metrics, each on its own axis (vgtui.watch axes=)"
         else:
             m = metric(self.metric)
             scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log_axes else "linear y"
-            flow.border_title = f"{m.label} per layer over steps · {scale}"
+            flow.border_title = f"{m.label} per layer over {over} · {scale}"
         if self.compare:
             loss.border_subtitle = flow.border_subtitle = " ".join(
                 f"[{hexc(code)}]━ {tag} {markup(st.label)}[/]"
@@ -218,16 +228,22 @@ class RunScreen(Screen):
                                     f"[{hexc(colours.TEST_ACC)}]● test acc[/] [{hexc(colours.EVENT)}]│ live change[/]")
             s = self.state
             if s.run is not None and s.run.config is None:  # a user's run (vgtui.watch): no epochs, maybe metrics=
-                with s.lock:  # the user's accuracies, in the colours the chart gives them (charts.loss_curves)
-                    accuracies = sorted(k for k in s.history.user if charts.is_accuracy(k))
+                with s.lock:  # the user's metrics on the loss chart, in the colours it gives them (charts.loss_curves)
+                    user = {k: list(v) for k, v in s.history.user.items()}
+                placed = [(k, charts.user_axis(k, user[k], s.axes), c)
+                          for k, c in zip(sorted(user), itertools.cycle(colours.USER))]
                 loss.border_subtitle = f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/]" + "".join(
-                    f" [{hexc(c)}]• {markup(k)}[/]" for k, c in zip(accuracies, colours.USER))
+                    f" [{hexc(c)}]• {markup(k)}{' (loss axis)' if a == 'loss' else ''}[/]"
+                    for k, a, c in placed if a in ("acc", "loss"))
+                own = sum(a not in ("acc", "loss") for _, a, _ in placed)
+                if own:
+                    loss.border_subtitle += f" · {own} more: m → your metrics"
             names = self.state.layers
             cols = charts.layer_colours(len(names))
             flow.border_subtitle = " ".join(f"[{hexc(c)}]━{markup(n)}[/]" for n, c in zip(names[:MAX_LEGEND], cols))
             if len(names) > MAX_LEGEND:
                 flow.border_subtitle += f" … {len(names) - MAX_LEGEND:,} more"
-            if self.metric == PRE:  # the chart names the layers it draws (the hidden ones)
+            if self.metric in (PRE, USER):  # the chart names what it draws
                 flow.border_subtitle = ""
         counts = "log counts, fixed decades 1…1e8" if self.log_axes else "linear counts"
         self.query_one("#hist-all", Panel).border_title = (
@@ -254,6 +270,8 @@ class RunScreen(Screen):
         if len(self.state.history.user) != self._user_metrics:  # the loss panel's legend names the user's accuracies
             self._user_metrics = len(self.state.history.user)
             self._titles()
+        elif (self.zoom or self.wall) and curveview.describe(self.run_view()) != self._curve_words:
+            self._titles()  # the zoomed range moves with the run
         changed = False
         view = self.run_view()
         with self.app.batch_update():
@@ -298,7 +316,43 @@ class RunScreen(Screen):
         self._frame(force=True)
 
     def action_metric(self) -> None:
-        self.metric = next_choice(self.metric, CURVE_KEYS, 1)
+        """The curves panel's next choice; "your metrics" only for a run that has some (vgtui.watch metrics=)."""
+        choices = CURVE_KEYS if self.focused_state.history.user else tuple(k for k in CURVE_KEYS if k != USER)
+        self.metric = next_choice(self.metric, choices, 1)
+
+    # ------------------------------------------------------------------------------------------ the curves (issue 20)
+    def watch_smooth(self, smooth: float) -> None:
+        self.notice = (f"curves smoothed: exponential moving average, weight {smooth:g} (the raw loss faint behind)"
+                       if smooth else "curves not smoothed")
+        self._titles()
+        self._frame(force=True)
+
+    def watch_wall(self, wall: bool) -> None:
+        self.notice = "curves over wall time (since the run started)" if wall else "curves over steps"
+        self._titles()
+        self._frame(force=True)
+
+    def watch_zoom(self, zoom: int) -> None:
+        r = curveview.step_range(self.states, zoom)
+        self.notice = (f"curves zoomed to steps {r[0]:,}–{r[1]:,} (the last 1/{2 ** zoom:,}; Z: out)" if r
+                       else "curves: the whole run")
+        self._titles()
+        self._frame(force=True)
+
+    def action_smooth(self) -> None:
+        self.smooth = curveview.next_smoothing(self.smooth)
+
+    def action_wall(self) -> None:
+        self.wall = not self.wall
+
+    def action_zoom(self, by: int) -> None:
+        if by > 0 and not curveview.can_zoom_in(self.states, self.zoom):
+            self.notice = "curves: zoomed in as far as they go"
+            return
+        if by < 0 and self.zoom == 0:
+            self.notice = "curves: the whole run is shown"
+            return
+        self.zoom = max(0, self.zoom + by)
 
     def action_log(self) -> None:
         self.log_axes = not self.log_axes
