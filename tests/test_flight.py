@@ -1,0 +1,126 @@
+"""The flight recorder (issue 18): the spike record and its JSON round trip, strict reading, old files, the words
+for people; then real training with injected spikes (a layer's weights scaled, a corrupted batch) naming the layer
+that led, and runs without one producing none."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from vgtui.core.metrics import MetricsIndex, read_metrics
+from vgtui.core.records import Lead, RecordEncoder, SpikeRecord, record_from_json, to_json
+from vgtui.core.spikes import robust_scores, spike_words, spikes_summary
+
+
+def a_spike(**kw) -> SpikeRecord:
+    steps = tuple(range(95, 106))
+    d = dict(step=100, kind="spike", score=12.25, steps=steps, loss=tuple(0.5 + 0.01 * i for i in range(11)),
+             series={"grad_norm": {"fc1": tuple(0.1 * i for i in range(11)), "fc2": (float("nan"),) * 11},
+                     "update_norm": {"fc1": (0.001,) * 11, "fc2": (float("inf"),) + (0.002,) * 10}},
+             leaders=(Lead("fc2", "update_norm", 97, 3, 8.5), Lead("fc5", "grad_norm", 98, 2, 6.0)), elapsed_s=1.5)
+    d.update(kw)
+    return SpikeRecord(**d)
+
+
+def same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or np.float32(a) == np.float32(b)
+
+
+def test_spike_record_round_trips_through_json():
+    rec = a_spike(loss=tuple(np.float32(x).item() for x in np.linspace(0.1, 3.3, 11)))
+    line = RecordEncoder().line(rec)
+    d = json.loads(line)
+    assert list(d)[:2] == ["type", "step"] and d["type"] == "spike" and d["leaders"][0] == {
+        "layer": "fc2", "metric": "update_norm", "step": 97, "lead": 3, "score": 8.5}
+    assert d["series"]["grad_norm"]["fc2"][0] == "nan" and d["series"]["update_norm"]["fc2"][0] == "inf"
+    back = record_from_json(d)
+    assert isinstance(back, SpikeRecord)
+    assert (back.step, back.kind, back.score, back.steps, back.elapsed_s, back.branch) == \
+           (rec.step, rec.kind, rec.score, rec.steps, rec.elapsed_s, None)
+    assert np.array_equal(np.float32(back.loss), np.float32(rec.loss))  # float32 shortest form: the same float32
+    assert back.series.keys() == rec.series.keys()
+    for m in rec.series:
+        assert back.series[m].keys() == rec.series[m].keys()
+        for layer, v in rec.series[m].items():
+            assert all(same(a, b) for a, b in zip(back.series[m][layer], v)), (m, layer)
+    assert [(l.layer, l.metric, l.step, l.lead, l.score) for l in back.leaders] == \
+           [(l.layer, l.metric, l.step, l.lead, l.score) for l in rec.leaders]
+    b = record_from_json(to_json(a_spike(branch="B")))
+    assert b.branch == "B" and list(to_json(a_spike(branch="B")))[:2] == ["type", "branch"]
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda d: d.update(kind="hiccup"), "kind 'hiccup' is not one of"),
+    (lambda d: d.update(step=-1), "step is -1, outside"),
+    (lambda d: d.update(step=94), "step 94 is not in the window"),
+    (lambda d: d.update(steps=[95, 95] + d["steps"][2:]), "steps are not increasing"),
+    (lambda d: d["loss"].pop(), "loss: 10 values for 11 steps"),
+    (lambda d: d["series"]["grad_norm"]["fc1"].append(1.0), "series.grad_norm.fc1: 12 values"),
+    (lambda d: d["series"]["grad_norm"].update(fc1="big"), "not a list"),
+    (lambda d: d["leaders"][0].update(lead=4), "lead 4 is not step 100 - 97"),
+    (lambda d: d["leaders"][0].update(layer=3), "not a string"),
+    (lambda d: d.update(score="high"), "score is 'high', not a number"),
+    (lambda d: d.update(elapsed_s="inf"), "not a finite number"),
+    (lambda d: d.pop("steps"), "steps"),
+])
+def test_a_damaged_spike_record_is_refused_with_a_reason(change, why):
+    d = json.loads(json.dumps(to_json(a_spike())))
+    change(d)
+    with pytest.raises((ValueError, KeyError)) as e:
+        record_from_json(d)
+    assert why in str(e.value)
+
+
+def test_strings_of_a_spike_record_are_made_safe_to_show():
+    d = to_json(a_spike())
+    d["series"]["grad_norm"]["\x1b[31mevil"] = d["series"]["grad_norm"].pop("fc1")
+    d["leaders"][0]["layer"] = "fc\u202e2"
+    rec = record_from_json(json.loads(json.dumps(d)))
+    assert "\\x1b[31mevil" in rec.series["grad_norm"] and rec.leaders[0].layer == "fc\\u202e2"
+    assert "\x1b" not in spike_words(rec) and "\\u202e" in spike_words(rec)
+
+
+def test_a_file_with_spikes_is_indexed_and_an_unreadable_spike_is_a_damaged_line(tmp_path):
+    from vgtui.core.records import EndRecord, LayerInfo, RunRecord
+
+    enc = RecordEncoder()
+    header = RunRecord(layers=(LayerInfo("fc1", "Linear", "sigmoid"), LayerInfo("fc2", "Linear")), device="cpu",
+                       version="0.1.0")
+    bad = json.dumps({**to_json(a_spike()), "kind": "hiccup"}) + "\n"
+    path = tmp_path / "spikes.jsonl"
+    path.write_text(enc.line(header) + enc.line(a_spike()) + bad + enc.line(a_spike(step=103, leaders=()))
+                    + enc.line(EndRecord("completed", 200, 2.0)))
+    index = MetricsIndex(path)
+    (run,) = index.runs
+    assert [s.step for s in run.spikes] == [100, 103] and run.end.status == "completed"
+    assert index.n_damaged == 1 and index.notices[0].startswith("line 3: a spike record that cannot be read (kind")
+    (parsed,) = read_metrics(path)
+    assert [s.step for s in parsed.spikes] == [100, 103]
+
+
+def test_spike_words():
+    assert spike_words(a_spike()) == ("step 100: loss spike (score 12); fc2's update norm rose 3 steps before the "
+                                      "loss; fc5 followed 1 step later")
+    assert spike_words(a_spike(step=1234, steps=tuple(range(1229, 1240)), score=float("inf"), kind="explosion",
+                               leaders=(Lead("fc3", "grad_norm", 1234, 0, 40.0),))) == \
+        "step 1,234: loss explosion (off the scale); fc3's gradient norm rose at the same step as the loss"
+    assert spike_words(a_spike(score=4.25, leaders=())) == \
+        "step 100: loss spike (score 4.2); no layer's numbers left their band before the loss"
+    assert spikes_summary([]) == "no loss spikes"
+    assert spikes_summary([a_spike(), a_spike(), a_spike(leaders=(Lead("fc1", "grad_norm", 99, 1, 5.0),))]) == \
+        "3 loss spikes: fc2 led 2, fc1 led 1"
+
+
+def test_robust_scores_match_their_definition():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 300))
+    x[0, 200] = 10.0
+    x[1, 250] = float("nan")
+    s = robust_scores(x, 64)
+    assert np.isnan(s[:, :64]).all() and np.isfinite(s[0, 64:]).all()
+    for row, i in ((0, 150), (0, 200), (1, 249)):
+        band = x[row, i - 64:i]
+        med = np.median(band)
+        assert s[row, i] == pytest.approx((x[row, i] - med) / (1.4826 * np.median(np.abs(band - med))))
+    assert s[0, 200] > 10 and s[1, 250] == np.inf and np.isfinite(s[1, 251])  # NaN left out of the band after
