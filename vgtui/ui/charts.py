@@ -758,3 +758,76 @@ def sum_hists(hists: Sequence[Hist | None]) -> Hist | None:
         return None
     return Hist(hs[0].edges, np.sum([_bins(h)[1] for h in hs], axis=0), sum(int(h.under) for h in hs),
                 sum(int(h.over) for h in hs), sum(int(h.zeros) for h in hs))
+
+
+# ---------------------------------------------------------------------------------------------- loss spikes (issue 18)
+def spike_loss(steps: Sequence[int], loss: Sequence[float], step: int, width: int, height: int,
+               colour: bool = True) -> str:
+    """A spike's window: the loss at every step of it (linear y), the spike's step marked (│, ▲)."""
+    _start(width, height, colour)
+    x = np.asarray(steps, dtype=float)
+    y = np.asarray(loss, dtype=float)
+    ok = np.isfinite(y)
+    top = float(y[ok].max()) if ok.any() else 1.0
+    bottom = float(y[ok].min()) if ok.any() else 0.0
+    pad = (top - bottom) * 0.05 or max(abs(top) * 0.05, 0.1)
+    lo, hi = (bottom - pad if bottom < 0 else max(bottom - pad, 0.0)), top + pad  # a loss of 0 or more: from 0 up
+    FIG.draw(FIG.segment([float(step)] * 2, [lo, hi], marker=_marker("│", SPIKE_COLOUR, colour)))
+    if ok.any():
+        FIG.draw(FIG.signal(x[ok].tolist(), y[ok].tolist(), marker=_marker("hd", LOSS_COLOUR, colour)).lines())
+    at = np.flatnonzero(x == step)
+    if at.size and ok[at[0]]:
+        FIG.draw(FIG.signal([float(step)], [float(y[at[0]])], marker=_marker("▲", SPIKE_COLOUR, colour)))
+    FIG.ruler("y").lim(lo, hi)
+    FIG.ruler("y").frequency(max(2, min(3, height // 3)))
+    _window_axis(x, width)
+    return _finish(colour)
+
+
+def _window_axis(x: np.ndarray, width: int) -> None:
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+    hi = max(hi, lo + 1)
+    FIG.ruler("x").lim(lo, hi)
+    xt = _range_ticks(lo, hi, width, False)
+    FIG.ruler("x").ticks(xt, [f"{t:,.0f}" for t in xt])
+
+
+def spike_layers(steps: Sequence[int], series: dict[str, Sequence[float]], names: Sequence[str], leader: str | None,
+                 lead_step: int | None, step: int, width: int, height: int, colour: bool = True) -> str:
+    """A spike's window, one metric per layer on a log y axis (decades from the data): every layer thin and dim in
+    its depth colour, the leading layer bold in the spike colour on top; a │ at the loss's spike step and a ┊ at the
+    step the leader left its band (the lead time is the distance between them)."""
+    _start(width, height, colour)
+    x = np.asarray(steps, dtype=float)
+    logs = {}
+    for name in names:
+        v = np.asarray(series.get(name, ()), dtype=float)[:len(x)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs[name] = np.where(np.isfinite(v) & (v > 0), np.log10(np.where(v > 0, v, 1.0)), np.nan)
+    finite = [v[np.isfinite(v)] for v in logs.values()]
+    finite = [f for f in finite if f.size]
+    lo = math.floor(min(float(f.min()) for f in finite)) if finite else -1
+    hi = math.ceil(max(float(f.max()) for f in finite)) if finite else 0
+    hi = max(hi, lo + 1)
+    FIG.draw(FIG.segment([float(step)] * 2, [lo, hi], marker=_marker("│", SPIKE_COLOUR, colour)))
+    if lead_step is not None and lead_step != step:
+        FIG.draw(FIG.segment([float(lead_step)] * 2, [lo, hi], marker=_marker("┊", SPIKE_COLOUR, colour)))
+    for name, code in zip(names, layer_colours(len(names))):
+        v = logs[name]
+        ok = np.isfinite(v)
+        if name != leader and ok.any():
+            FIG.draw(FIG.signal(x[ok].tolist(), v[ok].tolist(), marker=_faint(code, colour)).lines())
+    if leader in logs and np.isfinite(logs[leader]).any():
+        v = logs[leader]
+        ok = np.isfinite(v)
+        FIG.draw(FIG.signal(x[ok].tolist(), v[ok].tolist(), marker=_marker("hd", SPIKE_COLOUR, colour)).lines())
+    FIG.ruler("y").lim(lo, hi)
+    FIG.ruler("y").ticks(*_spike_decades(lo, hi, height))
+    _window_axis(x, width)
+    return _finish(colour)
+
+
+def _spike_decades(lo: int, hi: int, height: int) -> tuple[list[float], list[str]]:
+    step = max(1, -(-(hi - lo) // max(2, (height - 3) // 2)))
+    ps = list(range(lo, hi + 1, step))
+    return [float(p) for p in ps], [decade_label(p) for p in ps]

@@ -96,6 +96,9 @@ KEYMAP: tuple[Key, ...] = (
         view="layers"),
     Key("escape", "layer_back", "back", "layer table: back from a layer's history; close / clear the filter", ANY,
         "esc", show=False, view="layers"),
+    Key("up", "spike_move(-1)", "previous spike", "loss spikes view: the previous / next spike", ANY, "↑ / ↓",
+        show=False, view="spikes"),
+    Key("down", "spike_move(1)", "next spike", "loss spikes view: the next spike", ANY, show=False, view="spikes"),
     Key("left", "seek(-1)", "back", "one snapshot back / forward", FILE, "← / →", display="←", palette="Back"),
     Key("right", "seek(1)", "fwd", "one snapshot forward", FILE, display="→", palette="Forward"),
     Key("home", "seek_to(0)", "first", "first / last snapshot (the last follows a growing file); in the layer "
@@ -117,7 +120,8 @@ KEYMAP: tuple[Key, ...] = (
     Key("Z", "zoom(-1)", "zoom out", "curves: zoom out", ANY, show=False, palette="Curves: zoom out"),
     Key("x", "relative", "relative", "gradient bars relative to the output layer (which reads 1): each layer's "
         "share of its gradient, in words (1/10,000)", ANY, "x", palette="Gradient bars relative to the output layer"),
-    Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table, why (derivative × weights)", ANY, "tab",
+    Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table, why (derivative × "
+        "weights), and the loss spikes once a run has one", ANY, "tab",
         priority=True, palette="Next view"),
     Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file, under a new name if that "
         "one exists (the path is shown)", TIME, "e", palette="Export CSV", needs_file=True),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import RECENT, RunVerdict, judge_run
 from vgtui.core.records import (BRANCHES, UNSAFE_RANGES, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
-                                Snapshot)
+                                Snapshot, SpikeRecord)
 
 # The runs side by side on one screen, by position: the run itself (A), then its fork's branches (the records'
 # branch ids, vgtui.core.records.BRANCHES), or a second file beside the first.
@@ -176,6 +176,8 @@ class RunState:
         self.first: Snapshot | None = None
         self.count = 0
         self._verdict: tuple[tuple, RunVerdict] | None = None
+        self.spikes: list[SpikeRecord] = []  # the flight recorder's loss spikes of this run (issue 18), in step order
+        self.spike_version = 0
         self.snap_version = 0
         self.epoch_version = 0
         self.run_version = 0
@@ -210,6 +212,10 @@ class RunState:
                 self.end = rec
                 self.run_version += 1
                 self.snap_version += 1
+            elif isinstance(rec, SpikeRecord):
+                self.spikes.append(rec)
+                self.spike_version += 1
+                self.snap_version += 1  # the loss curve marks it
 
     def begin(self, rec: RunRecord, epochs: list[EpochRecord] = (), events: list[EventRecord] = ()) -> None:
         """A new run: its header, and what a file already holds of its epochs and live changes."""
@@ -222,6 +228,8 @@ class RunState:
             self.snap, self.end, self.lost, self.progress, self.damaged = None, None, "", None, ""
             self.recent, self.first, self.count = deque(maxlen=RECENT), None, 0
             self.epochs, self.events = list(epochs), []
+            self.spikes = []
+            self.spike_version += 1
             for ev in events:
                 self._event(ev)
             self.history = History(self.layers)
@@ -282,6 +290,19 @@ class RunState:
             for s in snaps:
                 self.history.add(s)
             self.snap_version += 1
+
+    def sync_spikes(self, spikes: list[SpikeRecord]) -> None:
+        """A file's spikes as its index holds them (RunIndex.spikes: they grow as a followed file does)."""
+        with self.lock:
+            if len(spikes) != len(self.spikes):
+                self.spikes = list(spikes)
+                self.spike_version += 1
+                self.snap_version += 1
+
+    def visible_spikes(self) -> list[SpikeRecord]:
+        """The spikes up to the cursor (all of them live), in step order."""
+        with self.lock:
+            return sorted((s for s in self.spikes if self.upto is None or s.step <= self.upto), key=lambda s: s.step)
 
     def add_epochs(self, epochs: list[EpochRecord]) -> None:
         with self.lock:

@@ -36,14 +36,16 @@ from vgtui.ui.colours import hexc
 from vgtui.ui.screens.dialogs import HelpScreen
 from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, USER, RunState, metric, shown
 from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerHistory, LayerTable, Panel, PlotextPanel, RunView,
-                              StatusBar, TableView, WhyPanel,
+                              SpikeView, StatusBar, TableView, WhyPanel,
                               flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
 from vgtui.ui.widgets.table import TABLE_COLUMNS
 
 MIN_SIZE = (80, 24)
 VIEWS = ("overview", "histograms", "layers", "why")
 VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table",
-               "why": "why: derivative × weights"}
+               "why": "why: derivative × weights", "spikes": "loss spikes"}
+SHORT_TITLES = {"histograms": "histograms", "why": "why"}  # at 80 columns, with the loss spikes' tab
+SPIKES = "spikes"  # the loss spikes' view (issue 18): in the tab cycle once a run on screen has a spike
 MAX_LEGEND = 40  # layers named under the curves panel at most (a border line holds no more)
 
 
@@ -76,6 +78,9 @@ class RunScreen(Screen):
         self.branch_focus = 0  # the run the single-run views show (the histograms); in a fork, the branch `f` keeps
         self._user_metrics = 0  # the user's metrics the titles were made for
         self._curve_words = ""  # the curves' options in the loss panel's title (curveview.describe)
+        self.spike_index: int | None = None  # the spikes view's spike (None: the latest)
+        self._has_spikes = False  # the tabs were drawn with the spikes view
+        self._spike_count = 0
         self.fps = max(float(fps), 0.2)
         self.screenshot_dir = screenshot_dir or os.getcwd()
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
@@ -127,6 +132,8 @@ class RunScreen(Screen):
                 yield Static(id="layer-filter")
             with Vertical(id="why"):
                 yield WhyPanel(id="why-panel", classes="panel")
+            with Vertical(id=SPIKES):
+                yield SpikeView(id="spike-view", classes="panel")
         yield Static(id="too-small")
         yield Footer(compact=True)
 
@@ -143,7 +150,7 @@ class RunScreen(Screen):
         return RunView(states=tuple(self.states), live=self.LIVE, replay=self.REPLAY, paused=self.paused,
                        notice=self.notice, branch_focus=self.branch_focus, metric=self.metric, log=self.log_axes,
                        relative=self.relative, colour=self.colour, table=self.table_view, smooth=self.smooth,
-                       wall=self.wall, zoom=self.zoom, **self.view_options())
+                       wall=self.wall, zoom=self.zoom, spike=self.spike_index, **self.view_options())
 
     def on_mount(self) -> None:
         self.query_one("#layer-history").display = False
@@ -160,6 +167,8 @@ class RunScreen(Screen):
 
     def on_resize(self) -> None:
         self.check_size()
+        if self._has_spikes:
+            self._update_tabs()
 
     def check_size(self) -> None:
         w, h = self.app.size
@@ -255,11 +264,17 @@ class RunScreen(Screen):
                                                                  "(o: the other)")
 
     def _update_tabs(self) -> None:
-        parts = []
-        for v in VIEWS:
-            t = VIEW_TITLES[v]
-            parts.append(f"[reverse bold] {t} [/]" if v == self.view else f" [dim]{t}[/] ")
-        self.query_one("#tabs", Static).update(" " + "".join(parts) + "  [dim]tab: next view[/]")
+        titles = {v: VIEW_TITLES[v] for v in self.views()}
+        if SPIKES in titles:
+            titles[SPIKES] += f" ({sum(len(st.spikes) for st in self.states):,})"
+        hint = "  [dim]tab: next view[/]"
+        width = self.app.size.width
+        if SPIKES in titles and 1 + sum(len(t) + 2 for t in titles.values()) + 17 > width:  # the hint, then long titles
+            hint = ""
+            if 1 + sum(len(t) + 2 for t in titles.values()) > width:
+                titles.update({k: SHORT_TITLES.get(k, t) for k, t in titles.items() if k != SPIKES})
+        parts = [f"[reverse bold] {t} [/]" if v == self.view else f" [dim]{t}[/] " for v, t in titles.items()]
+        self.query_one("#tabs", Static).update(" " + "".join(parts) + hint)
 
     # ------------------------------------------------------------------------------------------ frames
     def _frame(self, force: bool = False) -> None:
@@ -267,6 +282,11 @@ class RunScreen(Screen):
         a second, see Panel.min_interval; `force` skips that, for a key the person just pressed)."""
         if self.has_class("too-small") or not self.is_mounted:
             return
+        if any(st.spikes for st in self.states) != self._has_spikes or (
+                self._has_spikes and self._spike_count != sum(len(st.spikes) for st in self.states)):
+            self._has_spikes = any(st.spikes for st in self.states)
+            self._spike_count = sum(len(st.spikes) for st in self.states)
+            self._update_tabs()
         if len(self.state.history.user) != self._user_metrics:  # the loss panel's legend names the user's accuracies
             self._user_metrics = len(self.state.history.user)
             self._titles()
@@ -361,7 +381,20 @@ class RunScreen(Screen):
         self.relative = not self.relative
 
     def action_next_view(self) -> None:
-        self.view = next_choice(self.view, VIEWS, 1)
+        self.view = next_choice(self.view, self.views(), 1)
+
+    def views(self) -> tuple[str, ...]:
+        """The views `tab` cycles through: the spikes view once a run on screen has a loss spike."""
+        return (*VIEWS, SPIKES) if self._has_spikes or self.view == SPIKES else VIEWS
+
+    def action_spike_move(self, by: int) -> None:
+        """The spikes view: the previous / next spike of the run in focus."""
+        n = len(self.focused_state.visible_spikes())
+        if not n:
+            return
+        at = n - 1 if self.spike_index is None else min(self.spike_index, n - 1)
+        self.spike_index = max(0, min(at + by, n - 1))
+        self._frame(force=True)
 
     # ------------------------------------------------------------------------------------------ the layer table
     def check_action(self, action: str, parameters: tuple) -> bool | None:

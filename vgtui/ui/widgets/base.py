@@ -52,6 +52,7 @@ class RunView:
     smooth: float = 0.0  # the curves' EMA weight (`~`; 0: off)
     wall: bool = False  # the curves' x axis in wall time, not steps (`w`)
     zoom: int = 0  # the curves show the last 1/2^zoom of the steps (`z` / `Z`)
+    spike: int | None = None  # the spikes view's spike (an index into the run's spikes; None: the latest)
 
     @property
     def state(self) -> RunState:
