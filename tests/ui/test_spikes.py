@@ -160,7 +160,9 @@ async def test_follow_sees_a_spike_appended(tmp_path):
         with open(path, "a") as f:
             f.write(enc.line(made(100)))
         await wait_for(pilot, lambda: "loss spikes (1)" in tabs(app), what="the followed spike")
+        await status_shows(pilot, "step 100: loss spike (score 12); fc2's gradient norm rose 3 steps before the loss")
         await wait_for(pilot, lambda: "▲" in text_of(app.main.query_one("#loss")), what="its ▲")
+        assert "▲ loss spike" in str(app.main.query_one("#loss").border_subtitle)
 
 
 async def test_a_live_source_shows_its_spikes():

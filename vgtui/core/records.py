@@ -719,15 +719,11 @@ METRIC_AXES = ("acc", "loss", "log", "linear")  # a RunRecord's `axes` values
 
 
 def _axes(v: Any) -> dict[str, str] | None:
-    """A header's `axes`: metric name -> one of METRIC_AXES (an unknown axis is a damaged header)."""
+    """A header's `axes`: metric name -> one of METRIC_AXES. An axis this vgtui does not know (a later one's) is left
+    out, so that the metric gets the default place and the run still opens; `axes` that is not an object is damage."""
     if v is None:
         return None
-    out = {}
-    for k, a in _dict(v, "axes").items():
-        if a not in METRIC_AXES:
-            raise ValueError(f"axes[{_show(k)}] is {_show(a)}, not one of {', '.join(METRIC_AXES)}")
-        out[safe_text(k)] = a
-    return out or None
+    return {safe_text(k): a for k, a in _dict(v, "axes").items() if isinstance(a, str) and a in METRIC_AXES} or None
 
 
 def _metrics(v: Any) -> dict[str, float] | None:

@@ -375,8 +375,8 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
             if pts:
                 FIG.draw(FIG.signal([p[0] for p in pts], [p[1] for p in pts],
                                     marker=_marker("●", code, colour), yside="right").lines())
-    marks = [(float(s), float(np.interp(s, x, ys))) for s in spikes if x.size and lo <= s <= hi]
-    if marks:  # on the (smoothed) loss curve at the spike's step
+    marks = [(float(s), float(np.interp(s, x, y))) for s in spikes if x.size and lo <= s <= hi]
+    if marks:  # on the raw loss curve at the spike's step (a smoothed one lags behind the spike)
         FIG.draw(FIG.signal([m[0] for m in marks], [min(m[1], ymax) for m in marks],
                             marker=_marker("▲", SPIKE_COLOUR, colour)))
     return _finish_loss_axes(xmax, width, height, colour, xaxis)

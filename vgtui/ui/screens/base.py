@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Static
 
 from vgtui.core.config import next_choice
+from vgtui.core.spikes import spike_words
 from vgtui.sources.base import Source
 from vgtui.ui import charts, colours, curveview, keymap
 from vgtui.ui.colours import hexc
@@ -81,6 +82,7 @@ class RunScreen(Screen):
         self.spike_index: int | None = None  # the spikes view's spike (None: the latest)
         self._has_spikes = False  # the tabs were drawn with the spikes view
         self._spike_count = 0
+        self._seen_spikes = False  # the first frame's spikes (a file's, at its opening) are not news
         self.fps = max(float(fps), 0.2)
         self.screenshot_dir = screenshot_dir or os.getcwd()
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
@@ -235,13 +237,15 @@ class RunScreen(Screen):
             loss.border_subtitle = (f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/] "
                                     f"[{hexc(colours.TRAIN_ACC)}]● train acc[/] "
                                     f"[{hexc(colours.TEST_ACC)}]● test acc[/] [{hexc(colours.EVENT)}]│ live change[/]")
+            spike_key = f" [{hexc(colours.SPIKE)}]▲ loss spike[/]" if self.state.spikes else ""
+            loss.border_subtitle += spike_key
             s = self.state
             if s.run is not None and s.run.config is None:  # a user's run (vgtui.watch): no epochs, maybe metrics=
                 with s.lock:  # the user's metrics on the loss chart, in the colours it gives them (charts.loss_curves)
                     user = {k: list(v) for k, v in s.history.user.items()}
                 placed = [(k, charts.user_axis(k, user[k], s.axes), c)
                           for k, c in zip(sorted(user), itertools.cycle(colours.USER))]
-                loss.border_subtitle = f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/]" + "".join(
+                loss.border_subtitle = f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/]" + spike_key + "".join(
                     f" [{hexc(c)}]• {markup(k)}{' (loss axis)' if a == 'loss' else ''}[/]"
                     for k, a, c in placed if a in ("acc", "loss"))
                 own = sum(a not in ("acc", "loss") for _, a, _ in placed)
@@ -282,11 +286,16 @@ class RunScreen(Screen):
         a second, see Panel.min_interval; `force` skips that, for a key the person just pressed)."""
         if self.has_class("too-small") or not self.is_mounted:
             return
-        if any(st.spikes for st in self.states) != self._has_spikes or (
-                self._has_spikes and self._spike_count != sum(len(st.spikes) for st in self.states)):
-            self._has_spikes = any(st.spikes for st in self.states)
-            self._spike_count = sum(len(st.spikes) for st in self.states)
+        count = sum(len(st.spikes) for st in self.states)
+        if count != self._spike_count:  # the tabs offer the spikes view; live or followed, a new one is said
+            new = count > self._spike_count and self._seen_spikes
+            self._has_spikes, self._spike_count = count > 0, count
             self._update_tabs()
+            self._titles()
+            last = max((sp for st in self.states for sp in st.spikes), key=lambda sp: sp.elapsed_s, default=None)
+            if new and last is not None and (self.LIVE or getattr(self.source, "follow", False)):
+                self.notice = f"{shown(spike_words(last))} (tab: loss spikes)"
+        self._seen_spikes = True
         if len(self.state.history.user) != self._user_metrics:  # the loss panel's legend names the user's accuracies
             self._user_metrics = len(self.state.history.user)
             self._titles()
