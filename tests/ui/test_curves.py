@@ -123,10 +123,10 @@ async def test_smooth_zoom_and_wall_time_on_a_replay(tmp_path, size):
 async def test_zoom_follows_a_live_run(make_app):
     app, backend = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.main.state.step >= 40, timeout=30, what="step 40")
+        await wait_for(pilot, lambda: app.main.state.step >= 20, timeout=30, what="step 20")
         await pilot.press("z")
         first = app.main.state.step
-        await wait_for(pilot, lambda: app.main.state.step >= first + 20, timeout=30, what="20 more steps")
+        await wait_for(pilot, lambda: app.main.state.step >= first + 10, timeout=30, what="10 more steps")
         await wait_for(pilot, lambda: loss_title(app).endswith(f"–{app.main.state.step:,}"), what="the range to move")
         await pilot.press("tilde", "w")
         await wait_for(pilot, lambda: "loss · time " in loss_title(app), what="wall time")
@@ -175,11 +175,16 @@ def test_watch_axes_reach_the_header_and_are_checked(tmp_path):
         vgtui.watch(torch.nn.Linear(2, 2), metrics=tmp_path / "x.jsonl", axes={"lr": "up"})
 
 
-@pytest.mark.parametrize("size", SIZES)
-async def test_user_metrics_each_on_an_axis_of_its_own(tmp_path, size):
-    path = tmp_path / "run.jsonl"
+@pytest.fixture(scope="module")
+def unsaid(tmp_path_factory):
+    path = tmp_path_factory.mktemp("unsaid") / "run.jsonl"
     watched_with_metrics(path)  # nothing said: acc on the accuracy axis, lr and temp on charts of their own
-    app = replay(path)
+    return path
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_user_metrics_each_on_an_axis_of_its_own(unsaid, size):
+    app = replay(unsaid)
     async with app.run_test(size=size) as pilot:
         await status_shows(pilot, "■ completed")
         await app.workers.wait_for_complete()

@@ -163,6 +163,10 @@ async def test_follow_sees_a_spike_appended(tmp_path):
         await status_shows(pilot, "step 100: loss spike (score 12); fc2's gradient norm rose 3 steps before the loss")
         await wait_for(pilot, lambda: "▲" in text_of(app.main.query_one("#loss")), what="its ▲")
         assert "▲ loss spike" in str(app.main.query_one("#loss").border_subtitle)
+        await pilot.press("z", "w")  # followed: the zoom ends at the newest step, on the time axis too
+        await wait_for(pilot, lambda: str(app.main.query_one("#loss").border_title).startswith("loss · time "),
+                       what="the zoomed time axis")
+        await wait_for(pilot, lambda: "▲" in text_of(app.main.query_one("#loss")), what="the ▲ on the time axis")
 
 
 async def test_a_live_source_shows_its_spikes():

@@ -21,7 +21,7 @@ MIN_SPAN = 4  # steps: zooming in stops short of a range under this
 
 def curve_key(v) -> tuple:
     """What the curves depend on besides their data (a panel's key)."""
-    return (v.smooth, v.wall, v.zoom, v.log)
+    return (v.smooth, v.wall, v.zoom)
 
 
 def last_step(states: Sequence[RunState]) -> int:
@@ -107,5 +107,4 @@ def next_smoothing(current: float) -> float:
 
 def spike_xs(st: RunState, wall: bool) -> list[float]:
     """The x of each loss spike of `st` shown so far (its SpikeRecords, vgtui.core.records; none before any)."""
-    spikes = st.visible_spikes() if hasattr(st, "visible_spikes") else []
-    return [s.elapsed_s if wall else float(s.step) for s in spikes]
+    return step_xs(st, [s.step for s in st.visible_spikes()], wall)  # on the time axis: its step's time
