@@ -250,3 +250,44 @@ def test_ordinary_training_of_a_small_cnn_under_watch_raises_no_alarm(digits, tm
     assert list(probe._flight.h_steps) == list(range(1, 301))
     (run,) = read_metrics(path)
     assert run.spikes == [] and run.end.status == "completed"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd-momentum", "sgd", "adam", "adamw-no-decay"])
+def test_the_update_norm_is_the_norm_of_the_change_the_optimiser_made(digits, optimizer):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from vgtui.engine.flight import FlightRecorder
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 300), nn.Sigmoid(), nn.Linear(300, 10))  # fc1 > SAMPLE_CPU: sampled rows
+    params = model.parameters()
+    opt = {"sgd-momentum": lambda: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+           "sgd": lambda: torch.optim.SGD(params, lr=0.1),
+           "adam": lambda: torch.optim.Adam(params, lr=1e-3),
+           "adamw-no-decay": lambda: torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)}[optimizer]()
+    layers = [("fc1", model[0]), ("fc2", model[2])]
+    flight = FlightRecorder(layers, opt, "cpu")
+    changes, grads, weights = [], [], []
+    for step in range(1, 9):
+        i = step * 64
+        loss = F.cross_entropy(model(digits.x_train[i:i + 64]), digits.y_train[i:i + 64])
+        opt.zero_grad()
+        loss.backward()
+        before = [m.weight.detach().clone() for _, m in layers]
+        opt.step()
+        flight.record(step, loss)
+        changes.append([float((m.weight.detach() - b).norm()) for (_, m), b in zip(layers, before)])
+        grads.append([float(m.weight.grad.norm()) for _, m in layers])
+        weights.append([float(m.weight.detach().norm()) for _, m in layers])
+    flight.check()
+    n = 2
+    assert flight.metric == ("step_norm" if "adam" in optimizer else "update_norm")
+    got_update = flight.h_vals[:, 1 + n:1 + 2 * n]
+    # fc2 exactly; fc1 (235,200 weights) from every 4th row, scaled to the whole layer: within a few percent
+    assert np.allclose(got_update[:, 1], np.array(changes)[:, 1], rtol=1e-4)
+    assert np.allclose(got_update[:, 0], np.array(changes)[:, 0], rtol=0.1)
+    assert np.allclose(flight.h_vals[:, 1:1 + n][:, 1], np.array(grads)[:, 1], rtol=1e-5)
+    assert np.allclose(flight.h_vals[:, 1:1 + n][:, 0], np.array(grads)[:, 0], rtol=0.1)
+    assert np.allclose(flight.h_vals[:, -n:], np.array(weights), rtol=0.02)

@@ -162,9 +162,7 @@ class FlightRecorder:
                 vs.append(self._zero)
                 facs.append(0.0)
                 continue
-            t = st.get("step")
-            t = float(t) if isinstance(t, (int, float)) or (torch.is_tensor(t) and t.device.type == "cpu") \
-                else float(self._adam_t)
+            t = float(self._adam_t)  # the steps recorded (reading Adam's own step tensor would be a host read)
             b1, b2 = g["betas"]
             bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
             lr = g["lr"] if not torch.is_tensor(g["lr"]) else 0.0
