@@ -200,6 +200,18 @@ def test_a_layer_whose_weights_jump_is_named_first_one_step_before_the_loss(digi
     i = spike.steps.index(K - 1)
     assert 7.5 < w[i] / w[i - 1] < 8.5  # fc3's weight norm, x 8 at step K-1
     assert spike.loss[i + 1] > 1.5 * max(spike.loss[:i + 1])
+    # the headless report says it as it comes, and at the end
+    import io
+
+    from vgtui.commands.headless import Reporter
+
+    out = io.StringIO()
+    reporter = Reporter(out, tty=False)
+    for rec in recs:
+        reporter(rec)
+    text = out.getvalue()
+    assert f"spike: step {K}: loss spike (score " in text and "spikes: 1 loss spike: fc3 led 1\n" in text
+    assert text.index("spikes: 1 loss spike") < text.index("done: ")
 
 
 def test_a_corrupted_batch_moves_every_layer_at_the_loss_step_and_is_said_to_be_the_batch(digits):
@@ -225,7 +237,7 @@ def test_ordinary_training_of_the_seeds_network_raises_no_alarm(digits):
     assert fl.metric == "update_norm" and (fl.h_vals[:, 1:] > 0).all()
 
 
-def test_ordinary_training_of_a_small_cnn_under_watch_raises_no_alarm(digits, tmp_path):
+def test_ordinary_training_of_a_small_cnn_under_watch_raises_no_alarm(digits, tmp_path, capsys):
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -238,7 +250,7 @@ def test_ordinary_training_of_a_small_cnn_under_watch_raises_no_alarm(digits, tm
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = digits.x_train.reshape(-1, 1, 28, 28), digits.y_train
     path = tmp_path / "cnn.jsonl"
-    with vgtui.watch(model, path, every=50, optimizer=opt, quiet=True) as probe:
+    with vgtui.watch(model, path, every=50, optimizer=opt) as probe:
         for step in range(300):
             i = (step * 64) % (len(x) - 64)
             loss = F.cross_entropy(model(x[i:i + 64]), y[i:i + 64])
@@ -250,6 +262,7 @@ def test_ordinary_training_of_a_small_cnn_under_watch_raises_no_alarm(digits, tm
     assert list(probe._flight.h_steps) == list(range(1, 301))
     (run,) = read_metrics(path)
     assert run.spikes == [] and run.end.status == "completed"
+    assert "vgtui.watch: no loss spikes\n" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("optimizer", ["sgd-momentum", "sgd", "adam", "adamw-no-decay"])

@@ -37,6 +37,7 @@ from torch import nn
 
 from vgtui.core.layermatch import matches
 from vgtui.core.records import EndRecord, EventRecord, LayerStats, Record, SpikeRecord
+from vgtui.core.spikes import spike_words, spikes_summary
 from vgtui.core.writer import MetricsWriter, check_writable
 from vgtui.engine import recorder
 from vgtui.engine.flight import CAPACITY as FLIGHT_CAPACITY, FlightRecorder
@@ -240,6 +241,7 @@ class Watch:
         self._flight = FlightRecorder(self._probes.layers, optimizer, self.device,
                                       elapsed=lambda: time.perf_counter() - self._t0) if flight else None
         self.spikes: list[SpikeRecord] = []  # the flight recorder's spike records, as written
+        self._quiet = quiet
         if self.compiled:
             _warn(COMPILED_NOTICE)
         if optimizer is not None:
@@ -334,6 +336,10 @@ class Watch:
             if lost is not None:
                 _warn(f"the last snapshot (step {self.steps}) is not in {self.path} ({_reason(lost)}); the end is")
         finally:
+            if self._flight is not None and not self._quiet:  # how many loss spikes, which layer led each
+                print(f"vgtui.watch: {spikes_summary(self.spikes)}", file=sys.stderr)
+                for rec in self.spikes[:5]:
+                    print(f"vgtui.watch:   {spike_words(rec)}", file=sys.stderr)
             try:
                 self._writer.close()
             except Exception:  # pragma: no cover - closing a descriptor we opened
