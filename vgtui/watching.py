@@ -36,9 +36,11 @@ import torch
 from torch import nn
 
 from vgtui.core.layermatch import matches
-from vgtui.core.records import EndRecord, EventRecord, LayerStats, Record
+from vgtui.core.records import EndRecord, EventRecord, LayerStats, Record, SpikeRecord
+from vgtui.core.spikes import spike_words, spikes_summary
 from vgtui.core.writer import MetricsWriter, check_writable
 from vgtui.engine import recorder
+from vgtui.engine.flight import CAPACITY as FLIGHT_CAPACITY, FlightRecorder
 from vgtui.engine.probes import LAYER_TYPES, Probes
 
 LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
@@ -187,7 +189,7 @@ class Watch:
     def __init__(self, model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
                  optimizer: torch.optim.Optimizer | None = None,
                  layers: LayerSpec | Iterable[LayerSpec] | None = None, scaler: Any = None, total_steps: int = 0,
-                 quiet: bool = False, axes: dict[str, str] | None = None):
+                 quiet: bool = False, flight: bool = True, axes: dict[str, str] | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"vgtui.watch: expected a torch.nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -237,6 +239,10 @@ class Watch:
         self._warned_no_hooks = False
         self._handles: list[Any] = []
         self._counter: list[Any] = []  # the optimiser's post-step hook: it counts steps until close()
+        self._flight = FlightRecorder(self._probes.layers, optimizer, self.device,
+                                      elapsed=lambda: time.perf_counter() - self._t0) if flight else None
+        self.spikes: list[SpikeRecord] = []  # the flight recorder's spike records, as written
+        self._quiet = quiet
         if self.compiled:
             _warn(COMPILED_NOTICE)
         if optimizer is not None:
@@ -317,6 +323,11 @@ class Watch:
                 except Exception as e:
                     self._pending, self._failed, lost = False, f"{type(e).__name__}: {e}", e
             self._remove_hooks(counting=True)
+            if self._flight is not None and not self._failed:
+                try:
+                    self._write_spikes(self._flight.finish())  # sync: once, at the end
+                except Exception as e:
+                    _warn(f"the flight recorder's last spikes are not in {self.path} ({_reason(e)})")
             self._write(self._end_record(exc))
         except Exception as e:
             also = " and its last snapshot" if lost is not None else ""
@@ -326,6 +337,10 @@ class Watch:
             if lost is not None:
                 _warn(f"the last snapshot (step {self.steps}) is not in {self.path} ({_reason(lost)}); the end is")
         finally:
+            if self._flight is not None and not self._quiet:  # how many loss spikes, which layer led each
+                print(f"vgtui.watch: {spikes_summary(self.spikes)}", file=sys.stderr)
+                for rec in self.spikes[:5]:
+                    print(f"vgtui.watch:   {spike_words(rec)}", file=sys.stderr)
             try:
                 self._writer.close()
             except Exception:  # pragma: no cover - closing a descriptor we opened
@@ -436,7 +451,16 @@ class Watch:
                 self._want, self._pending, self._pending_t = False, True, time.perf_counter()
         if self._pending:
             self._flush()
+        if self._flight is not None and isinstance(loss, torch.Tensor):
+            self._flight.record(self.steps, self._loss_last)  # on the device: no sync
+            if self.steps % min(self.every, FLIGHT_CAPACITY // 2) == 0:  # with the probed step's copy, when every <= 128
+                self._write_spikes(self._flight.check())  # sync: the flight buffer
         self._arm_if_due()
+
+    def _write_spikes(self, spikes: list[SpikeRecord]) -> None:
+        for rec in spikes:
+            self._write(rec)
+            self.spikes.append(rec)
 
     def _skipped(self) -> None:
         """No optimiser step since the last probe.step(): say so, and gather the probed step afresh."""
@@ -553,7 +577,8 @@ def _what_nonfinite(s: LayerStats) -> str | None:
 
 def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
           optimizer: torch.optim.Optimizer | None = None, layers: LayerSpec | Iterable[LayerSpec] | None = None,
-          scaler: Any = None, total_steps: int = 0, quiet: bool = False, axes: dict[str, str] | None = None) -> Watch:
+          scaler: Any = None, total_steps: int = 0, quiet: bool = False, flight: bool = True,
+          axes: dict[str, str] | None = None) -> Watch:
     """Probe `model` as it trains and write the run to `metrics` (JSON Lines; `vgtui follow PATH` shows it live).
 
     - every: probe step 1 and every `every`-th step (the hooks exist only on those steps).
@@ -564,6 +589,9 @@ def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", ever
       Linear and Conv layer. Activation statistics come from the activation module that follows each one.
     - total_steps: the run's length if known (the viewer shows progress).
     - quiet: no line on stderr naming the file.
+    - flight: the flight recorder (vgtui.engine.flight): with the loss passed to `probe.step(loss)`, every step's
+      loss and per-layer gradient and update norms go into a ring buffer on the device, and a loss spike is written
+      as a spike record naming the layer that led (`probe.spikes`); False turns it off.
     - axes: where the viewer draws metrics= names, e.g. {"lr": "log"}: "acc" (the accuracy axis, values 0..1),
       "loss" (the loss's axis), "log" or "linear" (a chart of its own); by default an accuracy-named metric in 0..1
       goes on the accuracy axis and any other on a chart of its own.
@@ -571,7 +599,7 @@ def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", ever
     Use it as `with vgtui.watch(...) as probe:` or call `probe.close()`; either removes every hook and writes
     the end record (completed, failed with the exception, or interrupted).
     """
-    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet, axes)
+    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet, flight=flight, axes=axes)
 
 
 def _check_axes(axes: dict[str, str] | None) -> dict[str, str] | None:

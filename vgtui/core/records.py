@@ -555,7 +555,7 @@ def _progress_to_json(rec: ProgressRecord) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- spikes
 SPIKE_KINDS = ("spike", "explosion")  # a finite spike; an explosion: the run then ended diverged
-SPIKE_METRICS = ("grad_norm", "update_norm", "step_norm")  # the flight recorder's per-layer numbers
+SPIKE_METRICS = ("grad_norm", "update_norm", "step_norm", "weight_norm")  # the flight recorder's per-layer numbers
 MAX_SPIKE_WINDOW = 4096  # steps in a spike record's window, at most
 
 

@@ -22,7 +22,8 @@ import numpy as np
 from vgtui.core.records import Lead, SpikeRecord
 
 MAD_SCALE = 1.4826  # MAD * this = the standard deviation, for Gaussian noise
-METRIC_WORDS = {"grad_norm": "gradient norm", "update_norm": "update norm", "step_norm": "step norm"}
+METRIC_WORDS = {"grad_norm": "gradient norm", "update_norm": "update norm", "step_norm": "step norm",
+                "weight_norm": "weight norm"}
 
 
 def robust_scores(x: np.ndarray, window: int, start: int | None = None, floor: float = 0.0) -> np.ndarray:
@@ -73,12 +74,15 @@ def _score(x: float) -> str:
     return f"score {x:,.0f}" if abs(x) >= 10 else f"score {x:.1f}"
 
 
-def lead_words(leaders: Iterable[Lead], most: int = 3) -> str:
-    """'fc2's update norm rose 3 steps before the loss; fc5 followed 1 step later' (the first `most` leaders)."""
+def lead_words(leaders: Iterable[Lead], most: int = 3, n_layers: int = 0) -> str:
+    """'fc2's update norm rose 3 steps before the loss; fc5 followed 1 step later' (the first `most` leaders). When
+    every one of the `n_layers` layers left its band at the loss's own step, no layer led: the batch did."""
     leaders = list(leaders)
     if not leaders:
         return "no layer's numbers left their band before the loss"
     first = leaders[0]
+    if first.lead == 0 and n_layers > 1 and len({l.layer for l in leaders if l.lead == 0}) >= n_layers:
+        return f"all {n_layers} layers moved at the loss's own step, none before (the batch, not a layer)"
     what = f"{first.layer}'s {METRIC_WORDS.get(first.metric, first.metric)} rose"
     if first.lead > 0:
         parts = [f"{what} {_steps(first.lead)} before the loss"]
@@ -99,7 +103,8 @@ def spike_words(rec: SpikeRecord) -> str:
     fc5 followed 1 step later'. The names come from the record (made safe to show when it was read)."""
     what = "loss explosion" if rec.kind == "explosion" else "loss spike"
     branch = f" (branch {rec.branch})" if rec.branch else ""
-    return f"step {rec.step:,}{branch}: {what} ({_score(rec.score)}); {lead_words(rec.leaders)}"
+    n_layers = max((len(v) for v in rec.series.values()), default=0)
+    return f"step {rec.step:,}{branch}: {what} ({_score(rec.score)}); {lead_words(rec.leaders, n_layers=n_layers)}"
 
 
 def spikes_summary(spikes: list[SpikeRecord]) -> str:
