@@ -113,90 +113,30 @@ def why_runs() -> None:
     resnet18_run(HERE / "resnet18-why.jsonl")
 
 
-def spiky_run(path: Path, steps: int = 300, every: int = 5, k: int = 200, ramp: int = 4) -> None:
-    """A loss spike with a known leader, for the spikes view (issue 18): a ReLU MLP (4 hidden layers of 64) trained
-    with vgtui.watch on mnist-5k, SGD with momentum, with fc2's weights scaled by 1.8 at each of the `ramp` steps
-    before step `k` (fc2's update norm rises first; the loss follows as the logits grow). Every step's loss and
-    each layer's weight-gradient norm and update norm ‖ΔW‖ are kept, as the flight recorder keeps them; the spike
-    record is made from them with vgtui.core.spikes.robust_scores (the loss's first step scoring over 6 against the
-    50 before it; each layer's first step over 6 from 20 steps before it), written before the run's end. Timings
-    regular (0.05 s a step)."""
-    import numpy as np
+def spiky_run(path: Path, k: int = 200) -> None:
+    """A loss spike with a known leader, recorded by the flight recorder itself (issue 18): a ReLU MLP (784-128x5-10,
+    kaiming, SGD with momentum) on mnist-5k for 300 steps, fc2's weights scaled by 8 by an optimiser hook as step
+    k - 1 ends (the fault is this script's, never the product's): the engine writes the spike record at step k naming
+    fc2's weight norm first, one step before the loss. Progress ticks left out (the replay shows none)."""
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
-    import vgtui
-    from vgtui.core.records import Lead, SpikeRecord
-    from vgtui.core.spikes import robust_scores
-    from vgtui.engine.data import load_mnist5k
+    from vgtui.core.records import ProgressRecord
 
-    path.unlink(missing_ok=True)
-    torch.manual_seed(0)
-    data = load_mnist5k("cpu")
-    x_all, y_all = data.x_train, data.y_train
-    layers = [nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-              nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)]
-    names = [f"fc{i}" for i in range(1, 6)]
-    model = nn.Sequential()
-    for i, m in enumerate(layers):
-        model.add_module(names[i // 2] if isinstance(m, nn.Linear) else f"act{i // 2 + 1}", m)
-    linears = [getattr(model, n) for n in names]
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loss_t, grad, upd = [], [[] for _ in names], [[] for _ in names]
-    g = torch.Generator().manual_seed(0)
-    with vgtui.watch(model, metrics=path, every=every, optimizer=opt, quiet=True, total_steps=steps) as probe:
-        for step in range(1, steps + 1):
-            idx = torch.randint(0, len(x_all), (64,), generator=g)
-            x, y = x_all[idx], y_all[idx]
-            before = [m.weight.detach().clone() for m in linears]  # ‖ΔW‖ of this step: the scaling included
-            if k - ramp <= step < k:
-                with torch.no_grad():
-                    linears[1].weight.mul_(1.8)
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            probe.step(loss=loss, metrics={"acc": (out.argmax(1) == y).float().mean()})
-            loss_t.append(loss.item())
-            for i, m in enumerate(linears):
-                grad[i].append(m.weight.grad.norm().item())
-                upd[i].append((m.weight.detach() - before[i]).norm().item())
-    loss_a = np.array(loss_t)
-    score = robust_scores(loss_a, 50)
-    at = int(np.flatnonzero(np.nan_to_num(score, nan=0.0) > 6)[0])
-    spike_step = at + 1
-    lo, hi = max(0, at - 30), min(len(loss_a), at + 11)
-    window = list(range(lo + 1, hi + 1))
-    leads = []
-    for metric, table in (("grad_norm", grad), ("update_norm", upd)):
-        sc = robust_scores(np.array(table), 50)
-        for i, name in enumerate(names):
-            over = [j for j in range(max(0, at - 20), hi) if np.nan_to_num(sc[i, j], nan=0.0) > 6]
-            if over:
-                leads.append(Lead(name, metric, over[0] + 1, spike_step - (over[0] + 1), float(sc[i, over[0]])))
-    first: dict[str, Lead] = {}
-    for l in sorted(leads, key=lambda l: (l.step, -l.score)):
-        first.setdefault(l.layer, l)
-    rec = SpikeRecord(step=spike_step, kind="spike", score=float(score[at]), steps=tuple(window),
-                      loss=tuple(loss_a[lo:hi].tolist()),
-                      series={"grad_norm": {n: tuple(grad[i][lo:hi]) for i, n in enumerate(names)},
-                              "update_norm": {n: tuple(upd[i][lo:hi]) for i, n in enumerate(names)}},
-                      leaders=tuple(first.values()), elapsed_s=0.05 * spike_step)
-    lines = []
-    for line in path.read_text().splitlines():
-        d = json.loads(line)
-        if d["type"] == "run":
-            d.update(version="0.0.0", started="2026-01-01T00:00:00+00:00", pid=None)
-        if d["type"] == "end":
-            lines.append(json.dumps(to_json(rec), separators=(",", ":")))
-        if "elapsed_s" in d:
-            d["elapsed_s"] = round(0.05 * d.get("step", d.get("steps", 0)), 3)
-        if "steps_per_s" in d:
-            d["steps_per_s"] = 20.0
-        lines.append(json.dumps(d, separators=(",", ":")))
-    path.write_text("\n".join(lines) + "\n")
+    cfg = RunConfig(dataset="mnist-5k", depth=5, width=128, activation="relu", init="kaiming", lr=0.01, epochs=100,
+                    max_steps=300, probe_every=10, device="cpu", seed=0)
+    recs: list = []
+    trainer = Trainer(cfg, [recs.append])
+    trainer.prepare()
+    fc2 = dict(trainer.main.probes.layers)["fc2"]
+
+    def scale(opt, args, kwargs):
+        if trainer.main.step == k - 1:
+            with torch.no_grad():
+                fc2.weight.mul_(8)
+
+    trainer.optimizer.register_step_post_hook(scale)
+    trainer.run()
+    write(path, [r for r in recs if not isinstance(r, ProgressRecord)])
 
 
 def main() -> None:

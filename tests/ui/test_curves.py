@@ -221,12 +221,12 @@ async def test_the_run_says_where_a_metric_goes(tmp_path):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_snapshot_smoothed_and_zoomed(snap_compare, size):
-    """tests/ui/fixtures/spiky.jsonl (a real run, 300 steps, a loss spike at step 200): the last half of its steps,
+    """tests/ui/fixtures/spiky.jsonl (a real run, 300 steps, a loss spike at step 201): the last half of its steps,
     the loss smoothed at 0.9 with the raw loss faint behind, the spike's ▲."""
 
     async def smoothed_zoomed(pilot):
         app = pilot.app
-        await status_shows(pilot, "snapshot 61 / 61")
+        await status_shows(pilot, "■ completed")
         await app.workers.wait_for_complete()
         await pilot.press("tilde", "tilde", "z")
         assert "loss · steps 150–300 · EMA 0.9" == str(app.main.query_one("#loss").border_title)

@@ -1,7 +1,8 @@
 """The loss spikes on screen (issue 18): a ▲ on the loss curve at each spike's step, and the spikes view (tab, once a
 run has one): the window's per-layer series, the leading layer highlighted, the lead time, the recorder's words.
-Replay, follow and a live source; the real app at 80x24 and 120x40. tests/ui/fixtures/spiky.jsonl is a real run
-with fc2's weights scaled in the 4 steps before step 200 (tests/ui/make_fixture.py spiky_run)."""
+Replay, follow and a live source; the real app at 80x24 and 120x40. tests/ui/fixtures/spiky.jsonl is a real run of
+the engine with its flight recorder, fc2's weights scaled by 8 as step 199 ends (tests/ui/make_fixture.py spiky_run):
+the recorder's own spike record names fc2's weight norm first."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from vgtui.core.records import Lead, RecordEncoder, SpikeRecord, record_from_json
-from vgtui.core.spikes import spike_words
+from vgtui.core.spikes import METRIC_WORDS, spike_words
 from vgtui.sources.file import FileSource
 from vgtui.ui.app import VgtuiApp
 from vgtui.ui.state import RunState
@@ -90,7 +91,9 @@ async def test_a_recorded_spike_on_the_curve_and_in_its_view(size):
     d = spike_of(SPIKY)
     rec = record_from_json(d)
     lead = rec.leader
-    assert lead.layer == "fc2" and lead.metric == "update_norm" and lead.lead > 0  # the injected layer led
+    assert lead.layer == "fc2" and lead.metric == "weight_norm" and lead.lead > 0  # the injected layer led
+    words = METRIC_WORDS[lead.metric]
+    ahead = f"{lead.lead} step{'s' * (lead.lead != 1)} before"
     app = replay(SPIKY)
     async with app.run_test(size=size) as pilot:
         await status_shows(pilot, "■ completed")
@@ -103,10 +106,10 @@ async def test_a_recorded_spike_on_the_curve_and_in_its_view(size):
         assert f"loss spike 1 of 1 · step {rec.step:,}" in shown
         flat = " ".join(shown.replace("│", " ").split())
         assert " ".join(spike_words(rec).split())[:60] in flat  # the recorder's words (wrapped at 80 columns)
-        assert f"fc2 led: {lead.lead} steps before the loss" in flat
-        assert "update norm per layer, log y" in flat
+        assert f"fc2 led: {ahead} the loss" in flat
+        assert f"{words} per layer, log y" in flat
         if size[1] >= 40:  # the leaders ranked, where there is room
-            assert f"1 {lead.layer} update norm step {lead.step:,} {lead.lead} steps before" in flat
+            assert f"1 {lead.layer} {words} step {lead.step:,} {ahead}" in flat
         assert not view.failures
         await pilot.press("tab")
         assert app.main.view == "overview"  # the cycle goes on
@@ -170,12 +173,16 @@ async def test_follow_sees_a_spike_appended(tmp_path):
 
 
 async def test_a_live_source_shows_its_spikes():
-    recs = load("sigmoid")
-    backend = ReplayBackend([*recs[:-1], made(70)])
+    """The engine's records as it sent them (spiky.jsonl), through a live source: the spike as it comes."""
+    recs = load("spiky")
+    rec = next(r for r in recs if isinstance(r, SpikeRecord))
+    backend = ReplayBackend(recs)
     app = VgtuiApp(backend, fps=8, start_source=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_spikes(pilot)
-        assert "fc2 led: 3 steps before the loss" in " ".join(text_of(app.main.query_one("#spike-view")).split())
+        view = app.main.query_one("#spike-view")
+        await wait_for(pilot, lambda: f"loss spike 1 of 1 · step {rec.step:,}" in text_of(view), what="the spike")
+        assert "fc2 led: 2 steps before the loss" in " ".join(text_of(view).split())
 
 
 @pytest.mark.parametrize("size", SIZES)

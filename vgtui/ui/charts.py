@@ -779,7 +779,8 @@ def spike_loss(steps: Sequence[int], loss: Sequence[float], step: int, width: in
     if at.size and ok[at[0]]:
         FIG.draw(FIG.signal([float(step)], [float(y[at[0]])], marker=_marker("▲", SPIKE_COLOUR, colour)))
     FIG.ruler("y").lim(lo, hi)
-    FIG.ruler("y").frequency(max(2, min(3, height // 3)))
+    ys = [lo, hi] if height < 7 else [lo, (lo + hi) / 2, hi]
+    FIG.ruler("y").ticks(ys, [f"{v:.3g}" for v in ys])
     _window_axis(x, width)
     return _finish(colour)
 
