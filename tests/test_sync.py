@@ -95,3 +95,46 @@ def test_no_host_sync_and_no_collective_on_an_ordinary_step_on_every_rank():
     for line in lines.values():
         assert line == ("host syncs on ordinary steps [], watch collectives on ordinary steps [], "
                         "watch collectives at steps [1, 2, 4, 6]")
+
+def test_the_flight_recorder_adds_no_sync_to_an_ordinary_step(digits, small):
+    """The flight recorder (on by default) records every step, guarded ones included, without reading a tensor;
+    the same in vgtui.watch, whose ordinary steps (not probed, not a flight check) read none either. With Adam (which
+    reads its own step count, a CPU tensor, on every step) the recorder's own work is checked under the guard."""
+    import tempfile
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    import vgtui
+    from vgtui.engine.flight import FlightRecorder
+
+    assert small.flight
+    assert _ordinary_steps_run(digits, small) == [s for s in range(2, 20) if s != 10]
+
+    model = nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    forbidden = {"on": False}
+    with tempfile.TemporaryDirectory() as d, tensor_values_forbidden(lambda: forbidden["on"]):
+        with vgtui.watch(model, f"{d}/w.jsonl", every=10, optimizer=opt, quiet=True) as probe:
+            for step in range(1, 21):
+                forbidden["on"] = step not in (1, 10, 20)
+                loss = F.cross_entropy(model(digits.x_train[:32]), digits.y_train[:32])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                probe.step(loss)
+                forbidden["on"] = False
+    assert list(probe._flight.h_steps) == list(range(1, 21))
+
+    adam = torch.optim.Adam(model.parameters())
+    flight = FlightRecorder([("0", model[0]), ("2", model[2])], adam, "cpu")
+    for step in range(1, 6):
+        loss = F.cross_entropy(model(digits.x_train[:32]), digits.y_train[:32])
+        adam.zero_grad()
+        loss.backward()
+        adam.step()
+        with tensor_values_forbidden(lambda: True):
+            flight.record(step, loss)
+    flight.check()
+    assert flight.metric == "step_norm" and list(flight.h_steps) == [1, 2, 3, 4, 5]
+    assert (flight.h_vals[:, 1:] > 0).all()

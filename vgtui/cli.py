@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take a snapshot of the probes exactly every N steps (and at step 1 and each epoch end); "
                         f"default: every {DEFAULT_PROBE_EVERY} steps but at most {1 / PROBE_MIN_INTERVAL_S:g} a "
                         "second, about 2%% of training time")
+    g.add_argument("--no-flight", dest="flight", action="store_false",
+                   help="turn off the flight recorder, which keeps every step's loss and per-layer gradient and "
+                        "update norms on the device and writes a spike record (which layer led) for a loss spike")
 
     g = p.add_argument_group("terminal UI")
     g.add_argument("--fps", type=float, default=DEFAULT_FPS,
@@ -124,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         width=args.width, activation=args.activation, init=args.init, batchnorm=args.batchnorm, skip=args.skip,
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
         epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, device=args.device,
-        probe_every=args.probe_every,
+        probe_every=args.probe_every, flight=args.flight,
     ).validate()
 
 

@@ -43,10 +43,12 @@ import torch
 from torch import nn
 
 from vgtui.core.layermatch import matches
-from vgtui.core.records import EndRecord, EventRecord, LayerStats, RankStats, Record
+from vgtui.core.records import EndRecord, EventRecord, LayerStats, RankStats, Record, SpikeRecord
+from vgtui.core.spikes import spike_words, spikes_summary
 from vgtui.core.writer import MetricsWriter, check_writable
 from vgtui.engine import recorder
 from vgtui.engine.distributed import DEFAULT_TIMEOUT_S, Link, LinkError, world
+from vgtui.engine.flight import CAPACITY as FLIGHT_CAPACITY, FlightRecorder
 from vgtui.engine.probes import LAYER_TYPES, Probes
 
 LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
@@ -195,12 +197,14 @@ class Watch:
     def __init__(self, model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
                  optimizer: torch.optim.Optimizer | None = None,
                  layers: LayerSpec | Iterable[LayerSpec] | None = None, scaler: Any = None, total_steps: int = 0,
-                 quiet: bool = False, timeout: float = DEFAULT_TIMEOUT_S):
+                 quiet: bool = False, timeout: float = DEFAULT_TIMEOUT_S, flight: bool = True,
+                 axes: dict[str, str] | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"vgtui.watch: expected a torch.nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"vgtui.watch: every={every!r}: a whole number of steps, 1 or more")
         self.every = every
+        self.axes = _check_axes(axes)
         self.optimizer = optimizer
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.path = Path(metrics).expanduser()
@@ -252,6 +256,10 @@ class Watch:
         self._fwd_t: float | None = None  # when this rank's probed step began (its first forward)
         self._end_t: float | None = None  # when this rank's previous step ended (host clock)
         self._departed: frozenset[tuple[int, str]] = frozenset()  # (rank, reason) flagged at the last snapshot
+        self._flight = FlightRecorder(self._probes.layers, optimizer, self.device,
+                                      elapsed=lambda: time.perf_counter() - self._t0) if flight else None
+        self.spikes: list[SpikeRecord] = []  # the flight recorder's spike records, as written
+        self._quiet = quiet
         if self.compiled:
             _warn(COMPILED_NOTICE)
         if optimizer is not None:
@@ -339,6 +347,11 @@ class Watch:
                 except Exception as e:
                     self._pending, self._failed, lost = False, f"{type(e).__name__}: {e}", e
             self._remove_hooks(counting=True)
+            if self._flight is not None and not self._failed:
+                try:
+                    self._write_spikes(self._flight.finish())  # sync: once, at the end
+                except Exception as e:
+                    _warn(f"the flight recorder's last spikes are not in {self.path} ({_reason(e)})")
             self._write(self._end_record(exc))
         except Exception as e:
             also = " and its last snapshot" if lost is not None else ""
@@ -348,6 +361,10 @@ class Watch:
             if lost is not None:
                 _warn(f"the last snapshot (step {self.steps}) is not in {self.path} ({_reason(lost)}); the end is")
         finally:
+            if self._flight is not None and not self._quiet:  # how many loss spikes, which layer led each
+                print(f"vgtui.watch: {spikes_summary(self.spikes)}", file=sys.stderr)
+                for rec in self.spikes[:5]:
+                    print(f"vgtui.watch:   {spike_words(rec)}", file=sys.stderr)
             try:
                 if self._writer is not None:
                     self._writer.close()
@@ -462,6 +479,10 @@ class Watch:
                 self._want, self._pending, self._pending_t = False, True, time.perf_counter()
         if self._pending:
             self._flush()
+        if self._flight is not None and isinstance(loss, torch.Tensor):
+            self._flight.record(self.steps, self._loss_last)  # on the device: no sync
+            if self.steps % min(self.every, FLIGHT_CAPACITY // 2) == 0:  # with the probed step's copy, when every <= 128
+                self._write_spikes(self._flight.check())  # sync: the flight buffer
         self._arm_if_due()
         self._mark_end()
 
@@ -469,6 +490,11 @@ class Watch:
         """The next step is probed: note when this one ended (the host clock, no sync), for its wait_s."""
         if self._want and self._end_t is None and self._fwd_t is None:
             self._end_t = time.perf_counter()
+
+    def _write_spikes(self, spikes: list[SpikeRecord]) -> None:
+        for rec in spikes:
+            self._write(rec)
+            self.spikes.append(rec)
 
     def _skipped(self) -> None:
         """No optimiser step since the last probe.step(): say so, and gather the probed step afresh."""
@@ -556,7 +582,7 @@ class Watch:
         self._writer.write(recorder.run_header(
             ((n, kinds[n], acts.get(n)) for n in order), source="vgtui.watch", device=self.device,
             model=describe_model(self.model), started=self._started, total_steps=self.total_steps,
-            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None))
+            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None, axes=self.axes))
 
     def _write(self, rec: Record) -> None:
         if not self.active:  # another rank of a distributed job: rank 0 writes
@@ -659,7 +685,7 @@ def _what_nonfinite(s: LayerStats) -> str | None:
 def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", every: int = 50,
           optimizer: torch.optim.Optimizer | None = None, layers: LayerSpec | Iterable[LayerSpec] | None = None,
           scaler: Any = None, total_steps: int = 0, quiet: bool = False,
-          timeout: float = DEFAULT_TIMEOUT_S) -> Watch:
+          timeout: float = DEFAULT_TIMEOUT_S, flight: bool = True, axes: dict[str, str] | None = None) -> Watch:
     """Probe `model` as it trains and write the run to `metrics` (JSON Lines; `vgtui follow PATH` shows it live).
 
     - every: probe step 1 and every `every`-th step (the hooks exist only on those steps).
@@ -672,8 +698,25 @@ def watch(model: nn.Module, metrics: str | os.PathLike = "vgtui-run.jsonl", ever
     - quiet: no line on stderr naming the file.
     - timeout: in a distributed job, how long (seconds) a rank waits for the others at vgtui.watch() and at a
       probed step before it says that one did not come, switches its probes off and lets training go on.
+    - flight: the flight recorder (vgtui.engine.flight): with the loss passed to `probe.step(loss)`, every step's
+      loss and per-layer gradient and update norms go into a ring buffer on the device, and a loss spike is written
+      as a spike record naming the layer that led (`probe.spikes`); False turns it off.
+    - axes: where the viewer draws metrics= names, e.g. {"lr": "log"}: "acc" (the accuracy axis, values 0..1),
+      "loss" (the loss's axis), "log" or "linear" (a chart of its own); by default an accuracy-named metric in 0..1
+      goes on the accuracy axis and any other on a chart of its own.
 
     Use it as `with vgtui.watch(...) as probe:` or call `probe.close()`; either removes every hook and writes
     the end record (completed, failed with the exception, or interrupted).
     """
-    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet, timeout)
+    return Watch(model, metrics, every, optimizer, layers, scaler, total_steps, quiet, timeout, flight=flight, axes=axes)
+
+
+def _check_axes(axes: dict[str, str] | None) -> dict[str, str] | None:
+    """watch(axes=...): metric name -> "acc" | "loss" | "log" | "linear" (vgtui.core.records.METRIC_AXES)."""
+    from vgtui.core.records import METRIC_AXES
+
+    if axes is None:
+        return None
+    if not isinstance(axes, dict) or any(not isinstance(k, str) or a not in METRIC_AXES for k, a in axes.items()):
+        raise ValueError(f"vgtui.watch: axes={axes!r}: a dict of metric name -> one of {', '.join(METRIC_AXES)}")
+    return dict(axes) or None

@@ -135,6 +135,32 @@ def overlay_runs() -> None:
         print(name, len(recs), "records")
 
 
+def spiky_run(path: Path, k: int = 200) -> None:
+    """A loss spike with a known leader, recorded by the flight recorder itself (issue 18): a ReLU MLP (784-128x5-10,
+    kaiming, SGD with momentum) on mnist-5k for 300 steps, fc2's weights scaled by 8 by an optimiser hook as step
+    k - 1 ends (the fault is this script's, never the product's): the engine writes the spike record at step k naming
+    fc2's weight norm first, one step before the loss. Progress ticks left out (the replay shows none)."""
+    import torch
+
+    from vgtui.core.records import ProgressRecord
+
+    cfg = RunConfig(dataset="mnist-5k", depth=5, width=128, activation="relu", init="kaiming", lr=0.01, epochs=100,
+                    max_steps=300, probe_every=10, device="cpu", seed=0)
+    recs: list = []
+    trainer = Trainer(cfg, [recs.append])
+    trainer.prepare()
+    fc2 = dict(trainer.main.probes.layers)["fc2"]
+
+    def scale(opt, args, kwargs):
+        if trainer.main.step == k - 1:
+            with torch.no_grad():
+                fc2.weight.mul_(8)
+
+    trainer.optimizer.register_step_post_hook(scale)
+    trainer.run()
+    write(path, [r for r in recs if not isinstance(r, ProgressRecord)])
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     if sys.argv[1:] == ["why"]:
@@ -142,6 +168,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["overlay"]:
         overlay_runs()
+        return
+    if sys.argv[1:] == ["spiky"]:
+        spiky_run(HERE / "spiky.jsonl")
         return
     forked_run(HERE / "forked.jsonl")
     print("forked", len((HERE / "forked.jsonl").read_text().splitlines()), "records")

@@ -19,7 +19,8 @@ from vgtui import __version__
 from vgtui import signals as sig
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import explain, explain_learning
-from vgtui.core.records import EndRecord, EpochRecord, ProgressRecord, Record, RunRecord, Snapshot
+from vgtui.core.records import EndRecord, EpochRecord, ProgressRecord, Record, RunRecord, Snapshot, SpikeRecord
+from vgtui.core.spikes import spike_words
 from vgtui.core.summary import RunSummary
 
 EXIT = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}  # signals: see vgtui.signals
@@ -129,6 +130,8 @@ class Reporter:
                         f"{rec.train_acc:.3f}  test loss {rec.test_loss:.4f}  test acc {rec.test_acc:.3f}{sps}")
             if self.snap is not None:
                 self._print(grad_summary(self.snap) + f"   (log scale: {BLOCKS[0]} 1e{LOG_LO} .. {BLOCKS[-1]} 1e+{LOG_HI})")
+        elif isinstance(rec, SpikeRecord):
+            self._print(f"spike: {spike_words(rec)}")
         elif isinstance(rec, EndRecord):
             self.end(rec)
 
@@ -162,6 +165,8 @@ class Reporter:
             self.verdict_lines()  # every layer judged (a first/last ratio alone can say healthy while all are tiny)
             if verdict not in ("diverged", "exploded"):
                 self._print("learning: " + explain_learning(s.learning, s.losses, s.n_classes, s.accuracy, verdict))
+        for line in s.spike_lines():  # the flight recorder: how many loss spikes, which layer led each
+            self._print(line)
         label = {"completed": "done", "interrupted": "interrupted", "diverged": "DIVERGED", "failed": "FAILED"}
         self._print(f"{label.get(rec.status, rec.status)}: {rec.message} ({rec.steps:,} steps in {rec.elapsed_s:.1f} s)")
 

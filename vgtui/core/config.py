@@ -74,6 +74,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     probe_every: int | None = None  # None: automatic (see above)
+    flight: bool = True  # the flight recorder of loss spikes (vgtui.engine.flight); --no-flight turns it off
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)

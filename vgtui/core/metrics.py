@@ -36,7 +36,8 @@ import numpy as np
 from vgtui import __version__
 from vgtui.core.outfile import kind_of
 from vgtui.core.records import (BRANCHES, MAX_STEP, SCHEMA_VERSION, EndRecord, EpochRecord, EventRecord, NoticeRecord,
-                                ProgressRecord, Record, RunRecord, Snapshot, record_from_json, safe_text)
+                                ProgressRecord, Record, RunRecord, Snapshot, SpikeRecord, record_from_json,
+                                safe_text)
 
 WHAT_IT_IS = "a vgtui metrics file is the JSON Lines that `vgtui --metrics FILE` writes"
 MAX_LINE_BYTES = 64 << 20  # a longer line is skipped with a notice, never read into memory whole
@@ -115,7 +116,7 @@ class RecordDecoder:
                 raise _not_metrics(self.name, f"line {lineno} is not JSON") from e
             raise self._damaged(lineno, f"not JSON ({e})") from e
         t = d.get("type") if isinstance(d, dict) else None
-        if t not in ("run", "snapshot", "epoch", "event", "end", "progress"):
+        if t not in ("run", "snapshot", "epoch", "event", "end", "progress", "spike"):
             what = "a JSON " + _JSON_TYPES.get(type(d), "value")
             if first:
                 raise _not_metrics(self.name, f"line {lineno} is {what} without a vgtui record type")
@@ -247,6 +248,7 @@ class RunIndex:
         self.epochs: list[EpochRecord] = []
         self.events: list[EventRecord] = []
         self.end: EndRecord | None = None
+        self.spikes: list[SpikeRecord] = []  # the flight recorder's loss spikes, in file order
         self.branches: list[RunIndex] = []  # forks of this run (branch B), in file order
         self.parent: RunIndex | None = None  # for a branch: the run it forked from
         self._offsets, self._lengths, self._linenos = array("q"), array("q"), array("q")
@@ -537,6 +539,8 @@ class MetricsIndex:
             run.end = rec
         elif isinstance(rec, ProgressRecord):
             run.progress = rec
+        elif isinstance(rec, SpikeRecord):
+            run.spikes.append(rec)
 
     def _run_of(self, branch: Any, lineno: int) -> RunIndex:
         """The run a record belongs to: the latest run, or its open branch of that name."""
@@ -739,11 +743,12 @@ class MetricsRun:
     events: list[EventRecord] = field(default_factory=list)
     end: EndRecord | None = None
     branches: list["MetricsRun"] = field(default_factory=list)  # its forks (branch B), each a run of its own
+    spikes: list[SpikeRecord] = field(default_factory=list)  # the flight recorder's loss spikes
 
 
 def _parsed(r: RunIndex) -> MetricsRun:
     return MetricsRun(r.header, list(r.iter_snapshots()), list(r.epochs), list(r.events), r.end,
-                      [_parsed(b) for b in r.branches])
+                      [_parsed(b) for b in r.branches], list(r.spikes))
 
 
 def read_metrics(path: str | os.PathLike) -> list[MetricsRun]:

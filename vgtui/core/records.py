@@ -411,6 +411,9 @@ class RunRecord:
     branch: str | None = None  # "B": the header of a fork's branch (see BRANCHES); None: the run itself
     forked_at: int | None = None  # the step whose state this run starts from: a branch's fork, or a kept branch
     deriv_edges: np.ndarray | None = None  # the derivative histograms' bin edges (|act'| / its maximum): DERIV_EDGES
+    # where the viewer draws the user's metrics (vgtui.watch(axes=...)): name -> "acc" | "loss" | "log" | "linear"
+    # (METRIC_AXES); optional, left out when not said (the viewer then decides by name, never by range alone)
+    axes: dict[str, str] | None = None
     type: str = field(default="run", init=False)
 
     def __post_init__(self) -> None:  # names alone are accepted (and schema-1 headers hold only names)
@@ -592,7 +595,98 @@ def _progress_to_json(rec: ProgressRecord) -> dict[str, Any]:
             "loss": _num(rec.loss), "steps_per_s": _num(rec.steps_per_s)}
 
 
-Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord, ProgressRecord]
+# ---------------------------------------------------------------------------------------------- spikes
+SPIKE_KINDS = ("spike", "explosion")  # a finite spike; an explosion: the run then ended diverged
+SPIKE_METRICS = ("grad_norm", "update_norm", "step_norm", "weight_norm")  # the flight recorder's per-layer numbers
+MAX_SPIKE_WINDOW = 4096  # steps in a spike record's window, at most
+
+
+@dataclass(frozen=True, eq=False)
+class Lead:
+    """A layer whose own number (`metric`, one of SPIKE_METRICS) first left its band at `step`: `lead` = the spike's
+    step - `step` (> 0: before the loss; 0: at the same step; < 0: after it), `score` its robust score there."""
+
+    layer: str
+    metric: str
+    step: int
+    lead: int
+    score: float
+
+
+@dataclass(frozen=True, eq=False)
+class SpikeRecord:
+    """The flight recorder's account of a loss spike (vgtui.engine.flight): `step` is where the loss left its band,
+    `score` its robust score there ((x - median) / (1.4826 * MAD) over the window before). `steps` and `loss` are
+    the window around it (before and after), `series` one value per window step for each metric ("grad_norm",
+    "update_norm", "step_norm") and layer, `leaders` the layers ranked by when their own numbers first left their
+    band. `kind` "explosion": the loss went non-finite or the run ended diverged right after."""
+
+    step: int
+    kind: str
+    score: float
+    steps: tuple[int, ...]
+    loss: tuple[float, ...]
+    series: dict[str, dict[str, tuple[float, ...]]]
+    leaders: tuple[Lead, ...]
+    elapsed_s: float = 0.0
+    branch: str | None = None
+    type: str = field(default="spike", init=False)
+
+    @property
+    def leader(self) -> Lead | None:
+        return self.leaders[0] if self.leaders else None
+
+
+def _spike_to_json(rec: SpikeRecord) -> dict[str, Any]:
+    return {"type": "spike", "step": rec.step, "kind": rec.kind, "score": _num(rec.score),
+            "elapsed_s": _num(rec.elapsed_s), "steps": list(rec.steps), "loss": [_num32(x) for x in rec.loss],
+            "series": {m: {layer: [_num32(x) for x in v] for layer, v in by_layer.items()}
+                       for m, by_layer in rec.series.items()},
+            "leaders": [{"layer": l.layer, "metric": l.metric, "step": l.step, "lead": l.lead, "score": _num(l.score)}
+                        for l in rec.leaders]}
+
+
+def _spike_from_json(d: dict[str, Any]) -> SpikeRecord:
+    step = _int(d["step"], "step")
+    kind = _str(d["kind"], "kind")
+    if kind not in SPIKE_KINDS:
+        raise ValueError(f"kind {_show(kind)} is not one of {', '.join(SPIKE_KINDS)}")
+    steps = tuple(_int(s, "steps") for s in _list(d["steps"], "steps", empty=False))
+    if len(steps) > MAX_SPIKE_WINDOW:
+        raise ValueError(f"steps: {len(steps)} steps, more than {MAX_SPIKE_WINDOW}")
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError("steps are not increasing")
+    if step not in steps:
+        raise ValueError(f"step {step} is not in the window's steps")
+    n = len(steps)
+
+    def values(v: Any, what: str) -> tuple[float, ...]:
+        xs = tuple(_float(x, what) for x in _list(v, what))
+        if len(xs) != n:
+            raise ValueError(f"{what}: {len(xs)} values for {n} steps")
+        return xs
+
+    loss = values(d["loss"], "loss")
+    series: dict[str, dict[str, tuple[float, ...]]] = {}
+    for m, by_layer in _dict(d.get("series", {}), "series").items():
+        m = safe_text(m)
+        series[m] = {safe_text(layer): values(v, f"series.{m}.{layer}")
+                     for layer, v in _dict(by_layer, f"series.{m}").items()}
+    leaders = []
+    for i, l in enumerate(_list(d.get("leaders", []), "leaders")):
+        l = _dict(l, f"leaders[{i}]")
+        lead = Lead(layer=_str(l["layer"], f"leaders[{i}].layer"), metric=_str(l["metric"], f"leaders[{i}].metric"),
+                    step=_int(l["step"], f"leaders[{i}].step"), lead=_int(l["lead"], f"leaders[{i}].lead", -MAX_STEP),
+                    score=_float(l["score"], f"leaders[{i}].score"))
+        if lead.lead != step - lead.step:
+            raise ValueError(f"leaders[{i}]: lead {lead.lead} is not step {step} - {lead.step}")
+        leaders.append(lead)
+    return SpikeRecord(step=step, kind=kind, score=_float(d["score"], "score"), steps=steps, loss=loss,
+                       series=series, leaders=tuple(leaders),
+                       elapsed_s=_float(d.get("elapsed_s", 0.0), "elapsed_s", finite=True))
+
+
+Record = Union[RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord, ProgressRecord, SpikeRecord]
 
 
 def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
@@ -607,6 +701,8 @@ def to_json(rec: Record, header: RunRecord | None = None) -> dict[str, Any]:
 def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
     if isinstance(rec, ProgressRecord):
         return _progress_to_json(rec)
+    if isinstance(rec, SpikeRecord):
+        return _spike_to_json(rec)
     if isinstance(rec, Snapshot):
         return {"type": "snapshot", "step": rec.step, "epoch": rec.epoch, "elapsed_s": _num(rec.elapsed_s),
                 "loss": _num32(rec.loss), "loss_avg": _num32(rec.loss_avg), "steps_per_s": _num(rec.steps_per_s),
@@ -629,6 +725,8 @@ def _to_json(rec: Record, header: RunRecord | None) -> dict[str, Any]:
             d["act_edges"] = {k: _float_list(v) for k, v in rec.act_edges.items()}
         if rec.deriv_edges is not None:
             d["deriv_edges"] = _float_list(rec.deriv_edges)
+        if rec.axes:
+            d["axes"] = dict(rec.axes)
         return d
     if isinstance(rec, EpochRecord):
         return {"type": "epoch", "epoch": rec.epoch, "step": rec.step, "train_loss": _num(rec.train_loss),
@@ -659,6 +757,17 @@ def record_from_json(d: dict[str, Any], header: RunRecord | None = None) -> Reco
             raise ValueError(f"unknown branch {_show(branch)}")
         object.__setattr__(rec, "branch", branch)
     return rec
+
+
+METRIC_AXES = ("acc", "loss", "log", "linear")  # a RunRecord's `axes` values
+
+
+def _axes(v: Any) -> dict[str, str] | None:
+    """A header's `axes`: metric name -> one of METRIC_AXES. An axis this vgtui does not know (a later one's) is left
+    out, so that the metric gets the default place and the run still opens; `axes` that is not an object is damage."""
+    if v is None:
+        return None
+    return {safe_text(k): a for k, a in _dict(v, "axes").items() if isinstance(a, str) and a in METRIC_AXES} or None
 
 
 def _metrics(v: Any) -> dict[str, float] | None:
@@ -722,7 +831,8 @@ def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
                                                          finite=True),
                          forked_at=_opt_int(d.get("forked_at"), "forked_at"),
                          deriv_edges=None if d.get("deriv_edges") is None else _edges(d["deriv_edges"],
-                                                                                      "deriv_edges"))
+                                                                                      "deriv_edges"),
+                         axes=_axes(d.get("axes")))
     if t == "epoch":
         return EpochRecord(epoch=_int(d["epoch"], "epoch"), step=_int(d["step"], "step"),
                            **{k: _float(d[k], k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
@@ -750,6 +860,8 @@ def _record_from_json(d: dict[str, Any], header: RunRecord | None) -> Record:
                          elapsed_s=_float(d["elapsed_s"], "elapsed_s", finite=True),
                          message=_str(d.get("message", ""), "message"), layer=_opt_str(d.get("layer"), "layer"),
                          traceback=_opt_str(d.get("traceback"), "traceback"), cause=cause)
+    if t == "spike":
+        return _spike_from_json(d)
     raise ValueError(f"unknown record type {_show(t)}")
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from vgtui.core.diagnosis import RECENT, RunVerdict, badge, diagnose, judge_learning, judge_run
-from vgtui.core.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot
+from vgtui.core.records import EndRecord, EpochRecord, Record, RunRecord, Snapshot, SpikeRecord
+from vgtui.core.spikes import spike_words, spikes_summary
 
 N_CLASSES = 10  # every dataset vgtui trains on has 10 classes
 
@@ -50,6 +51,7 @@ class RunSummary:
     end: EndRecord | None = None
     first: Snapshot | None = None  # the run's first snapshot (the preflight's)
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT))  # the last RECENT snapshots
+    spikes: list = field(default_factory=list)  # the flight recorder's SpikeRecords, in order
 
     def add(self, rec: Record) -> None:
         """Fold one record in (a fork's branch records are left out: they are a run of their own)."""
@@ -69,6 +71,8 @@ class RunSummary:
             self.train_acc, self.test_acc = rec.train_acc, rec.test_acc
         elif isinstance(rec, EndRecord):
             self.end = rec
+        elif isinstance(rec, SpikeRecord):
+            self.spikes.append(rec)
 
     __call__ = add  # a trainer sink
 
@@ -78,7 +82,7 @@ class RunSummary:
         reading its snapshots: counts, last step and end only."""
         n = run.n_snapshots
         return cls(header=run.header, snapshots=n, last_step=int(run.snapshot_steps[-1]) if n else None,
-                   end=run.end)
+                   end=run.end, spikes=list(getattr(run, "spikes", ())))
 
     # ------------------------------------------------------------------ what it says
     @property
@@ -139,6 +143,18 @@ class RunSummary:
     @property
     def last_text(self) -> str:
         return f"step {self.last_step:,}" if self.last_step is not None else "no snapshot"
+
+    def spike_lines(self, most: int = 5) -> list[str]:
+        """The flight recorder's account at the end of a run: 'spikes: 2 loss spikes: fc3 led 1, fc2 led 1' and one
+        line per spike (the first `most`); nothing for a run without a flight recorder and no spike."""
+        flight = (self.header.config or {}).get("flight") if self.header is not None else None
+        if not self.spikes and not flight:
+            return []
+        lines = [f"spikes: {spikes_summary(self.spikes)}"]
+        lines += [f"  {spike_words(s)}" for s in self.spikes[:most]]
+        if len(self.spikes) > most:
+            lines.append(f"  ... and {len(self.spikes) - most} more (the metrics file has them all)")
+        return lines
 
     @property
     def end_text(self) -> str:

@@ -22,9 +22,11 @@ import torch.nn.functional as F
 
 from vgtui.core.config import ACTIVATIONS, DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, RunConfig
 from vgtui.core.diagnosis import chance_loss, exploded
-from vgtui.core.records import (EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord, Snapshot)
+from vgtui.core.records import (EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord, Snapshot,
+                                SpikeRecord)
 from vgtui.engine import recorder
 from vgtui.engine.data import TensorData
+from vgtui.engine.flight import FlightRecorder
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import ACT_RANGES, DEFAULT_ACT_RANGE, GRAD_EDGES_LOG10, Probes, locate_nonfinite
 
@@ -137,6 +139,8 @@ class Branch:
                                                                  s.n_classes).to(s.device)
         self.optimizer = build_optimizer(config, self.model)
         self.probes = Probes(self.model)
+        self.flight = FlightRecorder(self.probes.layers, self.optimizer, s.device, elapsed=s.elapsed) \
+            if config.flight else None  # the loss spikes' flight recorder (vgtui.engine.flight)
         self.acc_dtype = accumulator_dtype(s.device)
         self.sums = RunningSums.start(s.device, self.acc_dtype, s.clock())
         self.step = self.epoch = self.step_in_epoch = 0
@@ -146,7 +150,7 @@ class Branch:
     # ------------------------------------------------------------------ records
     def emit(self, rec: Record) -> None:
         if self.id is not None and isinstance(rec, (RunRecord, Snapshot, EpochRecord, EventRecord, EndRecord,
-                                                    ProgressRecord)):
+                                                    ProgressRecord, SpikeRecord)):
             rec = dataclasses.replace(rec, branch=self.id)
         self._emit_run(rec)
 
@@ -176,6 +180,7 @@ class Branch:
     def end(self, status: str, message: str, layer: str | None = None, tb: str | None = None,
             cause: str = "") -> EndRecord:
         """Emit this branch's end record. `cause`: one of END_CAUSES ("" for the status's own)."""
+        self.flight_end(explosion=status == "diverged")
         end = EndRecord(status=status, steps=self.step, elapsed_s=self.setting.elapsed(), message=message,
                         layer=layer, traceback=tb, cause=cause)
         self.emit(end)
@@ -259,6 +264,8 @@ class Branch:
         opt.step()
         if probe:
             self.probes.collect_update()
+        if self.flight is not None:
+            self.flight.record(self.step, loss_d)  # on the device: no sync
         return loss_d
 
     def check(self) -> EndRecord | None:
@@ -271,11 +278,23 @@ class Branch:
     def _verdict(self, loss_sum: float, correct: float, first_bad: float) -> EndRecord | None:
         s = self.sums
         if first_bad:
+            self.flight_end(explosion=True)  # before the replay names the first non-finite layer
             return self._diverged(int(first_bad))
         if s.acc_n and exploded(loss_sum / s.acc_n, self.setting.n_classes):
+            self.flight_end(explosion=True)
             return self._exploded(loss_sum / s.acc_n)
         s.fold(loss_sum, correct)
+        if self.flight is not None:
+            for rec in self.flight.check():  # sync: the flight buffer, right after the check's own copy
+                self.emit(rec)
         return None
+
+    def flight_end(self, explosion: bool) -> None:
+        """Emit the flight recorder's pending spike records (and, for a run that `explosion` ended, the record of
+        the explosion), before the end record."""
+        if self.flight is not None:
+            for rec in self.flight.finish(explosion):  # sync: at the end of the run
+                self.emit(rec)
 
     def snapshot(self, loss: torch.Tensor) -> EndRecord | None:
         """Read the probes, the sums and the first bad step in one copy; emit the snapshot, or end the branch as

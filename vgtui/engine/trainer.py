@@ -236,6 +236,8 @@ class Trainer:
         main.step = main.epoch = main.step_in_epoch = 0
         main.sums = RunningSums.start(setting.device, main.acc_dtype, self.clock())
         main.ckpt, main.activations = None, []
+        if main.flight is not None:
+            main.flight.reset()
         self._emit(main.header())
         self._snap_t, self._snap_step = main.sums.window_t, 0
         self._pace_t, self._pace_step = time.perf_counter(), 0

@@ -32,6 +32,7 @@ LOSS = RUN_A
 TRAIN_ACC = 229  # pale yellow dots
 TEST_ACC = 255  # near-white dots
 USER = (229, 255, 117, 223)  # a user's own metrics in the loss chart, in name order
+SPIKE = 220  # a loss spike's ▲ on the curves and the spike view's leading layer (issue 18)
 EVENT = 177  # a live change (a marker on the curves), and the status line's notice: what just happened
 LAYER_RAMP = (33, 39, 45, 50, 48, 83, 154, 190, 220, 208, 203, 198, 170, 134)  # layers by depth, first to last
 

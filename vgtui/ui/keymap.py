@@ -97,6 +97,9 @@ KEYMAP: tuple[Key, ...] = (
         view="layers"),
     Key("escape", "layer_back", "back", "layer table: back from a layer's history; close / clear the filter", ANY,
         "esc", show=False, view="layers"),
+    Key("up", "spike_move(-1)", "previous spike", "loss spikes view: the previous / next spike", ANY, "↑ / ↓",
+        show=False, view="spikes"),
+    Key("down", "spike_move(1)", "next spike", "loss spikes view: the next spike", ANY, show=False, view="spikes"),
     Key("left", "seek(-1)", "back", "one snapshot back / forward", FILE, "← / →", display="←", palette="Back"),
     Key("right", "seek(1)", "fwd", "one snapshot forward", FILE, display="→", palette="Forward"),
     Key("home", "seek_to(0)", "first", "first / last snapshot (the last follows a growing file); in the layer "
@@ -107,9 +110,19 @@ KEYMAP: tuple[Key, ...] = (
     Key("m", "metric", "metric", "gradient metric: grad norm, mean |grad|, grad:data, update:data; then the "
         "curves show the pre-activation percentiles", ANY, "m", palette="Next metric"),
     Key("l", "log", "log/lin", "log / linear axes", ANY, "l", palette="Log / linear axes"),
+    Key("tilde", "smooth", "smooth", "curves: smoothing, an exponential moving average of weight off / 0.6 / 0.9 / "
+        "0.99 (the raw loss stays faint behind the smoothed one)", ANY, "~", show=False,
+        palette="Curves: next smoothing"),
+    Key("w", "wall", "wall time", "curves over steps / over wall time (seconds since the run started)", ANY, "w",
+        show=False, palette="Curves over steps / wall time"),
+    Key("z", "zoom(1)", "zoom in", "curves: zoom in to the last half of the steps shown, again for the last quarter, "
+        "...; Z zooms out (the loss panel's title says the range: up to the latest step, or a replay's cursor)", ANY,
+        "z / Z", show=False, palette="Curves: zoom in"),
+    Key("Z", "zoom(-1)", "zoom out", "curves: zoom out", ANY, show=False, palette="Curves: zoom out"),
     Key("x", "relative", "relative", "gradient bars relative to the output layer (which reads 1): each layer's "
         "share of its gradient, in words (1/10,000)", ANY, "x", palette="Gradient bars relative to the output layer"),
-    Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table, why (derivative × weights)", ANY, "tab",
+    Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table, why (derivative × "
+        "weights), and the loss spikes once a run has one", ANY, "tab",
         priority=True, palette="Next view"),
     Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file (several runs in a replay: "
         "one CSV each), under a new name if that one exists (the paths are shown)", TIME, "e", palette="Export CSV",

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import RECENT, RunVerdict, judge_run
 from vgtui.core.records import (UNSAFE_RANGES, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
-                                Snapshot)
+                                Snapshot, SpikeRecord)
 
 # The runs on one screen, by position (at most MAX_RUNS): the run itself (A), then its fork's branches (a branch
 # record's id, vgtui.core.records.BRANCHES, is its tag: `run_index`), or the files of `vgtui replay a b c ...` in
 # the order given. Independent of the engine's branch ids; each has its colour (vgtui.ui.colours.RUN).
-TAGS: tuple[str, ...] = ("A", "B", "C", "D", "E", "F", "G", "H")
+TAGS: tuple[str, ...] = tuple("ABCDEFGH")
 MAX_RUNS = len(TAGS)
 
 
@@ -54,7 +54,10 @@ METRIC_KEYS = tuple(m.key for m in METRICS)
 # over steps, as in Ioffe & Szegedy 2015, Figure 1. Not a gradient metric: the bars go on showing one (bar_metric).
 PRE = "pre_percentiles"
 PRE_KEYS = ("pre_p15", "pre_p50", "pre_p85")  # LayerStats attributes
-CURVE_KEYS = (*METRIC_KEYS, PRE)  # what `m` cycles through
+# Then the user's own metrics that have no place on the loss chart, each on an axis of its own (vgtui.watch's
+# metrics=; charts.user_metrics): offered by `m` only to a run that has some.
+USER = "user_metrics"
+CURVE_KEYS = (*METRIC_KEYS, PRE, USER)  # what `m` cycles through
 # More per-layer series the history keeps, for a layer's own history (the layer table's enter): its saturated
 # fraction and its activation's mean |derivative| (LayerStats attributes; nan where a snapshot has none)
 LAYER_KEYS = ("saturated_frac", "deriv_mean")
@@ -71,7 +74,7 @@ def bar_metric(key: str) -> Metric:
     """The gradient metric the bars show while the curves show `key`: the same one, or while the curves show the
     pre-activation percentiles the last gradient metric of the cycle (the one `m` came from), so the bars keep
     what they showed."""
-    return METRICS[-1] if key == PRE else metric(key)
+    return METRICS[-1] if key in (PRE, USER) else metric(key)
 
 
 
@@ -112,6 +115,7 @@ class History:
         self.stride = 1
         self.seen = 0
         self.steps: list[int] = []
+        self.elapsed: list[float] = []  # each point's Snapshot.elapsed_s (the curves' wall-time axis)
         self.loss: list[float] = []
         self.series: dict[str, list[list[float]]] = {k: [[] for _ in names] for k in (*METRIC_KEYS, *PRE_KEYS, *LAYER_KEYS)}
         self.user: dict[str, list[float]] = {}  # the user's metrics (Snapshot.metrics), nan where a snapshot lacks one
@@ -122,6 +126,7 @@ class History:
             return
         by_name = {l.name: l for l in snap.layers}
         self.steps.append(snap.step)
+        self.elapsed.append(snap.elapsed_s)
         self.loss.append(snap.loss_avg)
         for k, series in self.series.items():
             for i, name in enumerate(self.names):
@@ -139,7 +144,7 @@ class History:
 
     def _halve(self) -> None:
         self.stride *= 2
-        self.steps, self.loss = self.steps[::2], self.loss[::2]
+        self.steps, self.loss, self.elapsed = self.steps[::2], self.loss[::2], self.elapsed[::2]
         self.series = {k: [s[::2] for s in v] for k, v in self.series.items()}
         self.user = {k: v[::2] for k, v in self.user.items()}
 
@@ -178,6 +183,8 @@ class RunState:
         self.first: Snapshot | None = None
         self.count = 0
         self._verdict: tuple[tuple, RunVerdict] | None = None
+        self.spikes: list[SpikeRecord] = []  # the flight recorder's loss spikes of this run (issue 18), in step order
+        self.spike_version = 0
         self.snap_version = 0
         self.epoch_version = 0
         self.run_version = 0
@@ -212,6 +219,10 @@ class RunState:
                 self.end = rec
                 self.run_version += 1
                 self.snap_version += 1
+            elif isinstance(rec, SpikeRecord):
+                self.spikes.append(rec)
+                self.spike_version += 1
+                self.snap_version += 1  # the loss curve marks it
 
     def begin(self, rec: RunRecord, epochs: list[EpochRecord] = (), events: list[EventRecord] = ()) -> None:
         """A new run: its header, and what a file already holds of its epochs and live changes."""
@@ -224,6 +235,8 @@ class RunState:
             self.snap, self.end, self.lost, self.progress, self.damaged = None, None, "", None, ""
             self.recent, self.first, self.count = deque(maxlen=RECENT), None, 0
             self.epochs, self.events = list(epochs), []
+            self.spikes = []
+            self.spike_version += 1
             for ev in events:
                 self._event(ev)
             self.history = History(self.layers)
@@ -285,6 +298,19 @@ class RunState:
                 self.history.add(s)
             self.snap_version += 1
 
+    def sync_spikes(self, spikes: list[SpikeRecord]) -> None:
+        """A file's spikes as its index holds them (RunIndex.spikes: they grow as a followed file does)."""
+        with self.lock:
+            if len(spikes) != len(self.spikes):
+                self.spikes = list(spikes)
+                self.spike_version += 1
+                self.snap_version += 1
+
+    def visible_spikes(self) -> list[SpikeRecord]:
+        """The spikes up to the cursor (all of them live), in step order."""
+        with self.lock:
+            return sorted((s for s in self.spikes if self.upto is None or s.step <= self.upto), key=lambda s: s.step)
+
     def add_epochs(self, epochs: list[EpochRecord]) -> None:
         with self.lock:
             self.epochs.extend(epochs)
@@ -330,6 +356,16 @@ class RunState:
             h = self.history
             n = h.upto(self.upto)
             return h.steps[:n], h.names, [tuple(h.series[k][i][:n] for k in PRE_KEYS) for i in range(len(h.names))]
+
+    def times(self) -> list[float]:
+        """Each point of `curves()`'s seconds since the run started (Snapshot.elapsed_s): the wall-time axis."""
+        with self.lock:
+            return self.history.elapsed[:self.history.upto(self.upto)]
+
+    @property
+    def axes(self) -> dict[str, str] | None:
+        """Where the run said its metrics go (vgtui.watch(axes=...): the header's `axes`), or None."""
+        return getattr(self.run, "axes", None) if self.run is not None else None
 
     def user_curves(self) -> dict[str, list[float]]:
         """The user's metrics (vgtui.watch's metrics=) up to the cursor, aligned with `curves()`'s steps."""

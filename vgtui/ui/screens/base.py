@@ -14,6 +14,7 @@ action updates the status line on the spot (`_status_now`), the panels at the ne
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import time
@@ -30,20 +31,23 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Static
 
 from vgtui.core.config import next_choice
+from vgtui.core.spikes import spike_words
 from vgtui.sources.base import Source
-from vgtui.ui import charts, colours, keymap
+from vgtui.ui import charts, colours, curveview, keymap
 from vgtui.ui.colours import hexc
 from vgtui.ui.screens.dialogs import HelpScreen
-from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, RunState, metric, shown
+from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, USER, RunState, metric, shown
 from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerHistory, LayerTable, Panel, PlotextPanel, RunView,
-                              StatusBar, TableView, WhyPanel, run_label,
+                              SpikeView, StatusBar, TableView, WhyPanel, run_label,
                               flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
 from vgtui.ui.widgets.table import TABLE_COLUMNS
 
 MIN_SIZE = (80, 24)
 VIEWS = ("overview", "histograms", "layers", "why")
 VIEW_TITLES = {"overview": "overview", "histograms": "gradient histograms", "layers": "layer table",
-               "why": "why: derivative × weights"}
+               "why": "why: derivative × weights", "spikes": "loss spikes"}
+SHORT_TITLES = {"histograms": "histograms", "why": "why"}  # at 80 columns, with the loss spikes' tab
+SPIKES = "spikes"  # the loss spikes' view (issue 18): in the tab cycle once a run on screen has a spike
 MAX_LEGEND = 40  # layers named under the curves panel at most (a border line holds no more)
 
 
@@ -63,6 +67,9 @@ class RunScreen(Screen):
     view: reactive[str] = reactive("overview", init=False)
     paused: reactive[bool] = reactive(False, init=False)  # training paused, or a replay not playing
     notice: reactive[str] = reactive("", init=False)  # the status line's third line, when something just happened
+    smooth: reactive[float] = reactive(0.0, init=False)  # the curves' EMA weight (`~`)
+    wall: reactive[bool] = reactive(False, init=False)  # the curves over wall time (`w`)
+    zoom: reactive[int] = reactive(0, init=False)  # the curves show the last 1/2^zoom of the steps (`z` / `Z`)
 
     def __init__(self, sources: list[Source], fps: float = 2.0, screenshot_dir: str | None = None) -> None:
         super().__init__()
@@ -72,6 +79,11 @@ class RunScreen(Screen):
         self.state = self.states[0]
         self.branch_focus = 0  # the run the single-run views show (the histograms); in a fork, the branch `f` keeps
         self._user_metrics = 0  # the user's metrics the titles were made for
+        self._curve_words = ""  # the curves' options in the loss panel's title (curveview.describe)
+        self.spike_index: int | None = None  # the spikes view's spike (None: the latest)
+        self._has_spikes = False  # the tabs were drawn with the spikes view
+        self._spike_count = 0
+        self._seen_spikes = False  # the first frame's spikes (a file's, at its opening) are not news
         self.fps = max(float(fps), 0.2)
         self.screenshot_dir = screenshot_dir or os.getcwd()
         self.frames = 0  # frame timer ticks that redrew something (bench/tests)
@@ -110,10 +122,10 @@ class RunScreen(Screen):
             with Grid(id="overview"):
                 yield GradientBars(id="grads", classes="panel")
                 yield ActivationPanel(id="acts", classes="panel")
-                yield PlotextPanel(loss_figure, lambda v: v.versions("snap_version", "epoch_version"),
-                                   id="loss", classes="panel")
-                yield PlotextPanel(flow_figure, lambda v: (v.versions("snap_version"), v.metric, v.log),
-                                   id="flow", classes="panel")
+                yield PlotextPanel(loss_figure, lambda v: (v.versions("snap_version", "epoch_version"),
+                                                           curveview.curve_key(v)), id="loss", classes="panel")
+                yield PlotextPanel(flow_figure, lambda v: (v.versions("snap_version"), v.metric, v.log,
+                                                           curveview.curve_key(v)), id="flow", classes="panel")
             with Vertical(id="histograms"):
                 yield PlotextPanel(hist_all_figure, hist_key, id="hist-all", classes="panel")
                 yield PlotextPanel(hist_grid_figure, hist_key, id="hist-grid", classes="panel")
@@ -123,6 +135,8 @@ class RunScreen(Screen):
                 yield Static(id="layer-filter")
             with Vertical(id="why"):
                 yield WhyPanel(id="why-panel", classes="panel")
+            with Vertical(id=SPIKES):
+                yield SpikeView(id="spike-view", classes="panel")
         yield Static(id="too-small")
         yield Footer(compact=True)
 
@@ -138,7 +152,8 @@ class RunScreen(Screen):
         """What the panels draw from at this frame (they never read the screen)."""
         return RunView(states=tuple(self.states), live=self.LIVE, replay=self.REPLAY, paused=self.paused,
                        notice=self.notice, branch_focus=self.branch_focus, metric=self.metric, log=self.log_axes,
-                       relative=self.relative, colour=self.colour, table=self.table_view, **self.view_options())
+                       relative=self.relative, colour=self.colour, table=self.table_view, smooth=self.smooth,
+                       wall=self.wall, zoom=self.zoom, spike=self.spike_index, **self.view_options())
 
     def on_mount(self) -> None:
         self.query_one("#layer-history").display = False
@@ -157,6 +172,8 @@ class RunScreen(Screen):
         self.check_size()
         if len(self.states) > 2 and self.is_mounted:  # the runs' legend is shortened to the width
             self._titles()
+        if self._has_spikes:
+            self._update_tabs()
 
     def check_size(self) -> None:
         w, h = self.app.size
@@ -203,13 +220,17 @@ class RunScreen(Screen):
         """The panels' border titles and legends: the screen's (the panels draw inside their borders)."""
         loss = self.query_one("#loss", Panel)
         flow = self.query_one("#flow", Panel)
-        loss.border_title = "loss & accuracy over steps"
+        over = "wall time" if self.wall else "steps"
+        self._curve_words = curveview.describe(self.run_view())  # zoom, time axis, smoothing: short, 80 columns
+        loss.border_title = f"loss · {self._curve_words}" if self._curve_words else "loss & accuracy over steps"
         if self.metric == PRE:
             flow.border_title = "pre-activation z percentiles · linear y (always)"
+        elif self.metric == USER:
+            flow.border_title = "your metrics, each on its own axis (vgtui.watch axes=)"
         else:
             m = metric(self.metric)
             scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log_axes else "linear y"
-            flow.border_title = f"{m.label} per layer over steps · {scale}"
+            flow.border_title = f"{m.label} per layer over {over} · {scale}"
         if self.compare:
             loss.border_subtitle = flow.border_subtitle = self._run_legend()
             flow.border_subtitle += " · last hidden layer" if self.metric == PRE else " · first and last layer"
@@ -217,18 +238,26 @@ class RunScreen(Screen):
             loss.border_subtitle = (f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/] "
                                     f"[{hexc(colours.TRAIN_ACC)}]● train acc[/] "
                                     f"[{hexc(colours.TEST_ACC)}]● test acc[/] [{hexc(colours.EVENT)}]│ live change[/]")
+            spike_key = f" [{hexc(colours.SPIKE)}]▲ loss spike[/]" if self.state.spikes else ""
+            loss.border_subtitle += spike_key
             s = self.state
             if s.run is not None and s.run.config is None:  # a user's run (vgtui.watch): no epochs, maybe metrics=
-                with s.lock:  # the user's accuracies, in the colours the chart gives them (charts.loss_curves)
-                    accuracies = sorted(k for k in s.history.user if charts.is_accuracy(k))
-                loss.border_subtitle = f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/]" + "".join(
-                    f" [{hexc(c)}]• {markup(k)}[/]" for k, c in zip(accuracies, colours.USER))
+                with s.lock:  # the user's metrics on the loss chart, in the colours it gives them (charts.loss_curves)
+                    user = {k: list(v) for k, v in s.history.user.items()}
+                placed = [(k, charts.user_axis(k, user[k], s.axes), c)
+                          for k, c in zip(sorted(user), itertools.cycle(colours.USER))]
+                loss.border_subtitle = f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/]" + spike_key + "".join(
+                    f" [{hexc(c)}]• {markup(k)}{' (loss axis)' if a == 'loss' else ''}[/]"
+                    for k, a, c in placed if a in ("acc", "loss"))
+                own = sum(a not in ("acc", "loss") for _, a, _ in placed)
+                if own:
+                    loss.border_subtitle += f" · {own} more: m → your metrics"
             names = self.state.layers
             cols = charts.layer_colours(len(names))
             flow.border_subtitle = " ".join(f"[{hexc(c)}]━{markup(n)}[/]" for n, c in zip(names[:MAX_LEGEND], cols))
             if len(names) > MAX_LEGEND:
                 flow.border_subtitle += f" … {len(names) - MAX_LEGEND:,} more"
-            if self.metric == PRE:  # the chart names the layers it draws (the hidden ones)
+            if self.metric in (PRE, USER):  # the chart names what it draws
                 flow.border_subtitle = ""
         counts = "log counts, fixed decades 1…1e8" if self.log_axes else "linear counts"
         self.query_one("#hist-all", Panel).border_title = (
@@ -255,11 +284,17 @@ class RunScreen(Screen):
         return " ".join(parts)
 
     def _update_tabs(self) -> None:
-        parts = []
-        for v in VIEWS:
-            t = VIEW_TITLES[v]
-            parts.append(f"[reverse bold] {t} [/]" if v == self.view else f" [dim]{t}[/] ")
-        self.query_one("#tabs", Static).update(" " + "".join(parts) + "  [dim]tab: next view[/]")
+        titles = {v: VIEW_TITLES[v] for v in self.views()}
+        if SPIKES in titles:
+            titles[SPIKES] += f" ({sum(len(st.spikes) for st in self.states):,})"
+        hint = "  [dim]tab: next view[/]"
+        width = self.app.size.width
+        if SPIKES in titles and 1 + sum(len(t) + 2 for t in titles.values()) + 17 > width:  # the hint, then long titles
+            hint = ""
+            if 1 + sum(len(t) + 2 for t in titles.values()) > width:
+                titles.update({k: SHORT_TITLES.get(k, t) for k, t in titles.items() if k != SPIKES})
+        parts = [f"[reverse bold] {t} [/]" if v == self.view else f" [dim]{t}[/] " for v, t in titles.items()]
+        self.query_one("#tabs", Static).update(" " + "".join(parts) + hint)
 
     # ------------------------------------------------------------------------------------------ frames
     def _frame(self, force: bool = False) -> None:
@@ -267,9 +302,21 @@ class RunScreen(Screen):
         a second, see Panel.min_interval; `force` skips that, for a key the person just pressed)."""
         if self.has_class("too-small") or not self.is_mounted:
             return
+        count = sum(len(st.spikes) for st in self.states)
+        if count != self._spike_count:  # the tabs offer the spikes view; live or followed, a new one is said
+            new = count > self._spike_count and self._seen_spikes
+            self._has_spikes, self._spike_count = count > 0, count
+            self._update_tabs()
+            self._titles()
+            last = max((sp for st in self.states for sp in st.spikes), key=lambda sp: sp.elapsed_s, default=None)
+            if new and last is not None and (self.LIVE or getattr(self.source, "follow", False)):
+                self.notice = f"{shown(spike_words(last))} (tab: loss spikes)"
+        self._seen_spikes = True
         if len(self.state.history.user) != self._user_metrics:  # the loss panel's legend names the user's accuracies
             self._user_metrics = len(self.state.history.user)
             self._titles()
+        elif (self.zoom or self.wall) and curveview.describe(self.run_view()) != self._curve_words:
+            self._titles()  # the zoomed range moves with the run
         changed = False
         view = self.run_view()
         with self.app.batch_update():
@@ -322,7 +369,43 @@ class RunScreen(Screen):
         self._frame(force=True)
 
     def action_metric(self) -> None:
-        self.metric = next_choice(self.metric, CURVE_KEYS, 1)
+        """The curves panel's next choice; "your metrics" only for a run that has some (vgtui.watch metrics=)."""
+        choices = CURVE_KEYS if self.focused_state.history.user else tuple(k for k in CURVE_KEYS if k != USER)
+        self.metric = next_choice(self.metric, choices, 1)
+
+    # ------------------------------------------------------------------------------------------ the curves (issue 20)
+    def watch_smooth(self, smooth: float) -> None:
+        self.notice = (f"curves smoothed: exponential moving average, weight {smooth:g} (the raw loss faint behind)"
+                       if smooth else "curves not smoothed")
+        self._titles()
+        self._frame(force=True)
+
+    def watch_wall(self, wall: bool) -> None:
+        self.notice = "curves over wall time (since the run started)" if wall else "curves over steps"
+        self._titles()
+        self._frame(force=True)
+
+    def watch_zoom(self, zoom: int) -> None:
+        r = curveview.step_range(self.states, zoom)
+        self.notice = (f"curves zoomed to steps {r[0]:,}–{r[1]:,} (the last 1/{2 ** zoom:,}; Z: out)" if r
+                       else "curves: the whole run")
+        self._titles()
+        self._frame(force=True)
+
+    def action_smooth(self) -> None:
+        self.smooth = curveview.next_smoothing(self.smooth)
+
+    def action_wall(self) -> None:
+        self.wall = not self.wall
+
+    def action_zoom(self, by: int) -> None:
+        if by > 0 and not curveview.can_zoom_in(self.states, self.zoom):
+            self.notice = "curves: zoomed in as far as they go"
+            return
+        if by < 0 and self.zoom == 0:
+            self.notice = "curves: the whole run is shown"
+            return
+        self.zoom = max(0, self.zoom + by)
 
     def action_log(self) -> None:
         self.log_axes = not self.log_axes
@@ -331,7 +414,20 @@ class RunScreen(Screen):
         self.relative = not self.relative
 
     def action_next_view(self) -> None:
-        self.view = next_choice(self.view, VIEWS, 1)
+        self.view = next_choice(self.view, self.views(), 1)
+
+    def views(self) -> tuple[str, ...]:
+        """The views `tab` cycles through: the spikes view once a run on screen has a loss spike."""
+        return (*VIEWS, SPIKES) if self._has_spikes or self.view == SPIKES else VIEWS
+
+    def action_spike_move(self, by: int) -> None:
+        """The spikes view: the previous / next spike of the run in focus."""
+        n = len(self.focused_state.visible_spikes())
+        if not n:
+            return
+        at = n - 1 if self.spike_index is None else min(self.spike_index, n - 1)
+        self.spike_index = max(0, min(at + by, n - 1))
+        self._frame(force=True)
 
     # ------------------------------------------------------------------------------------------ the layer table
     def check_action(self, action: str, parameters: tuple) -> bool | None:

@@ -81,6 +81,7 @@ class ReplayScreen(RunScreen):
         if run is None:
             return
         st.begin(run.header, run.epochs, run.events)
+        st.sync_spikes(getattr(run, "spikes", []))
         st.run_of = (src.run_number, len(src.runs)) if len(src.runs) > 1 else None
         if i == 0:
             self._seek_index(max(run.n_snapshots - 1, 0))
@@ -195,6 +196,7 @@ class ReplayScreen(RunScreen):
             self.notify(self.notice, severity="warning", timeout=8)
         if change.new_epochs:
             st.add_epochs(change.new_epochs)
+        st.sync_spikes(getattr(src.run, "spikes", []))
         if change.new_snapshots:
             at_end = self._at_end()
             index = st.position[0] if st.position else 0

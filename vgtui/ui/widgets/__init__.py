@@ -9,6 +9,7 @@ the view options, built by the screen each frame), never reads a screen, and red
 - table.py: the layer table (cursor, sort, filter)
 - layer_history.py: one layer's history (the table's enter)
 - why.py: the mechanism: each layer's factor, its derivative's part and its weights' part
+- spikes.py: the flight recorder's loss spikes, one at a time (the leading layer, the lead time)
 """
 
 from vgtui.ui.widgets.activations import ActivationPanel
@@ -19,8 +20,9 @@ from vgtui.ui.widgets.base import (Panel, PlotextPanel, RunView, abbreviate, flo
 from vgtui.ui.widgets.layer_history import LayerHistory
 from vgtui.ui.widgets.status import StatusBar, position
 from vgtui.ui.widgets.table import LayerTable
+from vgtui.ui.widgets.spikes import SpikeView
 from vgtui.ui.widgets.why import WhyPanel
 
 __all__ = ["ActivationPanel", "BarRow", "GradientBars", "LayerHistory", "LayerTable", "Panel", "PlotextPanel", "RunView",
-           "StatusBar", "TableView", "abbreviate", "flow_figure", "group_rows", "hist_all_figure", "hist_grid_figure", "hist_key",
+           "SpikeView", "StatusBar", "TableView", "abbreviate", "flow_figure", "group_rows", "hist_all_figure", "hist_grid_figure", "hist_key",
            "label_width", "loss_figure", "markup", "position", "run_label", "WhyPanel"]

@@ -12,8 +12,8 @@ from rich.segment import Segment
 from rich.text import Text
 from textual.widget import Widget
 
-from vgtui.ui import charts, colours
-from vgtui.ui.state import PRE, SEGMENT_CONTROL, RunState, metric, shown
+from vgtui.ui import charts, colours, curveview
+from vgtui.ui.state import PRE, SEGMENT_CONTROL, USER, RunState, metric, shown
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class RunView:
     relative: bool = False  # the gradient bars over the output layer's value (`x`)
     colour: bool = True
     table: TableView = TableView()  # the layer table's cursor, sort and filter
+    smooth: float = 0.0  # the curves' EMA weight (`~`; 0: off)
+    wall: bool = False  # the curves' x axis in wall time, not steps (`w`)
+    zoom: int = 0  # the curves show the last 1/2^zoom of the steps (`z` / `Z`)
+    spike: int | None = None  # the spikes view's spike (an index into the run's spikes; None: the latest)
 
     @property
     def state(self) -> RunState:
@@ -228,44 +232,76 @@ class PlotextPanel(Panel):
 
 
 # ---------------------------------------------------------------------------------------------- the figures
+def _xy(st: RunState, wall: bool, metric_key: str | None = None) -> tuple[list, list[float], list[list[float]]]:
+    """A run's curves with x in the axis's unit (steps, or seconds on the time axis), read at once."""
+    with st.lock:
+        steps, loss, series = st.curves(metric_key)
+        return (curveview.xs(st, wall) if wall else steps), loss, series
+
+
 def loss_figure(v: RunView, w: int, h: int) -> str:
+    xa = curveview.xaxis(v)
     runs = []
     for st in v.states:
-        steps, loss, _ = st.curves()
+        x, loss, _ = _xy(st, v.wall)
         ep = st.visible_epochs()
-        runs.append(charts.LossRun(steps, loss, [e.step for e in ep], [e.train_acc for e in ep],
-                                   [e.test_acc for e in ep], [e[0] for e in st.visible_events()], st.total_steps))
+        runs.append(charts.LossRun(x, loss, curveview.epoch_xs(st, ep, v.wall), [e.train_acc for e in ep],
+                                   [e.test_acc for e in ep],
+                                   curveview.step_xs(st, [e[0] for e in st.visible_events()], v.wall), st.total_steps))
     if not v.compare:
         r = runs[0]
         return charts.loss_curves(r.steps, r.loss, r.epoch_steps, r.train_acc, r.test_acc, r.events, r.total_steps,
-                                  w, h, v.colour, user=v.state.user_curves())
-    return charts.loss_compare(runs, [st.label for st in v.states], w, h, v.colour)
+                                  w, h, v.colour, user=v.state.user_curves(), smooth=v.smooth, xaxis=xa,
+                                  axes=v.state.axes, spikes=curveview.spike_xs(v.state, v.wall))
+    return charts.loss_compare(runs, [st.label for st in v.states], w, h, v.colour, smooth=v.smooth, xaxis=xa)
 
 
 def flow_figure(v: RunView, w: int, h: int) -> str:
     if v.metric == PRE:
         return pre_figure(v, w, h)
+    if v.metric == USER:
+        return user_figure(v, w, h)
     m = metric(v.metric)
+    xa = curveview.xaxis(v)
     if not v.compare:
         s = v.state
-        steps, _, series = s.curves(v.metric)
-        return charts.layer_lines(steps, series, s.layers, m, v.log, s.total_steps,
-                                  [e[0] for e in s.visible_events()], w, h, v.colour)
+        x, _, series = _xy(s, v.wall, v.metric)
+        return charts.layer_lines(x, series, s.layers, m, v.log, s.total_steps,
+                                  curveview.step_xs(s, [e[0] for e in s.visible_events()], v.wall), w, h, v.colour,
+                                  smooth=v.smooth, xaxis=xa)
     runs = []
     for st in v.states:
-        steps, _, series = st.curves(v.metric)
-        runs.append(charts.LayerRun(steps, series, st.layers, st.total_steps))
-    return charts.layer_lines_compare(runs, m, v.log, w, h, v.colour)
+        x, _, series = _xy(st, v.wall, v.metric)
+        runs.append(charts.LayerRun(x, series, st.layers, st.total_steps))
+    return charts.layer_lines_compare(runs, m, v.log, w, h, v.colour, smooth=v.smooth, xaxis=xa)
+
+
+def user_figure(v: RunView, w: int, h: int) -> str:
+    """The curves panel's "your metrics" (`m`): the focused run's own metrics that have no place on the loss chart,
+    each on its own axis."""
+    st = v.focused
+    with st.lock:
+        x = curveview.xs(st, v.wall)
+        user = st.user_curves()
+    return charts.user_metrics(x, user, st.axes, st.total_steps, w, h, v.colour, smooth=v.smooth,
+                               xaxis=curveview.xaxis(v), log=v.log)
 
 
 def pre_figure(v: RunView, w: int, h: int) -> str:
-    """The curves panel's last choice (`m`): the hidden layers' pre-activation percentiles, always linear."""
-    runs = [charts.PreRun(*st.pre_curves(), st.total_steps) for st in v.states]
+    """The curves panel's choice after the gradient metrics (`m`): the hidden layers' pre-activation percentiles,
+    always linear."""
+    xa = curveview.xaxis(v)
+    runs = []
+    for st in v.states:
+        with st.lock:
+            steps, names, bands = st.pre_curves()
+            x = curveview.xs(st, v.wall) if v.wall else steps
+        runs.append(charts.PreRun(x, names, bands, st.total_steps))
     if not v.compare:
         r = runs[0]
-        events = [e[0] for e in v.state.visible_events()]
-        return charts.pre_percentiles(r.steps, r.names, r.bands, r.total_steps, events, w, h, v.colour)
-    return charts.pre_percentiles_compare(runs, w, h, v.colour)
+        events = curveview.step_xs(v.state, [e[0] for e in v.state.visible_events()], v.wall)
+        return charts.pre_percentiles(r.steps, r.names, r.bands, r.total_steps, events, w, h, v.colour, xaxis=xa)
+    return charts.pre_percentiles_compare(runs, w, h, v.colour, xaxis=xa)
 
 
 def hist_key(v: RunView) -> object:

@@ -1,0 +1,310 @@
+"""The flight recorder (issue 18): which layer started a loss spike.
+
+Every step, on the training device and without a host sync, `record(step, loss)` writes one row of a ring buffer of
+the last CAPACITY steps: the loss, and per layer the weight gradient's L2 norm and the update's (one fused
+`torch._foreach_norm` per kind, and one `torch.stack(..., out=row)`). The update norm is read from the optimiser's
+own state after its step, never from a copy of the weights (copying every weight every step costs 10-50% of a step
+on the CPU; a norm is one read):
+  - SGD with momentum: the update is lr * the momentum buffer, so its norm is lr * ||buffer|| ("update_norm");
+  - SGD without momentum: lr * ||gradient|| (no kernel of its own; weight decay left out);
+  - Adam and AdamW: the norm of Adam's step lr * m_hat / (sqrt(v_hat) + eps) ("step_norm"; AdamW's decay left out),
+    computed as sqrt(bc2) * ||m / (sqrt(v) + eps * sqrt(bc2))|| times lr / bc1 (a host factor);
+  - any other optimiser: gradient norms only.
+The factor of each row (lr and Adam's bias corrections, known on the host) is kept on the host, not multiplied on
+the device. On the CPU a layer of more than SAMPLE_CPU weights is measured on an evenly strided subset of its rows
+(scaled to the whole layer): a full norm reads every weight, which there costs a few percent of a step of the seed's
+network; on an accelerator every norm is exact.
+
+`check()` runs at the checks the trainer already makes (progress ticks, snapshots) and in vgtui.watch at its probed
+steps: one device-to-host copy of the buffer (`# sync:`), then on the host a robust score of each new step's loss
+against the BAND steps before it ((x - median) / (1.4826 * MAD), vgtui.core.spikes). A step whose score passes
+LOSS_THRESHOLD is a spike; once AFTER steps have followed it (or at the end of the run), the recorder returns a
+SpikeRecord: the window around it, every layer's series, and the layers ranked by the first step (from LOOKBACK
+steps before the spike to AFTER after) at which their own number left its band (|score| > LAYER_THRESHOLD against
+the BAND steps before that stretch). `finish(explosion)` at the end of a run returns what is pending, and, for a run
+that ended diverged, an "explosion" record for the steps it had not yet reported.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from vgtui.core.records import Lead, SpikeRecord
+from vgtui.core.spikes import MAD_SCALE, robust_scores
+
+CAPACITY = 256  # steps in the ring buffer: a check reads at most this many new steps
+BAND = 64  # steps before a step that make its band (median and MAD)
+AFTER = 8  # steps after a spike its record waits for
+LOOKBACK = 16  # steps before a spike where a layer's lead is looked for
+QUIET = 32  # steps after a spike in which no new spike is reported (the loss comes back down)
+# Thresholds, in robust standard deviations, chosen from measurement: the largest loss score of ordinary training
+# over 300 steps (the seed's network 2.45, with Adam 1.65, a relu MLP 2.4, the digits MLP 0.54; the small CNN of
+# tests/test_flight.py under watch with Adam stays under it too) is far below LOSS_THRESHOLD; the injected faults of
+# tests/test_flight.py score 11 to 75. A layer's numbers are noisier (Adam's step norm early in a run moves by
+# hundreds of robust deviations), so a layer's band only ranks the layers once the loss has spiked.
+LOSS_THRESHOLD = 8.0
+LAYER_THRESHOLD = 8.0
+LOSS_FLOOR = 0.02  # the loss's band is at least 2% of its median wide (a loss flat to 6 digits is no band)
+LAYER_FLOOR = 0.05
+MAX_QUIET = 2**62  # after an explosion, nothing more is reported
+SAMPLE_CPU = 1 << 16  # on the CPU, a layer of more weights is measured on a strided subset of its rows
+
+
+def _opt_kind(optimizer: torch.optim.Optimizer | None) -> str | None:
+    if optimizer is None:
+        return None
+    if isinstance(optimizer, torch.optim.SGD):
+        groups = optimizer.param_groups
+        if any(g.get("nesterov") for g in groups):
+            return None
+        return "sgd-momentum" if any(g.get("momentum", 0) for g in groups) else "sgd"
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return "adam"
+    return None
+
+
+class FlightRecorder:
+    """One network's flight recorder: `layers` are (name, module with a .weight) from input to output."""
+
+    def __init__(self, layers: Sequence[tuple[str, torch.nn.Module]], optimizer: torch.optim.Optimizer | None,
+                 device: torch.device | str, capacity: int = CAPACITY, elapsed: Callable[[], float] | None = None):
+        self.names = [n for n, _ in layers]
+        self.weights = [m.weight for _, m in layers]
+        self.optimizer = optimizer
+        self.device = torch.device(device)
+        self.capacity = capacity
+        self.elapsed = elapsed or (lambda: 0.0)
+        self.kind = _opt_kind(optimizer)
+        self.metric = {"sgd-momentum": "update_norm", "sgd": "update_norm", "adam": "step_norm"}.get(self.kind)
+        n = len(self.names)
+        self.wcol = 1 + n + (n if self.metric else 0)  # the first weight-norm column
+        self.ncol = self.wcol + n
+        self.buf = torch.zeros((capacity, self.ncol), device=self.device, dtype=torch.float32)
+        self._factor = np.ones((capacity, n))  # host: each row's update-norm factor (lr, bias corrections)
+        # the rows of each layer that are measured: all of them, or on the CPU an evenly strided subset
+        self._stride, self._sample_scale = [], []
+        for w in self.weights:
+            rows = w.shape[0] if w.dim() else 1
+            per_row = max(1, w.numel() // max(rows, 1))
+            s = 1
+            if self.device.type == "cpu" and w.dim() >= 2 and w.numel() > SAMPLE_CPU:
+                s = max(1, math.ceil(rows * per_row / SAMPLE_CPU))
+            self._stride.append(s)
+            self._sample_scale.append(math.sqrt(rows / len(range(0, rows, s))) if s > 1 else 1.0)
+        self._sample_scale = np.array(self._sample_scale)
+        self._group = {}
+        if optimizer is not None:
+            for g in optimizer.param_groups:
+                for p in g["params"]:
+                    self._group[id(p)] = g
+        self._zero = torch.zeros((), device=self.device, dtype=torch.float32)
+        self._adam_t = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was recorded (a run started again)."""
+        self.last_step = 0  # the latest step recorded
+        self.read_to = 0  # steps up to this one are on the host
+        self.scored_to = 0  # steps up to this one had their loss scored
+        self.quiet_to = 0  # no new spike up to this step
+        self.h_steps = np.zeros(0, dtype=np.int64)  # the host's copy of the recent steps, in order
+        self.h_vals = np.zeros((0, self.ncol))
+        self.pending: list[tuple[int, float, str]] = []  # spikes found, waiting for their after part
+        self.spikes: list[SpikeRecord] = []  # every spike record returned
+        self.finished = False
+        self._adam_t = 0
+
+    # ------------------------------------------------------------------ every step (no sync)
+    def _view(self, t: torch.Tensor, i: int) -> torch.Tensor:
+        # a sharded parameter (FSDP2's DTensor): this rank's own shard. Its norms are this rank's part of the
+        # layer's (a whole-layer norm would need a collective on every step); a spike shows in every shard.
+        local = getattr(t, "to_local", None)
+        if local is not None:
+            t = local()
+        s = self._stride[i]
+        return t[::s] if s > 1 else t
+
+    @torch.no_grad()
+    def record(self, step: int, loss: torch.Tensor) -> None:
+        """The step's row: its loss and each layer's numbers, after the optimiser's step. No host sync."""
+        row = step % self.capacity
+        grads = [self._view(w.grad, i) if w.grad is not None else self._zero for i, w in enumerate(self.weights)]
+        parts = [loss.detach().reshape(()).float()]
+        gnorm = torch._foreach_norm(grads)
+        parts += gnorm
+        if self.kind == "sgd-momentum":
+            state = self.optimizer.state
+            bufs = []
+            for i, w in enumerate(self.weights):
+                b = state[w].get("momentum_buffer") if w in state else None
+                bufs.append(self._view(b, i) if b is not None else self._zero)
+            parts += torch._foreach_norm(bufs)
+            self._factor[row] = [self._group[id(w)]["lr"] if id(w) in self._group else 0.0 for w in self.weights]
+        elif self.kind == "sgd":
+            parts += gnorm
+            self._factor[row] = [self._group[id(w)]["lr"] if id(w) in self._group else 0.0 for w in self.weights]
+        elif self.kind == "adam":
+            parts += self._adam_norms(row)
+        parts += torch._foreach_norm([self._view(w.detach(), i) for i, w in enumerate(self.weights)])
+        if parts[1].dtype != torch.float32:
+            parts = [parts[0]] + [p.float() for p in parts[1:]]
+        torch.stack(parts, out=self.buf[row])
+        self.last_step = step
+
+    def _adam_norms(self, row: int) -> list[torch.Tensor]:
+        state = self.optimizer.state
+        ms, vs, facs = [], [], []
+        self._adam_t += 1
+        for i, w in enumerate(self.weights):
+            st = state.get(w) if w in state else None
+            g = self._group.get(id(w))
+            if not st or "exp_avg" not in st or g is None:
+                ms.append(self._zero)
+                vs.append(self._zero)
+                facs.append(0.0)
+                continue
+            t = float(self._adam_t)  # the steps recorded (reading Adam's own step tensor would be a host read)
+            b1, b2 = g["betas"]
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            lr = g["lr"] if not torch.is_tensor(g["lr"]) else 0.0
+            ms.append(self._view(st["exp_avg"], i))
+            vs.append(self._view(st["exp_avg_sq"], i))
+            facs.append((lr * math.sqrt(bc2) / bc1, g["eps"] * math.sqrt(bc2)))
+        self._factor[row] = [f[0] if isinstance(f, tuple) else 0.0 for f in facs]
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, [f[1] if isinstance(f, tuple) else 1.0 for f in facs])
+        return torch._foreach_norm(torch._foreach_div(ms, denom))
+
+    # ------------------------------------------------------------------ at the checks
+    def check(self, end: bool = False) -> list[SpikeRecord]:
+        """Read the steps recorded since the last check (one copy) and score them; the spike records that are
+        complete now (with `end`: every one pending)."""
+        if self.last_step > self.read_to:
+            self._read()
+        self._score_loss()
+        out = []
+        keep = []
+        for s, score, kind in self.pending:
+            if end or self.h_steps[-1] >= s + AFTER:
+                out.append(self._spike(s, score, kind))
+            else:
+                keep.append((s, score, kind))
+        self.pending = keep
+        self.spikes += out
+        return out
+
+    def finish(self, explosion: bool = False) -> list[SpikeRecord]:
+        """The end of the run: what is pending, and for a run that ended diverged (`explosion`), an explosion record
+        at the first step not yet reported whose loss left its band (or was not finite), if the recorder saw one."""
+        if self.finished:
+            return []
+        self.finished = True
+        out = self.check(end=True)
+        if explosion and len(self.h_steps):
+            start = max(self.quiet_to, self.spikes[-1].step if self.spikes else 0)
+            after = self.h_steps > start
+            loss = self.h_vals[:, 0]
+            scores = robust_scores(loss, BAND, start=1, floor=LOSS_FLOOR)
+            hit = np.flatnonzero(after & ((scores > LOSS_THRESHOLD) | ~np.isfinite(loss)))
+            if len(hit):
+                i = int(hit[0])
+                rec = self._spike(int(self.h_steps[i]), float(scores[i]), "explosion")
+                self.spikes.append(rec)
+                out.append(rec)
+            elif out:  # the spike just reported was the start of it
+                import dataclasses
+
+                out[-1] = dataclasses.replace(out[-1], kind="explosion")
+                self.spikes[-1] = out[-1]
+        return out
+
+    def _read(self) -> None:
+        first = max(self.read_to + 1, self.last_step - self.capacity + 1)
+        steps = np.arange(first, self.last_step + 1)
+        rows = steps % self.capacity
+        host = self.buf.cpu().numpy().astype(np.float64)  # sync: the flight buffer, once per check (13 KB)
+        vals = host[rows]
+        n = len(self.names)
+        vals[:, 1:1 + n] *= self._sample_scale
+        if self.metric:
+            vals[:, 1 + n:self.wcol] *= self._factor[rows] * self._sample_scale
+        vals[:, self.wcol:] *= self._sample_scale
+        keep = 4 * self.capacity
+        self.h_steps = np.concatenate([self.h_steps, steps])[-keep:]
+        self.h_vals = np.concatenate([self.h_vals, vals])[-keep:]
+        self.read_to = self.last_step
+
+    def _score_loss(self) -> None:
+        new = self.h_steps > self.scored_to
+        if not new.any():
+            return
+        start = int(np.argmax(new))
+        loss = self.h_vals[:, 0]
+        scores = robust_scores(loss, BAND, start=max(start, BAND // 2), floor=LOSS_FLOOR)
+        for i in range(start, len(loss)):
+            s = int(self.h_steps[i])
+            if s <= self.quiet_to:
+                continue
+            if not math.isfinite(loss[i]):  # the loss went non-finite: an explosion (the engine ends the run)
+                self.pending.append((s, math.inf, "explosion"))
+                self.quiet_to = MAX_QUIET
+            elif scores[i] > LOSS_THRESHOLD:
+                self.pending.append((s, float(scores[i]), "spike"))
+                self.quiet_to = s + QUIET
+        self.scored_to = int(self.h_steps[-1])
+
+    def _spike(self, step: int, score: float, kind: str) -> SpikeRecord:
+        i = int(np.searchsorted(self.h_steps, step))
+        lo, hi = max(0, i - BAND), min(len(self.h_steps), i + AFTER + 1)
+        steps = self.h_steps[lo:hi]
+        vals = self.h_vals[lo:hi]
+        n = len(self.names)
+        series = {"grad_norm": {name: tuple(vals[:, 1 + j].tolist()) for j, name in enumerate(self.names)}}
+        if self.metric:
+            series[self.metric] = {name: tuple(vals[:, 1 + n + j].tolist()) for j, name in enumerate(self.names)}
+        series["weight_norm"] = {name: tuple(vals[:, self.wcol + j].tolist()) for j, name in enumerate(self.names)}
+        leaders = self._leaders(i, step)
+        return SpikeRecord(step=step, kind=kind, score=score, steps=tuple(int(s) for s in steps),
+                           loss=tuple(vals[:, 0].tolist()), series=series, leaders=tuple(leaders),
+                           elapsed_s=self.elapsed())
+
+    def _leaders(self, i: int, step: int) -> list[Lead]:
+        """The layers whose own numbers left their band between LOOKBACK steps before the spike (at index `i`) and
+        AFTER steps after it, ranked by the first step they did (then by score): the band is the BAND steps before
+        that stretch."""
+        a = max(0, i - LOOKBACK)
+        band = self.h_vals[max(0, a - BAND):a]
+        stretch = self.h_vals[a:min(len(self.h_steps), i + AFTER + 1)]
+        if len(band) < BAND // 2 or not len(stretch):
+            return []
+        n = len(self.names)
+        metrics = [("grad_norm", 1)] + ([(self.metric, 1 + n)] if self.metric else []) + [("weight_norm", self.wcol)]
+        found: dict[str, Lead] = {}
+        for metric, col in metrics:
+            for j, name in enumerate(self.names):
+                b = band[:, col + j]
+                b = b[np.isfinite(b)]
+                if len(b) < BAND // 4:
+                    continue
+                med = float(np.median(b))
+                spread = max(MAD_SCALE * float(np.median(np.abs(b - med))), LAYER_FLOOR * abs(med), 1e-30)
+                x = stretch[:, col + j]
+                with np.errstate(all="ignore"):
+                    z = np.where(np.isfinite(x), np.abs(x - med) / spread, np.inf)
+                over = np.flatnonzero(z > LAYER_THRESHOLD)
+                if not len(over):
+                    continue
+                k = int(over[0])
+                s = int(self.h_steps[a + k])
+                lead = Lead(layer=name, metric=metric, step=s, lead=step - s, score=float(z[k]))
+                old = found.get(name)
+                if old is None or (lead.step, -lead.score) < (old.step, -old.score):
+                    found[name] = lead
+        return sorted(found.values(), key=lambda l: (l.step, -l.score))
+
+
+__all__ = ["FlightRecorder", "CAPACITY", "BAND", "AFTER", "LOOKBACK", "LOSS_THRESHOLD", "LAYER_THRESHOLD"]
