@@ -61,9 +61,10 @@ KEYMAP: tuple[Key, ...] = (
     Key("f", "fork", "fork", "fork the run: B starts as an exact copy of A and trains beside it on the same batches; "
         "a and L then change B at once, i b s + - r restart A and B from the same seed; f again ends the fork, "
         "keeping the branch in focus", TRAINER, "f", palette="Fork the run (A/B) / end the fork"),
-    Key("o", "focus", "focus", "with two runs (a fork, or a replay of two): switch the focus between A and B (the "
-        "gradient histograms show it; f keeps it when it ends a fork)", ANY, "o", show=False,
-        palette="Focus on the other run (A / B)"),
+    Key("o", "focus", "focus", "with several runs (a fork, or a replay of up to eight files): the focus to the next "
+        "run, A, B, C... (the gradient histograms show it; with more than two runs the activations and the layer "
+        "table too, the legend and the status mark it ▸; f keeps it when it ends a fork)", ANY, "o", show=False,
+        palette="Focus on the next run (A, B, C...)"),
     Key("space", "pause", "pause", "pause / resume training; in a replay, play / pause at the recorded pace",
         TIME, "space", palette="Pause / resume"),
     Key("n", "step", "step", "one training step (pauses first)", TRAINER, "n", palette="One step"),
