@@ -5,6 +5,7 @@ is at best 1/k of a single run's; the target is 0.9/k or more (issue 17; issue 9
     python bench/fork_speed.py                          # 5 rounds of 300 steps a run (about 12 minutes on 2 cores)
     python bench/fork_speed.py --rounds 1 --steps 60    # a quick check that it runs
     python bench/fork_speed.py --ks 2                   # issue 9's pair only
+    python bench/fork_speed.py --threads 1              # one CPU thread (a machine busy with other work)
 
 Every run is vgtui's headless engine (vgtui.engine.trainer.Trainer) at its defaults: 784-1000x5-10 sigmoid, SGD lr
 0.01 momentum 0.9, batch 100, mnist-5k on the device, the automatic probe cadence, no metrics file. The fork is made
@@ -78,7 +79,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="steps per run (default: %(default)s)")
     ap.add_argument("--ks", default="2,3,4", help="the fork sizes, branches A included (default: %(default)s)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch's CPU threads (default: torch's own; 1 keeps a loaded machine from thrashing)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.steps <= WARM:
         ap.error(f"--steps must be more than {WARM}")
     try:

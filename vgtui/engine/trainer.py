@@ -55,7 +55,8 @@ from vgtui.engine.branch import Branch, RunningSums, RunSetting
 from vgtui.engine.data import TensorData, load_dataset, resolve_device
 
 Sink = Callable[[Record], None]
-CHECKPOINT_EVERY_S = 1.0  # the last good state is copied at most this often (it bounds the replay after a NaN)
+CHECKPOINT_EVERY_S = 1.0  # the last good state is copied at most this often (it bounds the replay after a NaN); a
+# fork of k branches, each k times slower, copies every k seconds
 MAX_BRANCHES = 1 + len(BRANCHES)  # the run and three forks (a fork takes the next free id of BRANCHES)
 # a branch's configuration changes these live, its weights kept; a change of any other field of NETWORK starts it
 # from fresh weights; SHARED are the run's for every branch (one dataset, one order of batches, one clock)
@@ -300,7 +301,9 @@ class Trainer:
                         if tick:
                             for b in self.branches:
                                 b.progress()
-                        if self.clock() - self.main.ckpt.taken_t >= CHECKPOINT_EVERY_S:
+                        # k branches step k times slower: a copy each every k seconds bounds the replay after a
+                        # NaN by the same number of steps as one run's every second, at one run's cost in copies
+                        if self.clock() - self.main.ckpt.taken_t >= CHECKPOINT_EVERY_S * len(self.branches):
                             for b in self.branches:
                                 b.save_checkpoint(perm, i + 1)
                     if self.on_step is not None:
