@@ -12,10 +12,11 @@ only their counts when their edges are the header's. Probe values are float32 on
 exactly a float32 is written in float32's shortest round-trip form ("0.1", not "0.10000000149011612"), so it
 reads back as the same float32; any other float is written in full (no value is ever rounded).
 
-Schema 3 adds branches: `f` in the UI forks a live run, and the fork's second network (branch B) trains in
-lockstep with the run (branch A). Every record of branch B carries `"branch": "B"` right after its type, starting
-with its own run header (`forked_at`: the step it was copied at); records without it are the run's own. A reader
-files B's records under the run they forked from (`RunIndex.branches`, `MetricsRun.branches`).
+Schema 3 adds branches: `f` in the UI forks a live run, and the fork's other networks (branches B, C, D: up to
+three beside the run) train in lockstep with the run (branch A). Every record of a branch carries its id
+(`"branch": "B"`) right after its type, starting with its own run header (`forked_at`: the step it was copied at);
+records without it are the run's own. A reader files a branch's records under the run they forked from
+(`RunIndex.branches`, `MetricsRun.branches`). Files with branch B only (older vgtui) read as before.
 
 An end record carries why the run ended as data (`cause`, one of END_CAUSES: "exploded", "hangup", "disk-full",
 ...), written right after its status; its message is for people only. The schema stays 3: the field is optional
@@ -52,7 +53,7 @@ DERIV_EDGES = np.linspace(0.0, 1.0, DERIV_BINS + 1)
 # A snapshot's `device` (CUDA runs): memory the tensors use and the allocator holds, the device's total (bytes),
 # and its utilisation over the last sample period (percent, when NVML is there to ask). Each is optional.
 DEVICE_FIELDS = ("mem_allocated", "mem_reserved", "mem_total", "util")
-BRANCHES = ("B",)  # the names a fork's branch records carry; the run itself (branch A) carries none
+BRANCHES = ("B", "C", "D")  # the names a fork's branch records carry; the run itself (branch A) carries none
 
 
 # ---------------------------------------------------------------------------------------------- JSON helpers
@@ -897,7 +898,8 @@ class StepOnce:
 
 @dataclass(frozen=True)
 class SetActivation:
-    """Swap the activation of the running model; its weights are kept. In a fork, `branch` "B" changes B only."""
+    """Swap the activation of the running model; its weights are kept. In a fork, `branch` ("B", "C", "D")
+    changes that branch only."""
 
     name: str
     branch: str | None = None
@@ -905,7 +907,7 @@ class SetActivation:
 
 @dataclass(frozen=True)
 class SetLR:
-    """Set the learning rate of the running optimiser; the weights are kept (a fork's branch B)."""
+    """Set the learning rate of the running optimiser; the weights are kept (in a fork, `branch`'s only)."""
 
     lr: float
     branch: str | None = None
@@ -913,12 +915,21 @@ class SetLR:
 
 @dataclass(frozen=True)
 class Fork:
-    """`on`: copy the running run into branch B (weights, optimiser state, step, data order), trained in lockstep
-    with it on the same batches. Off: end the fork, keeping branch `keep` ("A": the run goes on as it was;
-    "B": the run goes on from B's state, under a new run header)."""
+    """`on`: a new branch (`branch`, or the next free id of BRANCHES) copied from the run, branch A (weights,
+    optimiser state, step, data order), trained in lockstep with it on the same batches. `config`: the branch's
+    configuration (a RunConfig.to_dict()), applied at the fork; None: an exact copy. A change of activation or
+    learning rate keeps A's weights; a change of the network (init, batchnorm, skip, depth, width, optimiser,
+    momentum) starts the branch from that network's fresh weights from the run's seed (at step 0, the network a
+    restart would build). What a branch shares with the run (dataset, batch size, seed, steps, device, probe
+    cadence) is the run's. A branch beyond D, a taken id or a config that cannot be is refused with a notice.
+    Off, without `branch`: end the whole fork, keeping branch `keep` ("A": the run goes on as it was; another id:
+    the run goes on from that branch's state, under a new run header). Off with `branch`: drop that branch only
+    (the others go on)."""
 
-    on: bool
+    on: bool = True
     keep: str = "A"
+    config: dict[str, Any] | None = None
+    branch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -928,8 +939,10 @@ class SetSpeedCap:
 
 @dataclass(frozen=True)
 class Restart:
-    """Start again from fresh weights with this configuration (as a RunConfig.to_dict()). In a fork, `branch`
-    "B": A and B both start again from the same seed, B with this configuration, and stay forked."""
+    """Start again from fresh weights with this configuration (as a RunConfig.to_dict()). `branch` None: a plain
+    restart (a fork ends). In a fork (or a run that ended forked), `branch` "A".."D": every branch starts again
+    from the same seed, each with its own configuration and `branch` with this one, and they stay forked (an id
+    not in the fork is added to it)."""
 
     config: dict[str, Any]
     branch: str | None = None

@@ -13,12 +13,13 @@ sums and last good state); the Trainer is the loop over them, plus commands and 
 run itself (branch A: its records carry no branch). The fork (`Fork(True)`) adds a branch that starts as an exact
 copy of the run (weights, optimiser state, step, `RunningSums.clone()` of its sums, last good state) and trains in
 lockstep with it: each step of A is followed by the same step of every other branch on the same batch, and all are
-probed at the same steps. A fork's records carry its id (vgtui.core.records.BRANCHES, the first fork's "B").
+probed at the same steps. A fork's records carry its id (vgtui.core.records.BRANCHES: "B", "C", "D"; up to three
+branches beside the run, MAX_BRANCHES in all). `Fork(True, config=...)` forks with a change (see Fork).
 Commands with a branch change that branch only (SetActivation, SetLR: at once, weights kept); Restart with a
-branch starts A and it again from the same seed, the branch with the new configuration, still forked.
-`Fork(False, keep)` ends the fork: keeping A, the forks end; keeping a fork's branch, the others end and the run
-goes on from its state under a new run header (`forked_at` = that step). The loop takes any number of branches;
-commands open at most MAX_BRANCHES (the run and one fork, for now).
+branch starts every branch again from the same seed, each with its own configuration and that branch with the new
+one, still forked. `Fork(False, keep)` ends the fork: keeping A, the forks end; keeping a fork's branch, the others
+end and the run goes on from its state under a new run header (`forked_at` = that step). `Fork(False, branch=X)`
+drops branch X only.
 
 Host syncs. On a GPU, turning a device tensor into a Python value blocks the host until the device has caught
 up, so an ordinary step does none (tests/test_sync.py checks it): its loss and accuracy are added up on the
@@ -47,14 +48,21 @@ import torch
 
 from vgtui.core.config import (DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, PROGRESS_EVERY_S, PROGRESS_FILE_EVERY_S,
                                RunConfig)
-from vgtui.core.records import (BRANCHES, Command, EndRecord, EventRecord, Fork, Pause, ProgressRecord, Record,
-                                Restart, RunRecord, SetActivation, SetLR, SetSpeedCap, StatusRecord, StepOnce, Stop)
+from vgtui.core.records import (BRANCHES, Command, EndRecord, EventRecord, Fork, NoticeRecord, Pause, ProgressRecord,
+                                Record, Restart, RunRecord, SetActivation, SetLR, SetSpeedCap, StatusRecord, StepOnce,
+                                Stop)
 from vgtui.engine.branch import Branch, RunningSums, RunSetting
 from vgtui.engine.data import TensorData, load_dataset, resolve_device
 
 Sink = Callable[[Record], None]
-CHECKPOINT_EVERY_S = 1.0  # the last good state is copied at most this often (it bounds the replay after a NaN)
-MAX_BRANCHES = 2  # the run and one fork (the loop takes any number: a fork takes the next id of BRANCHES)
+CHECKPOINT_EVERY_S = 1.0  # the last good state is copied at most this often (it bounds the replay after a NaN); a
+# fork of k branches, each k times slower, copies every k seconds
+MAX_BRANCHES = 1 + len(BRANCHES)  # the run and three forks (a fork takes the next free id of BRANCHES)
+# a branch's configuration changes these live, its weights kept; a change of any other field of NETWORK starts it
+# from fresh weights; SHARED are the run's for every branch (one dataset, one order of batches, one clock)
+LIVE = ("activation", "lr")
+NETWORK = ("depth", "width", "init", "batchnorm", "skip", "optimizer", "momentum")
+SHARED = ("dataset", "data_dir", "offline", "batch_size", "epochs", "max_steps", "seed", "device", "probe_every")
 
 
 class _Interrupt(Exception):
@@ -86,6 +94,8 @@ class Trainer:
         self._steps_pending = 0
         self._prepared = False
         self._fork_configs: list[tuple[str, RunConfig]] = []  # a restart of a fork: its branches' configurations
+        self._ended_forks: list[tuple[str, RunConfig]] = []  # the branches the last run ended with (for a restart)
+        self._next_batch = 0  # the index in this epoch of the next step's batch
         self._perm: torch.Tensor | None = None  # this epoch's order of examples
         self._pace_t, self._pace_step = 0.0, 0  # the speed cap's schedule
         self._snap_t, self._snap_step = 0.0, 0  # the last snapshot (the cadence is the run's, for every branch)
@@ -207,9 +217,14 @@ class Trainer:
 
     def _restart(self, cmd: Restart) -> None:
         config = RunConfig.from_dict(cmd.config).validate()  # a branch's, when a fork restarts: refused before A
-        if cmd.branch not in (None, "A"):  # a forked run starts again: A as it is, the branch with the new configuration
-            self._fork_configs = [(cmd.branch, config.replace(seed=self.config.seed))]
-            config = self.config
+        if cmd.branch is not None:  # a forked run starts again: every branch as it is, `branch` with the new one
+            forks = dict(self._fork_list() or self._ended_forks)
+            if cmd.branch != "A":
+                if cmd.branch not in BRANCHES:
+                    raise ValueError(f"no branch {cmd.branch!r} (a fork's branches are {', '.join(BRANCHES)})")
+                forks[cmd.branch] = self._branch_config(config)
+                config = self.config
+            self._fork_configs = sorted(forks.items(), key=lambda kv: BRANCHES.index(kv[0]))
         old_config, old_data = self._config, self.data
         self._config = config
         if not self._data_matches(config):
@@ -221,6 +236,15 @@ class Trainer:
             self._fork_configs = []
             raise
         self.paused = False
+
+    def _fork_list(self) -> list[tuple[str, RunConfig]]:
+        """The forks now: (id, configuration) of every branch beside the run."""
+        return [(b.id, b.config) for b in self.branches[1:]]
+
+    def _branch_config(self, config: RunConfig, base: RunConfig | None = None) -> RunConfig:
+        """`config` as a branch of the run can have it: what the branches share is the run's (`base`: A's)."""
+        base = base or self.config
+        return config.replace(**{f: getattr(base, f) for f in SHARED})
 
     def _wait_after_end(self) -> Command:
         while True:
@@ -244,7 +268,7 @@ class Trainer:
         del self.branches[1:]
         for id, config in self._fork_configs:  # a forked run restarted: its branches from the same seed, at step 0
             self._start_fork(config, id)
-        self._fork_configs = []
+        self._fork_configs, self._ended_forks, self._next_batch = [], [], 0
         try:
             for epoch in range(1, cfg.epochs + 1):
                 self._perm = perm = torch.randperm(len(data.x_train), generator=self.generator).to(setting.device)
@@ -253,6 +277,7 @@ class Trainer:
                 last = setting.steps_per_epoch if not cfg.max_steps else min(setting.steps_per_epoch,
                                                                              cfg.max_steps - self.step)
                 for i in range(last):
+                    self._next_batch = i
                     manual = self._between_steps()
                     idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
                     x, y = data.x_train[idx], data.y_train[idx]
@@ -278,7 +303,9 @@ class Trainer:
                         if tick:
                             for b in self.branches:
                                 b.progress()
-                        if self.clock() - self.main.ckpt.taken_t >= CHECKPOINT_EVERY_S:
+                        # k branches step k times slower: a copy each every k seconds bounds the replay after a
+                        # NaN by the same number of steps as one run's every second, at one run's cost in copies
+                        if self.clock() - self.main.ckpt.taken_t >= CHECKPOINT_EVERY_S * len(self.branches):
                             for b in self.branches:
                                 b.save_checkpoint(perm, i + 1)
                     if self.on_step is not None:
@@ -289,8 +316,10 @@ class Trainer:
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
         except _Interrupt as stop:
-            if isinstance(stop.cmd, Restart) and stop.cmd.branch not in (None, "A"):
-                msg = (f"restarted A and {stop.cmd.branch} from fresh weights (seed {self.config.seed}): "
+            if isinstance(stop.cmd, Restart) and stop.cmd.branch is not None:
+                ids = ["A", *sorted({*(i for i, _ in self._fork_list()), *([stop.cmd.branch] if stop.cmd.branch
+                                                                            in BRANCHES else [])})]
+                msg = (f"restarted {', '.join(ids[:-1])} and {ids[-1]} from fresh weights (seed {self.config.seed}): "
                        f"{stop.cmd.branch} = " + RunConfig.from_dict(stop.cmd.config).describe())
             elif isinstance(stop.cmd, Restart):
                 msg = "restarted: " + RunConfig.from_dict(stop.cmd.config).describe()
@@ -314,6 +343,7 @@ class Trainer:
         """The run ends, its forks with it. `cause`: one of END_CAUSES ("" for the status's own: completed,
         diverged, error, interrupted)."""
         main, forks = self.main, self.branches[1:]
+        self._ended_forks = self._fork_list()
         del self.branches[1:]
         for fork in forks:
             if status == "diverged":
@@ -354,24 +384,50 @@ class Trainer:
             raise _Interrupt(cmd)
 
     # ------------------------------------------------------------------ the fork
-    def _start_fork(self, config: RunConfig | None = None, id: str | None = None) -> Branch:
+    def _start_fork(self, config: RunConfig | None = None, id: str | None = None, fresh: bool = True) -> Branch:
         """A new branch. Without `config`: an exact copy of the run now (weights, optimiser state, step, sums).
-        With it: fresh weights from that configuration and this run's seed (a forked run that started again)."""
+        With it and `fresh`: fresh weights from that configuration and this run's seed (a forked run that started
+        again, or a fork that changes the network). With it and not `fresh`: an exact copy, then its LIVE fields
+        (activation, learning rate) set as the configuration has them, weights kept."""
         taken = {b.id for b in self.branches}
         id = id or next(i for i in BRANCHES if i not in taken)
-        b = self.main.fork(id, config)
+        if config is not None and fresh:
+            b = self.main.fork(id, config)
+            if self._perm is not None and self.step > 0:  # mid-run: its last good state is its first
+                b.save_checkpoint(self._perm, self._next_batch)
+                b.restart_windows()  # its steps/s from now
+            elif self._perm is not None and self.main.ckpt is not None:  # at step 0 of a run under way
+                b.epoch_start(self.main.epoch, self._perm)
+        else:
+            b = self.main.fork(id)
+            if config is not None:  # the change is the branch's from its first record (its header says it)
+                if config.lr != b.config.lr:
+                    b.set_lr(config.lr, running=False)
+                if config.activation != b.config.activation:
+                    b.set_activation(config.activation, running=False)
+                    b.activations.append((b.step, config.activation))  # the replay after a NaN redoes it
         self.branches.append(b)
         b.emit(b.header(forked_at=self.step))
         return b
 
+    def _notice(self, message: str) -> None:
+        self._emit(NoticeRecord(message=message, level="warning", step=self.step))
+
     def _fork_command(self, cmd: Fork) -> None:
         if cmd.on:
-            if len(self.branches) < min(MAX_BRANCHES, 1 + len(BRANCHES)):
-                b = self._start_fork()
-                self._emit(EventRecord(step=self.step, set={"fork": f"{b.id} forked at step {self.step}"},
-                                       elapsed_s=self._elapsed()))
+            self._fork_on(cmd)
             return
         if len(self.branches) < 2:
+            return
+        if cmd.branch is not None and cmd.branch != "A":  # drop one branch; the others go on
+            drop = self.branch(cmd.branch)
+            if drop is None:
+                return
+            self.branches.remove(drop)
+            drop.end("interrupted", f"{drop.id} was dropped from the fork at step {self.step}", cause="fork-ended")
+            drop.close()
+            what = f"{drop.id} dropped at step {self.step}" if len(self.branches) > 1 else "ended, A kept"
+            self._emit(EventRecord(step=self.step, set={"fork": what}, elapsed_s=self._elapsed()))
             return
         keep = self.branch(cmd.keep) or self.main
         if keep is self.main:  # the forks end; the run goes on as it was
@@ -396,6 +452,37 @@ class Trainer:
         keep.become_run()
         self.branches = [keep]
         self._emit(keep.header(forked_at=step))
+
+    def _fork_on(self, cmd: Fork) -> None:
+        """A new branch, or a notice saying why not."""
+        taken = {b.id for b in self.branches}
+        if len(self.branches) >= MAX_BRANCHES or all(i in taken for i in BRANCHES):
+            self._notice(f"fork refused: the run has {len(self.branches) - 1} branches beside A already, the most "
+                         f"there can be ({', '.join(BRANCHES)}); drop one or end the fork first")
+            return
+        if cmd.branch is not None and (cmd.branch not in BRANCHES or cmd.branch in taken):
+            why = "is in the fork already" if cmd.branch in taken else f"is none of {', '.join(BRANCHES)}"
+            self._notice(f"fork refused: branch {cmd.branch!r} {why}")
+            return
+        config, fresh = None, False
+        if cmd.config is not None:
+            try:
+                config = RunConfig.from_dict(cmd.config).validate()
+            except Exception as e:  # a ConfigError names the option; anything else its type
+                self._notice(f"fork refused: {e}")
+                return
+            differs = [f for f in ("dataset", "batch_size") if getattr(config, f) != getattr(self.config, f)]
+            if differs:
+                self._notice(f"fork refused: a branch trains on the run's batches; its {differs[0]} must be the "
+                             f"run's ({getattr(self.config, differs[0])!r}, not {getattr(config, differs[0])!r})")
+                return
+            config = self._branch_config(config)
+            fresh = any(getattr(config, f) != getattr(self.config, f) for f in NETWORK)
+        b = self._start_fork(config, cmd.branch, fresh=fresh)
+        what = f"{b.id} forked at step {self.step}"
+        if config is not None:
+            what += f" ({b.config.describe()}{', fresh weights' if fresh else ''})"
+        self._emit(EventRecord(step=self.step, set={"fork": what}, elapsed_s=self._elapsed()))
 
     def _between_steps(self) -> bool:
         """Drain commands; block while paused. True when the next step is a single step asked for while paused."""

@@ -94,7 +94,7 @@ class _RunFile:
         self.t0 = time.monotonic()
         self.ended = True  # no run started yet
         self.began = False  # a run header came from this trainer (else it was refused before its first run)
-        self.branch_open: str | None = None  # the id of a fork's branch that has begun and not ended
+        self.branch_open: list[str] = []  # the ids of a fork's branches that have begun and not ended, in order
 
     def open(self) -> None:
         if self.path and self.writer is None:
@@ -104,10 +104,12 @@ class _RunFile:
         branch = getattr(rec, "branch", None)
         if branch is not None:  # a fork's branch: begun or ended; it moves in step with the run
             if isinstance(rec, (RunRecord, EndRecord)):
-                self.branch_open = branch if isinstance(rec, RunRecord) else None
+                self.branch_open = [b for b in self.branch_open if b != branch]
+                if isinstance(rec, RunRecord):
+                    self.branch_open.append(branch)
             return
         if isinstance(rec, RunRecord):
-            self.ended, self.branch_open, self.began = False, None, True
+            self.ended, self.branch_open, self.began = False, [], True
             self.t0, self.last_step = time.monotonic(), rec.forked_at or 0
         elif isinstance(rec, (Snapshot, EventRecord, StatusRecord)):
             self.last_step = max(self.last_step, rec.step)
@@ -125,26 +127,30 @@ class _RunFile:
             return None  # no run in the file, or it ended (the trainer wrote it though we never read it)
         end = EndRecord(status=status, steps=self.last_step, elapsed_s=time.monotonic() - self.t0,
                         message=message + " (this end record was written by vgtui's viewer)", cause=cause)
+        opens = self.branch_open
+        ended = last[len("end@"):] if last.startswith("end@") else None
+        if ended in opens:  # the trainer ends its branches in order, then the run: those up to it have ended
+            opens = opens[opens.index(ended) + 1:]
         try:
-            if self.branch_open and last != f"end@{self.branch_open}":  # the branch's first, as the trainer does
-                self.writer.write(dataclasses.replace(end, branch=self.branch_open))
+            for b in opens:  # the branches' first, as the trainer does
+                self.writer.write(dataclasses.replace(end, branch=b))
             self.writer.write(end)
         except MetricsWriteError:
             return None
-        self.branch_open = None
+        self.branch_open = []
         self.ended = True
         return end
 
     def missing_ends(self, status: str, message: str, cause: str = "", tb: str | None = None) -> list[EndRecord]:
-        """The end records the run lacks by what this tracker has seen (branch B's first, as the trainer ends
+        """The end records the run lacks by what this tracker has seen (the branches' first, as the trainer ends
         them), [] when it ended; from then on it counts as ended. For the trainer's own thread, which sees every
         record before it is written."""
         if self.ended:
             return []
         end = EndRecord(status=status, steps=self.last_step, elapsed_s=time.monotonic() - self.t0, message=message,
                         traceback=tb, cause=cause)
-        ends = [dataclasses.replace(end, branch=self.branch_open), end] if self.branch_open else [end]
-        self.ended, self.branch_open = True, None
+        ends = [*(dataclasses.replace(end, branch=b) for b in self.branch_open), end]
+        self.ended, self.branch_open = True, []
         return ends
 
     def close(self) -> None:

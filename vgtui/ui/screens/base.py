@@ -348,7 +348,7 @@ class RunScreen(Screen):
 
     def action_focus(self) -> None:
         """Several runs (a fork, or a replay of several files): the next one in focus, which the gradient histograms
-        show (with more than two, the activations and the layer table too) and which `f` keeps when it ends a
+        show (with more than two, the activations and the layer table too) and which `F` keeps when it ends a
         fork."""
         if not self.compare:
             self.notify("o moves the focus among the runs when several are shown (f forks a live run; "
@@ -362,7 +362,7 @@ class RunScreen(Screen):
             self.notice = (f"focus on {tag} ({shown(self.focused_state.label)}): the histograms, the activations and "
                            "the layer table show it")
         if self.forked:
-            self.notice += f"; f ends the fork keeping {tag}"
+            self.notice += f"; F ends the fork keeping {tag}"
         if self.table_view.cursor:  # the layer table's cursor on a layer the run in focus has
             self._set_table()
         self._titles()

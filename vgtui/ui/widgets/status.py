@@ -104,7 +104,7 @@ class StatusBar(Panel):
         else:
             line3.append(f"{TAGS[focus]} ", style=colours.style(colours.RUN[focus], bold=True))
             line3.append(position(st) if st.position is not None else f"step {st.step:,}")
-            hint = f"o: the next of {len(states)} runs" + (f" · f ends the fork keeping {TAGS[focus]}" if m.forked else "")
+            hint = f"o: the next of {len(states)} runs" + (f" · F ends the fork keeping {TAGS[focus]}" if m.forked else "")
             line3.append(f"   {hint}   ", style="dim")
             line3.append_text(self._run_state(st, m))
         line3.truncate(width)
@@ -128,7 +128,7 @@ class StatusBar(Panel):
             t.append(m.notice, style="italic " + colours.style(colours.EVENT))
         else:
             focus = TAGS[m.branch_focus]
-            t.append(f"focus {focus} (o) · f ends the fork keeping {focus}", style="dim")
+            t.append(f"focus {focus} (o) · F ends the fork keeping {focus}", style="dim")
         return t
 
     def _what(self, s: RunState, width: int, tag: str = "") -> Text:
