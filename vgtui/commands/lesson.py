@@ -18,7 +18,7 @@ def figures() -> dict[str, dict[str, str]]:
     compare --preset` shows it."""
     from vgtui.commands.compare.presets import PRESETS
 
-    return {name: {spec: f"{p.paper or 'paper'} for {spec}: {value} ({p.about.split(':')[0]}; {p.paper_setup})"
+    return {name: {spec: f"{p.about.split(':')[0]}, {p.paper or 'paper'} for {spec}: {value}"
                    for spec, value in p.paper_values.items()} for name, p in PRESETS.items()}
 
 

@@ -129,6 +129,7 @@ class LessonScreen(TrainerScreen):
         super().start()
         self.set_interval(0.1, self._lesson_tick)
         self.enter_step(0, first=True)
+        self.call_after_refresh(self._show)
 
     @property
     def step(self):
@@ -169,9 +170,11 @@ class LessonScreen(TrainerScreen):
         if self.phase != "run" or self.awaiting:
             return
         step = self.step
-        latest = self.tap.latest_step()
-        if latest is None:
+        # the slowest branch's latest snapshot: a fork's branches report each step after A
+        steps = [self.tap.latest_step(b) for b in step.branches]
+        if any(x is None for x in steps):
             return
+        latest = min(steps)
         target = self.start_step + step.run if step.run else None
         nums = self.tap.numbers(self.start_step, target)
         done = target is not None and latest >= target
@@ -190,6 +193,7 @@ class LessonScreen(TrainerScreen):
 
     def _show(self) -> None:
         if not self.is_mounted:
+            self.call_after_refresh(self._show)
             return
         progress = ""
         latest = self.tap.latest_step()

@@ -45,7 +45,7 @@ class LessonPanel(Static):
         s = v.step
         t = Text()
         t.append(s.title + "\n", style="bold")
-        if s.text:
+        if s.text and v.phase in ("ask", "run"):  # after the run, the reveal takes its place
             t.append(s.text + "\n")
         if s.question:
             t.append("\n" + s.question + "\n", style="bold")
@@ -78,3 +78,5 @@ class LessonPanel(Static):
             else:
                 t.append("enter: next step · backspace: this step again · space: train on\n", style="dim")
         self.update(t)
+        if v.phase in ("reveal", "done"):
+            self.call_after_refresh(self.scroll_end, animate=False)
