@@ -142,6 +142,8 @@ class Numbers:
 
     def ratio(self, a: str, b: str) -> float:
         """Layer a's weight-gradient norm over layer b's: the median of the recent snapshots' ratios."""
+        if not self.snapshots:
+            raise EvalError("no snapshot of this run yet")
         rs = []
         for s in self.recent:
             by = {l.name: l.grad_norm for l in s.layers}
@@ -154,6 +156,8 @@ class Numbers:
 
     def value(self, name: str) -> Any:
         s = self.snapshots
+        if not s and name not in ("step", "steps", "chance", "first", "last", "activation", "describe"):
+            raise EvalError("no snapshot of this run yet")
         if name == "loss":
             return s[-1].loss_avg if s else math.nan
         if name == "loss0":
@@ -496,7 +500,7 @@ def reveal(step: Step, numbers: Mapping[str, Numbers], answer: int | None = None
             mark = "" if right is None else ("  ✓ right" if answer == right else "  ✗ wrong")
             lines.append(f"the class: {answer}) {step.answers[answer - 1]}{mark}")
     if step.explain:
-        lines.append(step.explain)
+        lines.append(fill(step.explain, numbers))
     if step.figure:
         lines.append(step.figure)
     return Reveal(what, right, answer, tuple(lines))
@@ -719,6 +723,11 @@ def _step(i: int, s: Any, base: RunConfig, err: Callable, where: _Lines, figures
         except ValueError as x:
             raise e("reveal", f"reveal {{{expr}}}: {x}") from None
     explain = _text(s.get("explain", ""), lambda m: e("explain", m), "explain", MAX_TEXT)
+    for expr, spec in template_fields(explain):
+        try:
+            compile_expr(expr, branches, layers)
+        except ValueError as x:
+            raise e("explain", f"explain {{{expr}}}: {x}") from None
     fig = s.get("figure", "")
     figure = ""
     if fig:
