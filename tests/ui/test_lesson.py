@@ -13,6 +13,8 @@ import statistics
 
 import pytest
 
+from conftest import ROOT
+
 from .conftest import shows, text_of, wait_for
 from vgtui.commands.lesson import figures
 from vgtui.core.diagnosis import ratio_words
@@ -26,8 +28,8 @@ def lesson_app(name: str, digits, tmp_path, scale: float = SCALE):
     from vgtui.sources.trainer import ThreadBackend
     from vgtui.ui.lesson_app import LessonApp
 
-    lesson = read_lesson(name, figures(), scale)
-    backend = ThreadBackend(lesson.steps[0].config, str(tmp_path / f"{name}.jsonl"), data=digits)
+    lesson = read_lesson(str(ROOT / name) if name.endswith(".toml") else name, figures(), scale)
+    backend = ThreadBackend(lesson.steps[0].config, str(tmp_path / f"{lesson.name}.jsonl"), data=digits)
     backend.start()
     backend.send(Pause(True))
     return LessonApp(backend, lesson, fps=2, screenshot_dir=str(tmp_path), start_source=False), backend, lesson
@@ -126,7 +128,10 @@ async def walk(pilot, name: str, lesson, backend) -> list[tuple[int, int, bool]]
     return answered
 
 
-@pytest.mark.parametrize("name", ["vanishing", "glorot2010", "he2015", "bn2015"])
+EXAMPLE = "examples/lessons/my_first_lesson.toml"  # the teacher's example (run from the repository's root)
+
+
+@pytest.mark.parametrize("name", ["vanishing", "glorot2010", "he2015", "bn2015", EXAMPLE])
 async def test_walk_builtin_lesson(name, digits, tmp_path):
     app, backend, lesson = lesson_app(name, digits, tmp_path)
     try:
@@ -149,7 +154,7 @@ async def test_walk_builtin_lesson(name, digits, tmp_path):
     events = [json.loads(line) for line in open(backend.metrics_path) if '"type":"event"' in line]
     said = [e["set"] for e in events if "lesson" in e["set"]]
     assert [(s["question"], s["answer"]) for s in said] == [(i + 1, k) for i, k, _ in answered]
-    assert all(s["lesson"] == name for s in said)
+    assert all(s["lesson"] == lesson.name for s in said)
     back = record_from_json(events[-1])
     assert back.set == events[-1]["set"]
 

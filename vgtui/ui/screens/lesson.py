@@ -11,6 +11,7 @@ many runs the charts can show.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -43,6 +44,7 @@ class _Tap:
         self.test_acc: dict[str, float] = {}
         self.configs: dict[str, Any] = {}
         self.headers = 0  # A's run headers seen
+        self.horizon = 0  # the steps the lesson's run goes to (its header's total_steps for the charts' x axis)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)
@@ -67,6 +69,8 @@ class _Tap:
                     del kept[:-MAX_KEPT]
                 elif isinstance(rec, EpochRecord):
                     self.test_acc[b] = rec.test_acc
+            if isinstance(rec, RunRecord) and self.horizon:  # the charts' x axis: the lesson's steps, not 1000 epochs
+                rec = dataclasses.replace(rec, total_steps=self.horizon)
             if b in ("A", "B") or self.shown > 2:
                 return rec
             # a branch the charts cannot show: its numbers are the panel's only
@@ -111,6 +115,7 @@ class LessonScreen(TrainerScreen):
         self.result: Reveal | None = None
         self.numbers: dict[str, Numbers] = {}
         self._bindings = self._lesson_bindings(1000)
+        self.tap.horizon = self.horizon(0)  # before the bridge reads the first header
 
     def _lesson_bindings(self, width: int) -> BindingsMap:
         return BindingsMap(LESSON_BINDINGS + keymap.bindings(self.KIND, width, metrics_file=self._has_file))
@@ -136,11 +141,23 @@ class LessonScreen(TrainerScreen):
         return self.lesson.steps[self.index]
 
     # ------------------------------------------------------------------------------------------ the steps
+    def horizon(self, index: int) -> int:
+        """Where the run that step `index` trains in ends: its steps and those of the steps that go on from it."""
+        steps = self.lesson.steps
+        start = index
+        while start > 0 and not steps[start].restart:
+            start -= 1
+        end = index + 1
+        while end < len(steps) and not steps[end].restart:
+            end += 1
+        return sum(s.run for s in steps[start:end])
+
     def enter_step(self, index: int, first: bool = False, again: bool = False) -> None:
         """Step `index`: its setup, then the trainer paused for the question."""
         self.index, self.answer, self.result, self.stop_at, self.numbers = index, None, None, None, {}
         step = self.step
         self.phase = "ask"
+        self.tap.horizon = self.horizon(index)
         if (step.restart and not (again and not step.restart)) and not (first and not step.fork):
             self.awaiting = True
             self.headers_at_setup = self.tap.headers
