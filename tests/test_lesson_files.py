@@ -174,3 +174,11 @@ def test_a_reveal_that_cannot_be_computed_says_so():
     assert r.right is None and any(line.startswith("right: cannot tell") for line in r.lines)
     with pytest.raises(LessonError):
         parse_lesson("[[step]]\nrun = true\n", "x.toml")
+
+
+def test_the_readmes_lesson_is_the_example_file():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Lessons: predict, then reveal\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert block == (ROOT / "examples" / "lessons" / "my_first_lesson.toml").read_text()
+    assert "screenshots/lesson-vanishing.svg" in section and (ROOT / "screenshots" / "lesson-vanishing.svg").is_file()
