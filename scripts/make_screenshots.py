@@ -6,7 +6,8 @@
 Each live one runs the app through `run_test` at 120x40 over a ThreadBackend training the seed's network
 (784-1000x5-10) for 3 epochs (120 steps), waits for the run to complete, and saves the screen with
 `save_screenshot`. The replay ones first record two such runs headless (sigmoid; relu + kaiming) into metrics
-files, then open `vgtui replay` on them: one file at its 9th snapshot, and both side by side. follow-resnet18 runs
+files, then open `vgtui replay` on them: one file at its 9th snapshot, and both side by side; overlay records five
+(the seed's network and four remedies) and overlays them, the focus on C (`o o`). follow-resnet18 runs
 examples/resnet.py (torchvision's resnet18 under `vgtui.watch`) and shows `vgtui follow` on its file (and its why
 view: follow-resnet18-why). sigmoid-why and sigmoid-why-80x24 show the why view (`tab` three times). fork forks the
 live run and gives branch B batchnorm (`f`, then `b`). lesson-vanishing is `vgtui lesson vanishing` at its first
@@ -180,6 +181,21 @@ async def replays() -> list[Path]:
             await shoot_replay("two-runs", [sigmoid, relu])]
 
 
+async def overlay() -> Path:
+    """`vgtui replay` of five files: the seed's network and four remedies, overlaid (A to E), the focus on C."""
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="vgtui-shots-")
+    runs = {"sigmoid": {}, "relu-kaiming": dict(activation="relu", init="kaiming"),
+            "tanh-xavier": dict(activation="tanh", init="xavier"), "sigmoid-bn": dict(batchnorm=True),
+            "sigmoid-skip": dict(skip=True)}
+    paths = []
+    for name, changes in runs.items():
+        paths.append(os.path.join(tmp, f"{name}.jsonl"))
+        record(paths[-1], **changes)
+    return await shoot_replay("overlay", paths, keys=("o", "o"))
+
+
 async def follow_resnet() -> list[Path]:
     """`vgtui follow` on a run of examples/resnet.py (torchvision's resnet18 under vgtui.watch, 40 steps on random
     images, seeded), written first by the example itself."""
@@ -217,6 +233,8 @@ async def main() -> None:
     if not only or "follow-resnet18" in only:
         for path in await follow_resnet():
             print(path.relative_to(ROOT))
+    if not only or "overlay" in only:
+        print((await overlay()).relative_to(ROOT))
     if not only or {"replay", "two-runs"} & only:
         for path in await replays():
             print(path.relative_to(ROOT))

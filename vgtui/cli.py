@@ -131,7 +131,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 # Subcommands: name -> ("module:function", one line for `vgtui --help`). Each function takes the rest of argv and
 # returns the exit status; its module is imported only when the subcommand is used (no torch for the viewer).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("vgtui.commands.replay:replay_main", "replay a metrics file in the UI (two files: side by side)"),
+    "replay": ("vgtui.commands.replay:replay_main", "replay a metrics file in the UI (up to eight files: overlaid)"),
     "follow": ("vgtui.commands.replay:follow_main", "follow a metrics file still being written, or - for stdin"),
     "export": ("vgtui.commands.export:main", "write a metrics file's snapshots as CSV, one row per snapshot and layer"),
     "compare": ("vgtui.commands.compare:main", "train several configurations (SPECs or a --preset) and print one table"),

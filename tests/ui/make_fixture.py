@@ -1,5 +1,6 @@
 """Re-create the recorded runs the snapshot tests replay (real training, seeded): python tests/ui/make_fixture.py
-(`python tests/ui/make_fixture.py why`: only the why view's two, sigmoid-why.jsonl and resnet18-why.jsonl)
+(`python tests/ui/make_fixture.py why`: only the why view's two, sigmoid-why.jsonl and resnet18-why.jsonl;
+`python tests/ui/make_fixture.py overlay`: only the three runs of the five-file overlay, OVERLAY)
 
 resnet18.jsonl is a user's run as `vgtui.watch` writes it: torchvision's resnet18 (21 Conv/Linear layers with
 ResNet's own names, some with no activation after them) for 30 steps on random images, with no known length and
@@ -113,10 +114,34 @@ def why_runs() -> None:
     resnet18_run(HERE / "resnet18-why.jsonl")
 
 
+# The overlay's runs (`vgtui replay` of five files, with sigmoid.jsonl and relu-diverged.jsonl): the seed's network
+# with each remedy, short and without progress ticks, so that the files stay small
+OVERLAY = {
+    "tanh-xavier": RunConfig(dataset="mnist-5k", activation="tanh", init="xavier", max_steps=120, probe_every=20,
+                             epochs=3, seed=0),
+    "relu-kaiming": RunConfig(dataset="mnist-5k", activation="relu", init="kaiming", max_steps=120, probe_every=20,
+                              epochs=3, seed=0),
+    "sigmoid-bn": RunConfig(dataset="mnist-5k", batchnorm=True, max_steps=120, probe_every=20, epochs=3, seed=0),
+}
+
+
+def overlay_runs() -> None:
+    from vgtui.core.records import ProgressRecord
+
+    for name, cfg in OVERLAY.items():
+        recs: list = []
+        Trainer(cfg, [recs.append]).run()
+        write(HERE / f"{name}.jsonl", [r for r in recs if not isinstance(r, ProgressRecord)])
+        print(name, len(recs), "records")
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     if sys.argv[1:] == ["why"]:
         why_runs()
+        return
+    if sys.argv[1:] == ["overlay"]:
+        overlay_runs()
         return
     forked_run(HERE / "forked.jsonl")
     print("forked", len((HERE / "forked.jsonl").read_text().splitlines()), "records")

@@ -1,5 +1,5 @@
-"""The file a class session leaves: the real trainer driven through the real app's keys (f forks, f ends the fork
-keeping A, then keeping B after o, r restarts, a recipe change restarts a fork, q quits while forked), then that
+"""The file a class session leaves: the real trainer driven through the real app's keys (f forks, o F ends the fork
+keeping A, then F keeping B, r restarts, a recipe change restarts a fork, q quits while forked), then that
 file replayed with `p` through every run and around again (forked runs next to runs without a fork, both ways),
 and followed while it grows, chunk by chunk, without an exception."""
 
@@ -49,13 +49,13 @@ def session_file(tmp_path_factory, digits):
             m = app.main
             await _fork(pilot, app)  # run 1: forked, the fork ended keeping A
             await _snapshots(pilot, app)
-            await pilot.press("f")
+            await pilot.press("o", "F")
             await wait_for(pilot, lambda: not m.forked, what="the fork to end keeping A")
             await _snapshots(pilot, app)
             await pilot.press("r")  # run 2: a restart, never forked
             await wait_for(pilot, lambda: m.state.runs == 2 and m.state.snap is not None, what="the restart")
             await _snapshots(pilot, app, 3)
-            await pilot.press("r")  # run 3: forked, a restart of both (r while forked), then o, f: B kept
+            await pilot.press("r")  # run 3: forked, a restart of both (r while forked), then F: B (in focus) kept
             await wait_for(pilot, lambda: m.state.runs == 3 and m.state.snap is not None, what="the restart")
             await _fork(pilot, app)
             await _snapshots(pilot, app)
@@ -63,7 +63,7 @@ def session_file(tmp_path_factory, digits):
             await wait_for(pilot, lambda: m.state.runs == 4 and m.forked and m.states[1].snap is not None
                            and m.states[1].run.forked_at == 0, what="A and B restarted")
             await _snapshots(pilot, app)
-            await pilot.press("o", "f")  # run 5: B goes on as the run
+            await pilot.press("F")  # run 5: B goes on as the run
             await wait_for(pilot, lambda: not m.forked and m.state.runs == 5, what="the fork to end keeping B")
             await _snapshots(pilot, app)
             await _fork(pilot, app)  # forked again, then quit while forked

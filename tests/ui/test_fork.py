@@ -1,6 +1,6 @@
-"""The fork in the UI, on the real app over real training (a ThreadBackend): `f` forks, a live change goes to B
-only, a recipe change restarts A and B together, `o` moves the focus, `f` again ends the fork keeping it; and
-the metrics file holds both branches."""
+"""The fork in the UI, on the real app over real training (a ThreadBackend): `f` forks (the new branch takes the
+focus), a live change goes to B only, a recipe change restarts A and B together, `o` moves the focus, `F` ends the
+fork keeping it; and the metrics file holds both branches. Three and four branches: tests/ui/test_fork4.py."""
 
 from __future__ import annotations
 
@@ -61,11 +61,9 @@ async def test_an_architectural_change_restarts_both_and_f_ends_the_fork_keeping
         heads = [(r.get("branch"), r.get("forked_at")) for r in metrics_records(backend) if r["type"] == "run"]
         assert heads[-2:] == [(None, None), ("B", 0)]
         await status_shows(pilot, "bn on")  # B's line
-        # the focus, then f: B is kept and goes on as the run
-        await pilot.press("o")
-        await status_shows(pilot, "focus on B", timeout=0.5)
+        # the focus (B's since the fork), then F: B is kept and goes on as the run
         assert app.main.focused_state is b
-        await pilot.press("f")
+        await pilot.press("F")
         await wait_for(pilot, lambda: not app.main.forked and app.main.state.runs == 3, what="the fork to end")
         assert app.main.state.config.batchnorm and app.main.state.run.forked_at > 0
         await status_shows(pilot, "B goes on as the run")
@@ -75,11 +73,13 @@ async def test_an_architectural_change_restarts_both_and_f_ends_the_fork_keeping
                        > app.main.state.run.forked_at, what="the run going on")
 
 
-async def test_f_again_keeping_a_ends_b(make_app):
+async def test_o_then_F_keeping_a_ends_b(make_app):
     app, backend = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await forked(pilot, app)
-        await pilot.press("f")
+        await pilot.press("o")
+        await status_shows(pilot, "focus on A", timeout=0.5)
+        await pilot.press("F")
         await wait_for(pilot, lambda: not app.main.forked, what="the fork to end")
         await status_shows(pilot, "A goes on, B is in the metrics file")
         assert app.main.state.runs == 1 and backend.trainer.fork is None

@@ -69,7 +69,7 @@ async def test_keeping_b_shows_b_where_it_is(make_app):
         await wait_for(pilot, lambda: backend.trainer.paused and app.main.paused, what="the pause")
         b = app.main.states[1]
         step, epochs = b.snap.step, len(b.epochs)
-        await pilot.press("o", "f")
+        await pilot.press("F")  # B, in focus since the fork, is kept
         await wait_for(pilot, lambda: not app.main.forked and app.main.state.runs == 2, what="B kept")
         await pilot.pause(0.3)
         shown = await status_shows(pilot, "B goes on as the run")
@@ -197,7 +197,7 @@ async def test_f_then_a_at_once_changes_b_not_a(make_app):
 
 
 async def test_a_pressed_while_the_fork_ends_keeping_b_changes_the_kept_run(make_app):
-    """`o`, `f` (end the fork keeping B), then `a` before the trainer answered: B goes on as the run, with the
+    """`F` (end the fork keeping B, in focus), then `a` before the trainer answered: B goes on as the run, with the
     change (the trainer reads the end first, then the change, which is the kept run's)."""
     app, backend = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -205,7 +205,7 @@ async def test_a_pressed_while_the_fork_ends_keeping_b_changes_the_kept_run(make
         await pilot.press("f")
         await wait_for(pilot, lambda: app.main.forked and app.main.states[1].snap is not None, what="B")
         gate = await hold_trainer(pilot, backend)
-        await pilot.press("o", "f", "a")
+        await pilot.press("F", "a")
         shown = await status_shows(pilot, "activation → tanh (live, weights kept)", 1.0)
         assert "B: activation" not in shown
         backend.trainer.on_step = None

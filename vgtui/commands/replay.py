@@ -13,16 +13,18 @@ import sys
 
 from vgtui.core.metrics import MetricsFileError
 
+MAX_FILES = 8  # the runs one screen tells apart (vgtui.ui.state.TAGS, A to H, each in its colour)
 DEFAULT_FPS = 4.0  # a replay moves with the keys: a frame every 250 ms keeps up with a held key
 
 EPILOG = """\
 keys: left / right one snapshot, home / end, space plays at the recorded pace ([ / ] slower / faster),
-p the next run of the file, e writes the run as CSV, ? all the keys.
+p the next run of the file, e writes each run shown as CSV, o the next run in focus, ? all the keys.
 
 examples:
   vgtui replay run.jsonl                 the recorded run, at its last snapshot
   vgtui replay run.jsonl --run 2         the second run of the file (a restart in the UI starts a new run)
   vgtui replay a.jsonl b.jsonl           two runs side by side, aligned by step
+  vgtui replay runs/*.jsonl              up to eight runs overlaid (A, B, C...: o moves the focus among them)
   vgtui replay forked.jsonl              a run forked in the UI (f): the run (A) and its fork (B) side by side
   vgtui follow run.jsonl                 a run still being written, like tail -f (also: replay --follow)
   ssh box tail -n +1 -f run.jsonl | vgtui follow -     a remote run over SSH, from standard input
@@ -32,13 +34,13 @@ exit status: 0 on q, 2 for a bad file or bad arguments."""
 
 def build_parser(prog: str, follow: bool) -> argparse.ArgumentParser:
     what = ("Follow a metrics file that is still being written (or standard input, `-`), like tail -f."
-            if follow else "Replay a recorded metrics file in the terminal UI; two files show side by side.")
+            if follow else "Replay a recorded metrics file in the terminal UI; several files (up to eight) overlaid.")
     p = argparse.ArgumentParser(prog=prog, description=what, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     if follow:
         p.add_argument("file", metavar="FILE", help="the metrics file, or - for standard input")
     else:
-        p.add_argument("files", nargs="+", metavar="FILE", help="one metrics file, or two to compare")
+        p.add_argument("files", nargs="+", metavar="FILE", help="one metrics file, or up to eight to compare")
         p.add_argument("--follow", action="store_true", help="keep up with a file still being written")
     p.add_argument("--run", type=int, default=None, metavar="N",
                    help="which run of the file to show, from 1 (default: the last)")
@@ -66,8 +68,8 @@ def _main(argv: list[str], follow: bool) -> int:
     args = build_parser(prog, follow).parse_args(argv)
     files = [args.file] if follow else args.files
     follow = follow or args.follow
-    if len(files) > 2:
-        return _error(f"{prog} shows one file, or two side by side (got {len(files)})")
+    if len(files) > MAX_FILES:
+        return _error(f"{prog} overlays at most {MAX_FILES} files (got {len(files)})")
     if follow and len(files) > 1:
         return _error("--follow takes one file")
     if not args.fps > 0:

@@ -86,6 +86,9 @@ class VgtuiApp(App[int]):
                 keys = k.help_keys or k.display or k.keys
                 yield SystemCommand(k.palette, f"{k.description} ({keys})",
                                     lambda action=k.action: self.run_action(action, main))
+        for title, what, action, sources in keymap.PALETTE_ONLY:
+            if main.KIND in sources:
+                yield SystemCommand(title, what, lambda action=action: self.run_action(action, main))
 
     def close_sources(self, timeout: float = 1.5) -> None:
         """Stop the sources: the trainer within `timeout` whatever it is doing (see ProcessBackend.close), with

@@ -39,6 +39,7 @@ def is_accuracy(name: str) -> bool:
     return bool(ACCURACY_NAME.search(str(name)))
 EVENT_COLOUR = colours.EVENT
 B_COLOUR = colours.RUN_B  # run B, beside run A in LOSS_COLOUR
+RUN_COLOURS = colours.RUN  # the runs on one screen, in TAGS' order (A in LOSS_COLOUR, B in B_COLOUR, C...)
 
 _THEMES = {True: "vgtui", False: "colorless"}
 plt.add_theme("vgtui", text=AXIS_COLOUR, sequence=list(LAYER_RAMP))
@@ -295,8 +296,8 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
 
 def loss_compare(runs: Sequence[LossRun], labels: Sequence[str], width: int, height: int,
                  colour: bool = True) -> str:
-    """Two runs' loss (lines) and test accuracy (dots, right axis) over the same steps: A in LOSS_COLOUR, B in
-    B_COLOUR."""
+    """Several runs' loss (lines) and test accuracy (dots, right axis) over the same steps, each in its colour
+    (RUN_COLOURS: A in LOSS_COLOUR, B in B_COLOUR, ...)."""
     _start(width, height, colour)
     xmax, ymax = 1.0, 0.1
     # A diverged run's loss would flatten the other's: the axis stops at 3x the larger median of the runs that
@@ -304,7 +305,7 @@ def loss_compare(runs: Sequence[LossRun], labels: Sequence[str], width: int, hei
     finite = [y[np.isfinite(y)] for y in (np.asarray(r.loss, dtype=float) for r in runs)]
     medians = [float(np.median(y)) for y in finite if y.size]
     cap = 3 * max([m for m in medians if m < 100], default=math.inf)
-    for run, code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
+    for run, code in zip(runs, RUN_COLOURS):
         steps, loss, ep_steps, test, total = run.steps, run.loss, run.epoch_steps, run.test_acc, run.total_steps
         x, y = np.asarray(steps, dtype=float), np.asarray(loss, dtype=float)
         ok = np.isfinite(y)
@@ -322,11 +323,11 @@ def loss_compare(runs: Sequence[LossRun], labels: Sequence[str], width: int, hei
 
 def layer_lines_compare(runs: Sequence[LayerRun], m: Metric, log: bool, width: int, height: int,
                         colour: bool = True) -> str:
-    """Two runs' gradient metric over steps, first and last layer of each (A in LOSS_COLOUR, B in B_COLOUR;
-    the first layer solid, the last dotted)."""
+    """Several runs' gradient metric over steps, first and last layer of each, each run in its colour
+    (RUN_COLOURS; the first layer solid, the last dotted)."""
     _start(width, height, colour)
     xmax, top, lines = 1.0, 0.0, []
-    for run, code in zip(runs, (LOSS_COLOUR, B_COLOUR)):
+    for run, code in zip(runs, RUN_COLOURS):
         steps, series, total = run.steps, run.series, run.total_steps
         if not series:
             continue
@@ -417,11 +418,11 @@ def pre_percentiles(steps: Sequence[int], names: Sequence[str], bands: Sequence[
 
 
 def pre_percentiles_compare(runs: Sequence[PreRun], width: int, height: int, colour: bool = True) -> str:
-    """Two runs' pre-activation percentiles over steps, each run's last hidden layer (Figure 1's "typical
-    activation from the last hidden layer"): A in LOSS_COLOUR, B in B_COLOUR, the median solid, the 15th and
+    """Several runs' pre-activation percentiles over steps, each run's last hidden layer (Figure 1's "typical
+    activation from the last hidden layer"), each run in its colour (RUN_COLOURS), the median solid, the 15th and
     85th thin."""
     xmax, lines, keys, any_steps = 1.0, [], [], False
-    for run, tag, code in zip(runs, TAGS, (LOSS_COLOUR, B_COLOUR)):
+    for run, tag, code in zip(runs, TAGS, RUN_COLOURS):
         steps, names, bands, total = run.steps, run.names, run.bands, run.total_steps
         x = np.asarray(steps, dtype=float)
         any_steps = any_steps or bool(x.size)

@@ -21,8 +21,13 @@ REGIME = {"frozen": FROZEN, "healthy": HEALTHY, "vanishing": VANISHING, "too lar
           "saturated": SATURATED, "exploding": EXPLODING, "diverged": DIVERGED}
 
 # runs and curves
-RUN_A = 81  # the run (and its loss curve; the accent of what runs, e.g. its activation)
-RUN_B = 213  # a fork's branch, or the second file, beside A
+# The runs on one screen (vgtui.ui.state.TAGS: A, B, ... H): run i's curves, legend entry, tag and badge mark are
+# RUN[i]. Eight hues a dark terminal shows apart, none of them a regime's (no green, orange, red, magenta, violet or
+# grey: a run's colour must never read as a verdict) and none the accuracies' yellow; the first four (a fork's
+# branches) the farthest apart: sky, pink, khaki, cornflower, then teal, blush, brown, lavender.
+RUN = (81, 213, 187, 69, 37, 224, 137, 147)
+RUN_A = RUN[0]  # the run (and its loss curve; the accent of what runs, e.g. its activation)
+RUN_B = RUN[1]  # a fork's branch, or the second file, beside A
 LOSS = RUN_A
 TRAIN_ACC = 229  # pale yellow dots
 TEST_ACC = 255  # near-white dots

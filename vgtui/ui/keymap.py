@@ -58,12 +58,18 @@ KEYMAP: tuple[Key, ...] = (
         display="+", palette="Deeper"),
     Key("minus", "depth(-1)", "depth-", "one hidden layer less, restart", TRAINER, display="-",
         palette="Shallower"),
-    Key("f", "fork", "fork", "fork the run: B starts as an exact copy of A and trains beside it on the same batches; "
-        "a and L then change B at once, i b s + - r restart A and B from the same seed; f again ends the fork, "
-        "keeping the branch in focus", TRAINER, "f", palette="Fork the run (A/B) / end the fork"),
-    Key("o", "focus", "focus", "with two runs (a fork, or a replay of two): switch the focus between A and B (the "
-        "gradient histograms show it; f keeps it when it ends a fork)", ANY, "o", show=False,
-        palette="Focus on the other run (A / B)"),
+    Key("f", "fork", "fork", "fork the run: a new branch (B, then C, D: up to four runs) starts as an exact copy of "
+        "A and trains beside it on the same batches, and takes the focus; a and L then change the run in focus at "
+        "once, i b s + - r restart every branch from the same seed, the one in focus changed; the palette's \"Fork "
+        "with ...\" adds a branch with one remedy (ReLU, batch norm, Xavier init, skip), every branch from step 0",
+        TRAINER, "f", palette="Fork the run: one more branch (B, C, D)"),
+    Key("F", "end_fork", "end fork", "end the fork, keeping the run in focus (A: the branches end; a branch: it goes "
+        "on as the run)", TRAINER, "F", show=False, palette="End the fork, keeping the run in focus"),
+    Key("o", "focus", "focus", "with several runs (a fork, or a replay of up to eight files): the focus to the next "
+        "run, A, B, C... (the gradient histograms show it; with more than two runs the activations and the layer "
+        "table too, the legend and the status mark it ▸; the recipe keys change it in a fork, F keeps it when it ends "
+        "the fork)", ANY, "o", show=False,
+        palette="Focus on the next run (A, B, C...)"),
     Key("space", "pause", "pause", "pause / resume training; in a replay, play / pause at the recorded pace",
         TIME, "space", palette="Pause / resume"),
     Key("n", "step", "step", "one training step (pauses first)", TRAINER, "n", palette="One step"),
@@ -121,6 +127,12 @@ KEYMAP: tuple[Key, ...] = (
 )
 VIEW_ACTIONS = {k.action.split("(")[0]: k.view for k in KEYMAP if k.view}  # action -> the view it acts in
 EXTRA_HELP = (("ctrl+p", "command palette", ANY),)
+# the palette's entries that no key has: (title, what it does, the screen's action, the source kinds)
+PALETTE_ONLY: tuple[tuple[str, str, str, frozenset[str]], ...] = tuple(
+    (f"Fork with: {name}", f"a new branch with {what}; A and every branch start again from the same seed at step 0 "
+     "on the same batches (a fair comparison)", f"fork_with({key!r})", TRAINER)
+    for key, name, what in (("relu", "relu", "ReLU"), ("batchnorm", "batch norm", "batch norm"),
+                            ("xavier", "xavier", "Xavier init"), ("skip", "skip", "skip connections")))
 # the footer's keys, most important first (by their first Textual key name); the footer shows those that fit
 FOOTER = ("q", "question_mark", "tab", "space", "a", "f", "left", "right", "m", "l", "b", "s", "i", "plus,equals_sign",
           "minus", "r", "n", "p", "left_square_bracket", "right_square_bracket", "e", "ctrl+s", "x")

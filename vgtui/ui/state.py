@@ -16,12 +16,19 @@ from dataclasses import dataclass
 
 from vgtui.core.config import RunConfig
 from vgtui.core.diagnosis import RECENT, RunVerdict, judge_run
-from vgtui.core.records import (BRANCHES, UNSAFE_RANGES, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
+from vgtui.core.records import (UNSAFE_RANGES, EndRecord, EpochRecord, EventRecord, ProgressRecord, Record, RunRecord,
                                 Snapshot)
 
-# The runs side by side on one screen, by position: the run itself (A), then its fork's branches (the records'
-# branch ids, vgtui.core.records.BRANCHES), or a second file beside the first.
-TAGS: tuple[str, ...] = ("A", *BRANCHES)
+# The runs on one screen, by position (at most MAX_RUNS): the run itself (A), then its fork's branches (a branch
+# record's id, vgtui.core.records.BRANCHES, is its tag: `run_index`), or the files of `vgtui replay a b c ...` in
+# the order given. Independent of the engine's branch ids; each has its colour (vgtui.ui.colours.RUN).
+TAGS: tuple[str, ...] = ("A", "B", "C", "D", "E", "F", "G", "H")
+MAX_RUNS = len(TAGS)
+
+
+def run_index(branch: str | None) -> int:
+    """The position on screen of a record's run: 0 for the run itself (no branch id), a branch's by its id."""
+    return 0 if branch is None else TAGS.index(branch)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ action updates the status line on the spot (`_status_now`), the panels at the ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from dataclasses import replace
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 from rich.text import Text
 from textual import events, work
@@ -35,7 +36,7 @@ from vgtui.ui.colours import hexc
 from vgtui.ui.screens.dialogs import HelpScreen
 from vgtui.ui.state import CURVE_KEYS, PRE, TAGS, RunState, metric, shown
 from vgtui.ui.widgets import (ActivationPanel, GradientBars, LayerHistory, LayerTable, Panel, PlotextPanel, RunView,
-                              StatusBar, TableView, WhyPanel,
+                              StatusBar, TableView, WhyPanel, run_label,
                               flow_figure, hist_all_figure, hist_grid_figure, hist_key, loss_figure, markup)
 from vgtui.ui.widgets.table import TABLE_COLUMNS
 
@@ -154,6 +155,8 @@ class RunScreen(Screen):
 
     def on_resize(self) -> None:
         self.check_size()
+        if len(self.states) > 2 and self.is_mounted:  # the runs' legend is shortened to the width
+            self._titles()
 
     def check_size(self) -> None:
         w, h = self.app.size
@@ -208,9 +211,7 @@ class RunScreen(Screen):
             scale = f"log y, fixed decades 1e{m.lo}…1e{m.hi}" if self.log_axes else "linear y"
             flow.border_title = f"{m.label} per layer over steps · {scale}"
         if self.compare:
-            loss.border_subtitle = flow.border_subtitle = " ".join(
-                f"[{hexc(code)}]━ {tag} {markup(st.label)}[/]"
-                for tag, st, code in zip(TAGS, self.states, (colours.RUN_A, colours.RUN_B)))
+            loss.border_subtitle = flow.border_subtitle = self._run_legend()
             flow.border_subtitle += " · last hidden layer" if self.metric == PRE else " · first and last layer"
         else:
             loss.border_subtitle = (f"[{hexc(colours.LOSS)}]━ loss (avg per probe)[/] "
@@ -233,10 +234,25 @@ class RunScreen(Screen):
         self.query_one("#hist-all", Panel).border_title = (
             f"all weight gradients · x: |g| on a log axis 1e{charts.GRAD_LO}…1e{charts.GRAD_HI} · y: {counts}")
         self.query_one("#hist-grid", Panel).border_title = "per layer: the same axes"
-        if self.compare:  # two runs: the histograms show the one in focus
+        if self.compare:  # several runs: the histograms show the one in focus
             tag = TAGS[min(self.branch_focus, len(self.states) - 1)]
             self.query_one("#hist-all", Panel).border_title += (f" · run {tag} {markup(self.focused_state.label)} "
-                                                                 "(o: the other)")
+                                                                 f"(o: the {'other' if len(self.states) == 2 else 'next'})")
+
+    def _run_legend(self) -> str:
+        """The curves' legend under the loss and the gradient charts: each run's tag and label in its colour
+        (colours.RUN); with more than two runs the labels shortened so that all fit, and the run in focus marked
+        (▸, bold: `o` moves it)."""
+        runs = list(zip(TAGS, self.states, colours.RUN))
+        if len(runs) <= 2:
+            return " ".join(f"[{hexc(code)}]━ {tag} {markup(st.label)}[/]" for tag, st, code in runs)
+        room = max((self.app.size.width // 2 - 4) // len(runs) - 5, 3)
+        focus = min(self.branch_focus, len(runs) - 1)
+        parts = []
+        for i, (tag, st, code) in enumerate(runs):
+            label = markup(run_label(st.label, room))
+            parts.append(f"[bold {hexc(code)}]━▸{tag} {label}[/]" if i == focus else f"[{hexc(code)}]━ {tag} {label}[/]")
+        return " ".join(parts)
 
     def _update_tabs(self) -> None:
         parts = []
@@ -284,16 +300,24 @@ class RunScreen(Screen):
         self.notify(f"{label}: needs {needs}; this is {self.what_this_is()}", severity="warning", timeout=4)
 
     def action_focus(self) -> None:
-        """Two runs (a fork, or a replay of two): switch the one in focus, which the gradient histograms show and
-        which `f` keeps when it ends a fork."""
+        """Several runs (a fork, or a replay of several files): the next one in focus, which the gradient histograms
+        show (with more than two, the activations and the layer table too) and which `F` keeps when it ends a
+        fork."""
         if not self.compare:
-            self.notify("o switches between A and B when two runs are shown (f forks a live run; vgtui replay A B)",
-                        timeout=3)
+            self.notify("o moves the focus among the runs when several are shown (f forks a live run; "
+                        "vgtui replay a.jsonl b.jsonl ...)", timeout=3)
             return
         self.branch_focus = (self.branch_focus + 1) % len(self.states)
         tag = TAGS[self.branch_focus]
-        self.notice = f"focus on {tag}: the histograms show {tag}" + (
-            f"; f ends the fork keeping {tag}" if self.forked else "")
+        if len(self.states) == 2:
+            self.notice = f"focus on {tag}: the histograms show {tag}"
+        else:
+            self.notice = (f"focus on {tag} ({shown(self.focused_state.label)}): the histograms, the activations and "
+                           "the layer table show it")
+        if self.forked:
+            self.notice += f"; F ends the fork keeping {tag}"
+        if self.table_view.cursor:  # the layer table's cursor on a layer the run in focus has
+            self._set_table()
         self._titles()
         self._frame(force=True)
 
@@ -428,6 +452,21 @@ class RunScreen(Screen):
         (said by the mode). Called in the export's thread."""
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def export_targets(self) -> Iterator[list[tuple[str, object, str]]]:
+        """Every run `e` writes, one CSV each: (its tag, its run index, the CSV path it wants). By default the mode's
+        one run (`export_target`), beside its metrics file; a replay of several runs gives each of them."""
+        with self.export_target() as (run, number, count):
+            yield [(TAGS[0], run, self.csv_path(self.source.metrics_path, number, count))]
+
+    def csv_path(self, path: str, number: int, count: int, suffix: str = "") -> str:
+        """The CSV a run of metrics file `path` wants: beside it (run.csv; run-2.csv for the second run of a file
+        with several; `suffix` after that: a fork's branch, run-B.csv), or in the screenshot folder when that folder
+        is not writable. write_csv_new takes the next free name when this one exists."""
+        stem = os.path.splitext(os.path.basename(path))[0] + (f"-{number}" if count > 1 else "") + suffix
+        folder = os.path.dirname(os.path.abspath(path))
+        return os.path.join(folder if os.access(folder, os.W_OK) else self.screenshot_dir, stem + ".csv")
+
     def can_export(self) -> bool:
         """Whether `e` has a run to write (a mode says why not)."""
         return True
@@ -444,39 +483,53 @@ class RunScreen(Screen):
 
     @work(thread=True, group="export")
     def _export(self) -> None:
-        """The run on screen as CSV (vgtui.core.csvfile.write_csv_new), beside its metrics file, or in the screenshot
-        folder when that one is not writable: run.csv, or run-2.csv for the second run of a file with several.
-        Nothing is ever overwritten (the metrics file itself, a CSV already there, a link): the first free name
-        of run-2.csv, run-3.csv... is taken instead, and said."""
+        """What is on screen as CSV (vgtui.core.csvfile.write_csv_new), one file per run shown (`export_targets`: a
+        CSV holds one run), each beside its metrics file, or in the screenshot folder when that one is not writable:
+        run.csv, or run-2.csv for the second run of a file with several. Nothing is ever overwritten (the metrics
+        file itself, a CSV already there, a link): the first free name of run-2.csv, run-3.csv... is taken instead,
+        and said. A run that cannot be written is said; the others are still written."""
         from vgtui.core.csvfile import write_csv_new
 
-        path = self.source.metrics_path
-        damaged: list[str] = []
-
-        def out_path(number: int, count: int) -> str:
-            stem = os.path.splitext(os.path.basename(path))[0] + (f"-{number}" if count > 1 else "")
-            folder = os.path.dirname(os.path.abspath(path))
-            return os.path.join(folder if os.access(folder, os.W_OK) else self.screenshot_dir, stem + ".csv")
-
+        done: list[str] = []
+        failed: list[str] = []
+        folders: set[str] = set()
+        warn = False
         try:
-            with self.export_target() as (run, number, count):
-                wanted = out_path(number, count)
-                out, rows = write_csv_new(run, wanted, on_damaged=damaged.append)
-        except Exception as e:  # noqa: BLE001 - a file that cannot be exported is a notice, never a crash
+            with self.export_targets() as targets:
+                many = len(targets) > 1
+                for tag, run, wanted in targets:
+                    damaged: list[str] = []
+                    try:
+                        out, rows = write_csv_new(run, wanted, on_damaged=damaged.append)
+                    except Exception as e:  # noqa: BLE001 - a run that cannot be exported is said, never a crash
+                        why = e.strerror if isinstance(e, OSError) and e.strerror else (
+                            e if isinstance(e, ValueError) else f"{type(e).__name__}: {e}")
+                        failed.append(f"{tag} {why}" if many else str(why))
+                        continue
+                    said = f"{tag} " * many + f"{os.path.basename(out) if many else out} ({rows:,} rows"
+                    if out != wanted:
+                        said += f"; {os.path.basename(wanted)} exists: left as it is"
+                    if damaged:
+                        lines = ", ".join(m.group(1) for d in damaged[:5] if (m := re.search(r"line (\d+)", d)))
+                        said += (f"; {len(damaged):,} damaged snapshot{'s' * (len(damaged) != 1)} skipped: line "
+                                 f"{lines}{'…' if len(damaged) > 5 else ''}")
+                    done.append(said + ")")
+                    folders.add(os.path.dirname(out))
+                    warn |= out != wanted or bool(damaged)
+        except Exception as e:  # noqa: BLE001 - a file that cannot be opened for export is a notice, never a crash
             why = e.strerror if isinstance(e, OSError) and e.strerror else (
                 e if isinstance(e, ValueError) else f"{type(e).__name__}: {e}")
-            self.app.call_from_thread(self.notify, f"e: could not write the CSV: {why}", severity="error")
+            failed.append(str(why))
+        if not done:
+            self.app.call_from_thread(self.notify, f"e: could not write the CSV: {'; '.join(failed)}", severity="error")
             return
-        said = f"CSV written: {out} ({rows:,} rows"
-        if out != wanted:
-            said += f"; {os.path.basename(wanted)} exists: left as it is"
-        if damaged:
-            lines = ", ".join(m.group(1) for d in damaged[:5] if (m := re.search(r"line (\d+)", d)))
-            said += (f"; {len(damaged):,} damaged snapshot{'s' * (len(damaged) != 1)} skipped: line "
-                     f"{lines}{'…' if len(damaged) > 5 else ''}")
-        said += ")"
+        said = ("CSV written: " if len(done) == 1 and not failed else
+                f"CSV written, one per run shown ({len(done)} of {len(done) + len(failed)}) in "
+                f"{', '.join(sorted(folders))}: ") + " · ".join(done)
+        if failed:
+            said += " · not written: " + "; ".join(failed)
         self.app.call_from_thread(setattr, self, "notice", said)
-        if out != wanted or damaged:
+        if warn or failed:
             self.app.call_from_thread(self.notify, said, severity="warning", timeout=8)
 
     def action_screenshot_svg(self) -> None:

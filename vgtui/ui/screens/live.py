@@ -4,8 +4,9 @@
   (the bridge) folds every record into the RunState and posts a message (vgtui.ui.messages) for the records the
   screen reacts to; the frame timer draws the rest.
 - `TrainerScreen`: vgtui's own trainer in a child process, which it also commands: pause and step, the speed cap,
-  the recipe keys (a live activation or lr change, a restart with fresh weights), the fork (`f`: a branch B beside
-  the run, whose records carry their branch id), and what it says when the trainer stalls, fails or dies.
+  the recipe keys (a live activation or lr change, a restart with fresh weights), the fork (`f`: a branch beside
+  the run, B, then C and D, whose records carry their branch id; `F` ends it; the palette's "Fork with ..." adds
+  a branch with a remedy), and what it says when the trainer stalls, fails or dies.
 """
 
 from __future__ import annotations
@@ -26,12 +27,24 @@ from vgtui.ui.messages import (Acknowledged, ForkEnded, ForkStarted, LiveChange,
                                StartupRefused, TrainerNotice)
 from vgtui.ui.screens.base import RunScreen
 from vgtui.ui.screens.dialogs import FailureScreen
-from vgtui.ui.state import TAGS, RunState
+from vgtui.ui.state import TAGS, RunState, run_index
 
 SPEED_CAPS: tuple[float | None, ...] = (None, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5)
 MAX_DEPTH = 20
 STALL_S = 5.0  # a running trainer silent for this long (and 3 snapshot intervals) is said to be stalled
-FORK = BRANCHES[0]  # the branch id `f` makes (the trainer's first branch)
+FORK = BRANCHES[0]  # the branch id the first `f` makes (the trainer's first branch)
+# the palette's "Fork with ...": a new branch with one remedy, every branch from step 0 on the same batches
+REMEDIES: dict[str, tuple[str, dict]] = {
+    "relu": ("ReLU", {"activation": "relu"}),
+    "batchnorm": ("batch norm", {"batchnorm": True}),
+    "xavier": ("Xavier init", {"init": "xavier"}),
+    "skip": ("skip connections", {"skip": True}),
+}
+
+
+def and_list(ids: list[str]) -> str:
+    """'A and B', 'A, B and C'."""
+    return ids[0] if len(ids) == 1 else f"{', '.join(ids[:-1])} and {ids[-1]}"
 
 
 def changes(old: RunConfig, new: RunConfig) -> str:
@@ -77,7 +90,8 @@ class LiveScreen(RunScreen):
         (their `branch` id) go to the branch's state."""
         worker = get_current_worker()
         state, source = self.state, self.source
-        branch: RunState | None = None  # a fork's branch
+        branches: dict[str, RunState] = {}  # a fork's branches by id (the last state each had)
+        kept: str | None = None  # the branch whose end says it goes on as the run
         while not worker.is_cancelled:
             rec = source.get(timeout=0.1)
             if rec is None:
@@ -94,15 +108,18 @@ class LiveScreen(RunScreen):
             if isinstance(rec, NoticeRecord):
                 self.post_message(TrainerNotice(rec))
                 continue
-            if getattr(rec, "branch", None) is not None:  # a fork's records go to its branch's state
+            bid = getattr(rec, "branch", None)
+            if bid is not None:  # a fork's records go to its branch's state
                 if isinstance(rec, RunRecord):
-                    before = branch.config if branch is not None else None
-                    branch = RunState(None, f"fork@{rec.forked_at or 0:,}")
-                    branch.begin(rec)
-                    self.post_message(ForkStarted(branch, rec, before))
-                elif branch is not None:
-                    branch.apply(rec)
+                    before = branches[bid].config if bid in branches else None
+                    branches[bid] = RunState(None, f"fork@{rec.forked_at or 0:,}")
+                    branches[bid].begin(rec)
+                    self.post_message(ForkStarted(branches[bid], rec, before))
+                elif bid in branches:
+                    branches[bid].apply(rec)
                     if isinstance(rec, EndRecord):
+                        if rec.cause == "fork-kept":
+                            kept = bid
                         self.post_message(ForkEnded(rec))
                     elif isinstance(rec, EventRecord):
                         self.post_message(LiveChange(rec))
@@ -110,9 +127,9 @@ class LiveScreen(RunScreen):
             before = state.config
             state.apply(rec)  # snapshots and epochs: the frame timer redraws what changed
             if isinstance(rec, RunRecord):
-                if rec.forked_at is not None and branch is not None:  # the fork ended keeping B: B goes on
-                    state.carry_on(branch, rec.forked_at)
-                    branch = None
+                if rec.forked_at is not None and kept in branches:  # the fork ended keeping a branch: it goes on
+                    state.carry_on(branches[kept], rec.forked_at)
+                    branches, kept = {}, None
                 self.post_message(RunStarted(rec, before))
             elif isinstance(rec, EventRecord):
                 self.post_message(LiveChange(rec))
@@ -214,8 +231,10 @@ class TrainerScreen(LiveScreen):
 
     def __init__(self, sources: list[TrainerSource], fps: float = 2.0, screenshot_dir: str | None = None) -> None:
         super().__init__(sources, fps, screenshot_dir)
-        self.ending_fork: str | None = None  # the branch `f` asked the trainer to keep, until the branch's end comes
-        self.fork_pending = False  # `f` forked, B's header not yet here: the recipe keys already change B
+        self.ending_fork: str | None = None  # the branch `F` asked the trainer to keep, until the branches' ends come
+        self.fork_pending: str | None = None  # the branch `f` forked, its header not yet here: the keys change it
+        self.kept: str | None = None  # the branch that went on as the run when the fork ended
+        self._restarting: set[str] = set()  # the branches of a fork that restarted, until their headers come
         self.pending: RunConfig | None = None  # what the person asked the trainer for, not yet acknowledged
         self.stalled = False
 
@@ -242,11 +261,10 @@ class TrainerScreen(LiveScreen):
 
     @property
     def to_b(self) -> bool:
-        """The recipe keys change the branch: during a fork, and from the `f` that asked for one (the trainer reads
-        the commands in order: the fork first, then the change, which is the branch's); no longer from the `f` that
-        ends it (then the change is the kept run's, which the trainer runs without a branch by the time it reads
-        the change)."""
-        return (self.forked and self.ending_fork is None) or self.fork_pending
+        """The recipe keys change a branch of the fork (the one in focus, or the one `f` asked for, whose header is
+        not here yet), not the run alone; no longer from the `F` that ends the fork (then the change is the kept
+        run's, which the trainer runs without a branch by the time it reads the change)."""
+        return (self.forked and self.ending_fork is None) or self.fork_pending is not None
 
     @property
     def ended(self) -> bool:
@@ -255,12 +273,32 @@ class TrainerScreen(LiveScreen):
         return end is not None and end.status != "interrupted"
 
     @property
+    def focus_id(self) -> str:
+        """The tag of the run in focus: A, B, C, D."""
+        return TAGS[min(self.branch_focus, len(self.states) - 1)]
+
+    @property
     def target(self) -> RunState:
-        """The run the recipe keys change: the branch during a fork (A is the control), else the run (while a fork
-        ends: the branch it keeps)."""
-        if self.forked and (self.ending_fork is None or self.ending_fork == FORK):
-            return self.states[1]
+        """The run the recipe keys change: during a fork the one in focus (A too), else the run (while a fork
+        ends: the branch it keeps; while a fork is asked for: A, which the branch copies)."""
+        if self.ending_fork is not None:
+            i = run_index(self.ending_fork)
+            return self.states[i] if i < len(self.states) else self.state
+        if self.fork_pending is None and self.forked:
+            return self.focused_state
         return self.state
+
+    def fork_ids(self) -> list[str]:
+        """The branches on screen beside A."""
+        return list(TAGS[1:len(self.states)]) if self.forked else []
+
+    def free_branch(self) -> str | None:
+        """The id the next fork takes: the first of BRANCHES with no live branch on screen (an ended one's place is
+        taken again)."""
+        live = {TAGS[i] for i, st in enumerate(self.states) if i and st.run is not None and st.end is None}
+        if self.fork_pending is not None:
+            live.add(self.fork_pending)
+        return next((b for b in BRANCHES if b not in live), None)
 
     # ------------------------------------------------------------------------------------------ what comes back
     def took_status(self, status: StatusRecord) -> None:
@@ -288,6 +326,9 @@ class TrainerScreen(LiveScreen):
                            if stalled else "the trainer is answering again")
 
     def run_started(self, run: RunRecord, before: RunConfig | None) -> None:
+        if run.forked_at is None and (self.forked or self.fork_pending):  # a restart: the branches' headers next
+            self._restarting = set(self.fork_ids()) | ({self.fork_pending} if self.fork_pending else set())
+            self.states = [self.state]
         self._acknowledged()  # first: the words below depend on whether a change is still pending
         super().run_started(run, before)
 
@@ -296,8 +337,8 @@ class TrainerScreen(LiveScreen):
 
     def new_run_words(self, run: RunRecord, before: RunConfig | None) -> str:
         if run.forked_at is not None:
-            return f"the fork ended at step {run.forked_at:,}: {FORK} goes on as the run"
-        if self.state.runs > 1 and not (self.forked and self.pending is not None):
+            return f"the fork ended at step {run.forked_at:,}: {self.kept or FORK} goes on as the run"
+        if self.state.runs > 1 and not (self._restarting and self.pending is not None):
             cfg = self.state.config
             if before is not None and cfg is not None and changes(before, cfg):
                 return f"restarted: {changes(before, cfg)} (fresh weights)"
@@ -306,44 +347,87 @@ class TrainerScreen(LiveScreen):
 
     def live_change(self, ev: EventRecord) -> None:
         super().live_change(ev)
+        fork = ev.set.get("fork") if ev.branch is None else None
+        if isinstance(fork, str) and self.forked and self.ending_fork is None:  # not asked by F: a command's
+            if fork == "ended, A kept":  # the last branch dropped: A alone
+                self._collapse()
+                self.notice = f"the fork ended at step {ev.step:,}: A goes on"
+            elif " dropped at step " in fork:  # a branch dropped: it stays on screen, ended, beside the others
+                self.notice = f"{fork}; the others go on"
         self._acknowledged()
 
     @on(ForkStarted)
     def _on_fork(self, message: ForkStarted) -> None:
-        restarted = self.forked
-        self.fork_pending = False
-        self.states = [self.state, message.state]
+        bid = message.run.branch or FORK
+        i = run_index(bid)
+        restarted = bid in self._restarting
+        self._restarting.discard(bid)
+        asked = bid == self.fork_pending
+        if asked:
+            self.fork_pending = None
+        states = list(self.states)
+        while len(states) < i:  # a branch forked before the ones before it (an id asked for): an empty place
+            states.append(RunState(None, "(no branch)"))
+        states[i:i + 1] = [message.state]
+        self.states = states
+        if asked or not restarted:  # a new branch: the keys change it now
+            self.branch_focus = i
         self._acknowledged()
-        if restarted:  # a recipe change restarted A and B: the notice already says so
-            changed = changes(message.before, message.state.config) if message.before is not None else ""
-            self.notice = (f"restarted A and {FORK} from seed {self.state.config.seed}: "
-                           f"{FORK} = {message.state.config.describe()}" + (f" ({changed})" if changed else ""))
-        else:
-            self.notice = (f"forked at step {message.run.forked_at:,}: {FORK} = A; a L change {FORK}, i b s + - r "
-                           "restart both; o focus, f ends")
+        changed = changes(message.before, message.state.config) if message.before is not None else ""
+        if restarted and (changed or asked or not self.notice.startswith("restarted")):
+            ids = and_list(["A", *self.fork_ids(), *sorted(self._restarting)])
+            self.notice = (f"restarted {ids} from seed {self.state.config.seed}: "
+                           f"{bid} = {message.state.config.describe()}" + (f" ({changed})" if changed else ""))
+        elif not restarted:
+            differs = changes(self.state.config, message.state.config) if self.state.config is not None else ""
+            what = f"A with {differs}" if differs else "A"
+            self.notice = (f"forked at step {message.run.forked_at:,}: {bid} = {what}; a L change {bid}, i b s + - r "
+                           "restart all; o focus, f forks again, F ends")
         self._titles()
         self._status_now()
 
     @on(ForkEnded)
     def _on_fork_end(self, message: ForkEnded) -> None:
         end = message.end
-        kept, self.ending_fork = self.ending_fork, None
-        if not self.forked or not (kept or end.status == "diverged"):
-            return  # the run ended (or restarted) with its fork: both stay on screen
+        if end.cause == "fork-kept":  # the run goes on from this branch (its new header: _on_run)
+            self.kept, self.ending_fork = end.branch, None
+            self._collapse()
+            return
+        if not self.forked:
+            return
+        open_ = [TAGS[i] for i, st in enumerate(self.states) if i and st.run is not None and st.end is None]
+        if self.ending_fork is not None:  # F: every branch ends; keeping A, the run goes on as it was
+            if not open_ and self.ending_fork == TAGS[0]:
+                ids = self.fork_ids()
+                self.ending_fork = None
+                self._collapse()
+                self.notice = (f"the fork ended at step {end.steps}: A goes on, {and_list(ids)} "
+                               f"{'is' if len(ids) < 2 else 'are'} in the metrics file")
+            return
+        if end.status == "diverged":  # one branch diverged while the run goes on
+            who = end.branch or FORK
+            self.notice = f"{who} diverged at step {end.steps} ({end.message}); " + (
+                f"{and_list(['A', *open_])} go on" if open_ else "A goes on alone")
+            self.notify(self.notice, severity="error", timeout=8)
+            if not open_:
+                self._collapse()
+            self._titles()
+            self._status_now()
+        # else: the run ended (or restarted) with its fork, or a branch was dropped (the run's event says so next):
+        # every branch stays on screen
+
+    def _collapse(self) -> None:
+        """The fork is over: A alone on screen."""
         self.states = [self.state]
         self.branch_focus = 0
         self.pending = None
-        if end.status == "diverged":
-            self.notice = f"{FORK} diverged at step {end.steps} ({end.message}); A goes on alone"
-            self.notify(self.notice, severity="error", timeout=8)
-        elif kept == TAGS[0]:  # keeping the branch, the run's new header says so (_on_run)
-            self.notice = f"the fork ended at step {end.steps}: A goes on, {FORK} is in the metrics file"
+        self.fork_pending = None
         self._titles()
         self._status_now()
 
     def run_ended(self, end: EndRecord, again: str = "") -> None:
         if end.status != "interrupted":  # a fork asked for just before the end never comes
-            self.fork_pending = False
+            self.fork_pending = None
         if end.status == "failed" and self.state.run is None:
             self.post_message(StartupRefused(end.message))  # refused before it started (no CUDA, bad data)
         elif end.status == "failed":
@@ -386,21 +470,28 @@ class TrainerScreen(LiveScreen):
     @property
     def wanted(self) -> RunConfig:
         """The configuration the person asked for: a pending one, else what runs. Keys build on it, so quick
-        presses (b, s, b) each count even before the trainer acknowledged the one before. During a fork: B's."""
+        presses (b, s, b) each count even before the trainer acknowledged the one before. During a fork: the
+        focused run's."""
         return self.pending or self.target.config
 
     def _branch(self) -> str | None:
-        """The branch id a recipe command goes to: the fork's while the keys change it, else the run's (None)."""
-        return FORK if self.to_b else None
+        """The branch id a recipe command goes to: the focused branch's while the keys change the fork (None: A)."""
+        if self.fork_pending is not None:
+            return self.fork_pending
+        if self.to_b and self.focus_id != TAGS[0]:
+            return self.focus_id
+        return None
 
     def _restart(self, cfg: RunConfig) -> None:
         cfg = cfg.validate()
         running = self.target.config
         changed = changes(running, cfg) if running is not None else ""
-        if self.to_b:  # A and B start again together, from the same seed: the comparison stays fair
-            self.source.send(Restart(cfg.to_dict(), branch=FORK))
+        if self.to_b:  # every branch starts again, from the same seed: the comparison stays fair
+            bid = self._branch() or TAGS[0]
+            self.source.send(Restart(cfg.to_dict(), branch=bid))
             self.pending = cfg
-            self.notice = (f"restarting A and {FORK} from seed {self.state.config.seed}: {FORK} = "
+            ids = and_list(["A", *sorted({*self.fork_ids(), *([bid] if bid != TAGS[0] else [])})])
+            self.notice = (f"restarting {ids} from seed {self.state.config.seed}: {bid} = "
                            f"{cfg.describe()}" + (f" ({changed})" if changed else "") + " …")
             return
         self.source.send(Restart(cfg.to_dict()))
@@ -414,7 +505,7 @@ class TrainerScreen(LiveScreen):
         self.source.send(SetActivation(new, branch=self._branch()))
         self.pending = cfg.replace(activation=new)
         when = "at the next restart (r): the run has ended" if self.ended else "(live, weights kept)"
-        self.notice = (f"{FORK}: " if self.to_b else "") + f"activation → {new} {when}"
+        self.notice = (f"{self._branch()}: " if self._branch() else "") + f"activation → {new} {when}"
         self.notify(self.notice, timeout=3)
 
     def action_init(self) -> None:
@@ -442,36 +533,82 @@ class TrainerScreen(LiveScreen):
 
     def action_lower_lr(self) -> None:
         cfg = self.wanted
-        if self.to_b:  # the branch's learning rate changes at once, its weights kept
-            self.source.send(SetLR(cfg.lr / 10, branch=FORK))
+        if self.to_b:  # the focused run's learning rate changes at once, its weights kept
+            bid = self._branch()
+            self.source.send(SetLR(cfg.lr / 10, branch=bid))
             self.pending = cfg.replace(lr=cfg.lr / 10)
             when = "at the next restart (r): the run has ended" if self.ended else "(live, weights kept)"
-            self.notice = f"{FORK}: lr {cfg.lr:g} → {cfg.lr / 10:g} {when}"
+            self.notice = f"{bid or TAGS[0]}: lr {cfg.lr:g} → {cfg.lr / 10:g} {when}"
             return
         self._restart(cfg.replace(lr=cfg.lr / 10))
 
+    def _can_fork(self, key: str) -> str | None:
+        """The branch id a new fork takes, or None after saying why there is none."""
+        if self.state.run is None:
+            self.notify(f"{key} forks a running run: wait for it to start", severity="warning", timeout=4)
+            return None
+        if self.ending_fork is not None or self.fork_pending is not None:
+            self.notify(f"{key}: the fork asked for is on its way; a moment", severity="warning", timeout=3)
+            return None
+        bid = self.free_branch()
+        if bid is None:
+            self.notify(f"{key}: four runs side by side is the most (A and {and_list(list(BRANCHES))}); F ends the "
+                        f"fork keeping {self.focus_id}", severity="warning", timeout=5)
+        return bid
+
     def action_fork(self) -> None:
-        """Fork the run (B copies A, and the recipe keys change B), or end the fork keeping the focused branch."""
-        if self.forked and self.state.end is not None:
-            self.notify(f"f: the run has ended with its fork; r starts A and {FORK} again", severity="warning",
-                        timeout=4)
+        """Fork the run: a new branch (B, then C, D) copies A now, trains beside it on the same batches, and takes
+        the focus (the recipe keys change it)."""
+        if self.state.end is not None:
+            again = f"r starts {and_list(['A', *self.fork_ids()])} again" if self.forked else "r starts it again first"
+            self.notify(f"f forks a running run: it has ended; {again}", severity="warning", timeout=4)
             return
-        if self.to_b:  # (f f: the fork asked for is not here yet, and ends keeping A)
-            self.ending_fork = keep = TAGS[self.branch_focus] if self.forked else TAGS[0]
-            self.source.send(Fork(False, keep=keep))
-            self.fork_pending = False
-            if keep == TAGS[0]:  # a change asked of the branch, not yet acknowledged, goes with it
-                self.pending = None
-            self.notice = f"ending the fork: keeping {keep} …"
+        bid = self._can_fork("f")
+        if bid is None:
             return
-        if self.state.run is None or self.state.end is not None:
-            self.notify("f forks a running run: " + ("r starts it again first" if self.state.end else
-                                                    "wait for it to start"), severity="warning", timeout=4)
-            return
-        self.source.send(Fork(True))
+        self.source.send(Fork(True, branch=bid))
         self.pending = None
-        self.fork_pending = True
-        self.notice = f"forking: {FORK} copies A (weights, optimiser state, step, data order) …"
+        self.fork_pending = bid
+        self.notice = f"forking: {bid} copies A (weights, optimiser state, step, data order) …"
+
+    def action_end_fork(self) -> None:
+        """End the fork keeping the run in focus (A: the branches end; a branch: it goes on as the run)."""
+        if not self.forked and self.fork_pending is None:
+            self.notify("F ends a fork: f forks the run first", severity="warning", timeout=3)
+            return
+        if self.state.end is not None:
+            self.notify(f"F: the run has ended with its fork; r starts {and_list(['A', *self.fork_ids()])} again",
+                        severity="warning", timeout=4)
+            return
+        if self.ending_fork is not None:
+            return
+        self.ending_fork = keep = self.focus_id if self.forked and self.fork_pending is None else TAGS[0]
+        self.source.send(Fork(False, keep=keep))
+        self.fork_pending = None
+        if keep == TAGS[0]:  # a change asked of a branch, not yet acknowledged, goes with it
+            self.pending = None
+        self.notice = f"ending the fork: keeping {keep} …"
+
+    def action_fork_with(self, what: str) -> None:
+        """A new branch with one remedy (REMEDIES): every branch of the fork starts again from the same seed at step
+        0, on the same batches, the new one with A's configuration and that change (a fair comparison)."""
+        name, change = REMEDIES[what]
+        if self.state.config is None or self.state.run is None:
+            self.notify("Fork with: wait for the run to start", severity="warning", timeout=3)
+            return
+        bid = self._can_fork(f"fork with {name}")
+        if bid is None:
+            return
+        cfg = self.state.config.replace(**change).validate()
+        self.source.send(Restart(cfg.to_dict(), branch=bid))
+        self.fork_pending = bid
+        self.pending = cfg
+        self.notice = (f"forking {bid} with {name}: {and_list(['A', *self.fork_ids(), bid])} start again from seed "
+                       f"{self.state.config.seed} on the same batches …")
+
+    def action_focus(self) -> None:
+        self.pending = None  # a change asked of the run in focus is that run's; the next key builds on the next run's
+        super().action_focus()
 
     def action_pause(self) -> None:
         """"pausing…" at once; "paused" when the trainer acknowledges it (a StatusRecord)."""

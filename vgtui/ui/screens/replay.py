@@ -252,6 +252,24 @@ class ReplayScreen(RunScreen):
     def export_target(self) -> Iterator[tuple[object, int, int]]:
         yield self.source.run, self.source.run_number, len(self.source.runs)
 
+    @contextlib.contextmanager
+    def export_targets(self) -> Iterator[list[tuple[str, object, str]]]:
+        """Every run shown, one CSV each: each file's run beside its file (a.csv, b.csv...), a file's fork beside
+        it with the branch's id (run-B.csv)."""
+        out = []
+        for tag, src, st in zip(TAGS, self.sources, self.states):
+            run = src.run
+            if run is None or st.run is not run.header:
+                continue
+            if isinstance(src, BranchSource):
+                parent = src.parent
+                path = self.csv_path(src.metrics_path, parent.run_number, len(parent.runs),
+                                     f"-{run.header.branch if run.header.branch in TAGS else tag}")
+            else:
+                path = self.csv_path(src.metrics_path, src.run_number, len(src.runs))
+            out.append((tag, run, path))
+        yield out
+
     def action_pause(self) -> None:
         if self.paused and self._at_end() and not self.source.follow:
             self._seek_index(0)  # play again from the start

@@ -14,7 +14,8 @@ the view options, built by the screen each frame), never reads a screen, and red
 from vgtui.ui.widgets.activations import ActivationPanel
 from vgtui.ui.widgets.bars import BarRow, GradientBars, group_rows
 from vgtui.ui.widgets.base import (Panel, PlotextPanel, RunView, abbreviate, flow_figure, hist_all_figure,
-                                   hist_grid_figure, hist_key, label_width, loss_figure, markup, TableView)
+                                   hist_grid_figure, hist_key, label_width, loss_figure, markup, run_label,
+                                   TableView)
 from vgtui.ui.widgets.layer_history import LayerHistory
 from vgtui.ui.widgets.status import StatusBar, position
 from vgtui.ui.widgets.table import LayerTable
@@ -22,4 +23,4 @@ from vgtui.ui.widgets.why import WhyPanel
 
 __all__ = ["ActivationPanel", "BarRow", "GradientBars", "LayerHistory", "LayerTable", "Panel", "PlotextPanel", "RunView",
            "StatusBar", "TableView", "abbreviate", "flow_figure", "group_rows", "hist_all_figure", "hist_grid_figure", "hist_key",
-           "label_width", "loss_figure", "markup", "position", "WhyPanel"]
+           "label_width", "loss_figure", "markup", "position", "run_label", "WhyPanel"]

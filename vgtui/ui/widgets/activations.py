@@ -16,7 +16,7 @@ class ActivationPanel(Panel):
     min_interval = 1.0
 
     def key(self, view: RunView) -> object:
-        return view.versions("snap_version")
+        return view.versions("snap_version"), view.branch_focus if len(view.states) > 2 else 0
 
     def on_key_changed(self) -> None:
         s = self.view.state
@@ -29,7 +29,10 @@ class ActivationPanel(Panel):
             if hidden and len(hidden[0].act_hist.edges) >= 2:
                 e = hidden[0].act_hist.edges
                 rng = f" over [{float(e[0]):g}, {float(e[-1]):g}]"
-        self.border_title = f"activations · {markup(act or '')}{rng}" if not self.view.compare else "activations · A | B"
+        n = len(self.view.states)
+        self.border_title = (f"activations · {markup(act or '')}{rng}" if n == 1 else "activations · A | B" if n == 2
+                             else f"activations · run {TAGS[min(self.view.branch_focus, n - 1)]} of A…{TAGS[n - 1]} "
+                                  "(o: the next)")
         sub = "per layer: saturated % · dead %"
         if snap and not self.view.compare and len(hidden) < len(snap.layers) - 1:
             # a user's model: layers with no activation module after them (a conv before a residual sum) have no
@@ -41,6 +44,9 @@ class ActivationPanel(Panel):
         states = self.view.states
         if len(states) == 1:
             return Group(*self.column(states[0], width, height))
+        if len(states) > 2:  # many runs: the one in focus (`o` moves it), two columns would not fit
+            focus = min(self.view.branch_focus, len(states) - 1)
+            return Group(*self.column(states[focus], width, height, TAGS[focus]))
         half = (width - 1) // 2
         cols = [self.column(st, half, height, tag) for st, tag in zip(states, TAGS)]
         lines = []

@@ -128,6 +128,7 @@ def relative_rows(rows: list[BarRow]) -> list[BarRow]:
     return [keyed[(r.name, r.run)] for r in sorted(rows, key=lambda r: order[id(r)])]
 
 
+MAX_INTERLEAVED = 4  # up to this many runs: a bar per run and layer, interleaved by layer; more: `GradientBars.ends`
 REL_LO, REL_HI = -6, 1  # the relative bars' fixed decades: 1e-6 to 10 times the output layer's value
 
 
@@ -150,7 +151,8 @@ class GradientBars(Panel):
 
     def key(self, view: RunView) -> object:
         m = view
-        return (m.versions("snap_version"), m.metric, m.log, m.relative)
+        cursor = m.table.cursor if len(m.states) > 2 else ""  # many runs: the table's layer is the one shown
+        return (m.versions("snap_version"), m.metric, m.log, m.relative, cursor)
 
     def on_key_changed(self) -> None:
         v = self.view
@@ -161,7 +163,9 @@ class GradientBars(Panel):
             scale = f"log 1e{m.lo}…1e{m.hi} · l linear · x relative"
         else:
             scale = "linear, scaled to the largest · l log · x relative"
-        self.border_title = f"gradients · {m.label}" + (" · A and B" if v.compare else "")
+        n = len(v.states)
+        runs = " · A and B" if n == 2 else f" · runs A…{TAGS[n - 1]}" if n > 2 else ""
+        self.border_title = f"gradients · {m.label}{runs}"
         self.border_subtitle = scale
 
     def rows(self, key: str) -> list[BarRow]:
@@ -212,12 +216,14 @@ class GradientBars(Panel):
             room = height - len(top) - len(foot)
             rows = group_rows(rows, room - 2 if room >= 8 else room - 1)  # more layers than rows: by module prefix
             return Group(*top, *self.bars(rows, m, log, width, room), *foot)
-        if len(rows) + 2 <= height:
+        if len(rows) + 2 <= height and len(view.states) <= MAX_INTERLEAVED:
             return Group(*self.bars(rows, m, log, width, height))
-        # two runs and no room for a row per run and layer: A's bars and B's side by side
         half = (width - 1) // 2
-        cols = [self.bars([replace(r, run=None) for r in rows if r.run == run], m, log, half, height)
-                for run in (0, 1)]
+        if len(view.states) > 2:  # many runs: each run's first (or the table's) layer and its last, a row per run
+            cols = [self.bars(column, m, log, half, height) for column in self.ends(view, rows)]
+        else:  # two runs and no room for a row per run and layer: A's bars and B's side by side
+            cols = [self.bars([replace(r, run=None) for r in rows if r.run == run], m, log, half, height)
+                    for run in (0, 1)]
         lines = []
         for left, right in zip(*cols):
             left = left.copy()
@@ -225,6 +231,21 @@ class GradientBars(Panel):
             lines.append(Text(no_wrap=True, overflow="crop").append_text(left).append("│", style=colours.style(colours.RULE))
                          .append_text(right))
         return Group(*lines)
+
+    @staticmethod
+    def ends(view: RunView, rows: list[BarRow]) -> tuple[list[BarRow], list[BarRow]]:
+        """Two columns of one row per run: its first layer (or the layer under the layer table's cursor, where the
+        run has it) and its last (the output layer), the labels in the run's colour (colours.RUN)."""
+        left, right = [], []
+        for i, st in enumerate(view.states):
+            mine = [r for r in rows if r.run == i]
+            if not mine:
+                continue
+            style = colours.style(colours.RUN[i], bold=True)
+            picked = next((r for r in mine if r.name == view.table.cursor), mine[0])
+            left.append(replace(picked, style=style))
+            right.append(replace(mine[-1], style=style))
+        return left, right
 
     @staticmethod
     def bars(rows: list[BarRow], m, log: bool, width: int, height: int) -> list[Text]:

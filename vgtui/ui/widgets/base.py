@@ -114,6 +114,18 @@ def abbreviate(name: str, width: int) -> str:
     return name if len(name) <= width else "…" + name[len(name) - width + 1:]
 
 
+def run_label(label: str, width: int) -> str:
+    """A run's label (its file's name) in `width` cells: without `.jsonl`, cut in the middle (`tanh…vier`): files
+    of one sweep differ at their start or at their end."""
+    label = label[:-len(".jsonl")] if label.endswith(".jsonl") and len(label) > len(".jsonl") else label
+    if len(label) <= width:
+        return label
+    if width < 3:
+        return label[:max(width, 0)]
+    head = (width - 1) // 2
+    return label[:head] + "…" + label[len(label) - (width - 1 - head):]
+
+
 def label_width(names, width: int) -> int:
     """The label column of a panel `width` cells wide: the longest name, at most a third of the panel."""
     return min(max((len(n) for n in names), default=3), max(width // 3, 10))
@@ -263,7 +275,8 @@ def hist_key(v: RunView) -> object:
 def hist_all_figure(v: RunView, w: int, h: int) -> str:
     snap = v.focused.snap
     hist = charts.sum_hists([l.grad_hist for l in snap.layers]) if snap else None
-    return charts.grad_hist(hist, w, h, v.log, colours.RUN_A, v.colour)
+    code = colours.RUN[min(v.branch_focus, len(v.states) - 1)] if len(v.states) > 2 else colours.RUN_A
+    return charts.grad_hist(hist, w, h, v.log, code, v.colour)  # many runs: in the colour of the one in focus
 
 
 def hist_grid_figure(v: RunView, w: int, h: int) -> str:

@@ -12,7 +12,7 @@ from vgtui.core.diagnosis import EXPLODING_ABOVE, VANISHING_BELOW, RunVerdict
 from vgtui.ui import charts, colours
 from vgtui.ui.colours import BADGE_STYLE
 from vgtui.ui.state import RunState, TAGS, number, shown
-from vgtui.ui.widgets.base import Panel, RunView, abbreviate, no_snapshot
+from vgtui.ui.widgets.base import Panel, RunView, abbreviate, no_snapshot, run_label
 
 
 # the badges that name a layer's regime: the badge names that layer
@@ -28,7 +28,8 @@ STATUS_METRICS = 6  # the user's own metrics the status line names at most (the 
 
 class StatusBar(Panel):
     """Three lines. One run: what runs (and its diagnosis badge), where it is, what it means or what just
-    happened. Two runs: one line per run, each with its badge, and a line with both positions."""
+    happened. Two runs: one line per run, each with its badge, and a line with both positions. More: a line of
+    badges, one per run, then the run in focus (`_many`)."""
 
     DEFAULT_CSS = """
     StatusBar { height: 3; width: 1fr; }
@@ -42,6 +43,8 @@ class StatusBar(Panel):
 
     def build(self, width: int, height: int) -> object:
         m = self.view
+        if len(m.states) > 2:
+            return self._many(m, width)
         if m.compare:
             a, b = m.states
             line3 = Text(" ", no_wrap=True, overflow="ellipsis")
@@ -57,6 +60,41 @@ class StatusBar(Panel):
             return Group(self._what(a, width, f"{TAGS[0]} "), self._what(b, width, f"{TAGS[1]} "), line3)
         s = m.state
         return Group(self._what(s, width), self._where(s, width), self._meaning(s, width))
+
+    def _many(self, m: RunView, width: int) -> Group:
+        """More than two runs: one badge each on the first line (each run's tag in its colour, the one in focus
+        marked ▸ and reversed), the run in focus on the second (what it is, its full badge), and on the third
+        what just happened, else where the run in focus is."""
+        states = m.states
+        focus = min(m.branch_focus, len(states) - 1)
+        slot = max(width // len(states), 4)
+        badges = Text(no_wrap=True, overflow="crop")
+        for i, (tag, st, code) in enumerate(zip(TAGS, states, colours.RUN)):
+            cell = Text(no_wrap=True, overflow="crop")
+            mark = "▸" if i == focus else " "
+            cell.append(f"{mark}{tag}", style=colours.style(code, bold=True, reverse=i == focus))
+            v = st.verdict() if st.snap is not None or st.end is not None else None
+            label = v.badge if v is not None else "…"
+            cell.append(" ")
+            cell.append(f" {label} "[: max(slot - 4, 1)], style=BADGE_STYLE.get(label.lower(), "bold reverse"))
+            room = slot - 2 - cell.cell_len
+            if room >= 4:  # the file's name, as much as fits
+                cell.append(" " + run_label(shown(st.label), room), style=colours.style(code))
+            cell.truncate(slot - 1, pad=True)
+            badges.append_text(cell).append(" ")
+        badges.truncate(width)
+        st = states[focus]
+        line3 = Text(" ", no_wrap=True, overflow="ellipsis")
+        if m.notice:
+            line3.append(m.notice, style="italic " + colours.style(colours.EVENT))
+        else:
+            line3.append(f"{TAGS[focus]} ", style=colours.style(colours.RUN[focus], bold=True))
+            line3.append(position(st) if st.position is not None else f"step {st.step:,}")
+            hint = f"o: the next of {len(states)} runs" + (f" · F ends the fork keeping {TAGS[focus]}" if m.forked else "")
+            line3.append(f"   {hint}   ", style="dim")
+            line3.append_text(self._run_state(st, m))
+        line3.truncate(width)
+        return Group(badges, self._what(st, width, f"{TAGS[focus]} "), line3)
 
     def _fork_line(self, a: RunState, b: RunState, m: RunView) -> Text:
         """A live fork: where both are, B's accuracy against A's, and the focus."""
@@ -76,7 +114,7 @@ class StatusBar(Panel):
             t.append(m.notice, style="italic " + colours.style(colours.EVENT))
         else:
             focus = TAGS[m.branch_focus]
-            t.append(f"focus {focus} (o) · f ends the fork keeping {focus}", style="dim")
+            t.append(f"focus {focus} (o) · F ends the fork keeping {focus}", style="dim")
         return t
 
     def _what(self, s: RunState, width: int, tag: str = "") -> Text:

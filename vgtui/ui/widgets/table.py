@@ -39,7 +39,7 @@ class Row:
 
 class LayerTable(Panel):
     def key(self, view: RunView) -> object:
-        return view.versions("snap_version"), view.table
+        return view.versions("snap_version"), view.table, view.branch_focus if len(view.states) > 2 else 0
 
     def on_key_changed(self) -> None:
         self.border_title = "layers · the numbers behind the charts"
@@ -48,7 +48,13 @@ class LayerTable(Panel):
     def build(self, width: int, height: int) -> object:
         states = self.view.states
         tv = self.view.table
-        if len(states) == 1:
+        if len(states) > 2:  # many runs: the one in focus (`o` moves it), named over its table
+            focus = min(self.view.branch_focus, len(states) - 1)
+            st = states[focus]
+            table, dropped = self.table(st, width, height - 2, tv)
+            table = Group(Text(f"{TAGS[focus]} {shown(st.label)} · run {focus + 1} of {len(states)} (o: the next)",
+                               style="bold", no_wrap=True, overflow="ellipsis"), table)
+        elif len(states) == 1:
             table, dropped = self.table(states[0], width, height - 1, tv)
         else:
             parts = [self.table(st, width, (height - 1 - 2 * len(states)) // len(states), tv) for st in states]

@@ -1,0 +1,93 @@
+"""A fork of up to four runs in the UI (issue 17), on the real app over real training (a ThreadBackend): `f` three
+times makes B, C and D, each taking the focus; a live change goes to the run in focus only; a fifth run is refused;
+`o` cycles A..D; the bars interleave the four runs, the status has a badge each; `F` ends the fork keeping the run in
+focus; the palette's "Fork with ..." adds a branch with a remedy, every run from step 0. Engine-level numbers:
+tests/test_fork4.py."""
+
+from __future__ import annotations
+
+from vgtui.ui.widgets import GradientBars
+
+from .conftest import metrics_records, status_shows, text_of, wait_for
+
+
+async def started(pilot, app) -> None:
+    await wait_for(pilot, lambda: app.main.state.snap is not None, what="a snapshot")
+
+
+def live(app) -> list[str]:
+    return [st.run.branch or "A" for st in app.main.states if st.run is not None and st.end is None]
+
+
+async def test_f_three_times_makes_four_runs_side_by_side_and_F_keeps_the_focus(make_app):
+    app, backend = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        m = app.main
+        await started(pilot, app)
+        for n, bid in ((2, "B"), (3, "C"), (4, "D")):
+            await pilot.press("f")
+            await wait_for(pilot, lambda: len(m.states) == n and m.states[-1].snap is not None, what=f"{bid}'s snapshot")
+            assert m.focus_id == bid and m.states[-1].run.branch == bid  # the new branch takes the focus
+        await status_shows(pilot, "forked at step")
+        assert [b.id for b in backend.trainer.branches] == [None, "B", "C", "D"]
+        # a fifth: refused on the screen, nothing sent
+        await pilot.press("f")
+        await pilot.pause(0.2)
+        assert len(backend.trainer.branches) == 4 and m.fork_pending is None
+        # the focus to C (D -> A -> B -> C), then a live change: C's only
+        await pilot.press("o", "o", "o")
+        assert m.focus_id == "C"
+        await pilot.press("a")
+        await status_shows(pilot, "C: activation → tanh", timeout=0.5)
+        await wait_for(pilot, lambda: backend.trainer.branch("C").config.activation == "tanh", what="tanh in C")
+        assert [b.config.activation for b in backend.trainer.branches] == ["sigmoid", "sigmoid", "tanh", "sigmoid"]
+        a, b, c, d = m.states
+        await wait_for(pilot, lambda: c.snap.activation == "tanh", what="a tanh snapshot of C")
+        ev = [(r.get("branch"), r["set"]) for r in metrics_records(backend) if r["type"] == "event"]
+        assert ev[-1] == ("C", {"activation": "tanh"})
+        # four runs on screen: the bars interleave A..D per layer, the status has one badge each
+        bars = text_of(m.query_one(GradientBars))
+        assert all(f"fc1 {t}" in bars for t in "ABCD"), bars
+        shown = await status_shows(pilot, "▸C")
+        assert all(f"{t} " in shown for t in "ABD")
+        # F: C goes on as the run; A, B and D end (in the metrics file)
+        await pilot.press("F")
+        await wait_for(pilot, lambda: not m.forked and m.state.runs == 2, what="the fork to end keeping C")
+        await status_shows(pilot, "C goes on as the run")
+        assert m.state.config.activation == "tanh" and backend.trainer.branches[0].id is None
+        ends = [(r.get("branch"), r["status"], r.get("cause")) for r in metrics_records(backend) if r["type"] == "end"]
+        assert sorted(ends, key=str) == sorted([("B", "interrupted", "fork-ended"), ("D", "interrupted", "fork-ended"),
+                                                (None, "interrupted", "fork-ended"), ("C", "completed", "fork-kept")],
+                                               key=str)
+
+
+async def test_fork_with_from_the_palette_starts_every_run_again_with_a_remedy_each(make_app):
+    """The four-remedies comparison in a few keys: the palette's "Fork with: skip", then batch norm and ReLU (the
+    same entries' action): A (plain) and B, C, D each with its remedy, all from step 0 of the same seed on the same
+    batches."""
+    app, backend = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        m = app.main
+        await started(pilot, app)
+        titles = [c.title for c in app.get_system_commands(m)]
+        assert [t for t in titles if t.startswith("Fork with: ")] == [
+            "Fork with: relu", "Fork with: batch norm", "Fork with: xavier", "Fork with: skip"]
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"with: s")  # only the "Fork with: ..." titles have a colon
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        for n, remedy in ((2, None), (3, "batchnorm"), (4, "relu")):
+            if remedy is not None:
+                m.action_fork_with(remedy)
+            await wait_for(pilot, lambda: len(m.states) == n and m.states[-1].snap is not None and m.state.runs == n,
+                           what=f"{remedy or 'skip'}: the restart of {n} runs")
+        a, b, c, d = m.states
+        assert [st.run.forked_at for st in (b, c, d)] == [0, 0, 0] and m.focus_id == "D"
+        assert (b.config.skip, c.config.batchnorm, d.config.activation) == (True, True, "relu")
+        assert not (a.config.batchnorm or a.config.skip) and a.config.activation == "sigmoid"
+        assert not (b.config.batchnorm or c.config.skip) and b.config.activation == c.config.activation == "sigmoid"
+        await status_shows(pilot, "restarted A, B, C and D from seed 0: D = relu")
+        heads = [(r.get("branch"), r.get("forked_at")) for r in metrics_records(backend) if r["type"] == "run"]
+        assert heads[-4:] == [(None, None), ("B", 0), ("C", 0), ("D", 0)]
+        assert live(app) == ["A", "B", "C", "D"]
