@@ -33,12 +33,10 @@ LESSON_BINDINGS = [Binding(k, f"answer({i + 1})", f"answer {k}", show=False) for
 
 class _Tap:
     """The trainer source, with every record it hands the screen's bridge seen first: each branch's snapshots of
-    the current run, its last test accuracy, its configuration. Branches the charts do not show (C, D while the
-    screen shows two runs) are kept here and not handed on."""
+    the current run, its last test accuracy, its configuration."""
 
-    def __init__(self, source: TrainerSource, shown: int = 2):
+    def __init__(self, source: TrainerSource):
         self._source = source
-        self.shown = shown
         self.lock = threading.Lock()
         self.snaps: dict[str, list[Snapshot]] = {}
         self.test_acc: dict[str, float] = {}
@@ -50,30 +48,27 @@ class _Tap:
         return getattr(self._source, name)
 
     def get(self, timeout: float | None = None):
-        while True:
-            rec = self._source.get(timeout=timeout)
-            if rec is None:
-                return None
-            b = getattr(rec, "branch", None) or "A"
-            with self.lock:
-                if isinstance(rec, RunRecord):
-                    if b == "A" and rec.forked_at is None:
-                        self.snaps, self.test_acc, self.configs = {}, {}, {}
-                        self.headers += 1
-                    self.snaps[b] = []
-                    self.test_acc.pop(b, None)
-                    self.configs[b] = rec.config
-                elif isinstance(rec, Snapshot):
-                    kept = self.snaps.setdefault(b, [])
-                    kept.append(rec)
-                    del kept[:-MAX_KEPT]
-                elif isinstance(rec, EpochRecord):
-                    self.test_acc[b] = rec.test_acc
-            if isinstance(rec, RunRecord) and self.horizon:  # the charts' x axis: the lesson's steps, not 1000 epochs
-                rec = dataclasses.replace(rec, total_steps=self.horizon)
-            if b in ("A", "B") or self.shown > 2:
-                return rec
-            # a branch the charts cannot show: its numbers are the panel's only
+        rec = self._source.get(timeout=timeout)
+        if rec is None:
+            return None
+        b = getattr(rec, "branch", None) or "A"
+        with self.lock:
+            if isinstance(rec, RunRecord):
+                if b == "A" and rec.forked_at is None:
+                    self.snaps, self.test_acc, self.configs = {}, {}, {}
+                    self.headers += 1
+                self.snaps[b] = []
+                self.test_acc.pop(b, None)
+                self.configs[b] = rec.config
+            elif isinstance(rec, Snapshot):
+                kept = self.snaps.setdefault(b, [])
+                kept.append(rec)
+                del kept[:-MAX_KEPT]
+            elif isinstance(rec, EpochRecord):
+                self.test_acc[b] = rec.test_acc
+        if isinstance(rec, RunRecord) and self.horizon:  # the charts' x axis: the lesson's steps, not 1000 epochs
+            rec = dataclasses.replace(rec, total_steps=self.horizon)
+        return rec
 
     def numbers(self, start: int = 0, upto: int | None = None) -> dict[str, Numbers]:
         """Each branch's numbers over the snapshots from step `start` (exclusive, but the run's first snapshot
@@ -102,7 +97,7 @@ class LessonScreen(TrainerScreen):
 
     def __init__(self, sources: list[TrainerSource], lesson: Lesson, fps: float = 2.0,
                  screenshot_dir: str | None = None) -> None:
-        self.tap = _Tap(sources[0], shown=getattr(self, "MAX_RUNS", 2))
+        self.tap = _Tap(sources[0])
         super().__init__([self.tap], fps, screenshot_dir)  # type: ignore[list-item]
         self.lesson = lesson
         self.index = 0
