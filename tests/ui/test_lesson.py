@@ -101,6 +101,9 @@ async def walk(pilot, name: str, lesson, backend) -> list[tuple[int, int, bool]]
     for i, step in enumerate(lesson.steps):
         await wait_for(pilot, lambda: screen.index == i and not screen.awaiting, 30, f"step {i + 1}'s run")
         await shows(pilot, panel, step.title)
+        if i and step.restart and not step.fork and not lesson.steps[i - 1].fork:  # the run before, kept faint
+            tr = screen.state.trace
+            assert tr is not None and len(tr.steps) >= 2 and tr.steps[-1] >= screen.stop_at_before
         if not step.answers:
             await pilot.press("enter")
             await wait_for(pilot, lambda: screen.phase in ("reveal", "done"), 60, "the reveal")
@@ -118,6 +121,7 @@ async def walk(pilot, name: str, lesson, backend) -> list[tuple[int, int, bool]]
             assert step.answers[r.right - 1][:20] in shown
             check_against_file(name, i, screen, backend.metrics_path)
             answered.append((i, first, r.correct))
+            screen.stop_at_before = screen.stop_at
             if attempt == 0:
                 right = r.right
                 first = right if not r.correct else (1 if right != 1 else 2)  # the other kind
@@ -175,3 +179,12 @@ def test_vanishing_first_step_snapshot(snap_compare, size, digits, tmp_path):
     finally:
         backend.close(2.0)
 
+
+
+def test_a_previous_run_is_drawn_faint_under_the_new_one():
+    from vgtui.ui import charts
+
+    args = ([0, 10, 20], [2.3, 2.2, 2.0], [], [], [], [], 40, 60, 14)
+    plain = charts.loss_curves(*args)
+    traced = charts.loss_curves(*args, trace=([0, 10, 20, 30], [2.3, 1.5, 1.0, 0.5]))
+    assert plain != traced and f"38;5;{charts.TRACE_COLOUR}m" in traced and f"38;5;{charts.TRACE_COLOUR}m" not in plain

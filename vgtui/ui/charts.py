@@ -207,10 +207,12 @@ class PreRun:
 
 def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequence[int],
                 train_acc: Sequence[float], test_acc: Sequence[float], events: Sequence[int], total_steps: int,
-                width: int, height: int, colour: bool = True, user: dict[str, Sequence[float]] | None = None) -> str:
+                width: int, height: int, colour: bool = True, user: dict[str, Sequence[float]] | None = None,
+                trace: tuple[Sequence[int], Sequence[float]] | None = None) -> str:
     """Training loss over steps (left axis, linear) and train/test accuracy per epoch (right axis, 0..100%);
     `user`: the user's own metrics per probe (vgtui.watch's metrics=, aligned with `steps`): the accuracies
     (`is_accuracy`) whose values all lie in 0..1 on the right axis as dots (the status shows every one's latest).
+    `trace`: the previous run's (steps, loss), drawn faint under this one's (a lesson's restart).
     """
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
@@ -219,6 +221,10 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     x, (y,) = _downsample(x[ok], [y[ok]], max(width, 10))
     xmax = float(max(total_steps, x.max() if x.size else 1, 1))
     ymax = float(max(y.max(), 0.1)) * 1.05 if y.size else 2.5
+    tx, ty = _trace_line(trace, xmax, width)
+    if ty.size:
+        ymax = max(ymax, float(ty.max()) * 1.05)
+        FIG.draw(FIG.signal(tx.tolist(), ty.tolist(), marker=_marker("hd", TRACE_COLOUR, colour)).lines())
     _events(FIG, events, 0, ymax, colour)
     if x.size:
         FIG.draw(FIG.signal(x.tolist(), y.tolist(), marker=_marker("hd", LOSS_COLOUR, colour)).lines())
@@ -236,6 +242,21 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
             FIG.draw(FIG.signal([float(e) for e in epoch_steps], [float(a) for a in acc],
                                 marker=_marker("●", code, colour), yside="right").lines())
     return _finish_loss_axes(xmax, width, height, colour)
+
+
+TRACE_COLOUR = 240  # the previous run's curves, under this run's: a dim grey
+
+
+def _trace_line(trace: tuple[Sequence[int], Sequence[float]] | None, xmax: float,
+                width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A previous run's curve, its finite points within this chart's steps (0..xmax), downsampled."""
+    if trace is None:
+        return np.zeros(0), np.zeros(0)
+    n = min(len(trace[0]), len(trace[1]))
+    x, y = np.asarray(trace[0][:n], dtype=float), np.asarray(trace[1][:n], dtype=float)
+    ok = np.isfinite(y) & (x <= xmax)
+    x, (y,) = _downsample(x[ok], [y[ok]], max(width, 10))
+    return x, y
 
 
 def _step_axis(xmax: float, width: int) -> None:
@@ -266,8 +287,9 @@ def _finish_loss_axes(xmax: float, width: int, height: int, colour: bool) -> str
 
 def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: Sequence[str], m: Metric,
                 log: bool, total_steps: int, events: Sequence[int], width: int, height: int,
-                colour: bool = True) -> str:
-    """One line per layer over steps; log y with the metric's fixed decades (or linear from 0)."""
+                colour: bool = True, trace: tuple[Sequence[int], Sequence[Sequence[float]]] | None = None) -> str:
+    """One line per layer over steps; log y with the metric's fixed decades (or linear from 0). `trace`: the
+    previous run's (steps, one series per layer), drawn faint under this run's (a lesson's restart)."""
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
     ys = [np.asarray(s, dtype=float) for s in series]
@@ -275,7 +297,8 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
     cols = layer_colours(len(names))
     xmax = float(max(total_steps, x.max() if x.size else 1, 1))
     lines, top = [], 0.0
-    for y, c in zip(ys, cols):
+    faint = [(_trace_line((trace[0], y), xmax, width), TRACE_COLOUR) for y in trace[1]] if trace else []
+    for (xt, y), c in faint + [((x, y), c) for y, c in zip(ys, cols)]:
         if not y.size:
             continue
         if log:
@@ -286,7 +309,7 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
         ok = np.isfinite(v)
         if ok.any():
             top = max(top, float(v[ok].max()))
-            lines.append((x[ok], v[ok], c))
+            lines.append((xt[ok], v[ok], c))
     ymax = float(m.hi - m.lo) if log else (top * 1.05 if top > 0 else 1.0)
     _events(FIG, events, 0, ymax, colour)
     for xx, vv, c in lines:

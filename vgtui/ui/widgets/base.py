@@ -237,8 +237,10 @@ def loss_figure(v: RunView, w: int, h: int) -> str:
                                    [e.test_acc for e in ep], [e[0] for e in st.visible_events()], st.total_steps))
     if not v.compare:
         r = runs[0]
+        tr = v.state.trace
         return charts.loss_curves(r.steps, r.loss, r.epoch_steps, r.train_acc, r.test_acc, r.events, r.total_steps,
-                                  w, h, v.colour, user=v.state.user_curves())
+                                  w, h, v.colour, user=v.state.user_curves(),
+                                  trace=(tr.steps, tr.loss) if tr is not None else None)
     return charts.loss_compare(runs, [st.label for st in v.states], w, h, v.colour)
 
 
@@ -249,8 +251,10 @@ def flow_figure(v: RunView, w: int, h: int) -> str:
     if not v.compare:
         s = v.state
         steps, _, series = s.curves(v.metric)
+        tr = s.trace if s.trace is not None and s.trace.names == s.layers else None  # the same layers only
         return charts.layer_lines(steps, series, s.layers, m, v.log, s.total_steps,
-                                  [e[0] for e in s.visible_events()], w, h, v.colour)
+                                  [e[0] for e in s.visible_events()], w, h, v.colour,
+                                  trace=(tr.steps, tr.series[v.metric]) if tr is not None else None)
     runs = []
     for st in v.states:
         steps, _, series = st.curves(v.metric)
