@@ -188,3 +188,24 @@ def test_a_previous_run_is_drawn_faint_under_the_new_one():
     plain = charts.loss_curves(*args)
     traced = charts.loss_curves(*args, trace=([0, 10, 20, 30], [2.3, 1.5, 1.0, 0.5]))
     assert plain != traced and f"38;5;{charts.TRACE_COLOUR}m" in traced and f"38;5;{charts.TRACE_COLOUR}m" not in plain
+
+
+def test_vgtui_lesson_on_a_terminal_with_its_child_process(tmp_path):
+    """`vgtui lesson vanishing` as a teacher runs it (the trainer in its child process, a pseudo-terminal): the first
+    step waits paused, 3 answers and runs it, the reveal comes, q quits (0); the metrics file holds the answer as an
+    event of the first step's run, and ends with the run's end record."""
+    from .ptyrun import Tty
+
+    m = tmp_path / "class.jsonl"
+    with Tty(["lesson", "vanishing", "--steps-scale", "0.1", "--metrics", str(m)]) as tty:
+        tty.wait_text("How much of fc6's gradient")
+        tty.wait_text("paused")
+        tty.send(b"3")
+        tty.wait_text("right: 3)", timeout=90)
+        tty.send(b"q")
+        assert tty.wait() == 0
+    recs = [json.loads(line) for line in m.read_text().splitlines()]
+    events = [r["set"] for r in recs if r["type"] == "event"]
+    assert {"lesson": "vanishing", "question": 1, "answer": 3, "text": "less than 1/100"} in events
+    assert recs[-1]["type"] == "end" and recs[-1]["cause"] == "quit"
+    assert [r["type"] for r in recs].count("run") == 1  # the first step trains the run the trainer started with
