@@ -85,10 +85,6 @@ class Step:
     def configs(self) -> dict[str, RunConfig]:
         return dict(zip(self.branches, (self.config, *self.fork)))
 
-    def scaled(self, scale: float) -> int:
-        """The run's steps under a scale (tests and a quick demo: --steps-scale); at least one snapshot's worth."""
-        return max(int(round(self.run * scale)), 2 * (self.config.probe_every or 5)) if self.run else 0
-
 
 @dataclass(frozen=True)
 class Lesson:

@@ -18,7 +18,7 @@ from typing import Any
 from textual.binding import Binding, BindingsMap
 
 from vgtui.core.lesson import ANSWER_KEYS, Lesson, Numbers, Reveal, reveal, until_met
-from vgtui.core.records import (EpochRecord, Fork, Note, Pause, Restart, RunRecord, Snapshot)
+from vgtui.core.records import (EndRecord, EpochRecord, Fork, Note, Pause, Restart, RunRecord, Snapshot)
 from vgtui.sources.base import TrainerSource
 from vgtui.ui import keymap
 from vgtui.ui.screens.live import TrainerScreen
@@ -41,6 +41,7 @@ class _Tap:
         self.snaps: dict[str, list[Snapshot]] = {}
         self.test_acc: dict[str, float] = {}
         self.configs: dict[str, Any] = {}
+        self.ended: set[str] = set()  # the branches of this run whose end record came (diverged, say)
         self.headers = 0  # A's run headers seen
         self.horizon = 0  # the steps the lesson's run goes to (its header's total_steps for the charts' x axis)
 
@@ -55,8 +56,9 @@ class _Tap:
         with self.lock:
             if isinstance(rec, RunRecord):
                 if b == "A" and rec.forked_at is None:
-                    self.snaps, self.test_acc, self.configs = {}, {}, {}
+                    self.snaps, self.test_acc, self.configs, self.ended = {}, {}, {}, set()
                     self.headers += 1
+                self.ended.discard(b)
                 self.snaps[b] = []
                 self.test_acc.pop(b, None)
                 self.configs[b] = rec.config
@@ -66,6 +68,8 @@ class _Tap:
                 del kept[:-MAX_KEPT]
             elif isinstance(rec, EpochRecord):
                 self.test_acc[b] = rec.test_acc
+            elif isinstance(rec, EndRecord):
+                self.ended.add(b)
         if isinstance(rec, RunRecord) and self.horizon:  # the charts' x axis: the lesson's steps, not 1000 epochs
             rec = dataclasses.replace(rec, total_steps=self.horizon)
         return rec
@@ -109,6 +113,7 @@ class LessonScreen(TrainerScreen):
         self.stop_at: int | None = None  # the snapshot step where the run stopped (N reached or `until` held)
         self.result: Reveal | None = None
         self.numbers: dict[str, Numbers] = {}
+        self._shown: LessonView | None = None
         self._bindings = self._lesson_bindings(1000)
         self.tap.horizon = self.horizon(0)  # before the bridge reads the first header
         self.state.keep_trace = True  # a restart keeps the run before it as a faint trace
@@ -183,18 +188,23 @@ class LessonScreen(TrainerScreen):
         if self.phase != "run" or self.awaiting:
             return
         step = self.step
-        # the slowest branch's latest snapshot: a fork's branches report each step after A
-        steps = [self.tap.latest_step(b) for b in step.branches]
-        if any(x is None for x in steps):
+        # the slowest branch's latest snapshot (a fork's branches report each step after A); a branch that ended
+        # (diverged) no longer counts, and the run ending ends the step with what it has
+        ended = self.tap.ended
+        steps = [self.tap.latest_step(b) for b in step.branches if b not in ended]
+        if "A" in ended:
+            done, target = True, self.tap.latest_step() or self.start_step
+        elif any(x is None for x in steps) or not steps:
             return
-        latest = min(steps)
-        target = self.start_step + step.run if step.run else None
-        nums = self.tap.numbers(self.start_step, target)
-        done = target is not None and latest >= target
-        if not done and step.until and until_met(step, nums):
-            done, target = True, latest
-            nums = self.tap.numbers(self.start_step, target)
+        else:
+            latest = min(steps)
+            target = self.start_step + step.run if step.run else None
+            done = target is not None and latest >= target
+            if not done and step.until:
+                held = until_met(step, self.tap.numbers(self.start_step, latest))
+                done, target = (True, latest) if held else (False, target)
         if done:
+            nums = self.tap.numbers(self.start_step, target)
             self.source.send(Pause(True))
             self.stop_at = target
             self.numbers = nums
@@ -218,9 +228,11 @@ class LessonScreen(TrainerScreen):
             progress = f"ran {self.stop_at - self.start_step:,} steps (paused at step {self.stop_at:,})"
         if self.awaiting:
             progress = "starting …"
-        self.query_one(LessonPanel).show(LessonView(self.lesson.title, self.step, self.index,
-                                                    len(self.lesson.steps), self.phase, self.answer, progress,
-                                                    self.result))
+        view = LessonView(self.lesson.title, self.step, self.index, len(self.lesson.steps), self.phase, self.answer,
+                          progress, self.result)
+        if view != self._shown:  # the panel redraws when what it says changed
+            self._shown = view
+            self.query_one(LessonPanel).show(view)
 
     # ------------------------------------------------------------------------------------------ the keys
     def check_action(self, action: str, parameters: tuple) -> bool | None:
