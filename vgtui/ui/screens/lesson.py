@@ -31,6 +31,11 @@ LESSON_BINDINGS = [Binding(k, f"answer({i + 1})", f"answer {k}", show=False) for
 ]
 
 
+LESSON_HELP = (("1-4", "lesson: the class's answer to the step's question (an event in the metrics file); the run starts"),
+               ("enter", "lesson: run the step without an answer; after the reveal, the next step"),
+               ("backspace", "lesson: this step again (its setup and its run)"))
+
+
 class _Tap:
     """The trainer source, with every record it hands the screen's bridge seen first: each branch's snapshots of
     the current run, its last test accuracy, its configuration."""
@@ -270,6 +275,11 @@ class LessonScreen(TrainerScreen):
             self.enter_step(self.index + 1)
         elif self.phase == "done":
             self.notify("the lesson is over: space trains on, q quits", timeout=4)
+
+    def action_help(self) -> None:
+        from vgtui.ui.screens.dialogs import HelpScreen
+
+        self.app.push_screen(HelpScreen(self.KIND, LESSON_HELP))
 
     def action_lesson_again(self) -> None:
         if self.phase in ("reveal", "done", "run"):
