@@ -214,3 +214,37 @@ def test_vgtui_lesson_on_a_terminal_with_its_child_process(tmp_path):
     assert {"lesson": "vanishing", "question": 1, "answer": 3, "text": "less than 1/100"} in events
     assert recs[-1]["type"] == "end" and recs[-1]["cause"] == "quit"
     assert [r["type"] for r in recs].count("run") == 1  # the first step trains the run the trainer started with
+
+
+DIVERGING = """[lesson]
+title = "a branch that diverges"
+config = { depth = 2, width = 64 }
+
+[[step]]
+title = "relu at lr 100 beside sigmoid at lr 0.01"
+fork = [{ activation = "relu", init = "kaiming", lr = 100.0 }]
+question = "Which has the lower loss?"
+answers = ["A", "B"]
+right = "argmin([A.loss, B.loss])"
+run = 200
+reveal = "A {A.loss:.2f}, B {B.badge}"
+"""
+
+
+async def test_a_branch_that_diverges_does_not_hold_the_step(digits, tmp_path):
+    """B at lr 100 explodes within a few steps and ends; the step's run still stops at its N (A's), and the reveal
+    says A won, from A's numbers, and B's verdict."""
+    path = tmp_path / "diverging.toml"
+    path.write_text(DIVERGING)
+    app, backend, lesson = lesson_app(str(path), digits, tmp_path, scale=1.0)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.main
+            await wait_for(pilot, lambda: not screen.awaiting, 30)
+            await pilot.press("2")
+            await wait_for(pilot, lambda: screen.phase == "done", 60, "the reveal")
+            assert "B" in screen.tap.ended and screen.stop_at == 200
+            assert screen.result.right == 1 and screen.result.correct is False
+            assert "B DIVERGED" in screen.result.what or "B EXPLODING" in screen.result.what, screen.result.what
+    finally:
+        backend.close(2.0)

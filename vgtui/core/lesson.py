@@ -109,10 +109,13 @@ class Numbers:
 
     @classmethod
     def of(cls, snapshots: Sequence[Any], config: RunConfig | None = None, test_acc: float | None = None,
-           start_step: int = 0) -> "Numbers":
+           start_step: int = 0, end_cause: str | None = None) -> "Numbers":
+        """`end_cause`: the cause of the branch's end record when it ended during the step ("diverged",
+        "exploded": the verdict says so)."""
         snaps = list(snapshots)
         verdict = judge_run(None, snaps[-RECENT:], [s.loss_avg for s in snaps], 10, test_acc,
-                            first=snaps[0] if snaps else None, count=len(snaps)) if snaps else None
+                            first=snaps[0] if snaps else None, count=len(snaps),
+                            end_cause=end_cause) if snaps else None
         return cls(snaps, config, math.nan if test_acc is None else float(test_acc), start_step, verdict)
 
     @property

@@ -46,7 +46,7 @@ class _Tap:
         self.snaps: dict[str, list[Snapshot]] = {}
         self.test_acc: dict[str, float] = {}
         self.configs: dict[str, Any] = {}
-        self.ended: set[str] = set()  # the branches of this run whose end record came (diverged, say)
+        self.ended: dict[str, str] = {}  # the branches of this run whose end record came: their end's cause
         self.headers = 0  # A's run headers seen
         self.horizon = 0  # the steps the lesson's run goes to (its header's total_steps for the charts' x axis)
 
@@ -61,9 +61,9 @@ class _Tap:
         with self.lock:
             if isinstance(rec, RunRecord):
                 if b == "A" and rec.forked_at is None:
-                    self.snaps, self.test_acc, self.configs, self.ended = {}, {}, {}, set()
+                    self.snaps, self.test_acc, self.configs, self.ended = {}, {}, {}, {}
                     self.headers += 1
-                self.ended.discard(b)
+                self.ended.pop(b, None)
                 self.snaps[b] = []
                 self.test_acc.pop(b, None)
                 self.configs[b] = rec.config
@@ -74,7 +74,7 @@ class _Tap:
             elif isinstance(rec, EpochRecord):
                 self.test_acc[b] = rec.test_acc
             elif isinstance(rec, EndRecord):
-                self.ended.add(b)
+                self.ended[b] = rec.cause
         if isinstance(rec, RunRecord) and self.horizon:  # the charts' x axis: the lesson's steps, not 1000 epochs
             rec = dataclasses.replace(rec, total_steps=self.horizon)
         return rec
@@ -90,7 +90,8 @@ class _Tap:
                 snaps = [s for s in self.snaps[b] if (s.step > start or start == 0) and (upto is None or
                                                                                          s.step <= upto)]
                 cfg = self.configs.get(b)
-                out[b] = Numbers.of(snaps, RunConfig.from_dict(cfg) if cfg else None, self.test_acc.get(b), start)
+                out[b] = Numbers.of(snaps, RunConfig.from_dict(cfg) if cfg else None, self.test_acc.get(b), start,
+                                    self.ended.get(b))
         return out
 
     def latest_step(self, branch: str = "A") -> int | None:
