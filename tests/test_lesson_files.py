@@ -60,6 +60,8 @@ BROKEN = [
     ("a negative run", GOOD.replace("run = 20", "run = -5"), 10, "run must be a whole number"),
     ("a text too long for the panel", GOOD.replace('"some text"', '"' + "x" * 700 + '"'), 6, "at most 600"),
     ("an unknown figure", GOOD + 'figure = "glorot2011:tanh"\n', 12, "no preset 'glorot2011'"),
+    ("a control character in the text", GOOD.replace('"some text"', '"red \\u001b[31m text"'), 6,
+     "text holds a control character"),
 ]
 
 
@@ -182,3 +184,14 @@ def test_the_readmes_lesson_is_the_example_file():
     block = section.split("```toml\n", 1)[1].split("```", 1)[0]
     assert block == (ROOT / "examples" / "lessons" / "my_first_lesson.toml").read_text()
     assert "screenshots/lesson-vanishing.svg" in section and (ROOT / "screenshots" / "lesson-vanishing.svg").is_file()
+
+
+def test_no_terminal_and_a_bad_scale_are_one_line(monkeypatch, capsys):
+    assert main(["lesson", "vanishing"]) == 2  # pytest's standard input is not a terminal
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a lesson needs a terminal (try --check" in err
+    monkeypatch.setenv("VGTUI_LESSON_SCALE", "fast")
+    assert main(["lesson", "vanishing", "--check"]) == 2
+    assert "VGTUI_LESSON_SCALE: 'fast' is not a number" in capsys.readouterr().err
+    assert main(["lesson", "vanishing", "--check", "--steps-scale", "0"]) == 2
+    assert "--steps-scale: must be above 0" in capsys.readouterr().err
