@@ -221,6 +221,12 @@ def _argbest(pick: Callable) -> Callable:
     return f
 
 
+def _share(r: float, name: str) -> str:
+    """A gradient ratio against layer `name`'s, in words: "1/9,800 of fc6's gradient", "0.72x fc6's gradient"."""
+    w = ratio_words(r)
+    return f"{w} of {name}'s gradient" if w.startswith("1/") else f"{w} {name}'s gradient"
+
+
 def _pct(x: float) -> str:
     return f"{x:.0%}" if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
 
@@ -228,7 +234,7 @@ def _pct(x: float) -> str:
 FUNCTIONS: dict[str, Callable] = {
     "min": min, "max": max, "abs": abs, "round": round,
     "log10": lambda x: math.log10(x) if x > 0 else -math.inf,
-    "words": lambda r: ratio_words(float(r)), "pct": _pct,
+    "words": lambda r: ratio_words(float(r)), "pct": _pct, "share": lambda r, name: _share(float(r), str(name)),
     "argmin": _argbest(min), "argmax": _argbest(max),
     "isnan": lambda x: isinstance(x, float) and math.isnan(x),
 }
