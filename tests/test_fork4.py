@@ -142,3 +142,21 @@ b.close('quit')
     (run,) = read_metrics(m)
     assert [(br.header.branch, br.end.status) for br in run.branches] == [("B", "failed"), ("C", "interrupted"),
                                                                           ("D", "failed")]
+
+
+def test_a_restart_then_three_forks_in_a_row_make_four_runs_from_step_0():
+    """A lesson's set-up (see Fork): Restart, then Fork with each branch's configuration, sent together: the trainer
+    reads the forks before the new run's first step, so each branch is the run its configuration gives alone (the
+    same seed, the same batches), number for number."""
+    relu, bn = CFG.replace(activation="relu"), CFG.replace(batchnorm=True)
+    alone = {"B": snaps(run_with({}, cfg=relu)), "C": snaps(run_with({}, cfg=bn))}
+    plain = snaps(run_with({}))
+    recs = run_with({7: [Restart(CFG.to_dict()), Fork(True, config=RELU), Fork(True, config=BN), Fork(True)]})
+    second = recs[[i for i, r in enumerate(recs) if isinstance(r, RunRecord)][1]:]
+    heads = [(r.branch, r.forked_at) for r in second if isinstance(r, RunRecord)]
+    assert heads == [(None, None), ("B", 0), ("C", 0), ("D", 0)]
+    for bid in ("B", "C"):
+        got = snaps(second, bid)
+        assert sorted(got) == sorted(alone[bid]) and all(same(got[s], alone[bid][s]) for s in got), bid
+    a, d = snaps(second), snaps(second, "D")
+    assert all(same(a[s], plain[s]) and same(d[s], plain[s]) for s in plain)
