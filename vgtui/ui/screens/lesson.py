@@ -167,7 +167,9 @@ class LessonScreen(TrainerScreen):
         self.tap.horizon = self.horizon(index)
         if (step.restart and not (again and not step.restart)) and not (first and not step.fork):
             self.awaiting = True
-            self.headers_at_setup = self.tap.headers
+            # the step's run is the header after those seen; at the first step, the header of the run the trainer
+            # started with may still be on its way: the step's is the one after it
+            self.headers_at_setup = max(self.tap.headers, 1) if first else self.tap.headers
             self.source.send(Restart(step.config.to_dict()))
             for cfg in step.fork:
                 self.source.send(Fork(True, config=cfg.to_dict()))
@@ -198,7 +200,7 @@ class LessonScreen(TrainerScreen):
         # (diverged) no longer counts, and the run ending ends the step with what it has
         ended = self.tap.ended
         steps = [self.tap.latest_step(b) for b in step.branches if b not in ended]
-        if "A" in ended:
+        if ended.get("A") not in (None, "restarted"):
             done, target = True, self.tap.latest_step() or self.start_step
         elif any(x is None for x in steps) or not steps:
             return
