@@ -91,3 +91,27 @@ async def test_fork_with_from_the_palette_starts_every_run_again_with_a_remedy_e
         heads = [(r.get("branch"), r.get("forked_at")) for r in metrics_records(backend) if r["type"] == "run"]
         assert heads[-4:] == [(None, None), ("B", 0), ("C", 0), ("D", 0)]
         assert live(app) == ["A", "B", "C", "D"]
+
+
+async def test_a_branch_that_diverges_stays_on_screen_while_the_others_go_on(make_app):
+    from vgtui.core.records import SetLR
+
+    app, backend = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        m = app.main
+        await started(pilot, app)
+        for n in (2, 3):  # B, C
+            await pilot.press("f")
+            await wait_for(pilot, lambda: len(m.states) == n and m.states[-1].snap is not None, what=f"run {n}")
+        backend.send(SetLR(1e6, branch="B"))  # a learning rate no sigmoid network survives
+        await wait_for(pilot, lambda: m.states[1].end is not None, what="B's end")
+        shown = await status_shows(pilot, "go on")
+        assert m.states[1].end.status == "diverged" and "B diverged at step" in m.notice
+        assert "A and C go on" in m.notice, shown
+        assert len(m.states) == 3 and live(app) == ["A", "C"] and [b.id for b in backend.trainer.branches] == [None, "C"]
+        step = m.states[2].snap.step
+        await wait_for(pilot, lambda: m.states[2].snap.step > step and m.state.snap.step > step, what="A and C on")
+        # f takes B's place again: a new B, an exact copy of A
+        await pilot.press("f")
+        await wait_for(pilot, lambda: m.states[1].end is None and m.states[1].snap is not None, what="a new B")
+        assert live(app) == ["A", "B", "C"] and m.focus_id == "B"

@@ -406,8 +406,10 @@ class TrainerScreen(LiveScreen):
             return
         if end.status == "diverged":  # one branch diverged while the run goes on
             who = end.branch or FORK
-            self.notice = f"{who} diverged at step {end.steps} ({end.message}); " + (
-                f"{and_list(['A', *open_])} go on" if open_ else "A goes on alone")
+            if open_:  # what goes on first: the message is long and the status line cuts it
+                self.notice = f"{who} diverged at step {end.steps}; {and_list(['A', *open_])} go on ({end.message})"
+            else:
+                self.notice = f"{who} diverged at step {end.steps} ({end.message}); A goes on alone"
             self.notify(self.notice, severity="error", timeout=8)
             if not open_:
                 self._collapse()
