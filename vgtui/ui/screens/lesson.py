@@ -233,7 +233,7 @@ class LessonScreen(TrainerScreen):
             progress = (f"running: step {max(done, 0):,} of {self.step.run:,}" if self.step.run else
                         f"running: step {max(done, 0):,}, until {self.step.until}")
         elif self.phase in ("reveal", "done") and self.stop_at is not None:
-            progress = f"ran {self.stop_at - self.start_step:,} steps (paused at step {self.stop_at:,})"
+            progress = f"ran {self.stop_at - self.start_step:,} steps (the reveal reads them, to step {self.stop_at:,})"
         if self.awaiting:
             progress = "starting …"
         view = LessonView(self.lesson.title, self.step, self.index, len(self.lesson.steps), self.phase, self.answer,
