@@ -10,7 +10,8 @@ files, then open `vgtui replay` on them: one file at its 9th snapshot, and both 
 (the seed's network and four remedies) and overlays them, the focus on C (`o o`). follow-resnet18 runs
 examples/resnet.py (torchvision's resnet18 under `vgtui.watch`) and shows `vgtui follow` on its file (and its why
 view: follow-resnet18-why). sigmoid-why and sigmoid-why-80x24 show the why view (`tab` three times). fork forks the
-live run and gives branch B batchnorm (`f`, then `b`). The numbers are
+live run and gives branch B batchnorm (`f`, then `b`). lesson-vanishing is `vgtui lesson vanishing` at its first
+step's reveal (the class answered 3). The numbers are
 those of seeded runs: they repeat up to timings (steps/s, elapsed times).
 """
 
@@ -125,6 +126,38 @@ async def shoot_fork(name: str = "fork", size=(120, 40)) -> Path:
     return path
 
 
+async def shoot_lesson(name: str = "lesson-vanishing", size=(120, 40)) -> Path:
+    """`vgtui lesson vanishing`: its first step, the class's answer 3 ("less than 1/100"), the 40 steps run, and the
+    reveal computed from them beside the charts."""
+    from vgtui.commands.lesson import figures
+    from vgtui.core.lesson import read_lesson
+    from vgtui.core.records import Pause
+    from vgtui.sources.trainer import ThreadBackend
+    from vgtui.ui.lesson_app import LessonApp
+
+    lesson = read_lesson("vanishing", figures())
+    backend = ThreadBackend(lesson.steps[0].config.replace(device="cpu"))
+    backend.start()
+    backend.send(Pause(True))
+    app = LessonApp(backend, lesson, fps=2, start_source=False)
+    async with app.run_test(size=size) as pilot:
+        m = app.main
+        end = time.monotonic() + 300
+        while m.awaiting or m.state.run is None:
+            await pilot.pause(0.1)
+        await pilot.press("3")
+        while m.phase != "reveal":
+            if time.monotonic() > end:
+                raise RuntimeError(f"{name}: timed out waiting for the reveal")
+            await pilot.pause(0.1)
+        while not m.paused:
+            await pilot.pause(0.1)
+        m.notice = ""
+        path = await save(app, pilot, name)
+    backend.close()
+    return path
+
+
 def record(path: str, **changes) -> None:
     """A seeded headless run of the seed's network into a metrics file."""
     from vgtui.core.config import RunConfig
@@ -195,6 +228,8 @@ async def main() -> None:
             print(path.relative_to(ROOT))
     if not only or "fork" in only:
         print((await shoot_fork()).relative_to(ROOT))
+    if not only or "lesson-vanishing" in only:
+        print((await shoot_lesson()).relative_to(ROOT))
     if not only or "follow-resnet18" in only:
         for path in await follow_resnet():
             print(path.relative_to(ROOT))

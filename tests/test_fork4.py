@@ -12,7 +12,7 @@ from vgtui.core.records import (EndRecord, EventRecord, Fork, NoticeRecord, Rest
                                 Stop)
 from vgtui.core.writer import MetricsWriter
 from vgtui.engine.trainer import Trainer
-from tests.test_fork import CFG, run_with, same, snaps
+from test_fork import CFG, run_with, same, snaps
 
 RELU = CFG.replace(activation="relu").to_dict()
 BN = CFG.replace(batchnorm=True).to_dict()
@@ -117,7 +117,7 @@ def test_dropping_one_branch_and_restarting_the_fork_after_its_end(tmp_path):
 def test_a_trainer_killed_with_three_branches_gets_every_end_record_from_the_viewer(tmp_path):
     """The trainer dies (SIGKILL) forked into B, C, D with C dropped: the viewer ends B and D, then the run, as the
     trainer would, and the file reads back whole."""
-    from tests.test_faults import records, run_script
+    from test_faults import records, run_script
 
     m = tmp_path / "m.jsonl"
     run_script(tmp_path, f"""

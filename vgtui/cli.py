@@ -138,6 +138,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "follow": ("vgtui.commands.replay:follow_main", "follow a metrics file still being written, or - for stdin"),
     "export": ("vgtui.commands.export:main", "write a metrics file's snapshots as CSV, one row per snapshot and layer"),
     "compare": ("vgtui.commands.compare:main", "train several configurations (SPECs or a --preset) and print one table"),
+    "lesson": ("vgtui.commands.lesson:main", "a lesson: predict, then reveal, on the live network (no NAME: the list)"),
     "data": ("vgtui.commands.data:main", "data download [mnist|fashion-mnist|all]: fetch datasets ahead of time"),
 }
 

@@ -153,7 +153,8 @@ async def test_a_learning_rate_is_not_drawn_on_the_accuracy_axis(tmp_path):
             assert "lr 0.05" in status
             loss = text_of(app.main.query_one("#loss"))
             if names == ("lr",):
-                assert "•" not in loss and "your metrics" not in loss, loss  # nothing on the accuracy axis
+                assert "•" not in loss, loss  # nothing on the accuracy axis: lr has a chart of its own
+                assert "1 more: m → your metrics" in loss.splitlines()[-1], loss
             else:
                 assert "• acc" in loss and "lr" not in loss.splitlines()[-1], loss
                 assert "•" in "".join(loss.splitlines()[1:-1])  # acc's dots

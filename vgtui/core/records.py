@@ -958,6 +958,15 @@ class Stop:
     cause: str = "quit"
 
 
+@dataclass(frozen=True)
+class Note:
+    """Record `set` as an event of the running run at its current step (a lesson's question answered: {"lesson":
+    "vanishing", "question": 2, "answer": "b"}); nothing else changes. After the run's end nothing is written (the
+    end record stays the run's last)."""
+
+    set: dict[str, Any]
+
+
 # ---------------------------------------------------------------------------------------------- notices
 @dataclass(frozen=True, eq=False)
 class NoticeRecord:
@@ -982,4 +991,4 @@ class StatusRecord:
     ephemeral = True
 
 
-Command = Union[Pause, StepOnce, SetActivation, SetLR, SetSpeedCap, Restart, Stop, Fork]
+Command = Union[Pause, StepOnce, SetActivation, SetLR, SetSpeedCap, Restart, Stop, Fork, Note]

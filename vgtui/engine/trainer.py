@@ -48,8 +48,8 @@ import torch
 
 from vgtui.core.config import (DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, PROGRESS_EVERY_S, PROGRESS_FILE_EVERY_S,
                                RunConfig)
-from vgtui.core.records import (BRANCHES, Command, EndRecord, EventRecord, Fork, NoticeRecord, Pause, ProgressRecord,
-                                Record, Restart, RunRecord, SetActivation, SetLR, SetSpeedCap, StatusRecord, StepOnce,
+from vgtui.core.records import (BRANCHES, Command, EndRecord, EventRecord, Fork, Note, NoticeRecord, Pause,
+                                ProgressRecord, Record, Restart, RunRecord, SetActivation, SetLR, SetSpeedCap, StatusRecord, StepOnce,
                                 Stop)
 from vgtui.engine.branch import Branch, RunningSums, RunSetting
 from vgtui.engine.data import TensorData, load_dataset, resolve_device
@@ -380,6 +380,9 @@ class Trainer:
                 target.set_lr(cmd.lr, running)
             else:
                 target.set_activation(cmd.name, running)
+        elif isinstance(cmd, Note):
+            if running:
+                self._emit(EventRecord(step=self.step, set=dict(cmd.set), elapsed_s=self._elapsed()))
         elif isinstance(cmd, (Restart, Stop)) and running:
             raise _Interrupt(cmd)
 

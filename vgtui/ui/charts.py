@@ -326,7 +326,7 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
                 train_acc: Sequence[float], test_acc: Sequence[float], events: Sequence[int], total_steps: int,
                 width: int, height: int, colour: bool = True, user: dict[str, Sequence[float]] | None = None,
                 smooth: float = 0.0, xaxis: XAxis | None = None, axes: dict[str, str] | None = None,
-                spikes: Sequence[float] = ()) -> str:
+                spikes: Sequence[float] = (), trace: tuple[Sequence[int], Sequence[float]] | None = None) -> str:
     """Training loss over steps (left axis, linear) and train/test accuracy per epoch (right axis, 0..100%);
     `user`: the user's own metrics per probe (vgtui.watch's metrics=, aligned with `steps`): those whose axis
     (`user_axis`, said by `axes` or by name) is "acc" on the right axis as dots, "loss" on the loss's axis as lines;
@@ -334,6 +334,7 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     `smooth`: an EMA weight (`ema`): the loss smoothed, its raw curve faint behind. `xaxis`: the range shown (x
     values, `epoch_steps`, `events` and `spikes` in its unit: steps, or seconds). `spikes`: a ▲ on the loss curve
     at each spike's x (vgtui.core.records.SpikeRecord).
+    `trace`: the previous run's (steps, loss), drawn faint under this one's (a lesson's restart; steps only).
     """
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
@@ -345,6 +346,10 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     xmax = float(max(total_steps, x.max() if x.size else 1, 1))
     lo, hi = _x_range(xaxis, xmax)
     ymax = float(max(y.max(), 0.1)) * 1.05 if y.size else 2.5
+    tx, ty = _trace_line(trace, xmax, width)
+    if ty.size:
+        ymax = max(ymax, float(ty.max()) * 1.05)
+        FIG.draw(FIG.signal(tx.tolist(), ty.tolist(), marker=_marker("hd", TRACE_COLOUR, colour)).lines())
     _events(FIG, [e for e in events if lo <= e <= hi], 0, ymax, colour)
     if x.size:
         if smooth > 0:
@@ -383,6 +388,21 @@ def loss_curves(steps: Sequence[int], loss: Sequence[float], epoch_steps: Sequen
     return _finish_loss_axes(xmax, width, height, colour, xaxis)
 
 
+TRACE_COLOUR = 240  # the previous run's curves, under this run's: a dim grey
+
+
+def _trace_line(trace: tuple[Sequence[int], Sequence[float]] | None, xmax: float,
+                width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A previous run's curve, its finite points within this chart's steps (0..xmax), downsampled."""
+    if trace is None:
+        return np.zeros(0), np.zeros(0)
+    n = min(len(trace[0]), len(trace[1]))
+    x, y = np.asarray(trace[0][:n], dtype=float), np.asarray(trace[1][:n], dtype=float)
+    ok = np.isfinite(y) & (x <= xmax)
+    x, (y,) = _downsample(x[ok], [y[ok]], max(width, 10))
+    return x, y
+
+
 def _step_axis(xmax: float, width: int, xa: XAxis | None = None) -> None:
     """Steps on x, from 0 to `xmax`, ticks that fit `width`; with an `XAxis`, its range (zoomed, or in seconds)."""
     lo, hi = _x_range(xa, xmax)
@@ -416,9 +436,12 @@ def _finish_loss_axes(xmax: float, width: int, height: int, colour: bool, xa: XA
 
 def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: Sequence[str], m: Metric,
                 log: bool, total_steps: int, events: Sequence[int], width: int, height: int,
-                colour: bool = True, smooth: float = 0.0, xaxis: XAxis | None = None) -> str:
+                colour: bool = True, smooth: float = 0.0, xaxis: XAxis | None = None,
+                trace: tuple[Sequence[int], Sequence[Sequence[float]]] | None = None) -> str:
     """One line per layer over steps; log y with the metric's fixed decades (or linear from 0). `smooth`: each
-    line an EMA (`ema`) of what is drawn (of log10 on a log axis); `xaxis`: the range shown (x in its unit)."""
+    line an EMA (`ema`) of what is drawn (of log10 on a log axis); `xaxis`: the range shown (x in its unit).
+    `trace`: the previous run's (steps, one series per layer), drawn faint under this run's (a lesson's
+    restart; steps only)."""
     _start(width, height, colour)
     x = np.asarray(steps, dtype=float)
     ys = [np.asarray(s, dtype=float) for s in series]
@@ -434,13 +457,19 @@ def layer_lines(steps: Sequence[int], series: Sequence[Sequence[float]], names: 
     xmax = float(max(total_steps, x.max() if x.size else 1, 1))
     lo, hi = _x_range(xaxis, xmax)
     lines, top = [], 0.0
-    for v, c in zip(ys, cols):
+    faint = []
+    for y in (trace[1] if trace else ()):
+        tx, ty = _trace_line((trace[0], y), xmax, width)
+        if log:
+            ty = np.clip(np.log10(np.where(np.isfinite(ty) & (ty > 0), ty, np.nan)) - m.lo, 0, m.hi - m.lo)
+        faint.append(((tx, ty), TRACE_COLOUR))
+    for (xt, v), c in faint + [((x, v), c) for v, c in zip(ys, cols)]:
         if not v.size:
             continue
         ok = np.isfinite(v)
         if ok.any():
             top = max(top, float(v[ok].max()))
-            lines.append((x[ok], v[ok], c))
+            lines.append((xt[ok], v[ok], c))
     ymax = float(m.hi - m.lo) if log else (top * 1.05 if top > 0 else 1.0)
     _events(FIG, [e for e in events if lo <= e <= hi], 0, ymax, colour)
     for xx, vv, c in lines:

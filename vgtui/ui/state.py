@@ -171,6 +171,8 @@ class RunState:
         self.epochs: list[EpochRecord] = []
         self.events: list[tuple[int, str]] = []  # (step, text) of live changes in this run
         self.history = History(self.layers)
+        self.keep_trace = False  # keep the previous run's curves at a restart (self.trace)
+        self.trace: History | None = None
         self.position: tuple[int, int] | None = None  # (index, count) of the snapshot shown, in a file
         self.run_of: tuple[int, int] | None = None  # (number, count) of the run shown, in a file of several
         self.upto: int | None = None  # the curves stop at this step (a file's cursor); None: everything
@@ -239,6 +241,8 @@ class RunState:
             self.spike_version += 1
             for ev in events:
                 self._event(ev)
+            if self.keep_trace:  # the run before this restart, drawn faint under the new one (a lesson's)
+                self.trace = self.history if len(self.history.steps) >= 2 else self.trace
             self.history = History(self.layers)
             self.position, self.upto = None, None
             self.run_version += 1

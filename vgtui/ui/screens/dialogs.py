@@ -28,14 +28,17 @@ class HelpScreen(ModalScreen[None]):
                 Binding("pageup", "scroll(-10)", show=False), Binding("pagedown", "scroll(10)", show=False)]
     OWN_KEYS = frozenset({"escape", "question_mark", "q", "up", "down", "pageup", "pagedown"})
 
-    def __init__(self, kind: str = "trainer") -> None:
+    def __init__(self, kind: str = "trainer", extra: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__()
         self.kind = kind
+        self.extra = extra  # (keys, what they do) a screen adds before the key map's (a lesson's keys)
 
     def compose(self) -> ComposeResult:
         t = Table(box=None, show_header=False, pad_edge=False)
         t.add_column(style=colours.style(colours.RUN_A, bold=True), no_wrap=True)
         t.add_column()
+        for keys, what in self.extra:
+            t.add_row(keys, what)
         for keys, what, _ in keymap.help_rows(self.kind):
             t.add_row(keys, what)
         with Vertical(id="help-box") as box:

@@ -235,6 +235,7 @@ class TrainerScreen(LiveScreen):
         self.fork_pending: str | None = None  # the branch `f` forked, its header not yet here: the keys change it
         self.kept: str | None = None  # the branch that went on as the run when the fork ended
         self._restarting: set[str] = set()  # the branches of a fork that restarted, until their headers come
+        self._restart_told = False  # the notice already says the latest restart (one line for all the branches)
         self.pending: RunConfig | None = None  # what the person asked the trainer for, not yet acknowledged
         self.stalled = False
 
@@ -328,6 +329,7 @@ class TrainerScreen(LiveScreen):
     def run_started(self, run: RunRecord, before: RunConfig | None) -> None:
         if run.forked_at is None and (self.forked or self.fork_pending):  # a restart: the branches' headers next
             self._restarting = set(self.fork_ids()) | ({self.fork_pending} if self.fork_pending else set())
+            self._restart_told = False  # no notice of this restart yet
             self.states = [self.state]
         self._acknowledged()  # first: the words below depend on whether a change is still pending
         super().run_started(run, before)
@@ -340,6 +342,7 @@ class TrainerScreen(LiveScreen):
             return f"the fork ended at step {run.forked_at:,}: {self.kept or FORK} goes on as the run"
         if self.state.runs > 1 and not (self._restarting and self.pending is not None):
             cfg = self.state.config
+            self._restart_told = True
             if before is not None and cfg is not None and changes(before, cfg):
                 return f"restarted: {changes(before, cfg)} (fresh weights)"
             return f"restarted with the same configuration, fresh weights: {cfg.describe() if cfg else run.model}"
@@ -374,7 +377,8 @@ class TrainerScreen(LiveScreen):
             self.branch_focus = i
         self._acknowledged()
         changed = changes(message.before, message.state.config) if message.before is not None else ""
-        if restarted and (changed or asked or not self.notice.startswith("restarted")):
+        if restarted and (changed or asked or not self._restart_told):
+            self._restart_told = True
             ids = and_list(["A", *self.fork_ids(), *sorted(self._restarting)])
             self.notice = (f"restarted {ids} from seed {self.state.config.seed}: "
                            f"{bid} = {message.state.config.describe()}" + (f" ({changed})" if changed else ""))

@@ -250,9 +250,11 @@ def loss_figure(v: RunView, w: int, h: int) -> str:
                                    curveview.step_xs(st, [e[0] for e in st.visible_events()], v.wall), st.total_steps))
     if not v.compare:
         r = runs[0]
+        tr = v.state.trace
         return charts.loss_curves(r.steps, r.loss, r.epoch_steps, r.train_acc, r.test_acc, r.events, r.total_steps,
                                   w, h, v.colour, user=v.state.user_curves(), smooth=v.smooth, xaxis=xa,
-                                  axes=v.state.axes, spikes=curveview.spike_xs(v.state, v.wall))
+                                  axes=v.state.axes, spikes=curveview.spike_xs(v.state, v.wall),
+                                  trace=(tr.steps, tr.loss) if tr is not None and not v.wall else None)
     return charts.loss_compare(runs, [st.label for st in v.states], w, h, v.colour, smooth=v.smooth, xaxis=xa)
 
 
@@ -266,9 +268,11 @@ def flow_figure(v: RunView, w: int, h: int) -> str:
     if not v.compare:
         s = v.state
         x, _, series = _xy(s, v.wall, v.metric)
+        tr = s.trace if s.trace is not None and s.trace.names == s.layers and not v.wall else None  # same layers
         return charts.layer_lines(x, series, s.layers, m, v.log, s.total_steps,
                                   curveview.step_xs(s, [e[0] for e in s.visible_events()], v.wall), w, h, v.colour,
-                                  smooth=v.smooth, xaxis=xa)
+                                  smooth=v.smooth, xaxis=xa,
+                                  trace=(tr.steps, tr.series[v.metric]) if tr is not None else None)
     runs = []
     for st in v.states:
         x, _, series = _xy(st, v.wall, v.metric)
