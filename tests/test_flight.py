@@ -304,3 +304,18 @@ def test_the_update_norm_is_the_norm_of_the_change_the_optimiser_made(digits, op
     assert np.allclose(flight.h_vals[:, 1:1 + n][:, 1], np.array(grads)[:, 1], rtol=1e-5)
     assert np.allclose(flight.h_vals[:, 1:1 + n][:, 0], np.array(grads)[:, 0], rtol=0.2)
     assert np.allclose(flight.h_vals[:, -n:], np.array(weights), rtol=0.05)
+
+
+def test_an_explosion_that_ends_the_run_is_recorded_before_the_end_record(digits):
+    from vgtui.core.config import RunConfig
+    from vgtui.engine.trainer import Trainer
+
+    recs: list = []
+    cfg = RunConfig(dataset="mnist-5k", depth=3, width=32, activation="relu", init="kaiming", lr=3.0, epochs=3,
+                    device="cpu")
+    end = Trainer(cfg, [recs.append], data=digits).run()
+    assert (end.status, end.cause) == ("diverged", "exploded")
+    assert [r.type for r in recs][-2:] == ["spike", "end"]
+    (spike,) = spikes_of(recs)
+    assert spike.kind == "explosion" and spike.step <= end.steps and spike.score > 8
+    assert spike_words(spike).startswith(f"step {spike.step}: loss explosion (score ")
