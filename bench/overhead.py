@@ -4,6 +4,7 @@
     python bench/overhead.py --pairs 3 --steps 120 --memory-steps 0
     python bench/overhead.py --device cuda --steps 5000   # on a GPU: longer runs, a step is well under 1 ms
     python bench/overhead.py --bare-only --steps 2000     # one bare-loop figure (steps/s), for bench/tui_cost.py
+    python bench/overhead.py --flight --pairs 7           # the flight recorder's cost: the engine with it off / on
 
 Both train the seed's network (784-1000x5-10 sigmoid, SGD lr 0.01 momentum 0.9, batch 100) on the embedded
 mnist-5k digits held as tensors on the device, and both evaluate the test set at each epoch end (as
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--memory-steps", type=int, default=5000, help="length of the memory run (0 skips it)")
     ap.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     ap.add_argument("--bare-only", action="store_true", help="print one bare-loop figure (steps/s) and stop")
+    ap.add_argument("--flight", action="store_true",
+                    help="compare the engine with the flight recorder off (--no-flight) and on, interleaved pairs")
     args = ap.parse_args()
 
     device, notice = resolve_device(args.device)
@@ -117,6 +120,9 @@ def main() -> None:
           f"{1 / PROBE_MIN_INTERVAL_S:g} a second, {args.steps} steps a run", flush=True)
     if notice:
         print(f"notice: {notice}", flush=True)
+    if args.flight:
+        flight_pairs(cfg, data, args.pairs, args.steps)
+        return
     rows = []
     if args.pairs:
         bare_loop(cfg, data, 20)  # warm-up
@@ -131,6 +137,27 @@ def main() -> None:
     if args.memory_steps:
         memory(cfg, data, args.memory_steps)
     sys.stdout.flush()
+
+
+def flight_pairs(cfg: RunConfig, data, pairs: int, steps: int) -> None:
+    """The flight recorder's cost: the engine with it off and on, interleaved (pairs alternate which runs first)."""
+    engine(cfg.replace(flight=False), data, 20)  # warm-up
+    engine(cfg, data, 20)
+    rows = []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        got = {f: engine(cfg.replace(flight=f), data, steps) for f in order}
+        rows.append((got[False], got[True], got[True] / got[False]))
+        print(f"  pair {i + 1}: flight off {got[False]:6.2f} steps/s  on {got[True]:6.2f} steps/s  ratio "
+              f"{got[True] / got[False]:.3f}", flush=True)
+    print()
+    print("| pair | engine, --no-flight (steps/s) | engine, flight recorder on (steps/s) | on / off |")
+    print("|---|---|---|---|")
+    for i, (a, b, r) in enumerate(rows, 1):
+        print(f"| {i} | {a:.2f} | {b:.2f} | {r:.3f} |")
+    med = [statistics.median(c) for c in zip(*rows)]
+    print(f"| median | {med[0]:.2f} | {med[1]:.2f} | {med[2]:.3f} |")
+    print(f"load average while it ran: {os.getloadavg()[0]:.2f} (1 min), {torch.get_num_threads()} threads")
 
 
 def print_table(rows) -> None:

@@ -5,6 +5,7 @@ watched by vgtui (every=50), side by side.
     python bench/watch_overhead.py --pairs 3 --steps 100  # a quick check that it runs
     python bench/watch_overhead.py --whole-runs           # each pair as two whole runs, one after the other
     python bench/watch_overhead.py --fsdp --pairs 5       # two CPU ranks (gloo), the network under fully_shard
+    python bench/watch_overhead.py --flight --pairs 7     # the flight recorder's cost: watch(flight=False) / on
 
 Both loops train 784-1000x5-10 sigmoid (vgtui.engine.model.build_model with RunConfig's defaults), SGD lr 0.01
 momentum 0.9, batch 100, on the embedded mnist-5k digits held as tensors on the device. The watched loop is the
@@ -211,6 +212,53 @@ def fsdp_main(args) -> None:
     mp.spawn(_fsdp_worker, args=(2, port, args), nprocs=2, join=True)
 
 
+def flight_lockstep(cfg: RunConfig, data, steps: int, every: int, on_first: bool) -> tuple[float, float]:
+    """(steps/s with vgtui.watch(flight=False), with the default flight recorder on): two fresh watched networks
+    trained step by step in turn, each timed on its own steps (its close() included)."""
+    loops = []
+    d = tempfile.TemporaryDirectory()
+    for k, flight in enumerate((False, True)):
+        model = build_model(cfg).to(data.x_train.device)
+        opt = build_optimizer(cfg, model)
+        probe = vgtui.watch(model, metrics=os.path.join(d.name, f"run{k}.jsonl"), every=every, optimizer=opt,
+                            quiet=True, flight=flight)
+        loops.append([model, opt, probe, torch.Generator().manual_seed(cfg.seed), 0.0])
+    n, b = len(data.x_train), cfg.batch_size
+    per_epoch = n // b
+    perms: list[torch.Tensor | None] = [None, None]
+    for i in range(steps):
+        for k in ((1, 0) if on_first else (0, 1)):
+            model, opt, probe, gen, _ = loops[k]
+            if i % per_epoch == 0:
+                perms[k] = torch.randperm(n, generator=gen).to(data.x_train.device)
+            idx = perms[k][(i % per_epoch) * b:(i % per_epoch + 1) * b]
+            sync(data)
+            loops[k][4] += one_step(model, opt, probe, data, idx, every)
+    for loop in loops:
+        t0 = time.perf_counter()
+        loop[2].close()
+        loop[4] += time.perf_counter() - t0
+    d.cleanup()
+    return steps / loops[0][4], steps / loops[1][4]
+
+
+def flight_main(cfg: RunConfig, data, args) -> None:
+    rows = []
+    for i in range(args.pairs):
+        off, on = flight_lockstep(cfg, data, args.steps, args.every, on_first=i % 2 == 1)
+        rows.append((off, on, on / off))
+        print(f"  pair {i + 1}/{args.pairs}: flight off {off:7.2f} steps/s   on {on:7.2f} steps/s   ratio "
+              f"{on / off:.3f}", flush=True)
+    print()
+    print(f"| pair | vgtui.watch(every={args.every}, flight=False) (steps/s) | flight recorder on (steps/s) | on / off |")
+    print("|---|---|---|---|")
+    for i, (a, b, r) in enumerate(rows, 1):
+        print(f"| {i} | {a:.2f} | {b:.2f} | {r:.3f} |")
+    med = [statistics.median(c) for c in zip(*rows)]
+    print(f"| median | {med[0]:.2f} | {med[1]:.2f} | {med[2]:.3f} |")
+    print(f"load average while it ran: {os.getloadavg()[0]:.2f} (1 min), {torch.get_num_threads()} threads")
+
+
 def sync(data) -> None:
     if data.x_train.device.type == "cuda":
         torch.cuda.synchronize()
@@ -226,6 +274,8 @@ def main() -> None:
                     help="each pair as two whole runs one after the other (noisier on a shared machine)")
     ap.add_argument("--fsdp", action="store_true", help="two CPU ranks (gloo), the network under FSDP2's fully_shard")
     ap.add_argument("--width", type=int, default=0, help="with --fsdp: the hidden layers' width (default: the seed's)")
+    ap.add_argument("--flight", action="store_true",
+                    help="compare vgtui.watch with the flight recorder off (flight=False) and on, step by step in turn")
     args = ap.parse_args()
     if args.fsdp:
         fsdp_main(args)
@@ -239,6 +289,9 @@ def main() -> None:
     train(cfg, data, 20)  # warm-up: allocator, kernels, the probes' first use
     train(cfg, data, 20, args.every)
     STEP_TIMES[True].clear(), STEP_TIMES[False].clear()
+    if args.flight:
+        flight_main(cfg, data, args)
+        return
     print("pairs: " + ("whole runs, one after the other" if args.whole_runs else "the two loops step by step in turn"),
           flush=True)
     rows = []

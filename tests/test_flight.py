@@ -251,15 +251,15 @@ def test_ordinary_training_of_a_small_cnn_under_watch_raises_no_alarm(digits, tm
     x, y = digits.x_train.reshape(-1, 1, 28, 28), digits.y_train
     path = tmp_path / "cnn.jsonl"
     with vgtui.watch(model, path, every=50, optimizer=opt) as probe:
-        for step in range(300):
-            i = (step * 64) % (len(x) - 64)
-            loss = F.cross_entropy(model(x[i:i + 64]), y[i:i + 64])
+        for step in range(200):
+            i = (step * 32) % (len(x) - 32)
+            loss = F.cross_entropy(model(x[i:i + 32]), y[i:i + 32])
             opt.zero_grad()
             loss.backward()
             opt.step()
             probe.step(loss)
     assert probe.spikes == [] and probe._flight.metric == "step_norm"
-    assert list(probe._flight.h_steps) == list(range(1, 301))
+    assert list(probe._flight.h_steps) == list(range(1, 201))
     (run,) = read_metrics(path)
     assert run.spikes == [] and run.end.status == "completed"
     assert "vgtui.watch: no loss spikes\n" in capsys.readouterr().err
@@ -298,9 +298,24 @@ def test_the_update_norm_is_the_norm_of_the_change_the_optimiser_made(digits, op
     n = 2
     assert flight.metric == ("step_norm" if "adam" in optimizer else "update_norm")
     got_update = flight.h_vals[:, 1 + n:1 + 2 * n]
-    # fc2 exactly; fc1 (235,200 weights) from every 4th row, scaled to the whole layer: within a few percent
+    # fc2 exactly; fc1 (235,200 weights) from its first 41 rows, scaled to the whole layer: an estimate, within 20%
     assert np.allclose(got_update[:, 1], np.array(changes)[:, 1], rtol=1e-4)
-    assert np.allclose(got_update[:, 0], np.array(changes)[:, 0], rtol=0.1)
+    assert np.allclose(got_update[:, 0], np.array(changes)[:, 0], rtol=0.2)
     assert np.allclose(flight.h_vals[:, 1:1 + n][:, 1], np.array(grads)[:, 1], rtol=1e-5)
-    assert np.allclose(flight.h_vals[:, 1:1 + n][:, 0], np.array(grads)[:, 0], rtol=0.1)
-    assert np.allclose(flight.h_vals[:, -n:], np.array(weights), rtol=0.02)
+    assert np.allclose(flight.h_vals[:, 1:1 + n][:, 0], np.array(grads)[:, 0], rtol=0.2)
+    assert np.allclose(flight.h_vals[:, -n:], np.array(weights), rtol=0.05)
+
+
+def test_an_explosion_that_ends_the_run_is_recorded_before_the_end_record(digits):
+    from vgtui.core.config import RunConfig
+    from vgtui.engine.trainer import Trainer
+
+    recs: list = []
+    cfg = RunConfig(dataset="mnist-5k", depth=3, width=32, activation="relu", init="kaiming", lr=3.0, epochs=3,
+                    device="cpu")
+    end = Trainer(cfg, [recs.append], data=digits).run()
+    assert (end.status, end.cause) == ("diverged", "exploded")
+    assert [r.type for r in recs][-2:] == ["spike", "end"]
+    (spike,) = spikes_of(recs)
+    assert spike.kind == "explosion" and spike.step <= end.steps and spike.score > 8
+    assert spike_words(spike).startswith(f"step {spike.step}: loss explosion (score ")
