@@ -115,3 +115,29 @@ async def test_a_branch_that_diverges_stays_on_screen_while_the_others_go_on(mak
         await pilot.press("f")
         await wait_for(pilot, lambda: m.states[1].end is None and m.states[1].snap is not None, what="a new B")
         assert live(app) == ["A", "B", "C"] and m.focus_id == "B"
+
+
+async def test_e_in_a_fork_of_three_writes_each_run_on_screen(make_app, tmp_path):
+    """`e` live in a fork of three runs: one CSV per run on screen (metrics.csv, metrics-B.csv, metrics-C.csv), each
+    holding its own run's snapshots (B and C from the step they were forked at)."""
+    import csv
+
+    app, backend = make_app()
+    async with app.run_test(size=(240, 40)) as pilot:
+        m = app.main
+        await started(pilot, app)
+        for n, bid in ((2, "B"), (3, "C")):
+            await pilot.press("f")
+            await wait_for(pilot, lambda: len(m.states) == n and m.states[-1].snap is not None, what=f"{bid}'s snapshot")
+        await pilot.press("space")  # paused: the files stay as they are while they are read
+        await pilot.press("e")
+        await status_shows(pilot, "CSV written, one per run shown (3 of 3)", timeout=15)
+        forked_at = {st.run.branch: st.run.forked_at for st in m.states[1:]}
+    rows = {}
+    for tag, name in (("A", "metrics.csv"), ("B", "metrics-B.csv"), ("C", "metrics-C.csv")):
+        with open(tmp_path / name, newline="") as f:
+            rows[tag] = [int(r["step"]) for r in csv.DictReader(f)]
+    assert rows["A"] and min(rows["A"]) == 1
+    for tag in "BC":
+        assert rows[tag] and min(rows[tag]) > forked_at[tag] - 1, (tag, forked_at, rows[tag][:3])
+    assert not (tmp_path / "metrics-D.csv").exists()

@@ -52,7 +52,7 @@ def scale_from(value: float | None) -> float:
 
 
 def describe(lesson: Lesson) -> str:
-    lines = [f"{lesson.name}: {lesson.title} ({len(lesson.steps)} steps)"]
+    lines = [f"{lesson.name}: {lesson.title} ({len(lesson.steps)} step{'s' * (len(lesson.steps) != 1)})"]
     for i, s in enumerate(lesson.steps, 1):
         setup = ("goes on" if not s.restart else "fork " + ", ".join(f"{b}={c.describe()}" for b, c in
                                                                    s.configs().items()) if s.fork else
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
         print("built-in lessons (vgtui lesson NAME; or a lesson file: vgtui lesson my_lesson.toml):")
         for name in builtin_names():
             lesson = read_lesson(name, figs)
-            print(f"  {name:<11} {lesson.title} ({len(lesson.steps)} steps): {lesson.about}")
+            print(f"  {name:<11} {lesson.title} ({len(lesson.steps)} step{'s' * (len(lesson.steps) != 1)}): {lesson.about}")
         return 0
     try:
         lesson = read_lesson(args.lesson, figs, scale_from(args.steps_scale))

@@ -129,8 +129,8 @@ KEYMAP: tuple[Key, ...] = (
     Key("tab", "next_view", "view", "next view: overview, gradient histograms, layer table, why (derivative × "
         "weights), and the loss spikes once a run has one", ANY, "tab",
         priority=True, palette="Next view"),
-    Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file (several runs in a replay: "
-        "one CSV each), under a new name if that one exists (the paths are shown)", TIME, "e", palette="Export CSV",
+    Key("e", "export", "CSV", "write the run on screen as CSV next to its metrics file (several runs, a replay of files or a "
+        "live fork: one CSV each), under a new name if that one exists (the paths are shown)", TIME, "e", palette="Export CSV",
         needs_file=True),
     Key("ctrl+s", "screenshot_svg", "SVG", "save an SVG screenshot (the path is shown)", ANY, "ctrl+s",
         priority=True, palette="Save SVG screenshot"),

@@ -83,6 +83,7 @@ class LiveScreen(RunScreen):
         with MetricsIndex(self.source.metrics_path) as index:
             yield index.runs[-1], len(index.runs), len(index.runs)
 
+
     # ------------------------------------------------------------------------------------------ the bridge
     @work(thread=True, exclusive=True, name="source-bridge", group="bridge")
     def _bridge(self) -> None:
@@ -288,6 +289,19 @@ class TrainerScreen(LiveScreen):
         if self.fork_pending is None and self.forked:
             return self.focused_state
         return self.state
+
+    @contextlib.contextmanager
+    def export_targets(self) -> Iterator[list[tuple[str, object, str]]]:
+        """The run and, in a fork, each branch on screen (the file's latest branch of that id), one CSV each: run.csv
+        and run-B.csv, run-C.csv... beside the metrics file."""
+        with self.export_target() as (run, number, count):
+            path = self.source.metrics_path
+            out = [(TAGS[0], run, self.csv_path(path, number, count))]
+            for tag in self.fork_ids():
+                mine = [b for b in run.branches if b.header is not None and b.header.branch == tag]
+                if mine:
+                    out.append((tag, mine[-1], self.csv_path(path, number, count, f"-{tag}")))
+            yield out
 
     def fork_ids(self) -> list[str]:
         """The branches on screen beside A."""
