@@ -367,7 +367,11 @@ class Probes:
             hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
             # the derivative probe: |act'(z)| / its maximum on DERIV_EDGES (multiples of 1/16: histc's bin arithmetic
             # is exact there), and its mean; from `d` above, on the device (no sync: they ride finish()'s copy)
-            dhist = torch.histc(d / d_max, bins=DERIV_BINS, min=0.0, max=1.0)
+            dm = max_derivative_value(module, name, d.device)  # the same value, a host float (cached): no sync
+            if dm > 0 and math.frexp(dm)[0] == 0.5:  # a power of two (sigmoid's 1/4, tanh's 1): d / dm is exact, so
+                dhist = torch.histc(d, bins=DERIV_BINS, min=0.0, max=dm)  # histc on [0, dm] bins d alike, one pass
+            else:
+                dhist = torch.histc(d / d_max, bins=DERIV_BINS, min=0.0, max=1.0)
             n = h.numel()  # a shape: no sync
             wide = torch.float32 if h.device.type == "mps" else torch.float64
             # local partial sums, added over the ranks' micro-batches at finish(): counts (exact in float64),
@@ -381,7 +385,8 @@ class Probes:
                     "alive": ~per_unit.all(dim=0)}
             # mean and std: each rank's mean and population variance (a two-pass std, as torch's), combined by
             # Chan's formula at finish(): sums of squares would lose a narrow sigmoid layer's spread to rounding
-            moments = (torch.stack([h.mean(), h.var(correction=0)]) if n else torch.zeros(2, device=h.device))
+            moments = (torch.stack(torch.var_mean(h, correction=0)[::-1]) if n  # one pass for both
+                       else torch.zeros(2, device=h.device))
         self._act[idx] = (name, sums, moments, lo, hi)
         self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1))
         self._deriv[idx] = max_derivative_value(module, name, d.device)  # a host float (cached): no sync
