@@ -2,6 +2,7 @@
 
     python bench/probe_profile.py                 # 60 pairs (a plain step, then a probed one), medians
     python bench/probe_profile.py --pairs 20 --torch-profiler
+    python bench/probe_profile.py --threads 1     # one thread: steadier on a machine shared with other jobs
     git show HEAD~3:vgtui/engine/probes.py > /tmp/old_probes.py
     python bench/probe_profile.py --baseline /tmp/old_probes.py   # also an older probes.py, in the same rounds
 
@@ -64,7 +65,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=60)
     ap.add_argument("--torch-profiler", action="store_true", help="also print torch.profiler's table of a probed step")
     ap.add_argument("--baseline", help="another probes.py whose Probes class also runs, in the same rounds")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's own)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = RunConfig(dataset="mnist-5k", device="cpu")
     data = load_mnist5k("cpu")
     kinds = ["plain", "probed"] + (["baseline"] if args.baseline else [])

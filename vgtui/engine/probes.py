@@ -168,26 +168,25 @@ def _std_of(sq: float, total: float, n: float) -> float:
     return np.float64(math.sqrt(max((sq - total * total / n) / max(n - 1, 1), 0.0)) if n else math.nan)
 
 
-def _exponent_counts(g: torch.Tensor) -> torch.Tensor:
-    """Counts of |g| (g contiguous float32) per power of two: 256 bins indexed by the float32 exponent field
-    (0 = zero or subnormal, 255 = inf/nan). On little-endian machines it reads the high 16 bits of each float
-    (sign, exponent and 7 mantissa bits) as int16 and clears the sign bit, which is what abs() does: one contiguous
-    int16 copy of half the bytes and one bincount over it, exact, with no |g| materialised (bench/probe_profile.py)."""
+def _exponent_counts(a: torch.Tensor) -> torch.Tensor:
+    """Counts of `a` = |g| (contiguous float32, sign bit clear) per power of two: 256 bins indexed by the float32
+    exponent field (0 = zero or subnormal, 255 = inf/nan). On little-endian machines it reads the high 16 bits of
+    each float (exponent and 7 mantissa bits) as int16, non-negative since the sign is clear: one bincount over
+    half the bytes, exact, with no pass of its own over the gradient (bench/overhead.py)."""
     if sys.byteorder == "little":
-        hi = g.view(torch.int16).flatten()[1::2] & 0x7FFF
-        return torch.bincount(hi, minlength=32768).view(256, 128).sum(1)
-    return torch.bincount(((g.view(torch.int32) >> 23) & 0xFF).flatten(), minlength=256)  # pragma: no cover
+        return torch.bincount(a.view(torch.int16).flatten()[1::2], minlength=32768).view(256, 128).sum(1)
+    return torch.bincount((a.view(torch.int32) >> 23).flatten(), minlength=256)  # pragma: no cover
 
 
-def _abs_sum(g: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
-    """The sum of |g|: float32 per row of the weight (the L1 norm of a few thousand values at most, with no |g|
-    materialised), then `wide` (float64, where the device has it) across rows: within 1e-7 of the exact sum for the
-    seed's million-gradient layers. Summing everything in float64 made a float64 copy of each gradient first: 40 MB
+def _abs_sum(a: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
+    """The sum of `a` (= |g|): float32 per row of the weight (pairwise sums of a few thousand values at most),
+    then `wide` (float64, where the device has it) across rows: within 1e-7 of the exact sum for the seed's
+    million-gradient layers. Summing everything in float64 made a float64 copy of each gradient first: 40 MB
     written per snapshot of the seed's network, a quarter of a probed step's extra time."""
-    if g.numel() == 0:  # an empty shard (a small layer over many ranks)
-        return torch.zeros((), dtype=wide, device=g.device)
-    rows = g.reshape(g.shape[0], -1) if g.dim() > 1 else g.reshape(1, -1)
-    return torch.linalg.vector_norm(rows, 1, dim=1).to(wide).sum()
+    if a.numel() == 0:  # an empty shard (a small layer over many ranks)
+        return torch.zeros((), dtype=wide, device=a.device)
+    rows = a.reshape(a.shape[0], -1) if a.dim() > 1 else a.reshape(1, -1)
+    return rows.sum(1).to(wide).sum()
 
 
 # Layers whose output holds its units on axis 1, (N, C, *spatial): convolutions and the norms that follow them.
@@ -399,8 +398,7 @@ class Probes:
                     "alive": ~per_unit.all(dim=0)}
             # mean and std: each rank's mean and population variance (a two-pass std, as torch's), combined by
             # Chan's formula at finish(): sums of squares would lose a narrow sigmoid layer's spread to rounding
-            moments = (torch.stack(torch.var_mean(h, correction=0)[::-1]) if n  # one pass for both
-                       else torch.zeros(2, device=h.device))
+            moments = (torch.stack([h.mean(), h.var(correction=0)]) if n else torch.zeros(2, device=h.device))
         self._act[idx] = (name, sums, moments, lo, hi)
         self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1))
         self._deriv[idx] = max_derivative_value(module, name, d.device)  # a host float (cached): no sync
@@ -432,13 +430,13 @@ class Probes:
             self._counts = [(g.numel(), w.numel()) for g, w in zip(gs, ws32)]  # shapes: no sync
             gnorm, wnorm = _foreach_norm(gs), _foreach_norm(ws32)
             wide = torch.float32 if gs[0].device.type == "mps" else torch.float64  # MPS has no float64
-            gs = [g.contiguous() for g in gs]
-            # no |g| is materialised: the L1 sum is a norm per row, the exponent counts mask the sign bit off
-            gl1 = [_abs_sum(g, wide) for g in gs]
+            absg = [g.abs().contiguous() for g in gs]  # one pass: the L1 sum and the exponent counts read it
+            gl1 = [_abs_sum(a, wide) for a in absg]
             self._grad_stats = [torch.stack([gn, g1.float(), g.sum(), wn, w.sum()])
                                 for gn, g1, g, wn, w in zip(gnorm, gl1, gs, wnorm, ws32)]
-            self._grad_hists = [_exponent_counts(g) for g in gs]
+            self._grad_hists = [_exponent_counts(a) for a in absg]
             self._w_std = []  # the update may now be read (collect_update)
+            del absg
             self._optimizer = optimizer
             # How each layer's update will be read after the step: a frozen weight has none (and is not copied);
             # one that plain SGD steps is read from its state; any other from a copy of the weight before the step.
