@@ -83,10 +83,16 @@ _CLOSED_FORM: dict[str, Any] = {
 }
 
 
+def _closed_form(module: nn.Module, h: torch.Tensor | None) -> bool:
+    """Is d act / d z known in closed form (vgtui's own Activation)? Every closed form above is >= 0 (sigmoid's
+    h(1-h) with h in [0, 1], tanh's 1-h^2 with |h| <= 1, elu's h+1 with h >= -1, ...): no abs() needed."""
+    return h is not None and isinstance(module, Activation) and module.name in _CLOSED_FORM
+
+
 def _derivative(module: nn.Module, z: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
     """Elementwise d act / d z at z: closed form for vgtui's Activation, else by autograd on a detached copy
     (which works for any elementwise activation)."""
-    if h is not None and isinstance(module, Activation) and module.name in _CLOSED_FORM:
+    if _closed_form(module, h):
         return _CLOSED_FORM[module.name](z.float(), h.float())
     with torch.enable_grad():
         zz = z.detach().float().requires_grad_(True)
@@ -220,6 +226,7 @@ class HostPack:
 
     def __init__(self) -> None:
         self._parts: list[torch.Tensor] = []
+        self._keys: list[Any] = []  # part j's key
         self._spans: dict[Any, tuple[int, int]] = {}
         self._n = 0
         self._host: np.ndarray | None = None
@@ -227,11 +234,24 @@ class HostPack:
     def add(self, key: Any, t: torch.Tensor) -> None:
         t = t.detach().reshape(-1)
         self._parts.append(t)
+        self._keys.append(key)
         self._spans[key] = (self._n, self._n + t.numel())  # a shape: no sync
         self._n += t.numel()
 
     def copy(self, dtype: torch.dtype) -> None:
-        self._host = torch.cat([p.to(dtype) for p in self._parts]).cpu().numpy()  # sync: one copy for all
+        """One device -> host copy of every part as `dtype`: the parts are joined per dtype first (a handful of
+        cats instead of a cast per part: a probed step of the seed's network holds about a hundred parts)."""
+        groups: dict[torch.dtype, list[int]] = {}
+        for j, p in enumerate(self._parts):
+            groups.setdefault(p.dtype, []).append(j)
+        order = [j for js in groups.values() for j in js]
+        self._host = torch.cat([torch.cat([self._parts[j] for j in js]).to(dtype)
+                                for js in groups.values()]).cpu().numpy()  # sync: one copy for all
+        at = 0
+        for j in order:  # each part's span in the joined copy
+            n = self._parts[j].numel()
+            self._spans[self._keys[j]] = (at, at + n)
+            at += n
 
     def __contains__(self, key: Any) -> bool:
         return key in self._spans
@@ -348,7 +368,8 @@ class Probes:
             h = out.detach().float()
             # |act'(z)|: for non-monotone activations (gelu, swish, mish) the derivative is negative for some z,
             # and a unit there still passes gradient back (only its sign flips): saturated means a small magnitude
-            d = _derivative(module, z, h).abs()
+            d = _derivative(module, z, h)
+            d = d if _closed_form(module, h) else d.abs()  # a closed form is never negative: one pass fewer
             d_max = _max_derivative(module, name, d.device)
             sat = d < SATURATION * d_max
             # one row per example (and token, and pixel), one column per unit: a view for Linear layers (units
@@ -359,16 +380,22 @@ class Probes:
             hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
             # the derivative probe: |act'(z)| / its maximum on DERIV_EDGES (multiples of 1/16: histc's bin arithmetic
             # is exact there), and its mean; from `d` above, on the device (no sync: they ride finish()'s copy)
-            dhist = torch.histc(d / d_max, bins=DERIV_BINS, min=0.0, max=1.0)
+            dm = max_derivative_value(module, name, d.device)  # the same value, a host float (cached): no sync
+            if dm > 0 and math.frexp(dm)[0] == 0.5:  # a power of two (sigmoid's 1/4, tanh's 1): d / dm is exact, so
+                dhist = torch.histc(d, bins=DERIV_BINS, min=0.0, max=dm)  # histc on [0, dm] bins d alike, one pass
+            else:
+                dhist = torch.histc(d / d_max, bins=DERIV_BINS, min=0.0, max=1.0)
             n = h.numel()  # a shape: no sync
             wide = torch.float32 if h.device.type == "mps" else torch.float64
             # local partial sums, added over the ranks' micro-batches at finish(): counts (exact in float64),
             # the histograms, sum |act'|, and per unit whether it is alive on any of this rank's examples
-            under = (h < lo).sum()
-            counts = torch.stack([under.to(wide), n - hist.to(wide).sum() - under.to(wide), sat.sum().to(wide),
+            # count_nonzero: no int64 copy of the mask first (as .sum() of a bool tensor makes)
+            under = torch.count_nonzero(h < lo).to(wide)
+            counts = torch.stack([under, n - hist.to(wide).sum() - under, torch.count_nonzero(sat).to(wide),
                                   d.sum().to(wide), n - dhist.to(wide).sum()])
+            # alive on some example = not saturated on all of them: a reduction of the mask, no negated copy of it
             sums = {"counts": counts, "act_hist": hist, "deriv_hist": dhist,
-                    "alive": (~per_unit).any(dim=0)}
+                    "alive": ~per_unit.all(dim=0)}
             # mean and std: each rank's mean and population variance (a two-pass std, as torch's), combined by
             # Chan's formula at finish(): sums of squares would lose a narrow sigmoid layer's spread to rounding
             moments = (torch.stack([h.mean(), h.var(correction=0)]) if n else torch.zeros(2, device=h.device))
