@@ -299,6 +299,27 @@ def test_history_stays_bounded():
     assert h.steps == sorted(h.steps) and h.steps[0] == 0 and h.steps[-1] > 99_000
 
 
+def test_a_planned_history_parses_only_what_it_keeps_and_ends_the_same():
+    """A recorded run's fill parses only the snapshots the bounded history keeps (History.plan / keeps), and ends with
+    the points adding every snapshot one by one gives, for runs shorter and longer than the cap."""
+    snap = next(r for r in load("sigmoid") if isinstance(r, Snapshot))
+    names = tuple(l.name for l in snap.layers)
+    for n in (10, 255, 256, 257, 1000, 5000):
+        full, planned = History(names, cap=256), History(names, cap=256)
+        for i in range(n):
+            full.add(dataclasses.replace(snap, step=i))
+        planned.plan(n)
+        parsed = [i for i in range(n) if planned.keeps(i)]
+        for i in range(n):
+            if planned.keeps(i):
+                planned.add(dataclasses.replace(snap, step=i))
+            else:
+                planned.skip()
+        assert planned.steps == full.steps and planned.stride == full.stride, n
+        assert len(parsed) == len(full.steps), n  # nothing parsed that is then dropped
+        assert len(parsed) < n or n < 256
+
+
 def test_replay_never_imports_torch(tmp_path):
     path = tmp_path / "sigmoid.jsonl"
     write(path, load("sigmoid"))

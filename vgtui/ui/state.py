@@ -142,6 +142,21 @@ class History:
         if len(self.steps) >= self.cap:
             self._halve()
 
+    def plan(self, n: int) -> None:
+        """Before the first point: take the stride that adding `n` snapshots one by one would end with, so that the
+        fill of a recorded run parses only the snapshots it keeps (`keeps`) and ends with the same points."""
+        if self.seen == 0:
+            while -(-n // self.stride) >= self.cap:
+                self.stride *= 2
+
+    def keeps(self, position: int) -> bool:
+        """Whether the snapshot at `position` (0-based: the next one `add` or `skip` counts) is kept."""
+        return position % self.stride == 0
+
+    def skip(self) -> None:
+        """A snapshot counted and not kept (left unparsed because `keeps` said no, or a damaged one)."""
+        self.seen += 1
+
     def _halve(self) -> None:
         self.stride *= 2
         self.steps, self.loss, self.elapsed = self.steps[::2], self.loss[::2], self.elapsed[::2]
@@ -297,10 +312,18 @@ class RunState:
             self.snap_version += 1
 
     def add_history(self, snaps) -> None:
+        """Snapshots in file order, None for one not parsed (History.keeps) or damaged: each counts a position."""
         with self.lock:
             for s in snaps:
-                self.history.add(s)
+                if s is None:
+                    self.history.skip()
+                else:
+                    self.history.add(s)
             self.snap_version += 1
+
+    def plan_history(self, n: int) -> None:
+        with self.lock:
+            self.history.plan(n)
 
     def sync_spikes(self, spikes: list[SpikeRecord]) -> None:
         """A file's spikes as its index holds them (RunIndex.spikes: they grow as a followed file does)."""

@@ -128,11 +128,15 @@ class ReplayScreen(RunScreen):
         opening of the run), so its steps stay in order. A damaged snapshot is left out of the curves."""
         worker = get_current_worker()
         done = 0
+        # the history of a long run keeps every 2nd, 4th... snapshot (History): parse only those (10,000 snapshots of
+        # the seed's network: 1,250 parsed, the curves drawn 8 times sooner, the same points)
+        st.plan_history(run.n_snapshots)
         while not worker.is_cancelled and st.run is run.header and st.runs == runs:
             n = run.n_snapshots
             if done < n:
                 stop = min(done + 50, n)
-                snaps = [s for s in (self._snapshot(run, k)[0] for k in range(done, stop)) if s is not None]
+                history = st.history  # this thread is its only writer: its stride only grows
+                snaps = [self._snapshot(run, k)[0] if history.keeps(k) else None for k in range(done, stop)]
                 st.add_history(snaps)  # parsed before the state's lock is taken
                 done = stop
             elif not src.follow or run.end is not None:
