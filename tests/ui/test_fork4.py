@@ -141,3 +141,31 @@ async def test_e_in_a_fork_of_three_writes_each_run_on_screen(make_app, tmp_path
     for tag in "BC":
         assert rows[tag] and min(rows[tag]) > forked_at[tag] - 1, (tag, forked_at, rows[tag][:3])
     assert not (tmp_path / "metrics-D.csv").exists()
+
+
+async def test_a_restart_keeps_the_run_before_it_as_a_faint_trace(make_app):
+    """Issue 17's demo default in the plain UI: `b` restarts with batch norm, and the loss chart keeps the sigmoid run
+    before it as a grey trace (colour 240) under the new run's curve, without a fork."""
+    from textual.geometry import Region
+
+    from .conftest import SMALL
+
+    app, backend = make_app(SMALL.replace(max_steps=60))  # a step axis of 60: the trace's steps are not one column
+    async with app.run_test(size=(120, 40)) as pilot:
+        m = app.main
+
+        def trace_cells() -> int:
+            w = m.query_one("#loss")
+            lines = w.render_lines(Region(0, 0, *w.outer_size))
+            return sum(1 for strip in lines for seg in strip
+                       if seg.style and seg.style.color and seg.style.color.triplet and seg.style.color.triplet.hex == "#585858" and seg.text.strip())
+
+        await wait_for(pilot, lambda: len(m.state.history.steps) >= 3, what="three snapshots of the first run")
+        assert m.state.trace is None and trace_cells() == 0
+        before = list(m.state.history.steps)
+        await pilot.press("b")
+        await wait_for(pilot, lambda: m.state.config.batchnorm and m.state.snap is not None
+                       and len(m.state.history.steps) >= 1, what="the restarted run's snapshot")
+        assert m.state.trace is not None and m.state.trace.steps[:len(before)] == before
+        await wait_for(pilot, lambda: len(m.state.history.steps) >= 4, what="the restarted run's curve")
+        await wait_for(pilot, lambda: trace_cells() > 0, what="the grey trace on the loss chart")

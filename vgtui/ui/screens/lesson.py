@@ -122,7 +122,6 @@ class LessonScreen(TrainerScreen):
         self._shown: LessonView | None = None
         self._bindings = self._lesson_bindings(1000)
         self.tap.horizon = self.horizon(0)  # before the bridge reads the first header
-        self.state.keep_trace = True  # a restart keeps the run before it as a faint trace
 
     def _lesson_bindings(self, width: int) -> BindingsMap:
         return BindingsMap(LESSON_BINDINGS + keymap.bindings(self.KIND, width, metrics_file=self._has_file))

@@ -239,6 +239,9 @@ class TrainerScreen(LiveScreen):
         self._restart_told = False  # the notice already says the latest restart (one line for all the branches)
         self.pending: RunConfig | None = None  # what the person asked the trainer for, not yet acknowledged
         self.stalled = False
+        # a restart (`b`, `i`, `r`...) keeps the run before it as a faint trace under the new one's curves: before
+        # and after on one chart without a fork first (issue 17's demo defaults)
+        self.state.keep_trace = True
 
     def start(self) -> None:
         super().start()
