@@ -721,18 +721,15 @@ def _step(i: int, s: Any, base: RunConfig, err: Callable, where: _Lines, figures
         raise e("run", f"run must be a whole number of steps from 0 to {MAX_RUN:,}, got {run!r}")
     if answers and not run and not until:
         raise e("question", "a question needs a run to answer it: run = N steps (or until = ...)")
-    rev = _text(s.get("reveal", ""), lambda m: e("reveal", m), "reveal", MAX_TEXT)
-    for expr, spec in template_fields(rev):
-        try:
-            compile_expr(expr, branches, layers)
-        except ValueError as x:
-            raise e("reveal", f"reveal {{{expr}}}: {x}") from None
-    explain = _text(s.get("explain", ""), lambda m: e("explain", m), "explain", MAX_TEXT)
-    for expr, spec in template_fields(explain):
-        try:
-            compile_expr(expr, branches, layers)
-        except ValueError as x:
-            raise e("explain", f"explain {{{expr}}}: {x}") from None
+    texts = {}
+    for key in ("reveal", "explain"):  # texts with {expressions} over the run's numbers, each checked now
+        texts[key] = _text(s.get(key, ""), lambda m, key=key: e(key, m), key, MAX_TEXT)
+        for expr, spec in template_fields(texts[key]):
+            try:
+                compile_expr(expr, branches, layers)
+            except ValueError as x:
+                raise e(key, f"{key} {{{expr}}}: {x}") from None
+    rev, explain = texts["reveal"], texts["explain"]
     fig = s.get("figure", "")
     figure = ""
     if fig:

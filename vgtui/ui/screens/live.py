@@ -83,7 +83,6 @@ class LiveScreen(RunScreen):
         with MetricsIndex(self.source.metrics_path) as index:
             yield index.runs[-1], len(index.runs), len(index.runs)
 
-
     # ------------------------------------------------------------------------------------------ the bridge
     @work(thread=True, exclusive=True, name="source-bridge", group="bridge")
     def _bridge(self) -> None:
