@@ -19,7 +19,6 @@ no_grad, only on armed (probe) steps, and moved to the host in one transfer by `
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import numpy as np
@@ -37,16 +36,29 @@ LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ACT_RANGES: dict[str, tuple[float, float]] = {**{n: a.hist for n, a in ACTIVATION_TABLE.items()}, "relu6": (0.0, 6.0)}
 DEFAULT_ACT_RANGE = DEFAULT_HIST_RANGE
 ACT_BINS = 40
-# Pre-activation percentiles are taken over at most this many of a layer's inputs z, a fixed random sample (the
-# same positions at every snapshot): a sort of 16k values instead of the whole batch's (100k for the seed's net).
-PRE_SAMPLE = 16384
+# Pre-activation percentiles are taken over at most this many of a layer's inputs z, a fixed sample (the same
+# positions at every snapshot, spread over every unit): a partition of 4k values instead of the whole batch's (100k
+# for the seed's network). A quantile's sampling error is then about 0.02 of z's spread; 16k values cost 1.3 ms more
+# a probed step of the seed's network on this CPU (issue 18).
+PRE_SAMPLE = 4096
 PRE_QUANTILES = (0.15, 0.50, 0.85)
+# Activations whose statistics are computed for all their layers at once (_ActBatch), from their output h alone,
+# for layers of at most BATCH_MAX output values (a larger one's kernels are long enough on their own)
+BATCHED = ("sigmoid", "tanh", "softsign")
+BATCH_MAX = 1 << 18
 SATURATION = 0.05  # a unit is saturated where |act'(z)| < 5% of the activation's largest |derivative|
 
 # Weight-gradient histograms: one bin per power of two of |g|, 2^-46 (1.4e-14) .. 2^8 (256), read straight from
 # the float32 exponent bits (far cheaper than log10 + histc over millions of values).
 GRAD_EXP_MIN, GRAD_EXP_MAX = -46, 8
 GRAD_EDGES_LOG10 = np.arange(GRAD_EXP_MIN, GRAD_EXP_MAX + 1) * math.log10(2.0)
+# The histogram and mean |g| of a layer of at most GRAD_SAMPLE weights are exact; a larger layer's come from a fixed
+# sample of its gradients (runs of 16 values spread over every row and column, the same positions at every
+# snapshot, see _sample_stride), the counts scaled to the layer's size. Exact ones read every gradient twice more (|g|, then its
+# bincount): 10 ms of a 21-25 ms step of the seed's network on this CPU, most of issue 18's probed-step cost. The
+# norms, sums and standard deviations stay exact. 2^15 is the flight recorder's CPU sample too: the histogram's
+# bins within a few tenths of a percent of the layer's share, mean |g| within about 0.5% (tests/test_probes.py).
+GRAD_SAMPLE = 1 << 15
 
 # nn modules recognised as activations, by the name vgtui uses for them (ReLU6 before its base class Hardtanh).
 _MODULE_ACTS: tuple[tuple[type, str], ...] = (
@@ -89,6 +101,15 @@ def _closed_form(module: nn.Module, h: torch.Tensor | None) -> bool:
     return h is not None and isinstance(module, Activation) and module.name in _CLOSED_FORM
 
 
+def _bounded_output(module: nn.Module, name: str, lo: float, hi: float) -> bool:
+    """Does the activation's output always lie in [lo, hi] (or is NaN)? vgtui's own Activation and torch's Sigmoid,
+    Tanh and Softsign, whose range (vgtui.core.activations) the histogram's covers: a saturating activation."""
+    info = ACTIVATION_TABLE.get(name)
+    if info is None or not info.saturating or not (lo <= info.lo and info.hi <= hi):
+        return False
+    return isinstance(module, Activation) or type(module) in (nn.Sigmoid, nn.Tanh, nn.Softsign)
+
+
 def _derivative(module: nn.Module, z: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
     """Elementwise d act / d z at z: closed form for vgtui's Activation, else by autograd on a detached copy
     (which works for any elementwise activation)."""
@@ -116,27 +137,33 @@ def max_derivative_value(module: nn.Module, name: str, device: torch.device) -> 
     return _DMAX_CACHE[key]
 
 
-def _max_derivative(module: nn.Module, name: str, device: torch.device) -> torch.Tensor:
-    return torch.tensor(max_derivative_value(module, name, device), device=device)  # host -> device: no sync
-
-
-_SAMPLE_CACHE: dict[tuple[int, int, str], torch.Tensor] = {}
-
-
 def _pre_sample(z: torch.Tensor, cap: int = PRE_SAMPLE) -> torch.Tensor:
     """The values of z whose PRE_QUANTILES a snapshot shows (on its device, no sync): all of them when z has at most
-    `cap` values, else a fixed random sample of `cap` of them (the same positions at every snapshot). In a job of
-    several ranks each rank gives at most PRE_SAMPLE // ranks of its micro-batch's values and the quantiles are
-    those of their union: exact while the global batch's layer has at most PRE_SAMPLE values, as in one process."""
+    `cap` values, else every s-th of them (s = numel / cap rounded up, raised until it shares no factor with the size
+    of one example, so that the sample visits every unit, channel and pixel in turn; the same positions at every
+    snapshot; a strided read, several times cheaper than a gather of random positions). In a job of several ranks
+    each rank gives at most PRE_SAMPLE // ranks of its micro-batch's values and the quantiles are those of their
+    union: exact while the global batch's layer has at most PRE_SAMPLE values, as in one process."""
     flat = z.detach().float().reshape(-1)
     n = flat.numel()
     if n > cap:
-        key = (n, cap, str(flat.device))
-        if key not in _SAMPLE_CACHE:
-            idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:cap]
-            _SAMPLE_CACHE[key] = idx.to(flat.device)
-        flat = flat[_SAMPLE_CACHE[key]]
+        s = -(-n // cap)
+        example = n // z.shape[0] if z.dim() >= 2 and z.shape[0] else 1
+        while math.gcd(s, example) != 1:
+            s += 1
+        flat = flat[::s]
     return flat
+
+
+def _quantiles(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """np.quantile(x, qs) (its default, linear interpolation) from one partition at the few ranks needed: a quarter
+    of np.quantile's time for 16k values."""
+    n = x.size
+    at = [q * (n - 1) for q in qs]
+    ks = sorted({int(math.floor(v)) for v in at} | {int(math.ceil(v)) for v in at})
+    part = np.partition(x, ks)
+    return [float(part[int(math.floor(v))] + (part[int(math.ceil(v))] - part[int(math.floor(v))]) * (v - math.floor(v)))
+            for v in at]
 
 
 def _local(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -162,31 +189,124 @@ def _foreach_norm(ts: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor
         return [torch.linalg.vector_norm(t, ord) for t in ts]
 
 
+def _sq_norms(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The sum of squares of each float32 tensor, on its device. On the CPU one BLAS dot each: twice as fast as
+    torch's norm there, and nearer the exact sum (2e-6 against 1.5e-5 relative for a million gradients); elsewhere one
+    fused norm kernel for all, squared."""
+    if ts and ts[0].device.type == "cpu":
+        return [torch.dot(f, f) for f in (t.reshape(-1) for t in ts)]
+    return [n * n for n in _foreach_norm(ts)]
+
+
 def _std_of(sq: float, total: float, n: float) -> float:
     """Sample std from the sum of squares and the sum (host floats, added over the ranks): one fused pass each on
     the device instead of torch.std's two. Gradients, weights and updates have a mean far below their spread."""
     return np.float64(math.sqrt(max((sq - total * total / n) / max(n - 1, 1), 0.0)) if n else math.nan)
 
 
-def _exponent_counts(a: torch.Tensor) -> torch.Tensor:
-    """Counts of `a` = |g| (contiguous float32, sign bit clear) per power of two: 256 bins indexed by the float32
-    exponent field (0 = zero or subnormal, 255 = inf/nan). On little-endian machines it reads the high 16 bits of
-    each float (exponent and 7 mantissa bits) as int16, non-negative since the sign is clear: one bincount over
-    half the bytes, exact, with no pass of its own over the gradient (bench/overhead.py)."""
-    if sys.byteorder == "little":
-        return torch.bincount(a.view(torch.int16).flatten()[1::2], minlength=32768).view(256, 128).sum(1)
-    return torch.bincount((a.view(torch.int32) >> 23).flatten(), minlength=256)  # pragma: no cover
+def _bins_of(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
+    """The histc bin of each value of `x`, known to lie in [lo, hi] where it is not NaN (a sigmoid's output in
+    [0, 1], a closed-form derivative in [0, its maximum]), as int16: computed as histc computes it, (x - lo) * bins /
+    (hi - lo) in x's dtype, truncated, `hi` itself in the last bin; NaN in bin `bins` (one past the last)."""
+    p = (x - lo) * bins if lo else x * bins
+    width = float(np.float32(hi) - np.float32(lo)) if x.dtype == torch.float32 else hi - lo  # as histc: x's dtype
+    if width != 1.0:
+        p.div_(width)
+    return p.clamp_(max=bins - 0.5).nan_to_num_(nan=float(bins)).to(torch.int16)  # int16: 5x faster than uint8
 
 
-def _abs_sum(a: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
-    """The sum of `a` (= |g|): float32 per row of the weight (pairwise sums of a few thousand values at most),
-    then `wide` (float64, where the device has it) across rows: within 1e-7 of the exact sum for the seed's
-    million-gradient layers. Summing everything in float64 made a float64 copy of each gradient first: 40 MB
-    written per snapshot of the seed's network, a quarter of a probed step's extra time."""
-    if a.numel() == 0:  # an empty shard (a small layer over many ranks)
-        return torch.zeros((), dtype=wide, device=a.device)
-    rows = a.reshape(a.shape[0], -1) if a.dim() > 1 else a.reshape(1, -1)
-    return rows.sum(1).to(wide).sum()
+def _bounded_hist(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
+    """torch.histc(x, bins, lo, hi) and one bin more, the NaNs, for `x` as in _bins_of: one bincount, a quarter of
+    histc's time on the CPU (tests/test_probes.py checks it equals histc, edges included)."""
+    return torch.bincount(_bins_of(x, lo, hi, bins).reshape(-1), minlength=bins + 1)
+
+
+def _joint_counts(x: torch.Tensor, x_range: tuple[float, float], x_bins: int, y: torch.Tensor,
+                  y_range: tuple[float, float], y_bins: int, flag: torch.Tensor) -> torch.Tensor:
+    """The counts of x's and y's (same shape) bins (as _bins_of) and a boolean `flag` together,
+    (x_bins + 1) x (y_bins + 1) x 2 flat: the two histograms and the flag's count are its sums (on the host), all
+    for the price of one bincount."""
+    joint = _bins_of(x, *x_range, x_bins).mul_(y_bins + 1).add_(_bins_of(y, *y_range, y_bins)).mul_(2).add_(flag)
+    return torch.bincount(joint.reshape(-1), minlength=(x_bins + 1) * (y_bins + 1) * 2)
+
+
+SAMPLE_RUN = 16  # the gradient sample's values come in runs of 16 neighbours: one cache line of float32 each
+
+
+def _sample_stride(shape: tuple[int, ...], cap: int) -> int:
+    """The gradient sample of a weight (GRAD_SAMPLE): the runs of SAMPLE_RUN values that start at every k-th position
+    of the whole weight, row-major. k = 1 (every value) for at most `cap` values; else the smallest multiple of
+    SAMPLE_RUN that keeps at most `cap`, raised until the runs' starts fall on every SAMPLE_RUN-th column or closer,
+    so that the runs cover every column and (where a row is longer than k) every row: every k-th row whole would
+    see 1/k of the units, and a unit's row of gradients is its error times the inputs, so rows differ far more
+    than the values within one do. Runs, not single values: one value in each cache line read costs 10x more."""
+    n = math.prod(shape)
+    if n <= cap:
+        return 1
+    run = SAMPLE_RUN
+    k = -(-(-(-n * run // cap)) // run) * run
+    row = n // shape[0] if len(shape) >= 2 and shape[0] else 1
+    while math.gcd(k, row) > run:
+        k += run
+    return k
+
+
+def _sample(g: torch.Tensor, k: int, offset: int) -> torch.Tensor:
+    """The sampled gradients of a weight (_sample_stride's k) whose local part `g` starts at flat position `offset` of
+    the whole weight (a shard): positions fixed in the whole weight, so every rank takes those in its own shard (a
+    run cut by a shard's edge in two parts) and a sharded job counts the same values as one process, in the same
+    order. Strided windows (unfold), no index: a gather by index costs 6x more. No sync."""
+    flat = g.reshape(-1)
+    if k == 1:
+        return flat
+    n, run = flat.numel(), SAMPLE_RUN
+    parts = []
+    before = offset // k * k  # the run begun in the part before this one may reach into it
+    if before < offset < before + run:
+        parts.append(flat[:before + run - offset])
+    start = -(-offset // k) * k - offset  # the first run that starts here
+    if start + run <= n:
+        windows = flat[start:].unfold(0, run, k)
+        parts.append(windows.reshape(-1))
+        start += windows.shape[0] * k
+    if start < n:  # a run cut by this part's end (or the weight's)
+        parts.append(flat[start:])
+    return torch.cat(parts) if len(parts) != 1 else parts[0]
+
+
+def _shard_offset(t: torch.Tensor) -> int:
+    """Where this rank's part of `t` starts in the whole tensor, in flat (row-major) positions: 0 for an ordinary
+    tensor; for a DTensor sharded on dim 0 (FSDP2) the first row's. Host-side: no sync."""
+    if not (hasattr(t, "to_local") and hasattr(t, "placements")):
+        return 0
+    try:
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+    except ImportError:  # pragma: no cover - torch < 2.4
+        from torch.distributed._tensor._utils import compute_local_shape_and_global_offset
+    _, offset = compute_local_shape_and_global_offset(t.shape, t.device_mesh, t.placements)
+    strides = [math.prod(t.shape[d + 1:]) for d in range(len(t.shape))]
+    return sum(o * st for o, st in zip(offset, strides))
+
+
+_OFFSETS_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _exponent_counts(samples: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Counts per float32 exponent (256 bins: 0 = zero or subnormal, 255 = inf/nan) of each float32 tensor in
+    `samples`, one row each, and the sum of each one's absolute values: the exponent field read from the bits
+    ((bits >> 23) & 255, the sign ignored) and one bincount for all of them, each tensor's bins offset by 256 x
+    its index. No sync."""
+    lens = tuple(t.numel() for t in samples)
+    dev = samples[0].device
+    key = (lens, str(dev))
+    if key not in _OFFSETS_CACHE:
+        _OFFSETS_CACHE.clear()  # one network's layout at a time
+        _OFFSETS_CACHE[key] = torch.repeat_interleave(
+            torch.arange(len(lens), dtype=torch.int32) * 256, torch.tensor(lens)).to(dev)
+    values = torch.cat(samples)
+    exp = values.view(torch.int32).bitwise_right_shift(23).bitwise_and_(255).add_(_OFFSETS_CACHE[key])
+    counts = torch.bincount(exp, minlength=256 * len(lens)).view(len(lens), 256)
+    return counts, [part.sum() for part in values.abs_().split(lens)]
 
 
 # Layers whose output holds its units on axis 1, (N, C, *spatial): convolutions and the norms that follow them.
@@ -261,6 +381,93 @@ class HostPack:
         return self._host[a:b]
 
 
+class _ActBatch:
+    """The activation statistics of the layers that share one closed-form bounded activation (sigmoid, tanh,
+    softsign) and one output shape, computed together once the forward pass is over: each layer's output is copied
+    into a slot of one buffer at its hook, and every statistic is then one kernel over all the layers at once
+    instead of one per layer (the seed's network: about 20 kernels instead of 100; on the CPU each costs its
+    dispatch and thread wake-up, more than reading 100k values). The buffers stay between probed steps (a new buffer
+    of a few MB costs its page faults on the CPU every time)."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], axis: int, device: torch.device, lo: float, hi: float,
+                 dm: float, bins: int):
+        self.name, self.shape, self.axis, self.lo, self.hi, self.dm, self.bins = name, shape, axis, lo, hi, dm, bins
+        self.n = math.prod(shape)
+        self.device = device
+        self.h = torch.empty((0, *shape), device=device)  # one slot per layer
+        self.work: dict[str, torch.Tensor] = {}
+        self.k = 0
+
+    def add(self, h: torch.Tensor) -> int:
+        if self.k == self.h.shape[0]:  # a slot more (the first probed steps only: the count is the same later)
+            grown = torch.empty((self.k + 1, *self.shape), device=self.device)
+            grown[:self.k].copy_(self.h[:self.k])
+            self.h = grown
+        self.h[self.k].copy_(h)  # a copy: an in-place change of the output later in the pass does not reach it
+        self.k += 1
+        return self.k - 1
+
+    def _buf(self, key: str, dtype: torch.dtype) -> torch.Tensor:
+        size = self.k * self.n
+        t = self.work.get(key)
+        if t is None or t.numel() < size:
+            t = self.work[key] = torch.empty(size, dtype=dtype, device=self.device)
+        return t[:size].view(self.k, self.n)
+
+    def compute(self) -> list[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+        """Per slot: this rank's partial sums (as Probes._on_act's) and (mean, population variance). No sync. About
+        20 passes over the slots' values; each counted pass is 50-80 us for the seed's 500k values on this CPU."""
+        k, bins, dbins = self.k, self.bins, DERIV_BINS
+        h = self.h[:k].view(k, self.n)
+        d = self._buf("d", torch.float32)  # the closed form from h alone, as _CLOSED_FORM computes it
+        if self.name == "sigmoid":  # h (1 - h): the sigmoid's own backward with an upstream gradient of 1, one pass
+            torch.ops.aten.sigmoid_backward.grad_input(torch.ones((), device=self.device).expand(k, self.n), h,
+                                                       grad_input=d)
+        elif self.name == "tanh":
+            torch.mul(h, h, out=d).neg_().add_(1.0)  # 1 - h^2
+        else:
+            torch.abs(h, out=d).neg_().add_(1.0).square_()  # softsign: (1 - |h|)^2
+        thr = float(np.float32(SATURATION) * np.float32(self.dm))  # as the float32 product on the device
+        # dead: saturated on all of this rank's examples, i.e. the largest |act'| over them below the threshold (a
+        # float max over the examples: 6x faster than all() of the mask)
+        units = d.view(k, *self.shape)
+        if self.axis != len(self.shape) - 1:
+            units = units.movedim(self.axis + 1, -1)
+        dead = units.reshape(k, -1, units.shape[-1]).amax(dim=1) < thr
+        dsum = d.sum(dim=1)
+        # the joint bins of h and d and whether saturated (as _joint_counts), each layer's offset by its slot: the
+        # two histograms and the saturated count from one bincount
+        width = (bins + 1) * (dbins + 1) * 2
+        code = self._buf("code", torch.int16)
+        torch.add(self._bins(d, 0.0, self.dm, dbins, "p", "id"), self._bins(h, self.lo, self.hi, bins, "p", "ih"),
+                  alpha=dbins + 1, out=code)
+        torch.add(torch.lt(d, thr, out=self._buf("sat", torch.bool)), code, alpha=2, out=code)
+        wide = torch.int16 if k * width < 2 ** 15 else torch.int32
+        code = code.to(wide) if wide != torch.int16 else code
+        code.add_(torch.arange(k, device=self.device, dtype=wide).mul_(width).unsqueeze(1))
+        joint = torch.bincount(code.reshape(-1), minlength=k * width).view(k, width)
+        mean = h.mean(dim=1)
+        dev = torch.sub(h, mean.unsqueeze(1), out=self._buf("p", torch.float32))  # two passes, as torch's var
+        var = torch.linalg.vector_norm(dev, dim=1).square_().div_(self.n)
+        return [({"dead": dead[j], "dsum": dsum[j], "joint": joint[j]}, (mean[j], var[j])) for j in range(k)]
+
+    def _bins(self, x: torch.Tensor, lo: float, hi: float, bins: int, work: str, out: str) -> torch.Tensor:
+        """_bins_of into this batch's buffers: one pass fewer where bins / (hi - lo) is a power of two (then
+        multiplying by it rounds as multiplying by bins and dividing by the width do)."""
+        p = self._buf(work, torch.float32)
+        width = float(np.float32(hi) - np.float32(lo))
+        src = torch.sub(x, lo, out=p) if lo else x
+        scale = bins / width
+        if width != 1.0 and math.frexp(width)[0] == 0.5:  # a power of two: one multiplication, exactly the same
+            torch.mul(src, scale, out=p)
+        else:
+            torch.mul(src, bins, out=p)
+            if width != 1.0:
+                p.div_(width)
+        p.clamp_(max=bins - 0.5).nan_to_num_(nan=float(bins))
+        return self._buf(out, torch.int16).copy_(p)
+
+
 class Probes:
     """Hooks on every Linear/Conv layer of `model` and the activation after each one."""
 
@@ -279,6 +486,7 @@ class Probes:
         self.world = 1  # ranks whose micro-batches finish() adds together (vgtui.watch sets it)
         self.rows = np.zeros((1, 0))  # after finish(): one row per rank (see finish)
         self._handles: list[Any] = []
+        self._batches: dict[tuple, _ActBatch] = {}  # kept between probed steps: their buffers are reused
         self._reset()
 
     def _attach(self) -> None:
@@ -305,16 +513,21 @@ class Probes:
         self._cur: int | None = None
         self._fired: list[int] = []
         # per layer: (activation name, its local partial sums, its moments (n, mean, population var), lo, hi)
-        self._act: dict[int, tuple[str, dict[str, torch.Tensor], torch.Tensor, float, float]] = {}
+        # per layer: (activation name, its local partial sums, its (mean, population var), lo, hi, values)
+        self._act: dict[int, tuple[str, dict[str, torch.Tensor] | None, tuple | None, float, float, int]] = {}
+        self._pending: dict[int, tuple[_ActBatch, int]] = {}  # per layer: its batch and slot, until _flush()
+        for b in getattr(self, "_batches", {}).values():
+            b.k = 0
         self._deriv: dict[int, float] = {}  # per layer: the derivative's largest value (a host float)
         self._pre: dict[int, torch.Tensor] = {}  # per layer: the sampled inputs z whose percentiles are shown
         self._act_grad: dict[int, torch.Tensor] = {}
         self._out_grad: dict[int, torch.Tensor] = {}
         self._no_grad_out: set[int] = set()  # layers whose output needs no gradient (out_grad_norm None)
         self._stash: dict[int, torch.Tensor] = {}
-        # per layer, this rank's partial sums: norm of g, sum |g|, sum g, norm of w, sum w (a device stack)
+        # per layer, this rank's partial sums: sum g^2, sum |g|, sum g, sum w^2, sum w (a device stack)
         self._grad_stats: list[torch.Tensor] | None = None
         self._grad_hists: list[torch.Tensor] | None = None
+        self._sampled: list[int] = []  # per layer: how many local gradients its exponent counts read (host ints)
         self._counts: list[tuple[int, int]] = []  # per layer: numel of the local g and w (shapes: host ints)
         self._sharded: list[bool] = []  # per layer: a DTensor shard (summed over ranks) or a replica (counted once)
         self._w_before: list[torch.Tensor | None] | None = None  # per layer: a copy of the weight, or None
@@ -366,44 +579,83 @@ class Probes:
         lo, hi = ACT_RANGES.get(name, DEFAULT_ACT_RANGE)
         with torch.no_grad():
             h = out.detach().float()
+            closed = _closed_form(module, h)
+            if closed and name in BATCHED and h.numel() <= BATCH_MAX and self.act_bins < 2 ** 10 and h.dim():
+                if _bounded_output(module, name, lo, hi):  # the statistics wait for _flush(), with their kind's
+                    dm = max_derivative_value(module, name, h.device)  # a host float (cached): no sync
+                    axis = _unit_axis(self.layers[idx][1], h.dim())  # from shapes: no sync
+                    key = (name, tuple(h.shape), axis, str(h.device), lo, hi, dm)
+                    batch = self._batches.get(key)
+                    if batch is None:
+                        batch = self._batches[key] = _ActBatch(name, tuple(h.shape), axis, h.device, lo, hi, dm,
+                                                               self.act_bins)
+                    self._pending[idx] = (batch, batch.add(h))
+                    self._act[idx] = (name, None, None, lo, hi, h.numel())
+                    self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1))
+                    self._deriv[idx] = dm
+                    if out.requires_grad:
+                        out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(
+                            i, torch.linalg.vector_norm(g.float())))
+                    return
             # |act'(z)|: for non-monotone activations (gelu, swish, mish) the derivative is negative for some z,
             # and a unit there still passes gradient back (only its sign flips): saturated means a small magnitude
             d = _derivative(module, z, h)
-            d = d if _closed_form(module, h) else d.abs()  # a closed form is never negative: one pass fewer
-            d_max = _max_derivative(module, name, d.device)
-            sat = d < SATURATION * d_max
+            d = d if closed else d.abs()  # a closed form is never negative: one pass fewer
+            dm = max_derivative_value(module, name, d.device)  # a host float (cached): no sync
+            # the threshold as the float32 product it was on the device (0.05 x the largest |act'|)
+            sat = d < (float(np.float32(SATURATION) * np.float32(dm)) if d.dtype == torch.float32 else SATURATION * dm)
             # one row per example (and token, and pixel), one column per unit: a view for Linear layers (units
             # last), a copy for convolutions (channels on axis 1) as before
             axis = _unit_axis(self.layers[idx][1], sat.dim())  # from shapes: no sync
             units = sat.reshape(1) if sat.dim() == 0 else sat if axis == sat.dim() - 1 else sat.movedim(axis, -1)
             per_unit = units.reshape(-1, units.shape[-1])
-            hist = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
-            # the derivative probe: |act'(z)| / its maximum on DERIV_EDGES (multiples of 1/16: histc's bin arithmetic
-            # is exact there), and its mean; from `d` above, on the device (no sync: they ride finish()'s copy)
-            dm = max_derivative_value(module, name, d.device)  # the same value, a host float (cached): no sync
-            if dm > 0 and math.frexp(dm)[0] == 0.5:  # a power of two (sigmoid's 1/4, tanh's 1): d / dm is exact, so
-                dhist = torch.histc(d, bins=DERIV_BINS, min=0.0, max=dm)  # histc on [0, dm] bins d alike, one pass
+            # This rank's partial sums, added over the ranks' micro-batches at finish() (every one a device tensor
+            # that rides finish()'s one copy, cast there: no stack or cast of its own here). Few kernels: on the CPU
+            # each costs its dispatch and thread wake-up, more than the reading of 100k values.
+            #  - per unit, saturated on all of this rank's examples (dead where it is on every rank's);
+            #  - the saturated count (count_nonzero: no int64 copy of the mask) and sum |act'|;
+            #  - the activation's histogram on [lo, hi] and the derivative probe's, |act'(z)| / its maximum on
+            #    DERIV_EDGES (multiples of 1/16: histc's bin arithmetic is exact there).
+            sums: dict[str, torch.Tensor] = {"dead": per_unit.all(dim=0), "dsum": d.sum()}
+            # For a largest |act'| that is a power of two (sigmoid's 1/4, tanh's 1), d / dm is exact, so bins on
+            # [0, dm] bin d alike; a closed form lies in [0, dm], and a bounded activation's output in [lo, hi]:
+            # then both histograms and the saturated count come from one bincount of their joint bins (NaNs in one
+            # bin past the last).
+            exact_dm = dm > 0 and math.frexp(dm)[0] == 0.5
+            if closed and exact_dm and _bounded_output(module, name, lo, hi) and self.act_bins < 2 ** 10:
+                sums["joint"] = _joint_counts(h, (lo, hi), self.act_bins, d, (0.0, dm), DERIV_BINS, sat)
             else:
-                dhist = torch.histc(d / d_max, bins=DERIV_BINS, min=0.0, max=1.0)
-            n = h.numel()  # a shape: no sync
-            wide = torch.float32 if h.device.type == "mps" else torch.float64
-            # local partial sums, added over the ranks' micro-batches at finish(): counts (exact in float64),
-            # the histograms, sum |act'|, and per unit whether it is alive on any of this rank's examples
-            # count_nonzero: no int64 copy of the mask first (as .sum() of a bool tensor makes)
-            under = torch.count_nonzero(h < lo).to(wide)
-            counts = torch.stack([under, n - hist.to(wide).sum() - under, torch.count_nonzero(sat).to(wide),
-                                  d.sum().to(wide), n - dhist.to(wide).sum()])
-            # alive on some example = not saturated on all of them: a reduction of the mask, no negated copy of it
-            sums = {"counts": counts, "act_hist": hist, "deriv_hist": dhist,
-                    "alive": ~per_unit.all(dim=0)}
+                sums["sat"] = torch.count_nonzero(sat)  # count_nonzero: no int64 copy of the mask (as .sum() makes)
+                sums["act_hist"] = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
+                sums["under"] = torch.count_nonzero(h < lo)
+                if closed and exact_dm:
+                    sums["deriv_hist"] = _bounded_hist(d, 0.0, dm, DERIV_BINS)[:-1]
+                elif exact_dm:
+                    sums["deriv_hist"] = torch.histc(d, bins=DERIV_BINS, min=0.0, max=dm)
+                else:
+                    sums["deriv_hist"] = torch.histc(d / float(np.float32(dm)), bins=DERIV_BINS, min=0.0, max=1.0)
             # mean and std: each rank's mean and population variance (a two-pass std, as torch's), combined by
             # Chan's formula at finish(): sums of squares would lose a narrow sigmoid layer's spread to rounding
-            moments = (torch.stack([h.mean(), h.var(correction=0)]) if n else torch.zeros(2, device=h.device))
-        self._act[idx] = (name, sums, moments, lo, hi)
+            n = h.numel()  # a shape: no sync
+            moments = (h.mean(), h.var(correction=0)) if n else (torch.zeros((), device=h.device),) * 2
+        self._act[idx] = (name, sums, moments, lo, hi, n)
         self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1))
-        self._deriv[idx] = max_derivative_value(module, name, d.device)  # a host float (cached): no sync
+        self._deriv[idx] = dm
         if out.requires_grad:
             out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, torch.linalg.vector_norm(g.float())))
+
+    def _flush(self) -> None:
+        """The batched activation statistics (_ActBatch) of this probed step: each waiting layer's partial sums."""
+        if not self._pending:
+            return
+        with torch.no_grad():
+            batches = {id(b): b for b, _ in self._pending.values()}
+            done = {key: b.compute() for key, b in batches.items()}
+        for idx, (batch, slot) in self._pending.items():
+            sums, moments = done[id(batch)][slot]
+            name, _, _, lo, hi, n = self._act[idx]
+            self._act[idx] = (name, sums, moments, lo, hi, n)
+        self._pending = {}
 
     # ------------------------------------------------------------------ after backward / after the step
     def _weights(self) -> list[torch.Tensor]:
@@ -418,25 +670,28 @@ class Probes:
         the weight statistics are then those of the copy, as they would have been before the step (None in place
         of a frozen layer's copy: it has no update, and its weights are the same before and after).
         Sharded parameters (DTensors) give their local shard: nothing here issues a collective."""
+        self._flush()
         live = self._weights()
         ws = live if weights_before is None else [b if b is not None else w for b, w in zip(weights_before, live)]
-        gs = [m.weight.grad.detach() if m.weight.grad is not None else torch.zeros_like(m.weight)
-              for _, m in self.layers]
+        grads = [m.weight.grad.detach() if m.weight.grad is not None else torch.zeros_like(m.weight)
+                 for _, m in self.layers]
         with torch.no_grad():
             loc_w = [_local(w) for w in ws]
             self._sharded = [sh for _, sh in loc_w]
             ws32 = [w.float() for w, _ in loc_w]
-            gs = [_local(g)[0].float() for g in gs]
+            gs = [_local(g)[0].float() for g in grads]
             self._counts = [(g.numel(), w.numel()) for g, w in zip(gs, ws32)]  # shapes: no sync
-            gnorm, wnorm = _foreach_norm(gs), _foreach_norm(ws32)
-            wide = torch.float32 if gs[0].device.type == "mps" else torch.float64  # MPS has no float64
-            absg = [g.abs().contiguous() for g in gs]  # one pass: the L1 sum and the exponent counts read it
-            gl1 = [_abs_sum(a, wide) for a in absg]
-            self._grad_stats = [torch.stack([gn, g1.float(), g.sum(), wn, w.sum()])
-                                for gn, g1, g, wn, w in zip(gnorm, gl1, gs, wnorm, ws32)]
-            self._grad_hists = [_exponent_counts(a) for a in absg]
+            # the exponent counts' sample: fixed positions of the whole weight (every s-th), each rank taking those
+            # in its own shard, so that a sharded job counts the same values as one process (shapes: no sync)
+            samples = [_sample(g, _sample_stride(tuple(m.weight.shape), GRAD_SAMPLE), _shard_offset(raw))
+                       for g, raw, (_, m) in zip(gs, grads, self.layers)]
+            self._sampled = [t.numel() for t in samples]
+            g2, w2 = _sq_norms(gs), _sq_norms(ws32)
+            hists, gl1 = _exponent_counts(samples)  # and sum |g| over the same sample
+            self._grad_stats = [torch.stack([gg, g1, g.sum(), ww, w.sum()])
+                                for gg, g1, g, ww, w in zip(g2, gl1, gs, w2, ws32)]
+            self._grad_hists = list(hists)
             self._w_std = []  # the update may now be read (collect_update)
-            del absg
             self._optimizer = optimizer
             # How each layer's update will be read after the step: a frozen weight has none (and is not copied);
             # one that plain SGD steps is read from its state; any other from a copy of the weight before the step.
@@ -485,10 +740,10 @@ class Probes:
                 at.append(i)
                 diffs.append(d)
                 scale.append(k)
-            dnorm = _foreach_norm(diffs) if diffs else []
+            d2 = _sq_norms(diffs) if diffs else []
             self._update = [None] * len(self.layers)
-            for i, k, dn, d in zip(at, scale, dnorm, diffs):
-                self._update[i] = (torch.stack([dn, d.sum()]), d.numel(), k)
+            for i, k, dd, d in zip(at, scale, d2, diffs):
+                self._update[i] = (torch.stack([dd, d.sum()]), d.numel(), k)
         self._w_before = None
 
     # ------------------------------------------------------------------ one transfer to the host
@@ -509,6 +764,7 @@ class Probes:
         Activation-side gradient norms are those of the mean loss over the ranks' (equal) micro-batches."""
         if self._grad_stats is None:
             self.collect_grads()
+        self._flush()
         self._order_layers()
         dev = self._grad_stats[0].device
         size = link.size if link is not None else 1
@@ -518,7 +774,7 @@ class Probes:
             pack.add(("extra", j), t)
         L = len(self.layers)
         for i in range(L):
-            pack.add((i, "grad"), self._grad_stats[i])  # norm g, sum |g|, sum g, norm w, sum w
+            pack.add((i, "grad"), self._grad_stats[i])  # sum g^2, sum |g|, sum g, sum w^2, sum w
             pack.add((i, "grad_hist"), self._grad_hists[i])  # counts per float32 exponent, 256
             if self._update is not None and self._update[i] is not None:
                 u, _, k = self._update[i]
@@ -529,10 +785,11 @@ class Probes:
             if out_grad is not None:
                 pack.add((i, "out_grad"), out_grad)
             if i in self._act:
-                _, sums, moments, _, _ = self._act[i]
+                _, sums, moments, _, _, _ = self._act[i]
                 for key, t in sums.items():
                     pack.add((i, key), t)
-                pack.add((i, "moments"), moments)
+                pack.add((i, "mean"), moments[0])
+                pack.add((i, "var"), moments[1])
                 pack.add((i, "pre"), self._pre[i])
                 if i in self._act_grad and i in self._out_grad:  # the gradient at z, before the activation
                     pack.add((i, "pre_grad"), self._out_grad[i])
@@ -542,15 +799,15 @@ class Probes:
         summed: dict[Any, np.ndarray] = {}
         checksum = 0.0
         for i in range(L):
-            gn, g1, gs, wn, wsum = pack[i, "grad"]
+            g2, g1, gs, w2, wsum = pack[i, "grad"]
             ng, nw = self._counts[i]
-            checksum = checksum + (wsum + wn * wn) if not self._sharded[i] else float("nan")
+            checksum = checksum + (wsum + w2) if not self._sharded[i] else float("nan")
             mine = self._sharded[i] or rank == 0  # a replica is counted once, on rank 0
-            summed[i, "grad"] = np.array([gn * gn, g1, gs, ng, wn * wn, wsum, nw]) * mine
+            summed[i, "grad"] = np.array([g2, g1, gs, ng, w2, wsum, nw, self._sampled[i]]) * mine
             summed[i, "grad_hist"] = pack[i, "grad_hist"] * mine
             if (i, "update") in pack:
-                dn, ds = pack[i, "update"]
-                summed[i, "update"] = np.array([dn * dn, ds, self._update[i][1]]) * mine
+                d2, ds = pack[i, "update"]
+                summed[i, "update"] = np.array([d2, ds, self._update[i][1]]) * mine
             if (i, "out_grad") in pack:
                 summed[i, "out_grad"] = pack[i, "out_grad"] ** 2
             if (i, "pre_grad") in pack:
@@ -570,10 +827,10 @@ class Probes:
         cap = PRE_SAMPLE // size
         parts: list[np.ndarray] = [np.array(vals[:shared] + [float(v) for v in host_row] + [checksum])]
         for i in sorted(self._act):
-            n_loc = float(pack[i, "act_hist"].sum() + pack[i, "counts"][0] + pack[i, "counts"][1])
+            n_loc = float(self._act[i][5])  # the values this rank's layer output held (a shape)
             z = pack[i, "pre"]
             pad = np.zeros(cap - z.size) if link is not None else np.zeros(0)
-            parts.append(np.concatenate([[n_loc, *pack[i, "moments"], z.size], z, pad]))
+            parts.append(np.concatenate([[n_loc, pack[i, "mean"][0], pack[i, "var"][0], z.size], z, pad]))
         row = np.concatenate(parts)
         rows = link.gather(row) if link is not None else row[None, :]  # sync: the watch's all_gather, host
         width = len(parts[0])
@@ -592,9 +849,11 @@ class Probes:
         inside = (exp >= GRAD_EXP_MIN) & (exp < GRAD_EXP_MAX)
         with np.errstate(divide="ignore", invalid="ignore"):
             for i, (name, _) in enumerate(self.layers):
-                g2, g1, gs, ng, w2, wsum, nw = total[i, "grad"]
+                g2, g1, gs, ng, w2, wsum, nw, sampled = total[i, "grad"]
                 w_std = _std_of(w2, wsum, nw)
-                raw = np.rint(total[i, "grad_hist"]).astype(np.int64)
+                # a sampled layer's counts scaled to its size (GRAD_SAMPLE); an exact one's as counted
+                scale = ng / sampled if sampled and sampled != ng else 1.0
+                raw = np.rint(total[i, "grad_hist"] * scale).astype(np.int64)
                 grad_hist = Hist(GRAD_EDGES_LOG10, raw[inside], under=int(raw[1:][exp[1:] < GRAD_EXP_MIN].sum()),
                                  over=int(raw[exp >= GRAD_EXP_MAX].sum()), zeros=int(raw[0]))
                 frozen = self._update is not None and self._update[i] is None
@@ -612,25 +871,36 @@ class Probes:
                             if (i, "out_grad") in total else math.nan)
                 kw: dict[str, Any] = {}
                 if i in self._act:
-                    act_name, _, _, lo, hi = self._act[i]
-                    under, over, sat, d_sum, d_over = total[i, "counts"]
+                    act_name, _, _, lo, hi, _ = self._act[i]
                     n_r, mean_r, var_r, zs = per_rank[i]
                     n = n_r.sum()
+                    d_sum = total[i, "dsum"][0]
+                    if (i, "joint") in total:  # both histograms and the saturated count, NaNs in the last bins
+                        joint = total[i, "joint"].reshape(self.act_bins + 1, DERIV_BINS + 1, 2)
+                        act_counts, d_counts, sat = joint.sum((1, 2)), joint.sum((0, 2)), joint[..., 1].sum()
+                        act_hist, under, over = act_counts[:-1], 0.0, act_counts[-1]
+                        deriv_hist, d_over = d_counts[:-1], d_counts[-1]
+                    else:
+                        act_hist, under, deriv_hist = total[i, "act_hist"], total[i, "under"][0], total[i, "deriv_hist"]
+                        sat = total[i, "sat"][0]
+                        over, d_over = n - act_hist.sum() - under, n - deriv_hist.sum()
                     mean = float((n_r * mean_r).sum() / n)
                     m2 = float((n_r * var_r).sum() + (n_r * (mean_r - mean) ** 2).sum())  # Chan et al.
-                    p15, p50, p85 = (np.quantile(zs, PRE_QUANTILES) if zs.size else [math.nan] * 3)
-                    alive = total[i, "alive"]
+                    p15, p50, p85 = (_quantiles(zs, PRE_QUANTILES) if zs.size else [math.nan] * 3)
+                    # dead: saturated on every example of every rank (a rank whose micro-batch is empty counts as
+                    # dead there, as all() of nothing is true)
+                    dead = total[i, "dead"] >= size - 0.5
                     kw = dict(activation=act_name, act_mean=mean, act_std=math.sqrt(max(m2 / max(n - 1, 1), 0.0)),
-                              saturated_frac=float(sat / n), dead_frac=float((alive == 0).mean()),
+                              saturated_frac=float(sat / n), dead_frac=float(dead.mean()),
                               pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
                               act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1),
-                                            np.rint(total[i, "act_hist"]).astype(np.int64), int(under), int(over)),
+                                            np.rint(act_hist).astype(np.int64), int(round(under)), int(round(over))),
                               deriv_mean=float(d_sum / n), deriv_max=self._deriv[i],
-                              deriv_hist=Hist(DERIV_EDGES, np.rint(total[i, "deriv_hist"]).astype(np.int64), 0,
-                                              int(d_over)))
+                              deriv_hist=Hist(DERIV_EDGES, np.rint(deriv_hist).astype(np.int64), 0,
+                                              int(round(d_over))))
                     if (i, "pre_grad") in total:
                         kw["pre_grad_norm"] = float(np.sqrt(total[i, "pre_grad"][0]) / size)
-                stats.append(LayerStats(name=name, grad_norm=float(np.sqrt(g2)), grad_mean_abs=float(g1 / ng),
+                stats.append(LayerStats(name=name, grad_norm=float(np.sqrt(g2)), grad_mean_abs=float(g1 / sampled),
                                         weight_norm=float(np.sqrt(w2)),
                                         grad_data_ratio=float(_std_of(g2, gs, ng) / w_std),
                                         update_data_ratio=update, out_grad_norm=out_grad, grad_hist=grad_hist, **kw))
@@ -664,6 +934,7 @@ class Probes:
         self._update, self._w_std = reordered(self._update), reordered(self._w_std)
         self._w_before, self._update_from = reordered(self._w_before), reordered(self._update_from)
         self._counts, self._sharded = reordered(self._counts), reordered(self._sharded)
+        self._sampled = reordered(self._sampled)
 
 
 def locate_nonfinite(model: nn.Module, x: torch.Tensor | None = None) -> tuple[str | None, str]:
