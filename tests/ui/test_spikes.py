@@ -198,3 +198,27 @@ def test_snapshot_spike_view(snap_compare, size, monkeypatch):
         await pilot.pause(0.1)
 
     assert snap_compare(replay(SPIKY), terminal_size=size, run_before=spike_view)
+
+
+def test_replay_without_a_terminal_lists_the_spikes(tmp_path, capsys):
+    """`vgtui replay FILE` with no terminal prints the file's spikes and the layer that led each, as `--headless` and
+    vgtui.watch's end do; a layer name from the file is shown as text (its escape made visible)."""
+    from vgtui.cli import main as vgtui_main
+
+    assert vgtui_main(["replay", str(SPIKY)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"{SPIKY}: run 1: spikes: 1 loss spike: fc2 led 1" in out
+    (line,) = [x for x in out if x.startswith(f"{SPIKY}: run 1:   step 201: loss spike (score 22)")]
+    assert "fc2's weight norm rose 2 steps before the loss" in line
+    # a hostile file: the leading layer's name holds an OSC escape (it sets a terminal's title)
+    lines = SPIKY.read_text().splitlines()
+    at = next(i for i, x in enumerate(lines) if json.loads(x)["type"] == "spike")
+    d = json.loads(lines[at])
+    d["leaders"][0]["layer"] = "fc2\x1b]0;PWNED\x07"
+    lines[at] = json.dumps(d)
+    hostile = tmp_path / "hostile.jsonl"
+    hostile.write_text("\n".join(lines) + "\n")
+    assert vgtui_main(["replay", str(hostile)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "spikes: 1 loss spike: fc2\\x1b]0;PWNED\\x07 led 1" in out

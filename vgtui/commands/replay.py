@@ -98,7 +98,8 @@ def _main(argv: list[str], follow: bool) -> int:
 
 def _summary(sources) -> int:
     """No terminal: say what each file holds (and its notice), one line per run and under it the run's verdict
-    lines, as `--headless` ends (verdict_lines); the file's strings as text (control characters made visible: the
+    lines and its loss spikes with the layer that led each, as `--headless` ends (verdict_lines, spike_lines); the
+    file's strings as text (control characters made visible: the
     output may still be a terminal's, through a pipe)."""
     from vgtui.core.summary import RunSummary
     from vgtui.ui.state import shown
@@ -114,7 +115,7 @@ def _summary(sources) -> int:
             r = RunSummary.of_index(run)
             print(f"{path}: run {i}: {shown(r.what)} · {len(r.header.layers)} layers · {r.snapshots:,} snapshots · "
                   f"last {r.last_text} · {shown(r.end_text)}")
-            for line in verdict_lines(run) + rank_lines(run):
+            for line in verdict_lines(run) + rank_lines(run) + r.spike_lines():  # the flight recorder's spikes too
                 print(f"{path}: run {i}: {shown(line)}")
             for b in map(RunSummary.of_index, run.branches):
                 at = b.header.forked_at if isinstance(b.header.forked_at, int) else 0

@@ -2,7 +2,7 @@
 
 Every step, on the training device and without a host sync, `record(step, loss)` writes one row of a ring buffer of
 the last CAPACITY steps: the loss, and per layer the weight gradient's L2 norm and the update's (one fused
-`torch._foreach_norm` per kind, and one `torch.stack(..., out=row)`). The update norm is read from the optimiser's
+`torch._foreach_norm` for every layer's tensors of every kind, and one `torch.stack(..., out=row)`). The update norm is read from the optimiser's
 own state after its step, never from a copy of the weights (copying every weight every step costs 10-50% of a step
 on the CPU; a norm is one read):
   - SGD with momentum: the update is lr * the momentum buffer, so its norm is lr * ||buffer|| ("update_norm");
@@ -55,6 +55,9 @@ SAMPLE_CPU = 1 << 15  # on the CPU, a layer of more weights is measured on its f
 # one thread, no wake-up of the others per norm: 0.16 ms a step for the seed's network against 0.42 ms at 1 << 16)
 
 
+_NO_STATE: dict = {}  # the state of no optimiser (FlightRecorder._static_views)
+
+
 def _opt_kind(optimizer: torch.optim.Optimizer | None) -> str | None:
     if optimizer is None:
         return None
@@ -103,6 +106,10 @@ class FlightRecorder:
                 for p in g["params"]:
                     self._group[id(p)] = g
         self._zero = torch.zeros((), device=self.device, dtype=torch.float32)
+        self._static_key: tuple[int, int] | None = None  # see _static_views
+        self._static: list[torch.Tensor] = []
+        # DTensor parameters (FSDP2): their gradients, states and weights are read on this rank's shard
+        self._sharded = [hasattr(w, "to_local") and hasattr(w, "placements") for w in self.weights]
         self._adam_t = 0
         self.reset()
 
@@ -123,38 +130,51 @@ class FlightRecorder:
     def _view(self, t: torch.Tensor, i: int) -> torch.Tensor:
         # a sharded parameter (FSDP2's DTensor): this rank's own shard. Its norms are this rank's part of the
         # layer's (a whole-layer norm would need a collective on every step); a spike shows in every shard.
-        local = getattr(t, "to_local", None)
-        if local is not None:
-            t = local()
+        if self._sharded[i]:
+            t = t.to_local()
         r = self._rows[i]
-        return t[:r] if r is not None else t
+        return t.narrow(0, 0, r) if r is not None else t  # narrow: a view, cheaper than t[:r] from Python
+
+    def _static_views(self) -> list[torch.Tensor]:
+        """The views of the tensors that live from step to step, made once: the momentum buffers (SGD), then the
+        weights. They are made again when the optimiser's state is another dict or holds another number of entries
+        (load_state_dict, clear): a buffer is otherwise updated in place."""
+        state = self.optimizer.state if self.optimizer is not None else _NO_STATE
+        key = (id(state), len(state))
+        if self._static_key != key:
+            views = []
+            if self.kind == "sgd-momentum":
+                for i, w in enumerate(self.weights):
+                    b = state[w].get("momentum_buffer") if w in state else None
+                    views.append(self._view(b, i) if b is not None else self._zero)
+            views += [self._view(w.detach(), i) for i, w in enumerate(self.weights)]
+            missing = self.kind == "sgd-momentum" and any(v is self._zero for v in views[:len(self.weights)])
+            self._static_key = key if not missing else None  # buffers still to come: look again next step
+            self._static = views
+        return self._static
 
     @torch.no_grad()
     def record(self, step: int, loss: torch.Tensor) -> None:
-        """The step's row: its loss and each layer's numbers, after the optimiser's step. No host sync."""
+        """The step's row: its loss and each layer's numbers, after the optimiser's step. No host sync. One fused
+        norm call for the layers' tensors of every kind and one stack into the row: on the CPU a row's cost is
+        mostly its Python and its number of calls (bench/flight_cost.py), not the values it reads."""
         row = step % self.capacity
-        grads = [self._view(w.grad, i) if w.grad is not None else self._zero for i, w in enumerate(self.weights)]
-        parts = [loss.detach().reshape(()).float()]
-        gnorm = torch._foreach_norm(grads)
-        parts += gnorm
-        if self.kind == "sgd-momentum":
-            state = self.optimizer.state
-            bufs = []
-            for i, w in enumerate(self.weights):
-                b = state[w].get("momentum_buffer") if w in state else None
-                bufs.append(self._view(b, i) if b is not None else self._zero)
-            parts += torch._foreach_norm(bufs)
-            self._factor[row] = [self._group[id(w)]["lr"] if id(w) in self._group else 0.0 for w in self.weights]
-        elif self.kind == "sgd":
-            parts += gnorm
-            self._factor[row] = [self._group[id(w)]["lr"] if id(w) in self._group else 0.0 for w in self.weights]
-        elif self.kind == "adam":
-            parts += self._adam_norms(row)
-        parts += torch._foreach_norm([self._view(w.detach(), i) for i, w in enumerate(self.weights)])
-        if parts[1].dtype != torch.float32:
-            parts = [parts[0]] + [p.float() for p in parts[1:]]
-        torch.stack(parts, out=self.buf[row])
+        ts = [self._view(w.grad, i) if w.grad is not None else self._zero for i, w in enumerate(self.weights)]
+        if self.kind == "sgd":
+            ts += ts  # the update is lr x the gradient: its norm again
+        if self.kind in ("sgd", "sgd-momentum"):
+            self._factor[row] = self._lrs()
+        norms = torch._foreach_norm(ts + self._static_views())
+        if self.kind == "adam":
+            n = len(self.weights)
+            norms = [*norms[:n], *self._adam_norms(row), *norms[n:]]
+        if norms[0].dtype != torch.float32:
+            norms = [t.float() for t in norms]
+        torch.stack([loss.detach().reshape(()).float(), *norms], out=self.buf[row])
         self.last_step = step
+
+    def _lrs(self) -> list[float]:
+        return [self._group[id(w)]["lr"] if id(w) in self._group else 0.0 for w in self.weights]
 
     def _adam_norms(self, row: int) -> list[torch.Tensor]:
         state = self.optimizer.state
