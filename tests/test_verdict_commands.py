@@ -81,8 +81,9 @@ def test_replay_without_a_terminal_prints_headless_verdict_lines(tmp_path, capsy
     cfg = RunConfig(dataset="mnist-5k", depth=3, width=64, epochs=1, max_steps=12, probe_every=2, device="cpu")
     report = io.StringIO()
     assert run_headless(cfg, metrics=str(path), out=report) == 0
-    ended = [l for l in report.getvalue().splitlines() if l.startswith(("layers: ", "factors: ", "preflight: "))]
-    assert [l.split(":")[0] for l in ended] == ["layers", "factors", "preflight"]
+    ended = [l for l in report.getvalue().splitlines()
+             if l.startswith(("layers: ", "factors: ", "preflight: ", "spikes: "))]
+    assert [l.split(":")[0] for l in ended] == ["layers", "factors", "preflight", "spikes"]
     assert ended[1].startswith("factors: each layer multiplies the gradient by about ")
     assert ended[2].startswith("preflight: loss at init ")
 

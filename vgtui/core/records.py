@@ -290,7 +290,7 @@ class LayerStats:
     grad_data_ratio: float  # grad.std() / weight.std()
     update_data_ratio: float  # update.std() / w_before.std(); plain SGD: the intended step lr * momentum buffer
     out_grad_norm: float | None  # L2 norm of dLoss/d(layer output), the back-propagated gradient
-    grad_hist: Hist | None  # all weight gradients of the layer on a log10 |g| axis
+    grad_hist: Hist | None  # the weight gradients on a log10 |g| axis (over 32,768 weights: a sample, scaled)
     activation: str | None = None
     act_mean: float | None = None
     act_std: float | None = None
