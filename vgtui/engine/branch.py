@@ -26,7 +26,7 @@ from vgtui.core.records import (EndRecord, EpochRecord, EventRecord, ProgressRec
                                 SpikeRecord)
 from vgtui.engine import recorder
 from vgtui.engine.data import TensorData
-from vgtui.engine.flight import FlightRecorder
+from vgtui.engine.flight import READ_EVERY, FlightRecorder
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import ACT_RANGES, DEFAULT_ACT_RANGE, GRAD_EDGES_LOG10, Probes, locate_nonfinite
 
@@ -285,7 +285,7 @@ class Branch:
             return self._exploded(loss_sum / s.acc_n)
         s.fold(loss_sum, correct)
         if self.flight is not None:
-            for rec in self.flight.check():  # sync: the flight buffer, right after the check's own copy
+            for rec in self.flight.check(min_new=READ_EVERY):  # sync: the flight buffer, after the check's own copy
                 self.emit(rec)
         return None
 
