@@ -244,7 +244,8 @@ def _sample_stride(shape: tuple[int, ...], cap: int) -> int:
     """The gradient sample of a weight (GRAD_SAMPLE): the runs of SAMPLE_RUN values that start at every k-th position
     of the whole weight, row-major. k = 1 (every value) for at most `cap` values; else the smallest multiple of
     SAMPLE_RUN that keeps at most `cap`, raised until the runs' starts fall on every SAMPLE_RUN-th column or closer,
-    so that the runs cover every column and (where a row is longer than k) every row: every k-th row whole would
+    so that the runs cover every column (where the sample holds a row's worth of values) and every row (where a row
+    is longer than k): every k-th row whole would
     see 1/k of the units, and a unit's row of gradients is its error times the inputs, so rows differ far more
     than the values within one do. Runs, not single values: one value in each cache line read costs 10x more."""
     n = math.prod(shape)
@@ -278,7 +279,7 @@ def _sample(g: torch.Tensor, k: int, offset: int) -> torch.Tensor:
         start += windows.shape[0] * k
     if start < n:  # a run cut by this part's end (or the weight's)
         parts.append(flat[start:])
-    return torch.cat(parts) if len(parts) != 1 else parts[0]
+    return torch.cat(parts) if len(parts) > 1 else parts[0] if parts else flat[:0]
 
 
 def _shard_offset(t: torch.Tensor) -> int:
@@ -523,7 +524,10 @@ class Probes:
         # per layer: (activation name, its local partial sums, its (mean, population var), lo, hi, values)
         self._act: dict[int, tuple[str, dict[str, torch.Tensor] | None, tuple | None, float, float, int]] = {}
         self._pending: dict[int, tuple[_ActBatch, int]] = {}  # per layer: its batch and slot, until _flush()
-        for b in getattr(self, "_batches", {}).values():
+        batches = getattr(self, "_batches", {})
+        if len(batches) > 16:  # shapes that change from step to step (a last, smaller batch; sequences): start over
+            batches.clear()
+        for b in batches.values():
             b.k = 0
         self._deriv: dict[int, float] = {}  # per layer: the derivative's largest value (a host float)
         self._pre: dict[int, torch.Tensor] = {}  # per layer: the sampled inputs z whose percentiles are shown
