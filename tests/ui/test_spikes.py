@@ -222,3 +222,32 @@ def test_replay_without_a_terminal_lists_the_spikes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "spikes: 1 loss spike: fc2\\x1b]0;PWNED\\x07 led 1" in out
+
+
+async def test_an_explosion_leaves_the_end_to_say_the_run_diverged(tmp_path):
+    """An explosion record comes just before the end record of a run that diverged: both in one write of a followed
+    file, the status says how the run ended (the end's notice), not the explosion's words over it."""
+    import dataclasses
+
+    from vgtui.core.records import EndRecord
+
+    recs = load("sigmoid")
+    path = tmp_path / "growing.jsonl"
+    write(path, recs[:-1])  # no end yet
+    app = replay(path, follow=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await status_shows(pilot, "snapshot 12 / 12")
+        enc = RecordEncoder()
+        boom = dataclasses.replace(made(100), kind="explosion")
+        end = EndRecord(status="diverged", steps=101, elapsed_s=9.0, message="non-finite values at step 101, first "
+                        "in fc2 (weights); try a lower --lr", layer="fc2")
+        with open(path, "a") as f:
+            f.write(enc.line(boom) + enc.line(end))
+        await wait_for(pilot, lambda: "loss spikes (1)" in tabs(app), what="the explosion in the tabs")
+        await wait_for(pilot, lambda: app.main.state.end is not None, what="the end")
+        for _ in range(5):  # frames after both: the notice they leave
+            await pilot.pause(0.15)
+        notice = app.main.notice
+        assert "explosion" not in notice and "(tab: loss spikes)" not in notice, notice
+        shown = await status_shows(pilot, "diverged")
+        assert "explosion" not in shown, shown

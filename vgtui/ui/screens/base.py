@@ -309,7 +309,10 @@ class RunScreen(Screen):
             self._update_tabs()
             self._titles()
             last = max((sp for st in self.states for sp in st.spikes), key=lambda sp: sp.elapsed_s, default=None)
-            if new and last is not None and (self.LIVE or getattr(self.source, "follow", False)):
+            # an explosion is said by the end record that follows it ("B diverged at step ..."), whose notice it
+            # must not replace when both arrive within one frame
+            if (new and last is not None and last.kind != "explosion"
+                    and (self.LIVE or getattr(self.source, "follow", False))):
                 self.notice = f"{shown(spike_words(last))} (tab: loss spikes)"
         self._seen_spikes = True
         if len(self.state.history.user) != self._user_metrics:  # the loss panel's legend names the user's accuracies
