@@ -637,6 +637,11 @@ class SpikeRecord:
     def leader(self) -> Lead | None:
         return self.leaders[0] if self.leaders else None
 
+    @property
+    def ends_run(self) -> bool:
+        """An explosion: the run's end record follows it and says how it ended."""
+        return self.kind == "explosion"
+
 
 def _spike_to_json(rec: SpikeRecord) -> dict[str, Any]:
     return {"type": "spike", "step": rec.step, "kind": rec.kind, "score": _num(rec.score),

@@ -3,9 +3,13 @@
 How it works: a forward hook on every Linear/Conv layer marks it as the current layer; a forward hook on every
 activation module attributes that activation's output to the current layer and computes its statistics (among
 them the derivative probe: |act'(z)| over the batch, its mean and its histogram against the activation's largest
-|act'|); tensor hooks on the outputs record the back-propagated gradient, after the activation (out_grad_norm) and
-before it (pre_grad_norm, the layer's own output z). Everything is computed on the training device under
-no_grad, only on armed (probe) steps, and moved to the host in one transfer by `finish()`. No `.item()`.
+|act'|), or, for the layers of one bounded closed-form activation and shape (sigmoid, tanh, softsign), copies the
+output into a shared buffer whose statistics are computed for all of them at once after the pass (_ActBatch);
+tensor hooks on the outputs record the back-propagated gradient, after the activation (out_grad_norm) and before
+it (pre_grad_norm, the layer's own output z). Weight and gradient norms, sums and standard deviations read every
+value; a large layer's gradient histogram and mean |g| come from a fixed sample (GRAD_SAMPLE). Everything is
+computed on the training device under no_grad, only on armed (probe) steps, and moved to the host in one transfer
+by `finish()`. No `.item()`.
 
     probes = Probes(model)
     probes.arm()                 # before the forward pass of a probe step

@@ -311,7 +311,7 @@ class RunScreen(Screen):
             last = max((sp for st in self.states for sp in st.spikes), key=lambda sp: sp.elapsed_s, default=None)
             # an explosion is said by the end record that follows it ("B diverged at step ..."), whose notice it
             # must not replace when both arrive within one frame
-            if (new and last is not None and last.kind != "explosion"
+            if (new and last is not None and not last.ends_run
                     and (self.LIVE or getattr(self.source, "follow", False))):
                 self.notice = f"{shown(spike_words(last))} (tab: loss spikes)"
         self._seen_spikes = True
