@@ -22,6 +22,13 @@ import hashlib
 import numpy as np
 import torch
 
+
+def is_dtensor(t: object) -> bool:
+    """A DTensor (FSDP2's fully_shard parameters, their gradients and optimiser states): each rank holds a shard.
+    Duck-typed, so that torch builds without torch.distributed work. Host-side: no sync."""
+    return hasattr(t, "to_local") and hasattr(t, "placements")
+
+
 DEFAULT_TIMEOUT_S = 60.0
 # How many watches of each kind this process made: the n-th watch of a model (its probed layers and its `every`)
 # on one rank meets the n-th of the same kind on the others. A plain count of every watch would pair the wrong

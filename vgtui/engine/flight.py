@@ -35,6 +35,7 @@ import torch
 
 from vgtui.core.records import Lead, SpikeRecord
 from vgtui.core.spikes import MAD_SCALE, robust_scores
+from vgtui.engine.distributed import is_dtensor
 
 CAPACITY = 256  # steps in the ring buffer: a check reads at most this many new steps
 BAND = 64  # steps before a step that make its band (median and MAD)
@@ -110,7 +111,7 @@ class FlightRecorder:
         self._static_key: tuple[int, int] | None = None  # see _static_views
         self._static: list[torch.Tensor] = []
         # DTensor parameters (FSDP2): their gradients, states and weights are read on this rank's shard
-        self._sharded = [hasattr(w, "to_local") and hasattr(w, "placements") for w in self.weights]
+        self._sharded = [is_dtensor(w) for w in self.weights]
         self._adam_t = 0
         self.reset()
 

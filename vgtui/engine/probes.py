@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from vgtui.core.activations import ACTIVATION_TABLE, DEFAULT_HIST_RANGE
+from vgtui.engine.distributed import is_dtensor
 from vgtui.engine.model import Activation
 from vgtui.core.records import DERIV_BINS, DERIV_EDGES, Hist, LayerStats
 
@@ -58,8 +59,9 @@ GRAD_EXP_MIN, GRAD_EXP_MAX = -46, 8
 GRAD_EDGES_LOG10 = np.arange(GRAD_EXP_MIN, GRAD_EXP_MAX + 1) * math.log10(2.0)
 # The histogram and mean |g| of a layer of at most GRAD_SAMPLE weights are exact; a larger layer's come from a fixed
 # sample of its gradients (runs of 16 values spread over every row and column, the same positions at every
-# snapshot, see _sample_stride), the counts scaled to the layer's size. Exact ones read every gradient twice more (|g|, then its
-# bincount): 10 ms of a 21-25 ms step of the seed's network on this CPU, most of issue 18's probed-step cost. The
+# snapshot, see _sample_stride), the counts scaled to the layer's size. Exact ones read every gradient twice more
+# (|g|, then its bincount): 10 ms of a 21-25 ms step of the seed's network on this CPU, most of issue 18's
+# probed-step cost. The
 # norms, sums and standard deviations stay exact. 2^15 is the flight recorder's CPU sample too: the histogram's
 # bins within a few tenths of a percent of the layer's share, mean |g| within about 0.5% (tests/test_probes.py).
 GRAD_SAMPLE = 1 << 15
@@ -161,7 +163,7 @@ def _pre_sample(z: torch.Tensor, cap: int = PRE_SAMPLE) -> torch.Tensor:
 
 def _quantiles(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     """np.quantile(x, qs) (its default, linear interpolation) from one partition at the few ranks needed: a quarter
-    of np.quantile's time for 16k values."""
+    of np.quantile's time for PRE_SAMPLE values."""
     n = x.size
     at = [q * (n - 1) for q in qs]
     ks = sorted({int(math.floor(v)) for v in at} | {int(math.ceil(v)) for v in at})
@@ -175,7 +177,7 @@ def _local(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
     (FSDP2's fully_shard) gives its local shard, an ordinary tensor itself (a replica: DDP's, or a single
     process's). A shard also replicated over a mesh dimension (HSDP) counts on the first replica only: an empty
     tensor elsewhere. Host-side: no sync, no collective."""
-    if hasattr(t, "to_local") and hasattr(t, "placements"):
+    if is_dtensor(t):
         local = t.to_local()
         mesh = t.device_mesh
         coord = mesh.get_coordinate() or []
@@ -186,26 +188,11 @@ def _local(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return t, False
 
 
-def _foreach_norm(ts: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
-    try:
-        return list(torch._foreach_norm(ts, ord))
-    except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - very old torch or exotic devices
-        return [torch.linalg.vector_norm(t, ord) for t in ts]
-
-
-def _sq_norms(ts: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The sum of squares of each float32 tensor, on its device. On the CPU one BLAS dot each: twice as fast as
-    torch's norm there, and nearer the exact sum (2e-6 against 1.5e-5 relative for a million gradients); elsewhere one
-    fused norm kernel for all, squared."""
-    if ts and ts[0].device.type == "cpu":
-        return [torch.dot(f, f) for f in (t.reshape(-1) for t in ts)]
-    return [n * n for n in _foreach_norm(ts)]
-
-
-def _sq_norm(g: torch.Tensor) -> torch.Tensor:
-    """The sum of squares of a back-propagated gradient (a tensor hook's, on the device: no sync): a BLAS dot on the
-    CPU (twice as fast as torch's norm there), the norm squared elsewhere."""
-    f = g.detach().reshape(-1).float()
+def _sq_norm(t: torch.Tensor) -> torch.Tensor:
+    """The sum of squares of a tensor's values in float32, on its device (no sync): a BLAS dot on the CPU (twice as
+    fast as torch's norm there, and nearer the exact sum: 3.5e-6 against 1.5e-5 relative for a million gradients),
+    the norm squared elsewhere."""
+    f = t.detach().reshape(-1).float()
     return torch.dot(f, f) if f.device.type == "cpu" else torch.linalg.vector_norm(f).square()
 
 
@@ -215,15 +202,27 @@ def _std_of(sq: float, total: float, n: float) -> float:
     return np.float64(math.sqrt(max((sq - total * total / n) / max(n - 1, 1), 0.0)) if n else math.nan)
 
 
-def _bins_of(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
+def _sat_threshold(dm: float) -> float:
+    """The saturation threshold, SATURATION x the activation's largest |act'|, as their float32 product (the value
+    the comparison with a float32 derivative uses)."""
+    return float(np.float32(SATURATION) * np.float32(dm))
+
+
+def _bins_of(x: torch.Tensor, lo: float, hi: float, bins: int, work: torch.Tensor | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
     """The histc bin of each value of `x`, known to lie in [lo, hi] where it is not NaN (a sigmoid's output in
     [0, 1], a closed-form derivative in [0, its maximum]), as int16: computed as histc computes it, (x - lo) * bins /
-    (hi - lo) in x's dtype, truncated, `hi` itself in the last bin; NaN in bin `bins` (one past the last)."""
-    p = (x - lo) * bins if lo else x * bins
+    (hi - lo) in x's dtype, truncated, `hi` itself in the last bin; NaN in bin `bins` (one past the last). Where
+    bins / (hi - lo) is a power of two, one multiplication by it (it rounds as the two operations do). `work`
+    (float, x's shape) and `out` (int16) are buffers to write into (_ActBatch's); by default new tensors."""
     width = float(np.float32(hi) - np.float32(lo)) if x.dtype == torch.float32 else hi - lo  # as histc: x's dtype
-    if width != 1.0:
+    pow2 = width != 1.0 and math.frexp(width)[0] == 0.5
+    scale = bins / width if pow2 else bins
+    p = torch.sub(x, lo, out=work).mul_(scale) if lo else torch.mul(x, scale, out=work)
+    if width != 1.0 and not pow2:
         p.div_(width)
-    return p.clamp_(max=bins - 0.5).nan_to_num_(nan=float(bins)).to(torch.int16)  # int16: 5x faster than uint8
+    p.clamp_(max=bins - 0.5).nan_to_num_(nan=float(bins))
+    return out.copy_(p) if out is not None else p.to(torch.int16)  # int16: 5x faster than uint8 on the CPU
 
 
 def _bounded_hist(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
@@ -232,13 +231,16 @@ def _bounded_hist(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Ten
     return torch.bincount(_bins_of(x, lo, hi, bins).reshape(-1), minlength=bins + 1)
 
 
-def _joint_counts(x: torch.Tensor, x_range: tuple[float, float], x_bins: int, y: torch.Tensor,
-                  y_range: tuple[float, float], y_bins: int, flag: torch.Tensor) -> torch.Tensor:
-    """The counts of x's and y's (same shape) bins (as _bins_of) and a boolean `flag` together,
-    (x_bins + 1) x (y_bins + 1) x 2 flat: the two histograms and the flag's count are its sums (on the host), all
-    for the price of one bincount."""
-    joint = _bins_of(x, *x_range, x_bins).mul_(y_bins + 1).add_(_bins_of(y, *y_range, y_bins)).mul_(2).add_(flag)
-    return torch.bincount(joint.reshape(-1), minlength=(x_bins + 1) * (y_bins + 1) * 2)
+def _joint_code(x: torch.Tensor, x_range: tuple[float, float], x_bins: int, y: torch.Tensor,
+                y_range: tuple[float, float], y_bins: int, flag: torch.Tensor,
+                bufs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Each value's bins of x and y (same shape, as _bins_of) and a boolean `flag` as one int16 code, of
+    (x_bins + 1) x (y_bins + 1) x 2: one bincount of the codes gives the two histograms and the flag's count (their
+    sums on the host). `bufs` ("p" float, "x", "y", "code" int16: _ActBatch's) are written into; by default new."""
+    b = bufs or {}
+    code = torch.add(_bins_of(y, *y_range, y_bins, b.get("p"), b.get("y")),
+                     _bins_of(x, *x_range, x_bins, b.get("p"), b.get("x")), alpha=y_bins + 1, out=b.get("code"))
+    return torch.add(flag, code, alpha=2, out=code)
 
 
 SAMPLE_RUN = 16  # the gradient sample's values come in runs of 16 neighbours: one cache line of float32 each
@@ -249,9 +251,8 @@ def _sample_stride(shape: tuple[int, ...], cap: int) -> int:
     of the whole weight, row-major. k = 1 (every value) for at most `cap` values; else the smallest multiple of
     SAMPLE_RUN that keeps at most `cap`, raised until the runs' starts fall on every SAMPLE_RUN-th column or closer,
     so that the runs cover every column (where the sample holds a row's worth of values) and every row (where a row
-    is longer than k): every k-th row whole would
-    see 1/k of the units, and a unit's row of gradients is its error times the inputs, so rows differ far more
-    than the values within one do. Runs, not single values: one value in each cache line read costs 10x more."""
+    is longer than k): every k-th row whole would see 1/k of the units, and a unit's row of gradients is its error
+    times the inputs, so rows differ far more than the values within one do. Runs, not single values: one value in each cache line read costs 10x more."""
     n = math.prod(shape)
     if n <= cap:
         return 1
@@ -289,7 +290,7 @@ def _sample(g: torch.Tensor, k: int, offset: int) -> torch.Tensor:
 def _shard_offset(t: torch.Tensor) -> int:
     """Where this rank's part of `t` starts in the whole tensor, in flat (row-major) positions: 0 for an ordinary
     tensor; for a DTensor sharded on dim 0 (FSDP2) the first row's. Host-side: no sync."""
-    if not (hasattr(t, "to_local") and hasattr(t, "placements")):
+    if not is_dtensor(t):
         return 0
     try:
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -439,7 +440,7 @@ class _ActBatch:
             torch.mul(h, h, out=d).neg_().add_(1.0)  # 1 - h^2
         else:
             torch.abs(h, out=d).neg_().add_(1.0).square_()  # softsign: (1 - |h|)^2
-        thr = float(np.float32(SATURATION) * np.float32(self.dm))  # as the float32 product on the device
+        thr = _sat_threshold(self.dm)
         # dead: saturated on all of this rank's examples, i.e. the largest |act'| over them below the threshold (a
         # float max over the examples: 6x faster than all() of the mask)
         units = d.view(k, *self.shape)
@@ -447,13 +448,14 @@ class _ActBatch:
             units = units.movedim(self.axis + 1, -1)
         dead = units.reshape(k, -1, units.shape[-1]).amax(dim=1) < thr
         dsum = d.sum(dim=1)
-        # the joint bins of h and d and whether saturated (as _joint_counts), each layer's offset by its slot: the
+        # the joint codes of h, d and whether saturated (as a single layer's), each layer's offset by its slot: the
         # two histograms and the saturated count from one bincount
         width = (bins + 1) * (dbins + 1) * 2
-        code = self._buf("code", torch.int16)
-        torch.add(self._bins(d, 0.0, self.dm, dbins, "p", "id"), self._bins(h, self.lo, self.hi, bins, "p", "ih"),
-                  alpha=dbins + 1, out=code)
-        torch.add(torch.lt(d, thr, out=self._buf("sat", torch.bool)), code, alpha=2, out=code)
+        f32, i16 = torch.float32, torch.int16
+        code = _joint_code(h, (self.lo, self.hi), bins, d, (0.0, self.dm), dbins,
+                           torch.lt(d, thr, out=self._buf("sat", torch.bool)),
+                           {"p": self._buf("p", f32), "x": self._buf("ih", i16), "y": self._buf("id", i16),
+                            "code": self._buf("code", i16)})
         wide = torch.int16 if k * width < 2 ** 15 else torch.int32
         code = code.to(wide) if wide != torch.int16 else code
         code.add_(torch.arange(k, device=self.device, dtype=wide).mul_(width).unsqueeze(1))
@@ -462,22 +464,6 @@ class _ActBatch:
         dev = torch.sub(h, mean.unsqueeze(1), out=self._buf("p", torch.float32))  # two passes, as torch's var
         var = torch.linalg.vector_norm(dev, dim=1).square_().div_(self.n)
         return [({"dead": dead[j], "dsum": dsum[j], "joint": joint[j]}, (mean[j], var[j])) for j in range(k)]
-
-    def _bins(self, x: torch.Tensor, lo: float, hi: float, bins: int, work: str, out: str) -> torch.Tensor:
-        """_bins_of into this batch's buffers: one pass fewer where bins / (hi - lo) is a power of two (then
-        multiplying by it rounds as multiplying by bins and dividing by the width do)."""
-        p = self._buf(work, torch.float32)
-        width = float(np.float32(hi) - np.float32(lo))
-        src = torch.sub(x, lo, out=p) if lo else x
-        scale = bins / width
-        if width != 1.0 and math.frexp(width)[0] == 0.5:  # a power of two: one multiplication, exactly the same
-            torch.mul(src, scale, out=p)
-        else:
-            torch.mul(src, bins, out=p)
-            if width != 1.0:
-                p.div_(width)
-        p.clamp_(max=bins - 0.5).nan_to_num_(nan=float(bins))
-        return self._buf(out, torch.int16).copy_(p)
 
 
 class Probes:
@@ -524,11 +510,10 @@ class Probes:
     def _reset(self) -> None:
         self._cur: int | None = None
         self._fired: list[int] = []
-        # per layer: (activation name, its local partial sums, its moments (n, mean, population var), lo, hi)
         # per layer: (activation name, its local partial sums, its (mean, population var), lo, hi, values)
         self._act: dict[int, tuple[str, dict[str, torch.Tensor] | None, tuple | None, float, float, int]] = {}
         self._pending: dict[int, tuple[_ActBatch, int]] = {}  # per layer: its batch and slot, until _flush()
-        batches = getattr(self, "_batches", {})
+        batches = self._batches
         if len(batches) > 16:  # shapes that change from step to step (a last, smaller batch; sequences): start over
             batches.clear()
         for b in batches.values():
@@ -595,68 +580,70 @@ class Probes:
         with torch.no_grad():
             h = out.detach().float()
             closed = _closed_form(module, h)
-            if closed and name in BATCHED and h.numel() <= BATCH_MAX and self.act_bins < 2 ** 10 and h.dim():
-                if _bounded_output(module, name, lo, hi):  # the statistics wait for _flush(), with their kind's
-                    dm = max_derivative_value(module, name, h.device)  # a host float (cached): no sync
-                    axis = _unit_axis(self.layers[idx][1], h.dim())  # from shapes: no sync
-                    key = (name, tuple(h.shape), axis, str(h.device), lo, hi, dm)
-                    batch = self._batches.get(key)
-                    if batch is None:
-                        batch = self._batches[key] = _ActBatch(name, tuple(h.shape), axis, h.device, lo, hi, dm,
-                                                               self.act_bins)
-                    self._pending[idx] = (batch, batch.add(h))
-                    self._act[idx] = (name, None, None, lo, hi, h.numel())
-                    self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1))
-                    self._deriv[idx] = dm
-                    if out.requires_grad:
-                        out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, _sq_norm(g)))
-                    return
-            # |act'(z)|: for non-monotone activations (gelu, swish, mish) the derivative is negative for some z,
-            # and a unit there still passes gradient back (only its sign flips): saturated means a small magnitude
-            d = _derivative(module, z, h)
-            d = d if closed else d.abs()  # a closed form is never negative: one pass fewer
-            dm = max_derivative_value(module, name, d.device)  # a host float (cached): no sync
-            # the threshold as the float32 product it was on the device (0.05 x the largest |act'|)
-            sat = d < (float(np.float32(SATURATION) * np.float32(dm)) if d.dtype == torch.float32 else SATURATION * dm)
-            # one row per example (and token, and pixel), one column per unit: a view for Linear layers (units
-            # last), a copy for convolutions (channels on axis 1) as before
-            axis = _unit_axis(self.layers[idx][1], sat.dim())  # from shapes: no sync
-            units = sat.reshape(1) if sat.dim() == 0 else sat if axis == sat.dim() - 1 else sat.movedim(axis, -1)
-            per_unit = units.reshape(-1, units.shape[-1])
-            # This rank's partial sums, added over the ranks' micro-batches at finish() (every one a device tensor
-            # that rides finish()'s one copy, cast there: no stack or cast of its own here). Few kernels: on the CPU
-            # each costs its dispatch and thread wake-up, more than the reading of 100k values.
-            #  - per unit, saturated on all of this rank's examples (dead where it is on every rank's);
-            #  - the saturated count (count_nonzero: no int64 copy of the mask) and sum |act'|;
-            #  - the activation's histogram on [lo, hi] and the derivative probe's, |act'(z)| / its maximum on
-            #    DERIV_EDGES (multiples of 1/16: histc's bin arithmetic is exact there).
-            sums: dict[str, torch.Tensor] = {"dead": per_unit.all(dim=0), "dsum": d.sum()}
-            # For a largest |act'| that is a power of two (sigmoid's 1/4, tanh's 1), d / dm is exact, so bins on
-            # [0, dm] bin d alike; a closed form lies in [0, dm], and a bounded activation's output in [lo, hi]:
-            # then both histograms and the saturated count come from one bincount of their joint bins (NaNs in one
-            # bin past the last).
-            exact_dm = dm > 0 and math.frexp(dm)[0] == 0.5
-            if closed and exact_dm and _bounded_output(module, name, lo, hi) and self.act_bins < 2 ** 10:
-                sums["joint"] = _joint_counts(h, (lo, hi), self.act_bins, d, (0.0, dm), DERIV_BINS, sat)
+            dm = max_derivative_value(module, name, h.device)  # a host float (cached): no sync
+            if (closed and name in BATCHED and h.dim() and 0 < h.numel() <= BATCH_MAX and self.act_bins < 2 ** 10
+                    and _bounded_output(module, name, lo, hi)):
+                # the statistics wait for _flush(), with those of the other layers of this activation and shape
+                axis = _unit_axis(self.layers[idx][1], h.dim())  # from shapes: no sync
+                key = (name, tuple(h.shape), axis, str(h.device), lo, hi, dm)
+                batch = self._batches.get(key)
+                if batch is None:
+                    batch = self._batches[key] = _ActBatch(name, tuple(h.shape), axis, h.device, lo, hi, dm,
+                                                           self.act_bins)
+                self._pending[idx] = (batch, batch.add(h))
+                sums = moments = None
             else:
-                sums["sat"] = torch.count_nonzero(sat)  # count_nonzero: no int64 copy of the mask (as .sum() makes)
-                sums["act_hist"] = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
-                sums["under"] = torch.count_nonzero(h < lo)
-                if closed and exact_dm:
-                    sums["deriv_hist"] = _bounded_hist(d, 0.0, dm, DERIV_BINS)[:-1]
-                elif exact_dm:
-                    sums["deriv_hist"] = torch.histc(d, bins=DERIV_BINS, min=0.0, max=dm)
-                else:
-                    sums["deriv_hist"] = torch.histc(d / float(np.float32(dm)), bins=DERIV_BINS, min=0.0, max=1.0)
-            # mean and std: each rank's mean and population variance (a two-pass std, as torch's), combined by
-            # Chan's formula at finish(): sums of squares would lose a narrow sigmoid layer's spread to rounding
-            n = h.numel()  # a shape: no sync
-            moments = (h.mean(), h.var(correction=0)) if n else (torch.zeros((), device=h.device),) * 2
-        self._act[idx] = (name, sums, moments, lo, hi, n)
+                sums, moments = self._layer_stats(idx, module, name, z, h, closed, dm, lo, hi)
+        self._act[idx] = (name, sums, moments, lo, hi, h.numel())
         self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1))
         self._deriv[idx] = dm
         if out.requires_grad:
             out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, _sq_norm(g)))
+
+    def _layer_stats(self, idx: int, module: nn.Module, name: str, z: torch.Tensor, h: torch.Tensor, closed: bool,
+                     dm: float, lo: float, hi: float) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """One layer's activation statistics on its own (an activation _ActBatch does not take): this rank's partial
+        sums and (mean, population variance), on the device (no sync)."""
+        # |act'(z)|: for non-monotone activations (gelu, swish, mish) the derivative is negative for some z,
+        # and a unit there still passes gradient back (only its sign flips): saturated means a small magnitude
+        d = _derivative(module, z, h)
+        d = d if closed else d.abs()  # a closed form is never negative: one pass fewer
+        sat = d < _sat_threshold(dm)
+        # one row per example (and token, and pixel), one column per unit: a view for Linear layers (units
+        # last), a copy for convolutions (channels on axis 1) as before
+        axis = _unit_axis(self.layers[idx][1], sat.dim())  # from shapes: no sync
+        units = sat.reshape(1) if sat.dim() == 0 else sat if axis == sat.dim() - 1 else sat.movedim(axis, -1)
+        per_unit = units.reshape(-1, units.shape[-1])
+        # This rank's partial sums, added over the ranks' micro-batches at finish() (every one a device tensor
+        # that rides finish()'s one copy, cast there: no stack or cast of its own here). Few kernels: on the CPU
+        # each costs its dispatch and thread wake-up, more than the reading of 100k values.
+        #  - per unit, saturated on all of this rank's examples (dead where it is on every rank's);
+        #  - the saturated count (count_nonzero: no int64 copy of the mask) and sum |act'|;
+        #  - the activation's histogram on [lo, hi] and the derivative probe's, |act'(z)| / its maximum on
+        #    DERIV_EDGES (multiples of 1/16: histc's bin arithmetic is exact there).
+        sums: dict[str, torch.Tensor] = {"dead": per_unit.all(dim=0), "dsum": d.sum()}
+        # For a largest |act'| that is a power of two (sigmoid's 1/4, tanh's 1), d / dm is exact, so bins on
+        # [0, dm] bin d alike; a closed form lies in [0, dm], and a bounded activation's output in [lo, hi]:
+        # then both histograms and the saturated count come from one bincount of their joint bins (NaNs in one
+        # bin past the last).
+        exact_dm = dm > 0 and math.frexp(dm)[0] == 0.5
+        if closed and exact_dm and _bounded_output(module, name, lo, hi) and self.act_bins < 2 ** 10:
+            code = _joint_code(h, (lo, hi), self.act_bins, d, (0.0, dm), DERIV_BINS, sat)
+            sums["joint"] = torch.bincount(code.reshape(-1), minlength=(self.act_bins + 1) * (DERIV_BINS + 1) * 2)
+        else:
+            sums["sat"] = torch.count_nonzero(sat)  # count_nonzero: no int64 copy of the mask (as .sum() makes)
+            sums["act_hist"] = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
+            sums["under"] = torch.count_nonzero(h < lo)
+            if closed and exact_dm:
+                sums["deriv_hist"] = _bounded_hist(d, 0.0, dm, DERIV_BINS)[:-1]
+            elif exact_dm:
+                sums["deriv_hist"] = torch.histc(d, bins=DERIV_BINS, min=0.0, max=dm)
+            else:
+                sums["deriv_hist"] = torch.histc(d / float(np.float32(dm)), bins=DERIV_BINS, min=0.0, max=1.0)
+        # mean and std: each rank's mean and population variance (a two-pass std, as torch's), combined by
+        # Chan's formula at finish(): sums of squares would lose a narrow sigmoid layer's spread to rounding
+        moments = (h.mean(), h.var(correction=0)) if h.numel() else (torch.zeros((), device=h.device),) * 2
+        return sums, moments
 
     def _flush(self) -> None:
         """The batched activation statistics (_ActBatch) of this probed step: each waiting layer's partial sums."""
@@ -695,15 +682,15 @@ class Probes:
             ws32 = [w.float() for w, _ in loc_w]
             gs = [_local(g)[0].float() for g in grads]
             self._counts = [(g.numel(), w.numel()) for g, w in zip(gs, ws32)]  # shapes: no sync
-            # the exponent counts' sample: fixed positions of the whole weight (every s-th), each rank taking those
-            # in its own shard, so that a sharded job counts the same values as one process (shapes: no sync)
             # Each tensor's reads one after the other, while it is in the cache (all the dots, then all the sums, read
-            # the seed's 38 MB of weights and gradients twice from memory): its sum of squares, sum and sample.
+            # the seed's 38 MB of weights and gradients twice from memory): its sum of squares, its sum, and the
+            # gradient's sample for the exponent counts (fixed positions of the whole weight, each rank taking those
+            # in its own shard, so that a sharded job counts the same values as one process).
             parts, samples = [], []
             for g, w, raw, (_, m) in zip(gs, ws32, grads, self.layers):
-                gg, gsum = _sq_norms([g])[0], g.sum()
+                gg, gsum = _sq_norm(g), g.sum()
                 samples.append(_sample(g, _sample_stride(tuple(m.weight.shape), GRAD_SAMPLE), _shard_offset(raw)))
-                parts.append((gg, gsum, _sq_norms([w])[0], w.sum()))
+                parts.append((gg, gsum, _sq_norm(w), w.sum()))
             self._sampled = [t.numel() for t in samples]
             hists, gl1 = _exponent_counts(samples)  # and sum |g| over the same sample
             self._grad_stats = torch.stack([x for (gg, gsum, ww, wsum), g1 in zip(parts, gl1)
@@ -759,7 +746,7 @@ class Probes:
                 diffs.append(d)
                 scale.append(k)
             # each one's sum of squares and sum one after the other, while it is in the cache
-            rows = torch.stack([x for d in diffs for x in (_sq_norms([d])[0], d.sum())]).view(-1, 2) if diffs else None
+            rows = torch.stack([x for d in diffs for x in (_sq_norm(d), d.sum())]).view(-1, 2) if diffs else None
             self._update = [None] * len(self.layers)
             for j, (i, k, d) in enumerate(zip(at, scale, diffs)):
                 self._update[i] = (rows[j], d.numel(), k)
