@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from vgtui.core.writer import MetricsWriter
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.trainer import Trainer
 from vgtui.commands.headless import Reporter
+
+from pairs import print_pairs  # bench/pairs.py: python runs this file with bench/ first on its path
 
 
 def sync(device: torch.device) -> None:
@@ -155,23 +156,13 @@ def flight_pairs(cfg: RunConfig, data, pairs: int, steps: int) -> None:
         print(f"  pair {i + 1}: flight off {got[False]:6.2f} steps/s  on {got[True]:6.2f} steps/s  ratio "
               f"{got[True] / got[False]:.3f}", flush=True)
     print()
-    print("| pair | engine, --no-flight (steps/s) | engine, flight recorder on (steps/s) | on / off |")
-    print("|---|---|---|---|")
-    for i, (a, b, r) in enumerate(rows, 1):
-        print(f"| {i} | {a:.2f} | {b:.2f} | {r:.3f} |")
-    med = [statistics.median(c) for c in zip(*rows)]
-    print(f"| median | {med[0]:.2f} | {med[1]:.2f} | {med[2]:.3f} |")
+    print_pairs(("pair", "engine, --no-flight (steps/s)", "engine, flight recorder on (steps/s)", "on / off"), rows)
     print(f"load average while it ran: {os.getloadavg()[0]:.2f} (1 min), {torch.get_num_threads()} threads")
 
 
 def print_table(rows) -> None:
     print()
-    print("| run | bare PyTorch (steps/s) | vgtui headless engine (steps/s) | engine / bare |")
-    print("|---|---|---|---|")
-    for i, (b, e, r) in enumerate(rows, 1):
-        print(f"| {i} | {b:.2f} | {e:.2f} | {r:.3f} |")
-    med = [statistics.median(c) for c in zip(*rows)]
-    print(f"| median | {med[0]:.2f} | {med[1]:.2f} | {statistics.median(r for *_, r in rows):.3f} |")
+    print_pairs(("run", "bare PyTorch (steps/s)", "vgtui headless engine (steps/s)", "engine / bare"), rows)
 
 
 def memory(cfg, data, steps: int) -> None:

@@ -43,6 +43,8 @@ from vgtui.core.config import RunConfig
 from vgtui.engine.data import load_mnist5k
 from vgtui.engine.model import build_model, build_optimizer
 
+from pairs import print_pairs  # bench/pairs.py: python runs this file with bench/ first on its path
+
 TARGET = 0.97
 
 
@@ -99,29 +101,40 @@ def one_step(model, opt, probe, data, idx: torch.Tensor, every: int | None) -> f
 def lockstep(cfg: RunConfig, data, steps: int, every: int, watched_first: bool) -> tuple[float, float]:
     """(bare steps/s, watched steps/s) of two fresh networks trained step by step in turn, each timed on its own
     steps only."""
+    return in_turn(cfg, data, steps, every, (None, {}), second_first=watched_first)
+
+
+def in_turn(cfg: RunConfig, data, steps: int, every: int, watches: tuple[dict | None, dict | None],
+            second_first: bool) -> tuple[float, float]:
+    """(steps/s, steps/s) of two fresh networks trained step by step in turn, each timed on its own steps only: the
+    first unwatched where its `watches` entry is None, else under vgtui.watch(every=every, **that entry); a watch's
+    close() (the end record) counts in its loop's time."""
     loops = []
     d = tempfile.TemporaryDirectory()
-    for watched in (False, True):
+    for k, watch in enumerate(watches):
         model = build_model(cfg).to(data.x_train.device)
         opt = build_optimizer(cfg, model)
-        probe = (vgtui.watch(model, metrics=os.path.join(d.name, "run.jsonl"), every=every, optimizer=opt, quiet=True)
-                 if watched else None)
+        probe = (vgtui.watch(model, metrics=os.path.join(d.name, f"run{k}.jsonl"), every=every, optimizer=opt,
+                             quiet=True, **watch) if watch is not None else None)
         loops.append([model, opt, probe, torch.Generator().manual_seed(cfg.seed), 0.0])
     n, b = len(data.x_train), cfg.batch_size
     per_epoch = n // b
     perms: list[torch.Tensor | None] = [None, None]
     for i in range(steps):
-        for k in ((1, 0) if watched_first else (0, 1)):
+        for k in ((1, 0) if second_first else (0, 1)):
             model, opt, probe, gen, _ = loops[k]
             if i % per_epoch == 0:
                 perms[k] = torch.randperm(n, generator=gen).to(data.x_train.device)
             idx = perms[k][(i % per_epoch) * b:(i % per_epoch + 1) * b]
             sync(data)
             loops[k][4] += one_step(model, opt, probe, data, idx, every)
-    t0 = time.perf_counter()
-    loops[1][2].close()  # the end record: part of what watching costs
-    loops[1][4] += time.perf_counter() - t0
-    assert loops[1][2].steps == steps and loops[1][2].snapshots == 1 + steps // every
+    for loop in loops:
+        probe = loop[2]
+        if probe is not None:
+            t0 = time.perf_counter()
+            probe.close()  # the end record: part of what watching costs
+            loop[4] += time.perf_counter() - t0
+            assert probe.steps == steps and probe.snapshots == 1 + steps // every
     d.cleanup()
     return steps / loops[0][4], steps / loops[1][4]
 
@@ -212,50 +225,17 @@ def fsdp_main(args) -> None:
     mp.spawn(_fsdp_worker, args=(2, port, args), nprocs=2, join=True)
 
 
-def flight_lockstep(cfg: RunConfig, data, steps: int, every: int, on_first: bool) -> tuple[float, float]:
-    """(steps/s with vgtui.watch(flight=False), with the default flight recorder on): two fresh watched networks
-    trained step by step in turn, each timed on its own steps (its close() included)."""
-    loops = []
-    d = tempfile.TemporaryDirectory()
-    for k, flight in enumerate((False, True)):
-        model = build_model(cfg).to(data.x_train.device)
-        opt = build_optimizer(cfg, model)
-        probe = vgtui.watch(model, metrics=os.path.join(d.name, f"run{k}.jsonl"), every=every, optimizer=opt,
-                            quiet=True, flight=flight)
-        loops.append([model, opt, probe, torch.Generator().manual_seed(cfg.seed), 0.0])
-    n, b = len(data.x_train), cfg.batch_size
-    per_epoch = n // b
-    perms: list[torch.Tensor | None] = [None, None]
-    for i in range(steps):
-        for k in ((1, 0) if on_first else (0, 1)):
-            model, opt, probe, gen, _ = loops[k]
-            if i % per_epoch == 0:
-                perms[k] = torch.randperm(n, generator=gen).to(data.x_train.device)
-            idx = perms[k][(i % per_epoch) * b:(i % per_epoch + 1) * b]
-            sync(data)
-            loops[k][4] += one_step(model, opt, probe, data, idx, every)
-    for loop in loops:
-        t0 = time.perf_counter()
-        loop[2].close()
-        loop[4] += time.perf_counter() - t0
-    d.cleanup()
-    return steps / loops[0][4], steps / loops[1][4]
-
-
 def flight_main(cfg: RunConfig, data, args) -> None:
     rows = []
     for i in range(args.pairs):
-        off, on = flight_lockstep(cfg, data, args.steps, args.every, on_first=i % 2 == 1)
+        # watch(flight=False) and watch() with its default flight recorder, in turn
+        off, on = in_turn(cfg, data, args.steps, args.every, ({"flight": False}, {}), second_first=i % 2 == 1)
         rows.append((off, on, on / off))
         print(f"  pair {i + 1}/{args.pairs}: flight off {off:7.2f} steps/s   on {on:7.2f} steps/s   ratio "
               f"{on / off:.3f}", flush=True)
     print()
-    print(f"| pair | vgtui.watch(every={args.every}, flight=False) (steps/s) | flight recorder on (steps/s) | on / off |")
-    print("|---|---|---|---|")
-    for i, (a, b, r) in enumerate(rows, 1):
-        print(f"| {i} | {a:.2f} | {b:.2f} | {r:.3f} |")
-    med = [statistics.median(c) for c in zip(*rows)]
-    print(f"| median | {med[0]:.2f} | {med[1]:.2f} | {med[2]:.3f} |")
+    print_pairs(("pair", f"vgtui.watch(every={args.every}, flight=False) (steps/s)", "flight recorder on (steps/s)",
+                 "on / off"), rows)
     print(f"load average while it ran: {os.getloadavg()[0]:.2f} (1 min), {torch.get_num_threads()} threads")
 
 
@@ -308,13 +288,8 @@ def main() -> None:
         print(f"  pair {i + 1}/{args.pairs}: bare {bare[0]:7.2f} steps/s   watched {watched[0]:7.2f} steps/s   "
               f"ratio {watched[0] / bare[0]:.3f}{cpu}", flush=True)
     print()
-    print(f"| pair | bare PyTorch (steps/s) | with vgtui.watch(every={args.every}) (steps/s) | watched / bare |")
-    print("|---|---|---|---|")
-    for i, (b, w, r, _) in enumerate(rows, 1):
-        print(f"| {i} | {b:.2f} | {w:.2f} | {r:.3f} |")
-    med = statistics.median(r[2] for r in rows)
-    print(f"| median | {statistics.median(r[0] for r in rows):.2f} | {statistics.median(r[1] for r in rows):.2f} | "
-          f"{med:.3f} |")
+    med = print_pairs(("pair", "bare PyTorch (steps/s)", f"with vgtui.watch(every={args.every}) (steps/s)",
+                       "watched / bare"), rows)
     print()
     probed, plain = statistics.median(STEP_TIMES[True]), statistics.median(STEP_TIMES[False])
     n_probed = 1 + args.steps // args.every
