@@ -150,16 +150,20 @@ async def test_two_spikes_up_and_down_and_hostile_names_as_text(tmp_path):
         assert not view.failures
 
 
-async def test_follow_sees_a_spike_appended(tmp_path):
-    recs = load("sigmoid")
+def growing(tmp_path) -> tuple[Path, VgtuiApp]:
+    """The sigmoid fixture's records but its end, in a file followed by the app: a run still being written."""
     path = tmp_path / "growing.jsonl"
-    write(path, recs[:-1])  # no end yet
-    app = replay(path, follow=True)
+    write(path, load("sigmoid")[:-1])
+    return path, replay(path, follow=True)
+
+
+async def test_follow_sees_a_spike_appended(tmp_path):
+    path, app = growing(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await status_shows(pilot, "snapshot 12 / 12")
         assert "loss spikes" not in tabs(app)
         enc = RecordEncoder()
-        enc.line(recs[0])
+        enc.line(load("sigmoid")[0])  # the header: the encoder knows the run it writes for
         with open(path, "a") as f:
             f.write(enc.line(made(100)))
         await wait_for(pilot, lambda: "loss spikes (1)" in tabs(app), what="the followed spike")
@@ -231,10 +235,7 @@ async def test_an_explosion_leaves_the_end_to_say_the_run_diverged(tmp_path):
 
     from vgtui.core.records import EndRecord
 
-    recs = load("sigmoid")
-    path = tmp_path / "growing.jsonl"
-    write(path, recs[:-1])  # no end yet
-    app = replay(path, follow=True)
+    path, app = growing(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await status_shows(pilot, "snapshot 12 / 12")
         enc = RecordEncoder()
