@@ -345,3 +345,44 @@ def test_pre_activation_percentiles_match_plain_torch(digits):
             else:  # 4,000 of 80,000 values: a quantile's sampling error is a few hundredths of z's spread
                 assert got == pytest.approx(ref, abs=0.05), s.name
         assert stats[3].pre_p50 is None
+
+
+def _edgy(lo: float, hi: float, bins: int, n: int, seed: int) -> torch.Tensor:
+    """Values in [lo, hi] that a histogram's arithmetic meets at its worst: random ones, every bin edge and its two
+    float32 neighbours (kept in range), lo and hi themselves, and two NaNs."""
+    g = torch.Generator().manual_seed(seed)
+    edges = torch.linspace(lo, hi, bins + 1)
+    near = torch.cat([edges, torch.nextafter(edges, torch.tensor(hi)), torch.nextafter(edges, torch.tensor(lo))])
+    return torch.cat([torch.rand(n, generator=g) * (hi - lo) + lo, near.clamp(lo, hi),
+                      torch.tensor([lo, hi, hi, float("nan"), float("nan")])])
+
+
+@pytest.mark.parametrize("lo, hi, bins", [(0.0, 1.0, 40), (-1.0, 1.0, 40), (0.0, 0.25, 16), (0.0, 1.0, 16),
+                                          (-1.0, 1.0, 30), (0.0, 0.3, 7)])
+def test_bounded_hist_is_histc_then_the_nans(lo, hi, bins):
+    """The probes' own binning (a multiplication, truncation and one bincount instead of histc) puts every value in
+    histc's bin, bin edges and `hi` included, and counts the NaNs one place after the last bin."""
+    from vgtui.engine.probes import _bounded_hist
+
+    x = _edgy(lo, hi, bins, 20000, seed=bins)
+    got = _bounded_hist(x, lo, hi, bins)
+    assert got[:bins].tolist() == torch.histc(x[~x.isnan()], bins, lo, hi).long().tolist()
+    assert int(got[bins]) == 2 and int(got.sum()) == x.numel()
+
+
+def test_joint_code_counts_both_histograms_and_the_flag():
+    """One bincount of the joint codes of a sigmoid-like x, a derivative-like y and a flag gives histc's histogram of
+    each (NaNs after the last bin) and the flag's count."""
+    from vgtui.engine.probes import _joint_code, _merge_top
+
+    x, y = _edgy(0.0, 1.0, 40, 30000, seed=1), _edgy(0.0, 0.25, 16, 30000, seed=2)
+    n = min(len(x), len(y))
+    x, y = x[-n:], y[-n:].roll(7)  # both end with their NaNs: moved apart
+    flag = torch.rand(n, generator=torch.Generator().manual_seed(3)) < 0.3
+    code = _joint_code(x, (0.0, 1.0), 40, y, (0.0, 0.25), 16, flag)
+    joint = torch.bincount(code.reshape(-1).long(), minlength=42 * 18 * 2).numpy().reshape(42, 18, 2)
+    a, d = _merge_top(joint.sum((1, 2)), 40, 0), _merge_top(joint.sum((0, 2)), 16, 0)
+    assert a[:40].tolist() == torch.histc(x[~x.isnan()], 40, 0.0, 1.0).long().tolist()
+    assert d[:16].tolist() == torch.histc(y[~y.isnan()], 16, 0.0, 0.25).long().tolist()
+    assert (a[40], d[16]) == (int(x.isnan().sum()), int(y.isnan().sum())) and a[40] > 0
+    assert joint[..., 1].sum() == int(flag.sum()) > 0

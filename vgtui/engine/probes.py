@@ -76,14 +76,18 @@ _MODULE_ACTS: tuple[tuple[type, str], ...] = (
 )
 
 
+_NAME_OF_TYPE: dict[type, str | None] = {}
+
+
 def activation_name(module: nn.Module) -> str | None:
-    """vgtui's name for an activation module, or None if the module is not one."""
+    """vgtui's name for an activation module, or None if the module is not one (found once per module type: a probed
+    step asks it of every module of the model)."""
     if isinstance(module, Activation):
         return module.name
-    for cls, name in _MODULE_ACTS:
-        if isinstance(module, cls):
-            return name
-    return None
+    kind = type(module)
+    if kind not in _NAME_OF_TYPE:
+        _NAME_OF_TYPE[kind] = next((name for cls, name in _MODULE_ACTS if isinstance(module, cls)), None)
+    return _NAME_OF_TYPE[kind]
 
 
 # d act / d z from the input z and the output h, for vgtui's own Activation module (whose parameters are fixed);
@@ -134,9 +138,9 @@ _DMAX_CACHE: dict[Any, float] = {}
 def max_derivative_value(module: nn.Module, name: str, device: torch.device) -> float:
     """The largest |act'(z)| of the activation module, a host float: the table's for vgtui's own activations,
     measured on a grid of z in -20..20 (step 1e-3) for any other module, once per module kind and parameters."""
+    if isinstance(module, Activation) and name in ACTIVATION_TABLE:
+        return ACTIVATION_TABLE[name].d_max  # vgtui's own: the table's (no sync)
     key = (name, repr(module))
-    if key not in _DMAX_CACHE and isinstance(module, Activation) and name in ACTIVATION_TABLE:
-        _DMAX_CACHE[key] = ACTIVATION_TABLE[name].d_max  # vgtui's own: the table's (no sync)
     if key not in _DMAX_CACHE:  # any other module (its own parameters): measured on a grid
         grid = torch.linspace(-20.0, 20.0, 40001, device=device)
         _DMAX_CACHE[key] = float(_derivative(module, grid).abs().max())  # once per activation: a one-off sync
@@ -161,15 +165,26 @@ def _pre_sample(z: torch.Tensor, cap: int = PRE_SAMPLE) -> torch.Tensor:
     return flat
 
 
-def _quantiles(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """np.quantile(x, qs) (its default, linear interpolation) from one partition at the few ranks needed: a quarter
-    of np.quantile's time for PRE_SAMPLE values."""
-    n = x.size
-    at = [q * (n - 1) for q in qs]
-    ks = sorted({int(math.floor(v)) for v in at} | {int(math.ceil(v)) for v in at})
-    part = np.partition(x, ks)
-    return [float(part[int(math.floor(v))] + (part[int(math.ceil(v))] - part[int(math.floor(v))]) * (v - math.floor(v)))
-            for v in at]
+def _quantiles(xs: list[np.ndarray], qs: tuple[float, ...]) -> list[list[float]]:
+    """np.quantile(x, qs) (its default, linear interpolation) of each array in `xs` (NaN for an empty one), whose
+    values are float32 numbers (_pre_sample's): sorted as float32, arrays of one size (every layer's sample, as a
+    rule) together as the rows of one array. numpy sorts float32 with SIMD and no branch to mispredict: 5 layers'
+    samples of the seed's network in 0.2 ms, where a partition at the 6 ranks needed takes 0.34 ms (on new data:
+    timed in a loop over the same array, a partition looks 5x faster, its branches learnt)."""
+    out: list[list[float]] = [[math.nan] * len(qs) for _ in xs]
+    by_size: dict[int, list[int]] = {}
+    for j, x in enumerate(xs):
+        if x.size:
+            by_size.setdefault(x.size, []).append(j)
+    for n, js in by_size.items():
+        at = [q * (n - 1) for q in qs]
+        lo, hi = [int(math.floor(v)) for v in at], [int(math.ceil(v)) for v in at]
+        part = np.sort(np.stack([xs[j] for j in js]).astype(np.float32), axis=1)
+        p_lo, p_hi = part[:, lo].astype(np.float64), part[:, hi].astype(np.float64)
+        vals = p_lo + (p_hi - p_lo) * np.array([v - f for v, f in zip(at, lo)])
+        for j, row in zip(js, vals.tolist()):
+            out[j] = row
+    return out
 
 
 def _local(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -196,10 +211,34 @@ def _sq_norm(t: torch.Tensor) -> torch.Tensor:
     return torch.dot(f, f) if f.device.type == "cpu" else torch.linalg.vector_norm(f).square()
 
 
-def _std_of(sq: float, total: float, n: float) -> float:
-    """Sample std from the sum of squares and the sum (host floats, added over the ranks): one fused pass each on
-    the device instead of torch.std's two. Gradients, weights and updates have a mean far below their spread."""
-    return np.float64(math.sqrt(max((sq - total * total / n) / max(n - 1, 1), 0.0)) if n else math.nan)
+def _std_vec(sq: np.ndarray, total: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Sample stds from sums of squares and sums (host arrays, a value per layer, added over the ranks): one fused
+    pass each on the device instead of torch.std's two. Gradients, weights and updates have a mean far below their
+    spread. NaN where n is 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = (sq - total * total / n) / np.maximum(n - 1, 1)
+        return np.where(n > 0, np.sqrt(np.maximum(var, 0.0)), np.nan)
+
+
+_EXP = np.arange(256) - 127  # the float32 exponent of each of the gradient histogram's 256 counts
+_EXP_INSIDE = (_EXP >= GRAD_EXP_MIN) & (_EXP < GRAD_EXP_MAX)
+_EDGES: dict[tuple[float, float, int], np.ndarray] = {}
+
+
+def _act_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """An activation histogram's edges, made once per range (every snapshot's histograms share them)."""
+    key = (lo, hi, bins)
+    if key not in _EDGES:
+        _EDGES[key] = np.linspace(lo, hi, bins + 1)
+        _EDGES[key].flags.writeable = False
+    return _EDGES[key]
+
+
+def activation_edges(name: str, bins: int = ACT_BINS) -> np.ndarray:
+    """The edges of the probes' histogram of that activation's output (its fixed range): the same array as its
+    snapshots' histograms hold, for a run header (whose snapshots then leave them out: a third of a watched
+    snapshot's line, and of the time spent writing it)."""
+    return _act_edges(*ACT_RANGES.get(name, DEFAULT_ACT_RANGE), bins)
 
 
 def _sat_threshold(dm: float) -> float:
@@ -211,35 +250,47 @@ def _sat_threshold(dm: float) -> float:
 def _bins_of(x: torch.Tensor, lo: float, hi: float, bins: int, work: torch.Tensor | None = None,
              out: torch.Tensor | None = None) -> torch.Tensor:
     """The histc bin of each value of `x`, known to lie in [lo, hi] where it is not NaN (a sigmoid's output in
-    [0, 1], a closed-form derivative in [0, its maximum]), as int16: computed as histc computes it, (x - lo) * bins /
-    (hi - lo) in x's dtype, truncated, `hi` itself in the last bin; NaN in bin `bins` (one past the last). Where
-    bins / (hi - lo) is a power of two, one multiplication by it (it rounds as the two operations do). `work`
-    (float, x's shape) and `out` (int16) are buffers to write into (_ActBatch's); by default new tensors."""
+    [0, 1], a closed-form derivative in [0, its maximum]), as int16, in bins + 2 places: computed as histc computes
+    it, (x - lo) * bins / (hi - lo) in x's dtype, truncated; `hi` itself in place `bins` (histc counts it in its
+    last bin: _merge_top moves it there in the counts, a pass over the values fewer than a clamp), NaN in place
+    `bins + 1`. Where bins / (hi - lo) is a power of two, one multiplication by it (it rounds as the two operations
+    do). `work` (float, x's shape) and `out` (int16) are buffers to write into (_ActBatch's); by default new."""
     width = float(np.float32(hi) - np.float32(lo)) if x.dtype == torch.float32 else hi - lo  # as histc: x's dtype
     pow2 = width != 1.0 and math.frexp(width)[0] == 0.5
     scale = bins / width if pow2 else bins
     p = torch.sub(x, lo, out=work).mul_(scale) if lo else torch.mul(x, scale, out=work)
     if width != 1.0 and not pow2:
         p.div_(width)
-    p.clamp_(max=bins - 0.5).nan_to_num_(nan=float(bins))
+    p.nan_to_num_(nan=float(bins + 1))
     return out.copy_(p) if out is not None else p.to(torch.int16)  # int16: 5x faster than uint8 on the CPU
 
 
 def _bounded_hist(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
     """torch.histc(x, bins, lo, hi) and one bin more, the NaNs, for `x` as in _bins_of: one bincount, a quarter of
-    histc's time on the CPU (tests/test_probes.py checks it equals histc, edges included)."""
-    return torch.bincount(_bins_of(x, lo, hi, bins).reshape(-1), minlength=bins + 1)
+    histc's time on the CPU (tests/test_probes.py checks it equals histc, edges included). On the device."""
+    counts = torch.bincount(_bins_of(x, lo, hi, bins).reshape(-1), minlength=bins + 2)
+    counts[bins - 1] += counts[bins]
+    return torch.cat([counts[:bins], counts[bins + 1:]])
+
+
+def _merge_top(counts: np.ndarray, bins: int, axis: int) -> np.ndarray:
+    """Counts over _bins_of's bins + 2 places along `axis` as histc's bins and the NaNs (bins + 1): the count of
+    `hi` itself added to the last bin. Host arrays."""
+    c = np.moveaxis(counts, axis, -1)
+    out = np.concatenate([c[..., :bins], c[..., bins + 1:]], axis=-1)
+    out[..., bins - 1] += c[..., bins]
+    return np.moveaxis(out, -1, axis)
 
 
 def _joint_code(x: torch.Tensor, x_range: tuple[float, float], x_bins: int, y: torch.Tensor,
                 y_range: tuple[float, float], y_bins: int, flag: torch.Tensor,
                 bufs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Each value's bins of x and y (same shape, as _bins_of) and a boolean `flag` as one int16 code, of
-    (x_bins + 1) x (y_bins + 1) x 2: one bincount of the codes gives the two histograms and the flag's count (their
-    sums on the host). `bufs` ("p" float, "x", "y", "code" int16: _ActBatch's) are written into; by default new."""
+    (x_bins + 2) x (y_bins + 2) x 2: one bincount of the codes gives the two histograms and the flag's count (their
+    sums on the host, then _merge_top). `bufs` ("p" float, "x", "y", "code" int16: _ActBatch's) are written into; by default new."""
     b = bufs or {}
     code = torch.add(_bins_of(y, *y_range, y_bins, b.get("p"), b.get("y")),
-                     _bins_of(x, *x_range, x_bins, b.get("p"), b.get("x")), alpha=y_bins + 1, out=b.get("code"))
+                     _bins_of(x, *x_range, x_bins, b.get("p"), b.get("x")), alpha=y_bins + 2, out=b.get("code"))
     return torch.add(flag, code, alpha=2, out=code)
 
 
@@ -264,14 +315,15 @@ def _sample_stride(shape: tuple[int, ...], cap: int) -> int:
     return k
 
 
-def _sample(g: torch.Tensor, k: int, offset: int) -> torch.Tensor:
-    """The sampled gradients of a weight (_sample_stride's k) whose local part `g` starts at flat position `offset` of
-    the whole weight (a shard): positions fixed in the whole weight, so every rank takes those in its own shard (a
-    run cut by a shard's edge in two parts) and a sharded job counts the same values as one process, in the same
-    order. Strided windows (unfold), no index: a gather by index costs 6x more. No sync."""
+def _sample_pieces(g: torch.Tensor, k: int, offset: int) -> list[torch.Tensor]:
+    """The sampled gradients of a weight (_sample_stride's k) whose local part `g` starts at flat position `offset`
+    of the whole weight (a shard), as views of `g` in order (a run cut by the part's start, the runs as a (runs,
+    SAMPLE_RUN) strided view, a run cut by its end): positions fixed in the whole weight, so every rank takes those
+    in its own shard (a run cut by a shard's edge in two parts) and a sharded job counts the same values as one
+    process, in the same order. Strided windows (unfold), no index: a gather by index costs 6x more. No sync."""
     flat = g.reshape(-1)
     if k == 1:
-        return flat
+        return [flat]
     n, run = flat.numel(), SAMPLE_RUN
     parts = []
     before = offset // k * k  # the run begun in the part before this one may reach into it
@@ -280,11 +332,16 @@ def _sample(g: torch.Tensor, k: int, offset: int) -> torch.Tensor:
     start = -(-offset // k) * k - offset  # the first run that starts here
     if start + run <= n:
         windows = flat[start:].unfold(0, run, k)
-        parts.append(windows.reshape(-1))
+        parts.append(windows)
         start += windows.shape[0] * k
     if start < n:  # a run cut by this part's end (or the weight's)
         parts.append(flat[start:])
-    return torch.cat(parts) if len(parts) > 1 else parts[0] if parts else flat[:0]
+    return parts
+
+
+def _sample(g: torch.Tensor, k: int, offset: int) -> torch.Tensor:
+    """_sample_pieces' values as one flat tensor (a copy)."""
+    return torch.cat([p.reshape(-1) for p in _sample_pieces(g, k, offset)])
 
 
 def _shard_offset(t: torch.Tensor) -> int:
@@ -304,22 +361,22 @@ def _shard_offset(t: torch.Tensor) -> int:
 _OFFSETS_CACHE: dict[tuple, torch.Tensor] = {}
 
 
-def _exponent_counts(samples: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Counts per float32 exponent (256 bins: 0 = zero or subnormal, 255 = inf/nan) of each float32 tensor in
-    `samples`, one row each, and the sum of each one's absolute values: the exponent field read from the bits
-    ((bits >> 23) & 255, the sign ignored) and one bincount for all of them, each tensor's bins offset by 256 x
-    its index. No sync."""
-    lens = tuple(t.numel() for t in samples)
-    dev = samples[0].device
-    key = (lens, str(dev))
+def _exponent_counts(values: torch.Tensor, lens: list[int], exp: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Counts per float32 exponent (256 bins: 0 = zero or subnormal, 255 = inf/nan) of each sample held one after
+    the other in `values` (float32, their lengths `lens`), one row each, and the sum of each one's absolute values:
+    `values` made absolute in place (the sign bit cleared: the bits >> 23 are then the exponent field), and one
+    bincount for all of them, each sample's bins offset by 256 x its index. `exp` is an int32 buffer of values'
+    size (a new tensor of this size on the CPU costs its page faults). No sync."""
+    dev = values.device
+    key = (tuple(lens), str(dev))
     if key not in _OFFSETS_CACHE:
         _OFFSETS_CACHE.clear()  # one network's layout at a time
         _OFFSETS_CACHE[key] = torch.repeat_interleave(
             torch.arange(len(lens), dtype=torch.int32) * 256, torch.tensor(lens)).to(dev)
-    values = torch.cat(samples)
-    exp = values.view(torch.int32).bitwise_right_shift(23).bitwise_and_(255).add_(_OFFSETS_CACHE[key])
+    values.abs_()
+    torch.bitwise_right_shift(values.view(torch.int32), 23, out=exp).add_(_OFFSETS_CACHE[key])
     counts = torch.bincount(exp, minlength=256 * len(lens)).view(len(lens), 256)
-    return counts, [part.sum() for part in values.abs_().split(lens)]
+    return counts, [part.sum() for part in values.split(list(lens))]
 
 
 # Layers whose output holds its units on axis 1, (N, C, *spatial): convolutions and the norms that follow them.
@@ -371,9 +428,17 @@ class HostPack:
         self._spans[key] = (self._n, self._n + t.numel())  # a shape: no sync
         self._n += t.numel()
 
-    def copy(self, dtype: torch.dtype) -> None:
+    def copy(self, dtype: torch.dtype, into: torch.Tensor | None = None) -> None:
         """One device -> host copy of every part as `dtype`: the parts are joined per dtype first (a handful of
-        cats instead of a cast per part: a probed step of the seed's network holds about a hundred parts)."""
+        cats instead of a cast per part). Parts already on the CPU are instead each cast into `into`, a CPU buffer
+        of `dtype` and at least as many values kept by the caller (no new array of a few hundred kB, whose page
+        faults cost more than the casts); the arrays read back are views of it, valid until its next use."""
+        if into is not None and all(p.device.type == "cpu" for p in self._parts):
+            for j, p in enumerate(self._parts):
+                a, b = self._spans[self._keys[j]]
+                into[a:b].copy_(p)
+            self._host = into[:self._n].numpy()
+            return
         groups: dict[torch.dtype, list[int]] = {}
         for j, p in enumerate(self._parts):
             groups.setdefault(p.dtype, []).append(j)
@@ -385,6 +450,10 @@ class HostPack:
             n = self._parts[j].numel()
             self._spans[self._keys[j]] = (at, at + n)
             at += n
+
+    @property
+    def size(self) -> int:
+        return self._n
 
     def __contains__(self, key: Any) -> bool:
         return key in self._spans
@@ -427,9 +496,10 @@ class _ActBatch:
             t = self.work[key] = torch.empty(size, dtype=dtype, device=self.device)
         return t[:size].view(self.k, self.n)
 
-    def compute(self) -> list[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
-        """Per slot: this rank's partial sums (as Probes._on_act's) and (mean, population variance). No sync. About
-        20 passes over the slots' values; each counted pass is 50-80 us for the seed's 500k values on this CPU."""
+    def compute(self) -> dict[str, torch.Tensor]:
+        """This rank's statistics of every slot, one row each: "dead" (slots, units), "dsum", "joint" (slots, the
+        joint code's bins), "mean" and "var" (population). No sync. About 20 passes over the slots' values; each
+        counted pass is 50-80 us for the seed's 500k values on this CPU."""
         k, bins, dbins = self.k, self.bins, DERIV_BINS
         h = self.h[:k].view(k, self.n)
         d = self._buf("d", torch.float32)  # the closed form from h alone, as _CLOSED_FORM computes it
@@ -450,7 +520,7 @@ class _ActBatch:
         dsum = d.sum(dim=1)
         # the joint codes of h, d and whether saturated (as a single layer's), each layer's offset by its slot: the
         # two histograms and the saturated count from one bincount
-        width = (bins + 1) * (dbins + 1) * 2
+        width = (bins + 2) * (dbins + 2) * 2
         f32, i16 = torch.float32, torch.int16
         code = _joint_code(h, (self.lo, self.hi), bins, d, (0.0, self.dm), dbins,
                            torch.lt(d, thr, out=self._buf("sat", torch.bool)),
@@ -463,7 +533,7 @@ class _ActBatch:
         mean = h.mean(dim=1)
         dev = torch.sub(h, mean.unsqueeze(1), out=self._buf("p", torch.float32))  # two passes, as torch's var
         var = torch.linalg.vector_norm(dev, dim=1).square_().div_(self.n)
-        return [({"dead": dead[j], "dsum": dsum[j], "joint": joint[j]}, (mean[j], var[j])) for j in range(k)]
+        return {"dead": dead, "dsum": dsum, "joint": joint, "mean": mean, "var": var}
 
 
 class Probes:
@@ -485,6 +555,8 @@ class Probes:
         self.rows = np.zeros((1, 0))  # after finish(): one row per rank (see finish)
         self._handles: list[Any] = []
         self._batches: dict[tuple, _ActBatch] = {}  # kept between probed steps: their buffers are reused
+        self._scratches: dict[str, torch.Tensor] = {}  # buffers kept between probed steps (_scratch)
+        self._sharded_w: set[int] = set()  # layer modules whose weight is a shard (DTensor): read at collect_grads
         self._reset()
 
     def _attach(self) -> None:
@@ -513,6 +585,8 @@ class Probes:
         # per layer: (activation name, its local partial sums, its (mean, population var), lo, hi, values)
         self._act: dict[int, tuple[str, dict[str, torch.Tensor] | None, tuple | None, float, float, int]] = {}
         self._pending: dict[int, tuple[_ActBatch, int]] = {}  # per layer: its batch and slot, until _flush()
+        self._done: list[dict[str, torch.Tensor]] = []  # per batch computed by _flush(): its statistics, a row a slot
+        self._slots: dict[int, tuple[int, int]] = {}  # per batched layer: its batch's place in _done, and its row
         batches = self._batches
         if len(batches) > 16:  # shapes that change from step to step (a last, smaller batch; sequences): start over
             batches.clear()
@@ -524,9 +598,10 @@ class Probes:
         self._out_grad: dict[int, torch.Tensor] = {}
         self._no_grad_out: set[int] = set()  # layers whose output needs no gradient (out_grad_norm None)
         self._stash: dict[int, torch.Tensor] = {}
+        self._w_fwd: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per layer module: its weight's sums (_on_layer)
         # per layer, this rank's partial sums: sum g^2, sum |g|, sum g, sum w^2, sum w (a device stack)
         self._grad_stats: torch.Tensor | None = None  # (layers, 5), see collect_grads
-        self._grad_hists: list[torch.Tensor] | None = None
+        self._grad_hists: torch.Tensor | None = None
         self._sampled: list[int] = []  # per layer: how many local gradients its exponent counts read (host ints)
         self._counts: list[tuple[int, int]] = []  # per layer: numel of the local g and w (shapes: host ints)
         self._sharded: list[bool] = []  # per layer: a DTensor shard (summed over ranks) or a replica (counted once)
@@ -534,8 +609,10 @@ class Probes:
         self._update_from: list[str] = []  # per layer: "sgd", "copy" or "frozen" (see collect_grads)
         self._optimizer: torch.optim.Optimizer | None = None
         self._w_std: list[torch.Tensor] | None = None  # set by collect_grads: the update may be read
-        # per layer: (norm, sum) of the update on this rank, its numel and its scale (lr), or None (frozen)
-        self._update: list[tuple[torch.Tensor, int, float] | None] | None = None
+        # per layer: its row of _update_rows (sum of squares and sum of the update on this rank), its numel and its
+        # scale (lr: a float, or a tensor on the device), or None (frozen)
+        self._update: list[tuple[int, int, float | torch.Tensor] | None] | None = None
+        self._update_rows: torch.Tensor | None = None
 
     def arm(self) -> None:
         self._reset()
@@ -561,6 +638,18 @@ class Probes:
         idx = self._index(module)
         self._cur = idx
         self._fired.append(idx)
+        key = id(module)
+        if key not in self._w_fwd and key not in self._sharded_w:
+            # The weight's sum of squares and sum as the forward pass used it (the weights before the step), read
+            # now, while the layer's own product has just brought it into the cache: a cold read after backward
+            # costs more. Not for a shard (a DTensor here, or FSDP2's full weight during its forward, which is not
+            # the rank's part: collect_grads reads the shard, and notes the layer in _sharded_w).
+            w = module.weight
+            if is_dtensor(w):
+                self._sharded_w.add(key)
+            else:
+                w = w.detach().reshape(-1).float()  # detached: nothing here is recorded for autograd
+                self._w_fwd[key] = (_sq_norm(w), w.sum())
         if isinstance(out, torch.Tensor) and out.requires_grad:
             out.register_hook(lambda g, i=idx: self._out_grad.__setitem__(i, _sq_norm(g)))
         elif isinstance(out, torch.Tensor):  # a frozen layer on a frozen input: no gradient comes back (no sync)
@@ -577,25 +666,26 @@ class Probes:
         name = activation_name(module) or "?"
         z = self._stash.pop(id(module), inputs[0])
         lo, hi = ACT_RANGES.get(name, DEFAULT_ACT_RANGE)
-        with torch.no_grad():
-            h = out.detach().float()
-            closed = _closed_form(module, h)
-            dm = max_derivative_value(module, name, h.device)  # a host float (cached): no sync
-            if (closed and name in BATCHED and h.dim() and 0 < h.numel() <= BATCH_MAX and self.act_bins < 2 ** 10
-                    and _bounded_output(module, name, lo, hi)):
-                # the statistics wait for _flush(), with those of the other layers of this activation and shape
-                axis = _unit_axis(self.layers[idx][1], h.dim())  # from shapes: no sync
-                key = (name, tuple(h.shape), axis, str(h.device), lo, hi, dm)
-                batch = self._batches.get(key)
-                if batch is None:
-                    batch = self._batches[key] = _ActBatch(name, tuple(h.shape), axis, h.device, lo, hi, dm,
-                                                           self.act_bins)
-                self._pending[idx] = (batch, batch.add(h))
-                sums = moments = None
-            else:
+        h = out.detach().float()  # detached: what follows records nothing for autograd
+        closed = _closed_form(module, h)
+        dm = max_derivative_value(module, name, h.device)  # a host float (cached): no sync
+        if (closed and name in BATCHED and h.dim() and 0 < h.numel() <= BATCH_MAX and self.act_bins < 2 ** 10
+                and _bounded_output(module, name, lo, hi)):
+            # the statistics wait for _flush(), with those of the other layers of this activation and shape
+            axis = _unit_axis(self.layers[idx][1], h.dim())  # from shapes: no sync
+            key = (name, h.shape, axis, h.device, lo, hi, dm)
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = _ActBatch(name, tuple(h.shape), axis, h.device, lo, hi, dm,
+                                                       self.act_bins)
+            self._pending[idx] = (batch, batch.add(h))
+            sums = moments = None
+        else:
+            with torch.no_grad():
                 sums, moments = self._layer_stats(idx, module, name, z, h, closed, dm, lo, hi)
         self._act[idx] = (name, sums, moments, lo, hi, h.numel())
-        self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1))
+        # a copy, taken while z is in the cache (a strided read of a cold z at finish() costs 4x more)
+        self._pre[idx] = _pre_sample(z, PRE_SAMPLE // max(self.world, 1)).clone()
         self._deriv[idx] = dm
         if out.requires_grad:
             out.register_hook(lambda g, i=idx: self._act_grad.__setitem__(i, _sq_norm(g)))
@@ -629,7 +719,7 @@ class Probes:
         exact_dm = dm > 0 and math.frexp(dm)[0] == 0.5
         if closed and exact_dm and _bounded_output(module, name, lo, hi) and self.act_bins < 2 ** 10:
             code = _joint_code(h, (lo, hi), self.act_bins, d, (0.0, dm), DERIV_BINS, sat)
-            sums["joint"] = torch.bincount(code.reshape(-1), minlength=(self.act_bins + 1) * (DERIV_BINS + 1) * 2)
+            sums["joint"] = torch.bincount(code.reshape(-1), minlength=(self.act_bins + 2) * (DERIV_BINS + 2) * 2)
         else:
             sums["sat"] = torch.count_nonzero(sat)  # count_nonzero: no int64 copy of the mask (as .sum() makes)
             sums["act_hist"] = torch.histc(h, bins=self.act_bins, min=lo, max=hi)
@@ -649,16 +739,25 @@ class Probes:
         """The batched activation statistics (_ActBatch) of this probed step: each waiting layer's partial sums."""
         if not self._pending:
             return
+        at: dict[int, int] = {}
         with torch.no_grad():
-            batches = {id(b): b for b, _ in self._pending.values()}
-            done = {key: b.compute() for key, b in batches.items()}
+            for batch, _ in self._pending.values():
+                if id(batch) not in at:
+                    at[id(batch)] = len(self._done)
+                    self._done.append(batch.compute())
         for idx, (batch, slot) in self._pending.items():
-            sums, moments = done[id(batch)][slot]
-            name, _, _, lo, hi, n = self._act[idx]
-            self._act[idx] = (name, sums, moments, lo, hi, n)
+            self._slots[idx] = (at[id(batch)], slot)
         self._pending = {}
 
     # ------------------------------------------------------------------ after backward / after the step
+    def _scratch(self, key: str, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A buffer of n values kept between probed steps (a new tensor of a few hundred kB costs its page faults on
+        the CPU every time)."""
+        t = self._scratches.get(key)
+        if t is None or t.numel() < n or t.dtype != dtype or t.device != device:
+            t = self._scratches[key] = torch.empty(n, dtype=dtype, device=device)
+        return t[:n]
+
     def _weights(self) -> list[torch.Tensor]:
         return [m.weight.detach() for _, m in self.layers]
 
@@ -669,7 +768,8 @@ class Probes:
         step (no copy of the weights). `weights_before`, a copy of the weights taken before the step, lets it be
         called after the step (the gradients are still in .grad then) for a loop whose optimiser vgtui never sees;
         the weight statistics are then those of the copy, as they would have been before the step (None in place
-        of a frozen layer's copy: it has no update, and its weights are the same before and after).
+        of a frozen layer's copy: it has no update, and its weights are the same before and after). The weight
+        statistics of a layer whose forward hook ran were read there (the same weights, then in the cache).
         Sharded parameters (DTensors) give their local shard: nothing here issues a collective."""
         self._flush()
         live = self._weights()
@@ -682,20 +782,32 @@ class Probes:
             ws32 = [w.float() for w, _ in loc_w]
             gs = [_local(g)[0].float() for g in grads]
             self._counts = [(g.numel(), w.numel()) for g, w in zip(gs, ws32)]  # shapes: no sync
+            # The gradient's sample for the exponent counts: fixed positions of the whole weight, each rank taking
+            # those in its own shard, so that a sharded job counts the same values as one process (views here).
+            samples = [_sample_pieces(g, _sample_stride(tuple(m.weight.shape), GRAD_SAMPLE), _shard_offset(raw))
+                       for g, raw, (_, m) in zip(gs, grads, self.layers)]
+            self._sampled = [sum(p.numel() for p in pieces) for pieces in samples]
+            values = self._scratch("sample", sum(self._sampled), torch.float32, gs[0].device)
             # Each tensor's reads one after the other, while it is in the cache (all the dots, then all the sums, read
-            # the seed's 38 MB of weights and gradients twice from memory): its sum of squares, its sum, and the
-            # gradient's sample for the exponent counts (fixed positions of the whole weight, each rank taking those
-            # in its own shard, so that a sharded job counts the same values as one process).
-            parts, samples = [], []
-            for g, w, raw, (_, m) in zip(gs, ws32, grads, self.layers):
+            # the seed's 38 MB of weights and gradients twice from memory): the gradient's sum of squares, its sum
+            # and its sample (copied into one buffer), then the weight's sum of squares and sum.
+            parts, at = [], 0
+            for g, w, pieces, sharded, (_, m) in zip(gs, ws32, samples, self._sharded, self.layers):
                 gg, gsum = _sq_norm(g), g.sum()
-                samples.append(_sample(g, _sample_stride(tuple(m.weight.shape), GRAD_SAMPLE), _shard_offset(raw)))
-                parts.append((gg, gsum, _sq_norm(w), w.sum()))
-            self._sampled = [t.numel() for t in samples]
-            hists, gl1 = _exponent_counts(samples)  # and sum |g| over the same sample
+                for p in pieces:
+                    values[at:at + p.numel()].view(p.shape).copy_(p)
+                    at += p.numel()
+                if sharded:
+                    self._sharded_w.add(id(m))
+                # the weight's sums as the forward pass read them (_on_layer: the weights before the step, as a copy
+                # before the step holds them), unless the weight is a shard or no forward hook ran
+                fwd = self._w_fwd.get(id(m)) if not sharded else None
+                parts.append((gg, gsum, *(fwd if fwd is not None else (_sq_norm(w), w.sum()))))
+            # and sum |g| over the same sample
+            hists, gl1 = _exponent_counts(values, self._sampled, self._scratch("exp", at, torch.int32, values.device))
             self._grad_stats = torch.stack([x for (gg, gsum, ww, wsum), g1 in zip(parts, gl1)
                                             for x in (gg, g1.float(), gsum, ww, wsum)]).view(len(gs), 5)
-            self._grad_hists = list(hists)
+            self._grad_hists = hists  # (layers, 256)
             self._w_std = []  # the update may now be read (collect_update)
             self._optimizer = optimizer
             # How each layer's update will be read after the step: a frozen weight has none (and is not copied);
@@ -747,9 +859,9 @@ class Probes:
                 scale.append(k)
             # each one's sum of squares and sum one after the other, while it is in the cache
             rows = torch.stack([x for d in diffs for x in (_sq_norm(d), d.sum())]).view(-1, 2) if diffs else None
-            self._update = [None] * len(self.layers)
+            self._update, self._update_rows = [None] * len(self.layers), rows
             for j, (i, k, d) in enumerate(zip(at, scale, diffs)):
-                self._update[i] = (rows[j], d.numel(), k)
+                self._update[i] = (j, d.numel(), k)
         self._w_before = None
 
     # ------------------------------------------------------------------ one transfer to the host
@@ -767,151 +879,201 @@ class Probes:
         count once: rank 0's), and one all_gather brings every rank's means and variances, sampled
         pre-activations, its first `shared` extras and `host_row`: `self.rows` (one row per rank: the shared
         extras, then host_row, then a checksum of the replica's probed weights, NaN where they are shards).
-        Activation-side gradient norms are those of the mean loss over the ranks' (equal) micro-batches."""
+        Activation-side gradient norms are those of the mean loss over the ranks' (equal) micro-batches.
+
+        The host's arithmetic is done for every layer at once (numpy arrays of a row per layer, or per slot of an
+        activation batch), and the copy holds a part per kind, not per layer: Python's cost per layer, not the
+        device's, was most of this function's 1.9 ms for the seed's network on this CPU."""
         if self._grad_stats is None:
             self.collect_grads()
         self._flush()
         self._order_layers()
-        dev = self._grad_stats[0].device
+        dev = self._grad_stats.device
         size = link.size if link is not None else 1
         rank = link.rank if link is not None else 0
+        L = len(self.layers)
+        acts = sorted(self._act)
+        alone = [i for i in acts if i not in self._slots]  # activations computed on their own (_layer_stats)
+        # the tensor hooks' squared norms, one stack: after each layer's activation (or at its output), then before
+        # the activation where both were seen
+        og_at = [i for i in range(L) if i in self._act_grad or i in self._out_grad]
+        pg_at = [i for i in acts if i in self._act_grad and i in self._out_grad]
+        hooked = [self._act_grad.get(i, self._out_grad.get(i)) for i in og_at] + [self._out_grad[i] for i in pg_at]
+        update = self._update if self._update is not None else [None] * L
+        upd_at = [i for i in range(L) if update[i] is not None]
         pack = HostPack()
         for j, t in enumerate(extra):
             pack.add(("extra", j), t)
-        L = len(self.layers)
-        for i in range(L):
-            pack.add((i, "grad"), self._grad_stats[i])  # sum g^2, sum |g|, sum g, sum w^2, sum w
-            pack.add((i, "grad_hist"), self._grad_hists[i])  # counts per float32 exponent, 256
-            if self._update is not None and self._update[i] is not None:
-                u, _, k = self._update[i]
-                pack.add((i, "update"), u)
-                if isinstance(k, torch.Tensor):
-                    pack.add((i, "lr"), k)
-            out_grad = self._act_grad.get(i, self._out_grad.get(i))
-            if out_grad is not None:
-                pack.add((i, "out_grad"), out_grad)
-            if i in self._act:
-                _, sums, moments, _, _, _ = self._act[i]
-                for key, t in sums.items():
-                    pack.add((i, key), t)
-                pack.add((i, "mean"), moments[0])
-                pack.add((i, "var"), moments[1])
-                pack.add((i, "pre"), self._pre[i])
-                if i in self._act_grad and i in self._out_grad:  # the gradient at z, before the activation
-                    pack.add((i, "pre_grad"), self._out_grad[i])
-        pack.copy(torch.float32 if dev.type == "mps" else torch.float64)  # sync: the one device -> host copy
+        pack.add("grad", self._grad_stats)  # (L, 5): sum g^2, sum |g| (sampled), sum g, sum w^2, sum w
+        pack.add("grad_hist", self._grad_hists)  # (L, 256): counts per float32 exponent
+        if upd_at:
+            pack.add("update", self._update_rows)  # a row per updated layer: sum d^2, sum d
+        for i in upd_at:
+            if isinstance(update[i][2], torch.Tensor):
+                pack.add((i, "lr"), update[i][2])
+        if hooked:
+            pack.add("hooked", torch.stack(hooked))
+        for b, t in enumerate(self._done):
+            for key, v in t.items():
+                pack.add((b, key), v)
+        for i in alone:
+            _, sums, moments, _, _, _ = self._act[i]
+            for key, t in sums.items():
+                pack.add((i, key), t)
+            pack.add((i, "mean"), moments[0])
+            pack.add((i, "var"), moments[1])
+        for i in acts:
+            pack.add((i, "pre"), self._pre[i])
+        wide = torch.float32 if dev.type == "mps" else torch.float64
+        pack.copy(wide, self._scratch("host", pack.size, wide, torch.device("cpu")))  # sync: the one device -> host copy
 
         # ---- the partial sums, one vector: added over the ranks in one collective (none in one process)
-        summed: dict[Any, np.ndarray] = {}
-        checksum = 0.0
-        for i in range(L):
-            g2, g1, gs, w2, wsum = pack[i, "grad"]
-            ng, nw = self._counts[i]
-            checksum = checksum + (wsum + w2) if not self._sharded[i] else float("nan")
-            mine = self._sharded[i] or rank == 0  # a replica is counted once, on rank 0
-            summed[i, "grad"] = np.array([g2, g1, gs, ng, w2, wsum, nw, self._sampled[i]]) * mine
-            summed[i, "grad_hist"] = pack[i, "grad_hist"] * mine
-            if (i, "update") in pack:
-                d2, ds = pack[i, "update"]
-                summed[i, "update"] = np.array([d2, ds, self._update[i][1]]) * mine
-            if (i, "out_grad") in pack:
-                summed[i, "out_grad"] = pack[i, "out_grad"]  # squared norms: added over the ranks
-            if (i, "pre_grad") in pack:
-                summed[i, "pre_grad"] = pack[i, "pre_grad"]
-            if i in self._act:
-                for key in self._act[i][1]:
-                    summed[i, key] = pack[i, key]
-        keys = list(summed)
-        spans = np.cumsum([0] + [summed[k].size for k in keys])
-        vec = np.concatenate([summed[k] for k in keys])
+        grad = pack["grad"].reshape(L, 5)
+        ng, nw = np.array(self._counts, dtype=np.float64).reshape(L, 2).T
+        sharded = np.array(self._sharded, dtype=bool)
+        mine = (sharded | (rank == 0)).astype(np.float64)  # a replica is counted once, on rank 0
+        checksum = float(np.where(sharded, np.nan, grad[:, 4] + grad[:, 3]).sum())
+        blocks: dict[Any, np.ndarray] = {
+            "grad": np.column_stack([grad[:, :3], ng, grad[:, 3:], nw, self._sampled]) * mine[:, None],
+            "grad_hist": pack["grad_hist"].reshape(L, 256) * mine[:, None]}
+        if upd_at:
+            rows = pack["update"].reshape(-1, 2)[[update[i][0] for i in upd_at]]
+            blocks["update"] = np.column_stack([rows, [update[i][1] for i in upd_at]]) * mine[upd_at, None]
+        if hooked:
+            blocks["hooked"] = pack["hooked"]  # squared norms: added over the ranks
+        for b, t in enumerate(self._done):
+            k = t["mean"].shape[0]
+            for key in ("dead", "dsum", "joint"):
+                blocks[b, key] = pack[b, key].reshape(k, -1)
+        for i in alone:
+            for key in self._act[i][1]:
+                blocks[i, key] = pack[i, key]
+        keys = list(blocks)
+        vec = np.concatenate([blocks[k].reshape(-1) for k in keys])
         if link is not None:
             vec = link.sum(vec)  # sync: the watch's all_reduce(SUM) over the ranks, on the host
-        total = {k: vec[spans[j]:spans[j + 1]] for j, k in enumerate(keys)}
+        total, at = {}, 0
+        for k in keys:
+            total[k] = vec[at:at + blocks[k].size].reshape(blocks[k].shape)
+            at += blocks[k].size
 
         # ---- per rank: moments, sampled pre-activations, shared extras, host row (one all_gather)
         vals = [float(pack["extra", j][0]) for j in range(len(extra))]
         cap = PRE_SAMPLE // size
         parts: list[np.ndarray] = [np.array(vals[:shared] + [float(v) for v in host_row] + [checksum])]
-        for i in sorted(self._act):
-            n_loc = float(self._act[i][5])  # the values this rank's layer output held (a shape)
+        for i in acts:
+            if i in self._slots:
+                b, slot = self._slots[i]
+                mean, var = pack[b, "mean"][slot], pack[b, "var"][slot]
+            else:
+                mean, var = pack[i, "mean"][0], pack[i, "var"][0]
             z = pack[i, "pre"]
             pad = np.zeros(cap - z.size) if link is not None else np.zeros(0)
-            parts.append(np.concatenate([[n_loc, pack[i, "mean"][0], pack[i, "var"][0], z.size], z, pad]))
+            parts.append(np.concatenate([[float(self._act[i][5]), mean, var, z.size], z, pad]))
         row = np.concatenate(parts)
-        rows = link.gather(row) if link is not None else row[None, :]  # sync: the watch's all_gather, host
+        rows_all = link.gather(row) if link is not None else row[None, :]  # sync: the watch's all_gather, host
         width = len(parts[0])
-        self.rows = rows[:, :width]
-        per_rank: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.rows = rows_all[:, :width]
+        per_rank: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         at = width
-        for i in sorted(self._act):
+        for i in acts:
             z_len = self._pre[i].numel() if link is None else cap
-            block = rows[:, at:at + 4 + z_len]
+            block = rows_all[:, at:at + 4 + z_len]
             zs = np.concatenate([b[4:4 + int(b[3])] for b in block])
-            per_rank[i] = (block[:, 0], block[:, 1], block[:, 2], zs)
+            per_rank[i] = (block[:, 0], block[:, 1], block[:, 2], zs)  # values, means, variances, z samples
             at += 4 + z_len
 
-        stats: list[LayerStats] = []
-        exp = np.arange(256) - 127
-        inside = (exp >= GRAD_EXP_MIN) & (exp < GRAD_EXP_MAX)
+        # ---- every layer's figures at once
         with np.errstate(divide="ignore", invalid="ignore"):
-            for i, (name, _) in enumerate(self.layers):
-                g2, g1, gs, ng, w2, wsum, nw, sampled = total[i, "grad"]
-                w_std = _std_of(w2, wsum, nw)
-                # a sampled layer's counts scaled to its size (GRAD_SAMPLE); an exact one's as counted
-                scale = ng / sampled if sampled and sampled != ng else 1.0
-                raw = np.rint(total[i, "grad_hist"] * scale).astype(np.int64)
-                grad_hist = Hist(GRAD_EDGES_LOG10, raw[inside], under=int(raw[1:][exp[1:] < GRAD_EXP_MIN].sum()),
-                                 over=int(raw[exp >= GRAD_EXP_MAX].sum()), zeros=int(raw[0]))
-                frozen = self._update is not None and self._update[i] is None
-                if frozen:
-                    update = None
-                elif (i, "update") in total:
-                    d2, ds, nd = total[i, "update"]
-                    k = self._update[i][2]
-                    k = float(pack[i, "lr"][0]) if isinstance(k, torch.Tensor) else k
-                    update = float(k * _std_of(d2, ds, nd) / w_std)
-                else:
-                    update = math.nan
-                no_grad_out = i in self._no_grad_out and i not in self._act_grad and i not in self._out_grad
-                out_grad = (None if no_grad_out else float(np.sqrt(total[i, "out_grad"][0]) / size)
-                            if (i, "out_grad") in total else math.nan)
-                kw: dict[str, Any] = {}
-                if i in self._act:
-                    act_name, _, _, lo, hi, _ = self._act[i]
-                    n_r, mean_r, var_r, zs = per_rank[i]
-                    n = n_r.sum()
-                    d_sum = total[i, "dsum"][0]
-                    if (i, "joint") in total:  # both histograms and the saturated count, NaNs in the last bins
-                        joint = total[i, "joint"].reshape(self.act_bins + 1, DERIV_BINS + 1, 2)
-                        act_counts, d_counts, sat = joint.sum((1, 2)), joint.sum((0, 2)), joint[..., 1].sum()
-                        act_hist, under, over = act_counts[:-1], 0.0, act_counts[-1]
-                        deriv_hist, d_over = d_counts[:-1], d_counts[-1]
-                    else:
-                        act_hist, under, deriv_hist = total[i, "act_hist"], total[i, "under"][0], total[i, "deriv_hist"]
-                        sat = total[i, "sat"][0]
-                        over, d_over = n - act_hist.sum() - under, n - deriv_hist.sum()
-                    mean = float((n_r * mean_r).sum() / n)
-                    m2 = float((n_r * var_r).sum() + (n_r * (mean_r - mean) ** 2).sum())  # Chan et al.
-                    p15, p50, p85 = (_quantiles(zs, PRE_QUANTILES) if zs.size else [math.nan] * 3)
-                    # dead: saturated on every example of every rank (a rank whose micro-batch is empty counts as
-                    # dead there, as all() of nothing is true)
-                    dead = total[i, "dead"] >= size - 0.5
-                    kw = dict(activation=act_name, act_mean=mean, act_std=math.sqrt(max(m2 / max(n - 1, 1), 0.0)),
-                              saturated_frac=float(sat / n), dead_frac=float(dead.mean()),
-                              pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
-                              act_hist=Hist(np.linspace(lo, hi, self.act_bins + 1),
-                                            np.rint(act_hist).astype(np.int64), int(round(under)), int(round(over))),
-                              deriv_mean=float(d_sum / n), deriv_max=self._deriv[i],
-                              deriv_hist=Hist(DERIV_EDGES, np.rint(deriv_hist).astype(np.int64), 0,
-                                              int(round(d_over))))
-                    if (i, "pre_grad") in total:
-                        kw["pre_grad_norm"] = float(np.sqrt(total[i, "pre_grad"][0]) / size)
-                stats.append(LayerStats(name=name, grad_norm=float(np.sqrt(g2)), grad_mean_abs=float(g1 / sampled),
-                                        weight_norm=float(np.sqrt(w2)),
-                                        grad_data_ratio=float(_std_of(g2, gs, ng) / w_std),
-                                        update_data_ratio=update, out_grad_norm=out_grad, grad_hist=grad_hist, **kw))
+            g2, g1, gs, ng, w2, wsum, nw, sampled = total["grad"].T
+            w_std = _std_vec(w2, wsum, nw)
+            grad_norm, mean_abs, w_norm = np.sqrt(g2).tolist(), (g1 / sampled).tolist(), np.sqrt(w2).tolist()
+            gd_ratio = (_std_vec(g2, gs, ng) / w_std).tolist()
+            # a sampled layer's counts scaled to its size (GRAD_SAMPLE); an exact one's as counted
+            scale = np.where((sampled > 0) & (sampled != ng), ng / sampled, 1.0)
+            raw = np.rint(total["grad_hist"] * scale[:, None]).astype(np.int64)
+            gh_counts = raw[:, _EXP_INSIDE]
+            gh_under = raw[:, 1:][:, _EXP[1:] < GRAD_EXP_MIN].sum(axis=1).tolist()
+            gh_over, gh_zeros = raw[:, _EXP >= GRAD_EXP_MAX].sum(axis=1).tolist(), raw[:, 0].tolist()
+            ratio: list[float | None] = [None if self._update is not None else math.nan] * L
+            if upd_at:
+                d2, ds, nd = total["update"].T
+                lr = np.array([float(pack[i, "lr"][0]) if (i, "lr") in pack else update[i][2] for i in upd_at])
+                for i, r in zip(upd_at, (lr * _std_vec(d2, ds, nd) / w_std[upd_at]).tolist()):
+                    ratio[i] = r
+            out_grad: list[float | None] = [math.nan] * L
+            pre_grad: dict[int, float] = {}
+            if hooked:
+                norms = (np.sqrt(total["hooked"]) / size).tolist()
+                out_grad = [math.nan] * L
+                for i, v in zip(og_at, norms):
+                    out_grad[i] = v
+                pre_grad = dict(zip(pg_at, norms[len(og_at):]))
+            for i in self._no_grad_out:
+                if i not in self._act_grad and i not in self._out_grad:
+                    out_grad[i] = None
+            act = self._act_figures(total, per_rank, size)
+
+        stats = tuple(LayerStats(
+            name=name, grad_norm=grad_norm[i], grad_mean_abs=mean_abs[i], weight_norm=w_norm[i],
+            grad_data_ratio=gd_ratio[i], update_data_ratio=ratio[i], out_grad_norm=out_grad[i],
+            grad_hist=Hist(GRAD_EDGES_LOG10, gh_counts[i], under=gh_under[i], over=gh_over[i], zeros=gh_zeros[i]),
+            **({**act[i], **({"pre_grad_norm": pre_grad[i]} if i in pre_grad else {})} if i in act else {}))
+            for i, (name, _) in enumerate(self.layers))
         self.disarm()
-        return tuple(stats), vals
+        return stats, vals
+
+    def _act_figures(self, total: dict[Any, np.ndarray], per_rank: dict[int, tuple], size: int
+                     ) -> dict[int, dict[str, Any]]:
+        """finish()'s activation fields of every layer with an activation, from the partial sums added over the
+        ranks (`total`) and every rank's moments and pre-activation samples (`per_rank`). The histograms and
+        counts of an activation batch's layers come from its arrays, a row per slot, at once."""
+        counts: dict[int, tuple] = {}  # per layer: act_hist, under, over, deriv_hist, its NaN/over, saturated, dead
+        bins = self.act_bins
+        for b, t in enumerate(self._done):
+            joint = total[b, "joint"].reshape(-1, bins + 2, DERIV_BINS + 2, 2)
+            a = _merge_top(np.rint(joint.sum(axis=(2, 3))).astype(np.int64), bins, 1)  # NaNs in the last bins
+            d = _merge_top(np.rint(joint.sum(axis=(1, 3))).astype(np.int64), DERIV_BINS, 1)
+            sat = joint[..., 1].sum(axis=(1, 2)).tolist()
+            dead = (total[b, "dead"] >= size - 0.5).mean(axis=1).tolist()
+            for i, (bb, slot) in self._slots.items():
+                if bb == b:
+                    counts[i] = (a[slot, :-1], 0, int(a[slot, -1]), d[slot, :-1], int(d[slot, -1]), sat[slot],
+                                 dead[slot], total[b, "dsum"][slot, 0])
+        out: dict[int, dict[str, Any]] = {}
+        pre = dict(zip(per_rank, _quantiles([zs for *_, zs in per_rank.values()], PRE_QUANTILES)))
+        for i, (n_r, mean_r, var_r, _) in per_rank.items():
+            act_name, _, _, lo, hi, _ = self._act[i]
+            n = n_r.sum()
+            if i in counts:
+                act_hist, under, over, deriv_hist, d_over, sat, dead, d_sum = counts[i]
+            else:
+                if (i, "joint") in total:  # both histograms and the saturated count, NaNs in the last bins
+                    joint = total[i, "joint"].reshape(bins + 2, DERIV_BINS + 2, 2)
+                    act_counts, d_counts = _merge_top(joint.sum((1, 2)), bins, 0), _merge_top(joint.sum((0, 2)), DERIV_BINS, 0)
+                    sat = joint[..., 1].sum()
+                    act_hist, under, over = act_counts[:-1], 0.0, act_counts[-1]
+                    deriv_hist, d_over = d_counts[:-1], d_counts[-1]
+                else:
+                    act_hist, under, deriv_hist = total[i, "act_hist"], total[i, "under"][0], total[i, "deriv_hist"]
+                    sat = total[i, "sat"][0]
+                    over, d_over = n - act_hist.sum() - under, n - deriv_hist.sum()
+                act_hist, deriv_hist = np.rint(act_hist).astype(np.int64), np.rint(deriv_hist).astype(np.int64)
+                under, over, d_over = int(round(under)), int(round(over)), int(round(d_over))
+                # dead: saturated on every example of every rank (a rank whose micro-batch is empty counts as dead
+                # there, as all() of nothing is true)
+                dead = float((total[i, "dead"] >= size - 0.5).mean())
+                d_sum = total[i, "dsum"][0]
+            mean = float((n_r * mean_r).sum() / n)
+            m2 = float((n_r * var_r).sum() + (n_r * (mean_r - mean) ** 2).sum())  # Chan et al.
+            p15, p50, p85 = pre[i]
+            out[i] = dict(activation=act_name, act_mean=mean, act_std=math.sqrt(max(m2 / max(n - 1, 1), 0.0)),
+                          saturated_frac=float(sat / n), dead_frac=float(dead),
+                          pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
+                          act_hist=Hist(_act_edges(lo, hi, bins), act_hist, under, over),
+                          deriv_mean=float(d_sum / n), deriv_max=self._deriv[i],
+                          deriv_hist=Hist(DERIV_EDGES, deriv_hist, 0, d_over))
+        return out
 
     def _order_layers(self) -> None:
         """Put layers in the order the forward pass reached them (once): input-to-output order."""
@@ -930,6 +1092,7 @@ class Probes:
         self._deriv = {remap[k]: v for k, v in self._deriv.items()}
         self._pre = {remap[k]: v for k, v in self._pre.items()}
         self._act_grad = {remap[k]: v for k, v in self._act_grad.items()}
+        self._slots = {remap[k]: v for k, v in self._slots.items()}
         self._out_grad = {remap[k]: v for k, v in self._out_grad.items()}
         self._no_grad_out = {remap[k] for k in self._no_grad_out}
         def reordered(vals: list | torch.Tensor | None) -> list | torch.Tensor | None:
