@@ -49,7 +49,7 @@ from vgtui.core.writer import MetricsWriter, check_writable
 from vgtui.engine import recorder
 from vgtui.engine.distributed import DEFAULT_TIMEOUT_S, Link, LinkError, world
 from vgtui.engine.flight import CAPACITY as FLIGHT_CAPACITY, FlightRecorder
-from vgtui.engine.probes import LAYER_TYPES, Probes
+from vgtui.engine.probes import GRAD_EDGES_LOG10, LAYER_TYPES, Probes, activation_edges
 
 LayerSpec = Union[str, type, Callable[[str, nn.Module], bool]]
 
@@ -579,10 +579,15 @@ class Watch:
         kinds = {n: type(m).__name__ for n, m in self._probes.layers}
         order = [s.name for s in stats] if stats else [n for n, _ in self._probes.layers]
         self._header_written = True
+        # the histograms' edges, once: the snapshots then leave them out (an activation first seen later writes
+        # its own with each histogram)
+        seen = sorted({a for a in acts.values() if a} | {s.activation for s in stats or () if s.activation})
         self._writer.write(recorder.run_header(
             ((n, kinds[n], acts.get(n)) for n in order), source="vgtui.watch", device=self.device,
             model=describe_model(self.model), started=self._started, total_steps=self.total_steps,
-            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None, axes=self.axes))
+            probe_every=self.every, notice=COMPILED_NOTICE if self.compiled else None, axes=self.axes,
+            grad_edges=GRAD_EDGES_LOG10,
+            act_edges={a: activation_edges(a, self._probes.act_bins) for a in seen} or None))
 
     def _write(self, rec: Record) -> None:
         if not self.active:  # another rank of a distributed job: rank 0 writes

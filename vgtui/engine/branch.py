@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +27,7 @@ from vgtui.engine import recorder
 from vgtui.engine.data import TensorData
 from vgtui.engine.flight import READ_EVERY, FlightRecorder
 from vgtui.engine.model import build_model, build_optimizer
-from vgtui.engine.probes import ACT_RANGES, DEFAULT_ACT_RANGE, GRAD_EDGES_LOG10, Probes, locate_nonfinite
+from vgtui.engine.probes import GRAD_EDGES_LOG10, Probes, activation_edges, locate_nonfinite
 
 EVAL_BATCH = 1000
 
@@ -167,8 +166,7 @@ class Branch:
             probe_every=cfg.probe_every or DEFAULT_PROBE_EVERY,
             probe_min_interval_s=None if cfg.probe_every else PROBE_MIN_INTERVAL_S,
             notice="; ".join(n for n in (s.device_notice, data.notice) if n) or None, grad_edges=GRAD_EDGES_LOG10,
-            act_edges={a: np.linspace(*ACT_RANGES.get(a, DEFAULT_ACT_RANGE), self.probes.act_bins + 1)
-                       for a in ACTIVATIONS},  # every activation it can switch to
+            act_edges={a: activation_edges(a, self.probes.act_bins) for a in ACTIVATIONS},  # all it can switch to
             forked_at=forked_at)
 
     def model_description(self) -> str:
