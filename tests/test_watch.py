@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import json
 import math
 import subprocess
 import sys
@@ -97,6 +98,15 @@ def test_file_header_snapshots_and_numbers_match_plain_torch(digits, tmp_path):
             assert s.act_mean == pytest.approx(acts[s.name].mean().item(), rel=1e-5)
     # loss_avg is the mean of the losses given since the previous snapshot
     assert run.snapshots[1].loss_avg != run.snapshots[1].loss
+    # the histograms' edges are written once, in the header: the snapshots' lines leave them out, and read back whole
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert len(lines[0]["grad_edges"]) == 55 and len(lines[0]["act_edges"]["sigmoid"]) == 41
+    hists = [hist for d in lines if d["type"] == "snapshot" for layer in d["layers"] for k, hist in layer.items()
+             if k.endswith("_hist")]
+    assert len(hists) == 3 * (4 + 3 + 3) and not any("edges" in hist for hist in hists)
+    assert all(s.grad_hist.edges.tolist() == h.grad_edges.tolist() and len(s.grad_hist.counts) == 54
+               for snap in run.snapshots for s in snap.layers)
+    assert [len(s.act_hist.edges) for s in snap.layers if s.act_hist] == [41] * 3
 
 
 def test_without_optimizer_probe_step_counts_and_the_numbers_are_the_same(digits, tmp_path):
