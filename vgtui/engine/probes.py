@@ -211,17 +211,23 @@ def _sq_norm(t: torch.Tensor) -> torch.Tensor:
     return torch.dot(f, f) if f.device.type == "cpu" else torch.linalg.vector_norm(f).square()
 
 
-def _std_vec(sq: np.ndarray, total: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Sample stds from sums of squares and sums (host arrays, a value per layer, added over the ranks): one fused
-    pass each on the device instead of torch.std's two. Gradients, weights and updates have a mean far below their
-    spread. NaN where n is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = (sq - total * total / n) / np.maximum(n - 1, 1)
-        return np.where(n > 0, np.sqrt(np.maximum(var, 0.0)), np.nan)
+def _std(sq: float, total: float, n: float) -> float:
+    """Sample std from the sum of squares and the sum (host floats, added over the ranks): one fused pass each on
+    the device instead of torch.std's two. Gradients, weights and updates have a mean far below their spread. NaN
+    for no values, or a NaN sum."""
+    return math.sqrt(max((sq - total * total / n) / max(n - 1, 1), 0.0)) if n else math.nan
 
 
-_EXP = np.arange(256) - 127  # the float32 exponent of each of the gradient histogram's 256 counts
-_EXP_INSIDE = (_EXP >= GRAD_EXP_MIN) & (_EXP < GRAD_EXP_MAX)
+def _ratio(a: float, b: float) -> float:
+    """a / b as IEEE floats divide (numpy's): a non-zero a over 0 is an infinity of a's sign, 0 / 0 NaN."""
+    if b:
+        return a / b
+    return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+# The gradient histogram's 256 counts are per float32 exponent field e (the exponent e - 127; 0 for zeros and
+# subnormals): its bins are e in _EXP_INSIDE, below them `under` (zeros apart), above them `over`.
+_EXP_INSIDE = slice(GRAD_EXP_MIN + 127, GRAD_EXP_MAX + 127)
 _EDGES: dict[tuple[float, float, int], np.ndarray] = {}
 
 
@@ -497,8 +503,8 @@ class _ActBatch:
         return t[:size].view(self.k, self.n)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """This rank's statistics of every slot, one row each: "dead" (slots, units), "dsum", "joint" (slots, the
-        joint code's bins), "mean" and "var" (population). No sync. About 20 passes over the slots' values; each
+        """This rank's statistics of every slot, one row each: "dead" (slots, units), "dsum", "act" and "deriv" (the
+        two histograms' counts, _bins_of's places), "sat" (saturated count), "mean" and "var" (population). No sync. About 20 passes over the slots' values; each
         counted pass is 50-80 us for the seed's 500k values on this CPU."""
         k, bins, dbins = self.k, self.bins, DERIV_BINS
         h = self.h[:k].view(k, self.n)
@@ -529,11 +535,14 @@ class _ActBatch:
         wide = torch.int16 if k * width < 2 ** 15 else torch.int32
         code = code.to(wide) if wide != torch.int16 else code
         code.add_(torch.arange(k, device=self.device, dtype=wide).mul_(width).unsqueeze(1))
-        joint = torch.bincount(code.reshape(-1), minlength=k * width).view(k, width)
+        joint = torch.bincount(code.reshape(-1), minlength=k * width).view(k, bins + 2, dbins + 2, 2)
         mean = h.mean(dim=1)
         dev = torch.sub(h, mean.unsqueeze(1), out=self._buf("p", torch.float32))  # two passes, as torch's var
         var = torch.linalg.vector_norm(dev, dim=1).square_().div_(self.n)
-        return {"dead": dead, "dsum": dsum, "joint": joint, "mean": mean, "var": var}
+        # the two histograms (in _bins_of's places) and the saturated count, each a few kernels on 15k counts: a
+        # fifth of the values to copy, and cheaper here than numpy's calls on the host after the step
+        return {"dead": dead, "dsum": dsum, "act": joint.sum((2, 3)), "deriv": joint.sum((1, 3)),
+                "sat": joint[..., 1].sum((1, 2)), "mean": mean, "var": var}
 
 
 class Probes:
@@ -890,7 +899,6 @@ class Probes:
         self._order_layers()
         dev = self._grad_stats.device
         size = link.size if link is not None else 1
-        rank = link.rank if link is not None else 0
         L = len(self.layers)
         acts = sorted(self._act)
         alone = [i for i in acts if i not in self._slots]  # activations computed on their own (_layer_stats)
@@ -927,101 +935,121 @@ class Probes:
         wide = torch.float32 if dev.type == "mps" else torch.float64
         pack.copy(wide, self._scratch("host", pack.size, wide, torch.device("cpu")))  # sync: the one device -> host copy
 
-        # ---- the partial sums, one vector: added over the ranks in one collective (none in one process)
-        grad = pack["grad"].reshape(L, 5)
-        ng, nw = np.array(self._counts, dtype=np.float64).reshape(L, 2).T
-        sharded = np.array(self._sharded, dtype=bool)
-        mine = (sharded | (rank == 0)).astype(np.float64)  # a replica is counted once, on rank 0
-        checksum = float(np.where(sharded, np.nan, grad[:, 4] + grad[:, 3]).sum())
-        blocks: dict[Any, np.ndarray] = {
-            "grad": np.column_stack([grad[:, :3], ng, grad[:, 3:], nw, self._sampled]) * mine[:, None],
-            "grad_hist": pack["grad_hist"].reshape(L, 256) * mine[:, None]}
-        if upd_at:
-            rows = pack["update"].reshape(-1, 2)[[update[i][0] for i in upd_at]]
-            blocks["update"] = np.column_stack([rows, [update[i][1] for i in upd_at]]) * mine[upd_at, None]
-        if hooked:
-            blocks["hooked"] = pack["hooked"]  # squared norms: added over the ranks
+        # ---- the partial sums: added over the ranks in one collective (none in one process). The few numbers a
+        # layer has are Python floats from here (tolist): for a few layers faster than numpy's calls on tiny arrays
+        grad = pack["grad"].reshape(L, 5).tolist()  # per layer: sum g^2, sum |g| (sampled), sum g, sum w^2, sum w
+        checksum = math.nan if any(self._sharded) else sum(w2 + ws for *_, w2, ws in grad)
+        urows = pack["update"].reshape(-1, 2).tolist() if upd_at else []
+        total: dict[Any, Any] = {
+            "grad": [[g2, g1, gs, ng, w2, ws, nw, sam] for (g2, g1, gs, w2, ws), (ng, nw), sam
+                     in zip(grad, self._counts, self._sampled)],
+            "grad_hist": pack["grad_hist"].reshape(L, 256),
+            "update": [[*urows[update[i][0]], update[i][1]] for i in upd_at],
+            "hooked": pack["hooked"].tolist() if hooked else []}  # squared norms
         for b, t in enumerate(self._done):
             k = t["mean"].shape[0]
-            for key in ("dead", "dsum", "joint"):
-                blocks[b, key] = pack[b, key].reshape(k, -1)
+            for key in ("dead", "dsum", "act", "deriv", "sat"):
+                total[b, key] = pack[b, key].reshape(k, -1)
         for i in alone:
             for key in self._act[i][1]:
-                blocks[i, key] = pack[i, key]
-        keys = list(blocks)
-        vec = np.concatenate([blocks[k].reshape(-1) for k in keys])
+                total[i, key] = pack[i, key]
         if link is not None:
-            vec = link.sum(vec)  # sync: the watch's all_reduce(SUM) over the ranks, on the host
-        total, at = {}, 0
-        for k in keys:
-            total[k] = vec[at:at + blocks[k].size].reshape(blocks[k].shape)
-            at += blocks[k].size
+            total = self._summed(total, link, upd_at)
 
         # ---- per rank: moments, sampled pre-activations, shared extras, host row (one all_gather)
         vals = [float(pack["extra", j][0]) for j in range(len(extra))]
-        cap = PRE_SAMPLE // size
-        parts: list[np.ndarray] = [np.array(vals[:shared] + [float(v) for v in host_row] + [checksum])]
+        head = vals[:shared] + [float(v) for v in host_row] + [checksum]
+        moments = {}
         for i in acts:
-            if i in self._slots:
-                b, slot = self._slots[i]
-                mean, var = pack[b, "mean"][slot], pack[b, "var"][slot]
-            else:
-                mean, var = pack[i, "mean"][0], pack[i, "var"][0]
-            z = pack[i, "pre"]
-            pad = np.zeros(cap - z.size) if link is not None else np.zeros(0)
-            parts.append(np.concatenate([[float(self._act[i][5]), mean, var, z.size], z, pad]))
-        row = np.concatenate(parts)
-        rows_all = link.gather(row) if link is not None else row[None, :]  # sync: the watch's all_gather, host
-        width = len(parts[0])
-        self.rows = rows_all[:, :width]
-        per_rank: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-        at = width
-        for i in acts:
-            z_len = self._pre[i].numel() if link is None else cap
-            block = rows_all[:, at:at + 4 + z_len]
-            zs = np.concatenate([b[4:4 + int(b[3])] for b in block])
-            per_rank[i] = (block[:, 0], block[:, 1], block[:, 2], zs)  # values, means, variances, z samples
-            at += 4 + z_len
+            b, slot = self._slots.get(i, (None, 0))
+            mean, var = (pack[b, "mean"][slot], pack[b, "var"][slot]) if b is not None else (pack[i, "mean"][0],
+                                                                                           pack[i, "var"][0])
+            moments[i] = (float(self._act[i][5]), float(mean), float(var))  # values, mean, population variance
+        if link is None:
+            self.rows = np.array([head])
+            per_rank = {i: ([n], [mean], [var], pack[i, "pre"]) for i, (n, mean, var) in moments.items()}
+        else:
+            per_rank = self._gathered(head, moments, pack, link, size)
 
-        # ---- every layer's figures at once
+        # ---- every layer's figures
+        stats = []
+        sampled = np.array([row[7] for row in total["grad"]])
+        ng_all = np.array([row[3] for row in total["grad"]])
         with np.errstate(divide="ignore", invalid="ignore"):
-            g2, g1, gs, ng, w2, wsum, nw, sampled = total["grad"].T
-            w_std = _std_vec(w2, wsum, nw)
-            grad_norm, mean_abs, w_norm = np.sqrt(g2).tolist(), (g1 / sampled).tolist(), np.sqrt(w2).tolist()
-            gd_ratio = (_std_vec(g2, gs, ng) / w_std).tolist()
             # a sampled layer's counts scaled to its size (GRAD_SAMPLE); an exact one's as counted
-            scale = np.where((sampled > 0) & (sampled != ng), ng / sampled, 1.0)
+            scale = np.where((sampled > 0) & (sampled != ng_all), ng_all / sampled, 1.0)
             raw = np.rint(total["grad_hist"] * scale[:, None]).astype(np.int64)
             gh_counts = raw[:, _EXP_INSIDE]
-            gh_under = raw[:, 1:][:, _EXP[1:] < GRAD_EXP_MIN].sum(axis=1).tolist()
-            gh_over, gh_zeros = raw[:, _EXP >= GRAD_EXP_MAX].sum(axis=1).tolist(), raw[:, 0].tolist()
-            ratio: list[float | None] = [None if self._update is not None else math.nan] * L
-            if upd_at:
-                d2, ds, nd = total["update"].T
-                lr = np.array([float(pack[i, "lr"][0]) if (i, "lr") in pack else update[i][2] for i in upd_at])
-                for i, r in zip(upd_at, (lr * _std_vec(d2, ds, nd) / w_std[upd_at]).tolist()):
-                    ratio[i] = r
-            out_grad: list[float | None] = [math.nan] * L
-            pre_grad: dict[int, float] = {}
-            if hooked:
-                norms = (np.sqrt(total["hooked"]) / size).tolist()
-                out_grad = [math.nan] * L
-                for i, v in zip(og_at, norms):
-                    out_grad[i] = v
-                pre_grad = dict(zip(pg_at, norms[len(og_at):]))
-            for i in self._no_grad_out:
-                if i not in self._act_grad and i not in self._out_grad:
-                    out_grad[i] = None
+            gh_under = raw[:, 1:_EXP_INSIDE.start].sum(axis=1).tolist()
+            gh_over, gh_zeros = raw[:, _EXP_INSIDE.stop:].sum(axis=1).tolist(), raw[:, 0].tolist()
             act = self._act_figures(total, per_rank, size)
-
-        stats = tuple(LayerStats(
-            name=name, grad_norm=grad_norm[i], grad_mean_abs=mean_abs[i], weight_norm=w_norm[i],
-            grad_data_ratio=gd_ratio[i], update_data_ratio=ratio[i], out_grad_norm=out_grad[i],
-            grad_hist=Hist(GRAD_EDGES_LOG10, gh_counts[i], under=gh_under[i], over=gh_over[i], zeros=gh_zeros[i]),
-            **({**act[i], **({"pre_grad_norm": pre_grad[i]} if i in pre_grad else {})} if i in act else {}))
-            for i, (name, _) in enumerate(self.layers))
+        ratio: list[float | None] = [None if self._update is not None else math.nan] * L
+        for (d2, ds, nd), i in zip(total["update"], upd_at):
+            k = update[i][2]
+            k = float(pack[i, "lr"][0]) if isinstance(k, torch.Tensor) else k
+            w2, ws, nw = total["grad"][i][4:7]
+            ratio[i] = _ratio(k * _std(d2, ds, nd), _std(w2, ws, nw))
+        out_grad: list[float | None] = [math.nan] * L
+        norms = [math.sqrt(v) / size for v in total["hooked"]]
+        for i, v in zip(og_at, norms):
+            out_grad[i] = v
+        pre_grad = dict(zip(pg_at, norms[len(og_at):]))
+        for i in self._no_grad_out:
+            if i not in self._act_grad and i not in self._out_grad:
+                out_grad[i] = None
+        for i, (name, _) in enumerate(self.layers):
+            g2, g1, gs, ng, w2, ws, nw, sam = total["grad"][i]
+            kw = act.get(i, {})
+            if i in pre_grad:
+                kw["pre_grad_norm"] = pre_grad[i]
+            stats.append(LayerStats(
+                name=name, grad_norm=math.sqrt(g2), grad_mean_abs=_ratio(g1, sam), weight_norm=math.sqrt(w2),
+                grad_data_ratio=_ratio(_std(g2, gs, ng), _std(w2, ws, nw)), update_data_ratio=ratio[i],
+                out_grad_norm=out_grad[i], grad_hist=Hist(GRAD_EDGES_LOG10, gh_counts[i], under=gh_under[i],
+                                                          over=gh_over[i], zeros=gh_zeros[i]), **kw))
         self.disarm()
-        return stats, vals
+        return tuple(stats), vals
+
+    def _summed(self, total: dict[Any, Any], link: Any, upd_at: list[int]) -> dict[Any, Any]:
+        """finish()'s partial sums added over the ranks in one all_reduce: a replica's (DDP's) counted once, rank
+        0's; a shard's (FSDP's) from every rank."""
+        mine = np.array([1.0 if sh or link.rank == 0 else 0.0 for sh in self._sharded])
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in total.items()}
+        arrays["grad"] = arrays["grad"] * mine[:, None]
+        arrays["grad_hist"] = arrays["grad_hist"] * mine[:, None]
+        if upd_at:
+            arrays["update"] = arrays["update"] * mine[upd_at][:, None]
+        keys = [k for k in arrays if arrays[k].size]
+        vec = link.sum(np.concatenate([arrays[k].reshape(-1) for k in keys]))  # sync: the watch's all_reduce(SUM)
+        at = 0
+        for k in keys:
+            arrays[k] = vec[at:at + arrays[k].size].reshape(arrays[k].shape)
+            at += arrays[k].size
+        for k in ("grad", "update", "hooked"):
+            arrays[k] = arrays[k].tolist()
+        return arrays
+
+    def _gathered(self, head: list[float], moments: dict[int, tuple[float, float, float]], pack: "HostPack",
+                  link: Any, size: int) -> dict[int, tuple[list, list, list, np.ndarray]]:
+        """finish()'s per-rank row gathered from every rank in one all_gather: `head` (shared extras, host row,
+        checksum: `self.rows`), then per activation its values, mean, variance and pre-activation sample (padded to
+        PRE_SAMPLE // size). Per layer: every rank's values, means, variances, and the union of the samples."""
+        cap = PRE_SAMPLE // size
+        parts = [np.array(head)]
+        for i, (n, mean, var) in moments.items():
+            z = pack[i, "pre"]
+            parts.append(np.concatenate([[n, mean, var, z.size], z, np.zeros(cap - z.size)]))
+        rows_all = link.gather(np.concatenate(parts))  # sync: the watch's all_gather, on the host
+        width = len(head)
+        self.rows = rows_all[:, :width]
+        per_rank = {}
+        at = width
+        for i in moments:
+            block = rows_all[:, at:at + 4 + cap]
+            zs = np.concatenate([b[4:4 + int(b[3])] for b in block])
+            per_rank[i] = (block[:, 0].tolist(), block[:, 1].tolist(), block[:, 2].tolist(), zs)
+            at += 4 + cap
+        return per_rank
 
     def _act_figures(self, total: dict[Any, np.ndarray], per_rank: dict[int, tuple], size: int
                      ) -> dict[int, dict[str, Any]]:
@@ -1031,10 +1059,9 @@ class Probes:
         counts: dict[int, tuple] = {}  # per layer: act_hist, under, over, deriv_hist, its NaN/over, saturated, dead
         bins = self.act_bins
         for b, t in enumerate(self._done):
-            joint = total[b, "joint"].reshape(-1, bins + 2, DERIV_BINS + 2, 2)
-            a = _merge_top(np.rint(joint.sum(axis=(2, 3))).astype(np.int64), bins, 1)  # NaNs in the last bins
-            d = _merge_top(np.rint(joint.sum(axis=(1, 3))).astype(np.int64), DERIV_BINS, 1)
-            sat = joint[..., 1].sum(axis=(1, 2)).tolist()
+            a = _merge_top(np.rint(total[b, "act"]).astype(np.int64), bins, 1)  # NaNs in the last bins
+            d = _merge_top(np.rint(total[b, "deriv"]).astype(np.int64), DERIV_BINS, 1)
+            sat = total[b, "sat"].reshape(-1).tolist()
             dead = (total[b, "dead"] >= size - 0.5).mean(axis=1).tolist()
             for i, (bb, slot) in self._slots.items():
                 if bb == b:
@@ -1044,7 +1071,7 @@ class Probes:
         pre = dict(zip(per_rank, _quantiles([zs for *_, zs in per_rank.values()], PRE_QUANTILES)))
         for i, (n_r, mean_r, var_r, _) in per_rank.items():
             act_name, _, _, lo, hi, _ = self._act[i]
-            n = n_r.sum()
+            n = sum(n_r)
             if i in counts:
                 act_hist, under, over, deriv_hist, d_over, sat, dead, d_sum = counts[i]
             else:
@@ -1064,14 +1091,14 @@ class Probes:
                 # there, as all() of nothing is true)
                 dead = float((total[i, "dead"] >= size - 0.5).mean())
                 d_sum = total[i, "dsum"][0]
-            mean = float((n_r * mean_r).sum() / n)
-            m2 = float((n_r * var_r).sum() + (n_r * (mean_r - mean) ** 2).sum())  # Chan et al.
+            mean = _ratio(sum(c * m for c, m in zip(n_r, mean_r)), n)
+            m2 = sum(c * v for c, v in zip(n_r, var_r)) + sum(c * (m - mean) ** 2 for c, m in zip(n_r, mean_r))  # Chan
             p15, p50, p85 = pre[i]
             out[i] = dict(activation=act_name, act_mean=mean, act_std=math.sqrt(max(m2 / max(n - 1, 1), 0.0)),
-                          saturated_frac=float(sat / n), dead_frac=float(dead),
+                          saturated_frac=_ratio(float(sat), n), dead_frac=float(dead),
                           pre_p15=float(p15), pre_p50=float(p50), pre_p85=float(p85),
                           act_hist=Hist(_act_edges(lo, hi, bins), act_hist, under, over),
-                          deriv_mean=float(d_sum / n), deriv_max=self._deriv[i],
+                          deriv_mean=_ratio(float(d_sum), n), deriv_max=self._deriv[i],
                           deriv_hist=Hist(DERIV_EDGES, deriv_hist, 0, d_over))
         return out
 
