@@ -504,8 +504,10 @@ class _ActBatch:
 
     def compute(self) -> dict[str, torch.Tensor]:
         """This rank's statistics of every slot, one row each: "dead" (slots, units), "dsum", "act" and "deriv" (the
-        two histograms' counts, _bins_of's places), "sat" (saturated count), "mean" and "var" (population). No sync. About 20 passes over the slots' values; each
-        counted pass is 50-80 us for the seed's 500k values on this CPU."""
+        two histograms' counts, _bins_of's places), "sat" (saturated count), "mean" and "var" (population). No sync.
+        About 20 passes over the slots' values; each counted pass is 50-80 us for the seed's 500k values on this
+        CPU. Four buffers (h, d, two of int16 and a mask): once d's bins are taken, its buffer is the float scratch
+        of what follows (the buffers come back from memory at every probed step, 40 steps after the last)."""
         k, bins, dbins = self.k, self.bins, DERIV_BINS
         h = self.h[:k].view(k, self.n)
         d = self._buf("d", torch.float32)  # the closed form from h alone, as _CLOSED_FORM computes it
@@ -527,17 +529,17 @@ class _ActBatch:
         # the joint codes of h, d and whether saturated (as a single layer's), each layer's offset by its slot: the
         # two histograms and the saturated count from one bincount
         width = (bins + 2) * (dbins + 2) * 2
-        f32, i16 = torch.float32, torch.int16
-        code = _joint_code(h, (self.lo, self.hi), bins, d, (0.0, self.dm), dbins,
-                           torch.lt(d, thr, out=self._buf("sat", torch.bool)),
-                           {"p": self._buf("p", f32), "x": self._buf("ih", i16), "y": self._buf("id", i16),
-                            "code": self._buf("code", i16)})
+        i16 = torch.int16
+        sat = torch.lt(d, thr, out=self._buf("sat", torch.bool))
+        code = self._buf("code", i16)
+        code = _joint_code(h, (self.lo, self.hi), bins, d, (0.0, self.dm), dbins, sat,
+                           {"p": d, "x": self._buf("ih", i16), "y": code, "code": code})
         wide = torch.int16 if k * width < 2 ** 15 else torch.int32
         code = code.to(wide) if wide != torch.int16 else code
         code.add_(torch.arange(k, device=self.device, dtype=wide).mul_(width).unsqueeze(1))
         joint = torch.bincount(code.reshape(-1), minlength=k * width).view(k, bins + 2, dbins + 2, 2)
         mean = h.mean(dim=1)
-        dev = torch.sub(h, mean.unsqueeze(1), out=self._buf("p", torch.float32))  # two passes, as torch's var
+        dev = torch.sub(h, mean.unsqueeze(1), out=d)  # two passes, as torch's var
         var = torch.linalg.vector_norm(dev, dim=1).square_().div_(self.n)
         # the two histograms (in _bins_of's places) and the saturated count, each a few kernels on 15k counts: a
         # fifth of the values to copy, and cheaper here than numpy's calls on the host after the step
