@@ -179,7 +179,8 @@ def _quantiles(xs: list[np.ndarray], qs: tuple[float, ...]) -> list[list[float]]
     for n, js in by_size.items():
         at = [q * (n - 1) for q in qs]
         lo, hi = [int(math.floor(v)) for v in at], [int(math.ceil(v)) for v in at]
-        part = np.sort(np.stack([xs[j] for j in js]).astype(np.float32), axis=1)
+        part = np.stack([xs[j] for j in js]).astype(np.float32, copy=False)
+        part.sort(axis=1)
         p_lo, p_hi = part[:, lo].astype(np.float64), part[:, hi].astype(np.float64)
         vals = p_lo + (p_hi - p_lo) * np.array([v - f for v, f in zip(at, lo)])
         for j, row in zip(js, vals.tolist()):
@@ -925,6 +926,8 @@ class Probes:
             pack.add("hooked", torch.stack(hooked))
         for b, t in enumerate(self._done):
             for key, v in t.items():
+                if key == "dead" and link is None:  # one process: the fraction of dead units, not every unit
+                    key, v = "dead_frac", v.float().mean(dim=1)
                 pack.add((b, key), v)
         for i in alone:
             _, sums, moments, _, _, _ = self._act[i]
@@ -932,8 +935,10 @@ class Probes:
                 pack.add((i, key), t)
             pack.add((i, "mean"), moments[0])
             pack.add((i, "var"), moments[1])
+        host_pre = dev.type == "cpu" and link is None  # the samples are already host arrays (copies: _on_act)
         for i in acts:
-            pack.add((i, "pre"), self._pre[i])
+            if not host_pre:
+                pack.add((i, "pre"), self._pre[i])
         wide = torch.float32 if dev.type == "mps" else torch.float64
         pack.copy(wide, self._scratch("host", pack.size, wide, torch.device("cpu")))  # sync: the one device -> host copy
 
@@ -950,8 +955,9 @@ class Probes:
             "hooked": pack["hooked"].tolist() if hooked else []}  # squared norms
         for b, t in enumerate(self._done):
             k = t["mean"].shape[0]
-            for key in ("dead", "dsum", "act", "deriv", "sat"):
-                total[b, key] = pack[b, key].reshape(k, -1)
+            for key in ("dead", "dead_frac", "dsum", "act", "deriv", "sat"):
+                if (b, key) in pack:
+                    total[b, key] = pack[b, key].reshape(k, -1)
         for i in alone:
             for key in self._act[i][1]:
                 total[i, key] = pack[i, key]
@@ -969,7 +975,8 @@ class Probes:
             moments[i] = (float(self._act[i][5]), float(mean), float(var))  # values, mean, population variance
         if link is None:
             self.rows = np.array([head])
-            per_rank = {i: ([n], [mean], [var], pack[i, "pre"]) for i, (n, mean, var) in moments.items()}
+            per_rank = {i: ([n], [mean], [var], self._pre[i].numpy() if host_pre else pack[i, "pre"])
+                        for i, (n, mean, var) in moments.items()}
         else:
             per_rank = self._gathered(head, moments, pack, link, size)
 
@@ -1064,7 +1071,8 @@ class Probes:
             a = _merge_top(np.rint(total[b, "act"]).astype(np.int64), bins, 1)  # NaNs in the last bins
             d = _merge_top(np.rint(total[b, "deriv"]).astype(np.int64), DERIV_BINS, 1)
             sat = total[b, "sat"].reshape(-1).tolist()
-            dead = (total[b, "dead"] >= size - 0.5).mean(axis=1).tolist()
+            dead = (total[b, "dead_frac"].reshape(-1).tolist() if (b, "dead_frac") in total else
+                    (total[b, "dead"] >= size - 0.5).mean(axis=1).tolist())
             for i, (bb, slot) in self._slots.items():
                 if bb == b:
                     counts[i] = (a[slot, :-1], 0, int(a[slot, -1]), d[slot, :-1], int(d[slot, -1]), sat[slot],
