@@ -581,7 +581,7 @@ class Watch:
         self._header_written = True
         # the histograms' edges, once: the snapshots then leave them out (an activation first seen later writes
         # its own with each histogram)
-        seen = sorted({a for a in acts.values() if a} | {s.activation for s in stats or () if s.activation})
+        seen = sorted({a for a in acts.values() if a})  # the activations the probes met (those of `stats`)
         self._writer.write(recorder.run_header(
             ((n, kinds[n], acts.get(n)) for n in order), source="vgtui.watch", device=self.device,
             model=describe_model(self.model), started=self._started, total_steps=self.total_steps,

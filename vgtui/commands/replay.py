@@ -99,8 +99,8 @@ def _main(argv: list[str], follow: bool) -> int:
 def _summary(sources) -> int:
     """No terminal: say what each file holds (and its notice), one line per run and under it the run's verdict
     lines and its loss spikes with the layer that led each, as `--headless` ends (verdict_lines, spike_lines); the
-    file's strings as text (control characters made visible: the
-    output may still be a terminal's, through a pipe)."""
+    file's strings as text (control characters made visible: the output may still be a terminal's, through a
+    pipe)."""
     from vgtui.core.summary import RunSummary
     from vgtui.ui.state import shown
 

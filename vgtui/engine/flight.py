@@ -2,9 +2,9 @@
 
 Every step, on the training device and without a host sync, `record(step, loss)` writes one row of a ring buffer of
 the last CAPACITY steps: the loss, and per layer the weight gradient's L2 norm and the update's (one fused
-`torch._foreach_norm` for every layer's tensors of every kind, and one `torch.stack(..., out=row)`). The update norm is read from the optimiser's
-own state after its step, never from a copy of the weights (copying every weight every step costs 10-50% of a step
-on the CPU; a norm is one read):
+`torch._foreach_norm` for every layer's tensors of every kind, and one `torch.stack(..., out=row)`). The update norm
+is read from the optimiser's own state after its step, never from a copy of the weights (copying every weight every
+step costs 10-50% of a step on the CPU; a norm is one read):
   - SGD with momentum: the update is lr * the momentum buffer, so its norm is lr * ||buffer|| ("update_norm");
   - SGD without momentum: lr * ||gradient|| (no kernel of its own; weight decay left out);
   - Adam and AdamW: the norm of Adam's step lr * m_hat / (sqrt(v_hat) + eps) ("step_norm"; AdamW's decay left out),

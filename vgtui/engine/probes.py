@@ -61,9 +61,9 @@ GRAD_EDGES_LOG10 = np.arange(GRAD_EXP_MIN, GRAD_EXP_MAX + 1) * math.log10(2.0)
 # sample of its gradients (runs of 16 values spread over every row and column, the same positions at every
 # snapshot, see _sample_stride), the counts scaled to the layer's size. Exact ones read every gradient twice more
 # (|g|, then its bincount): 10 ms of a 21-25 ms step of the seed's network on this CPU, most of issue 18's
-# probed-step cost. The
-# norms, sums and standard deviations stay exact. 2^15 is the flight recorder's CPU sample too: the histogram's
-# bins within a few tenths of a percent of the layer's share, mean |g| within about 0.5% (tests/test_probes.py).
+# probed-step cost. The norms, sums and standard deviations stay exact. 2^15 is the flight recorder's CPU sample too:
+# the histogram's bins within a few tenths of a percent of the layer's share, mean |g| within about 0.5%
+# (tests/test_probes.py).
 GRAD_SAMPLE = 1 << 15
 
 # nn modules recognised as activations, by the name vgtui uses for them (ReLU6 before its base class Hardtanh).
@@ -293,8 +293,9 @@ def _joint_code(x: torch.Tensor, x_range: tuple[float, float], x_bins: int, y: t
                 y_range: tuple[float, float], y_bins: int, flag: torch.Tensor,
                 bufs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Each value's bins of x and y (same shape, as _bins_of) and a boolean `flag` as one int16 code, of
-    (x_bins + 2) x (y_bins + 2) x 2: one bincount of the codes gives the two histograms and the flag's count (their
-    sums on the host, then _merge_top). `bufs` ("p" float, "x", "y", "code" int16: _ActBatch's) are written into; by default new."""
+    (x_bins + 2) x (y_bins + 2) x 2: one bincount of the codes gives the two histograms and the flag's count (its
+    sums, then _merge_top on the host). `bufs` ("p" float, "x", "y", "code" int16: _ActBatch's) are written into;
+    by default new tensors."""
     b = bufs or {}
     code = torch.add(_bins_of(y, *y_range, y_bins, b.get("p"), b.get("y")),
                      _bins_of(x, *x_range, x_bins, b.get("p"), b.get("x")), alpha=y_bins + 2, out=b.get("code"))
@@ -310,7 +311,8 @@ def _sample_stride(shape: tuple[int, ...], cap: int) -> int:
     SAMPLE_RUN that keeps at most `cap`, raised until the runs' starts fall on every SAMPLE_RUN-th column or closer,
     so that the runs cover every column (where the sample holds a row's worth of values) and every row (where a row
     is longer than k): every k-th row whole would see 1/k of the units, and a unit's row of gradients is its error
-    times the inputs, so rows differ far more than the values within one do. Runs, not single values: one value in each cache line read costs 10x more."""
+    times the inputs, so rows differ far more than the values within one do. Runs, not single values: one value in
+    each cache line read costs 10x more."""
     n = math.prod(shape)
     if n <= cap:
         return 1
@@ -368,7 +370,8 @@ def _shard_offset(t: torch.Tensor) -> int:
 _OFFSETS_CACHE: dict[tuple, torch.Tensor] = {}
 
 
-def _exponent_counts(values: torch.Tensor, lens: list[int], exp: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _exponent_counts(values: torch.Tensor, lens: list[int],
+                     exp: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Counts per float32 exponent (256 bins: 0 = zero or subnormal, 255 = inf/nan) of each sample held one after
     the other in `values` (float32, their lengths `lens`), one row each, and the sum of each one's absolute values:
     `values` made absolute in place (the sign bit cleared: the bits >> 23 are then the exponent field), and one
@@ -610,7 +613,8 @@ class Probes:
         self._out_grad: dict[int, torch.Tensor] = {}
         self._no_grad_out: set[int] = set()  # layers whose output needs no gradient (out_grad_norm None)
         self._stash: dict[int, torch.Tensor] = {}
-        self._w_fwd: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per layer module: its weight's sums (_on_layer)
+        # per layer module: its weight's sum of squares and sum, read at its forward hook (_on_layer)
+        self._w_fwd: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         # per layer, this rank's partial sums: sum g^2, sum |g|, sum g, sum w^2, sum w (a device stack)
         self._grad_stats: torch.Tensor | None = None  # (layers, 5), see collect_grads
         self._grad_hists: torch.Tensor | None = None
@@ -893,9 +897,9 @@ class Probes:
         extras, then host_row, then a checksum of the replica's probed weights, NaN where they are shards).
         Activation-side gradient norms are those of the mean loss over the ranks' (equal) micro-batches.
 
-        The host's arithmetic is done for every layer at once (numpy arrays of a row per layer, or per slot of an
-        activation batch), and the copy holds a part per kind, not per layer: Python's cost per layer, not the
-        device's, was most of this function's 1.9 ms for the seed's network on this CPU."""
+        The copy holds a part per kind, not per layer; a layer's few numbers are then Python floats, an activation
+        batch's histograms numpy rows, one per slot: Python's cost per layer, not the device's, was most of this
+        function's 1.9 ms for the seed's network on this CPU (1.0 ms now)."""
         if self._grad_stats is None:
             self.collect_grads()
         self._flush()
@@ -940,7 +944,8 @@ class Probes:
             if not host_pre:
                 pack.add((i, "pre"), self._pre[i])
         wide = torch.float32 if dev.type == "mps" else torch.float64
-        pack.copy(wide, self._scratch("host", pack.size, wide, torch.device("cpu")))  # sync: the one device -> host copy
+        host = self._scratch("host", pack.size, wide, torch.device("cpu"))
+        pack.copy(wide, host)  # sync: the one device -> host copy
 
         # ---- the partial sums: added over the ranks in one collective (none in one process). The few numbers a
         # layer has are Python floats from here (tolist): for a few layers faster than numpy's calls on tiny arrays
@@ -1065,18 +1070,19 @@ class Probes:
         """finish()'s activation fields of every layer with an activation, from the partial sums added over the
         ranks (`total`) and every rank's moments and pre-activation samples (`per_rank`). The histograms and
         counts of an activation batch's layers come from its arrays, a row per slot, at once."""
-        counts: dict[int, tuple] = {}  # per layer: act_hist, under, over, deriv_hist, its NaN/over, saturated, dead
         bins = self.act_bins
-        for b, t in enumerate(self._done):
+        rows = []  # per activation batch: its counts, a row per slot
+        for b in range(len(self._done)):
             a = _merge_top(np.rint(total[b, "act"]).astype(np.int64), bins, 1)  # NaNs in the last bins
             d = _merge_top(np.rint(total[b, "deriv"]).astype(np.int64), DERIV_BINS, 1)
-            sat = total[b, "sat"].reshape(-1).tolist()
             dead = (total[b, "dead_frac"].reshape(-1).tolist() if (b, "dead_frac") in total else
                     (total[b, "dead"] >= size - 0.5).mean(axis=1).tolist())
-            for i, (bb, slot) in self._slots.items():
-                if bb == b:
-                    counts[i] = (a[slot, :-1], 0, int(a[slot, -1]), d[slot, :-1], int(d[slot, -1]), sat[slot],
-                                 dead[slot], total[b, "dsum"][slot, 0])
+            rows.append((a, d, total[b, "sat"].reshape(-1).tolist(), dead, total[b, "dsum"].reshape(-1)))
+        counts: dict[int, tuple] = {}  # per layer: act_hist, under, over, deriv_hist, its NaN/over, saturated, dead
+        for i, (b, slot) in self._slots.items():
+            a, d, sat, dead, dsum = rows[b]
+            counts[i] = (a[slot, :-1], 0, int(a[slot, -1]), d[slot, :-1], int(d[slot, -1]), sat[slot], dead[slot],
+                         dsum[slot])
         out: dict[int, dict[str, Any]] = {}
         pre = dict(zip(per_rank, _quantiles([zs for *_, zs in per_rank.values()], PRE_QUANTILES)))
         for i, (n_r, mean_r, var_r, _) in per_rank.items():
@@ -1087,7 +1093,8 @@ class Probes:
             else:
                 if (i, "joint") in total:  # both histograms and the saturated count, NaNs in the last bins
                     joint = total[i, "joint"].reshape(bins + 2, DERIV_BINS + 2, 2)
-                    act_counts, d_counts = _merge_top(joint.sum((1, 2)), bins, 0), _merge_top(joint.sum((0, 2)), DERIV_BINS, 0)
+                    act_counts = _merge_top(joint.sum((1, 2)), bins, 0)
+                    d_counts = _merge_top(joint.sum((0, 2)), DERIV_BINS, 0)
                     sat = joint[..., 1].sum()
                     act_hist, under, over = act_counts[:-1], 0.0, act_counts[-1]
                     deriv_hist, d_over = d_counts[:-1], d_counts[-1]
