@@ -386,3 +386,17 @@ def test_joint_code_counts_both_histograms_and_the_flag():
     assert d[:16].tolist() == torch.histc(y[~y.isnan()], 16, 0.0, 0.25).long().tolist()
     assert (a[40], d[16]) == (int(x.isnan().sum()), int(y.isnan().sum())) and a[40] > 0
     assert joint[..., 1].sum() == int(flag.sum()) > 0
+
+
+def test_a_layer_of_equal_weights_has_infinite_ratios_not_an_error(digits):
+    """A layer whose weights are all equal (all zero here) has a weight std of 0: its gradient:data and update:data
+    ratios are infinite, as IEEE division says (not an error, not 0), and its weight norm 0."""
+    model = build_model(RunConfig(dataset="mnist-5k", depth=3, width=32, seed=2))
+    with torch.no_grad():
+        model.fc2.weight.zero_()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    stats = {s.name: s for s in _one_probed_step(model, digits.x_train[:64], digits.y_train[:64], opt)}
+    fc2 = stats["fc2"]
+    assert fc2.weight_norm == 0.0 and fc2.grad_norm > 0
+    assert fc2.grad_data_ratio == math.inf and fc2.update_data_ratio == math.inf
+    assert all(math.isfinite(stats[n].grad_data_ratio) for n in ("fc1", "fc3", "fc4"))
