@@ -292,10 +292,10 @@ def _merge_top(counts: np.ndarray, bins: int, axis: int) -> np.ndarray:
 def _joint_code(x: torch.Tensor, x_range: tuple[float, float], x_bins: int, y: torch.Tensor,
                 y_range: tuple[float, float], y_bins: int, flag: torch.Tensor,
                 bufs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Each value's bins of x and y (same shape, as _bins_of) and a boolean `flag` as one int16 code, of
-    (x_bins + 2) x (y_bins + 2) x 2: one bincount of the codes gives the two histograms and the flag's count (its
-    sums, then _merge_top on the host). `bufs` ("p" float, "x", "y", "code" int16: _ActBatch's) are written into;
-    by default new tensors."""
+    """Each value's bins of x and y (same shape, as _bins_of) and a 0/1 `flag` (bool, or int16: added faster) as one
+    int16 code, of (x_bins + 2) x (y_bins + 2) x 2: one bincount of the codes gives the two histograms and the flag's
+    count (its sums, then _merge_top on the host). `bufs` ("p" float, "x", "y", "code" int16: _ActBatch's) are
+    written into; by default new tensors."""
     b = bufs or {}
     code = torch.add(_bins_of(y, *y_range, y_bins, b.get("p"), b.get("y")),
                      _bins_of(x, *x_range, x_bins, b.get("p"), b.get("x")), alpha=y_bins + 2, out=b.get("code"))
@@ -510,8 +510,9 @@ class _ActBatch:
         """This rank's statistics of every slot, one row each: "dead" (slots, units), "dsum", "act" and "deriv" (the
         two histograms' counts, _bins_of's places), "sat" (saturated count), "mean" and "var" (population). No sync.
         About 20 passes over the slots' values; each counted pass is 50-80 us for the seed's 500k values on this
-        CPU. Four buffers (h, d, two of int16 and a mask): once d's bins are taken, its buffer is the float scratch
-        of what follows (the buffers come back from memory at every probed step, 40 steps after the last)."""
+        CPU. Five buffers (h, d, and three of int16: two of bins and the flag): once d's bins are taken, its buffer is
+        the float scratch of what follows (the buffers come back from memory at every probed step, 40 steps after the
+        last)."""
         k, bins, dbins = self.k, self.bins, DERIV_BINS
         h = self.h[:k].view(k, self.n)
         d = self._buf("d", torch.float32)  # the closed form from h alone, as _CLOSED_FORM computes it
@@ -534,7 +535,8 @@ class _ActBatch:
         # two histograms and the saturated count from one bincount
         width = (bins + 2) * (dbins + 2) * 2
         i16 = torch.int16
-        sat = torch.lt(d, thr, out=self._buf("sat", torch.bool))
+        # the flag as int16, the codes' own type: adding a bool mask to them took 0.18 ms more for the seed's network
+        sat = torch.lt(d, thr, out=self._buf("flag", torch.int16))
         code = self._buf("code", i16)
         code = _joint_code(h, (self.lo, self.hi), bins, d, (0.0, self.dm), dbins, sat,
                            {"p": d, "x": self._buf("ih", i16), "y": code, "code": code})
@@ -787,7 +789,6 @@ class Probes:
         of a frozen layer's copy: it has no update, and its weights are the same before and after). The weight
         statistics of a layer whose forward hook ran were read there (the same weights, then in the cache).
         Sharded parameters (DTensors) give their local shard: nothing here issues a collective."""
-        self._flush()
         live = self._weights()
         ws = live if weights_before is None else [b if b is not None else w for b, w in zip(weights_before, live)]
         grads = [m.weight.grad.detach() if m.weight.grad is not None else torch.zeros_like(m.weight)
@@ -824,6 +825,10 @@ class Probes:
             self._grad_stats = torch.stack([x for (gg, gsum, ww, wsum), g1 in zip(parts, gl1)
                                             for x in (gg, g1.float(), gsum, ww, wsum)]).view(len(gs), 5)
             self._grad_hists = hists  # (layers, 256)
+        # The activation batches' statistics after the gradients' reads, not before: their buffers (7 MB for the
+        # seed's network) would push the gradients the backward pass just wrote out of the cache
+        self._flush()
+        with torch.no_grad():
             self._w_std = []  # the update may now be read (collect_update)
             self._optimizer = optimizer
             # How each layer's update will be read after the step: a frozen weight has none (and is not copied);
@@ -873,8 +878,12 @@ class Probes:
                 at.append(i)
                 diffs.append(d)
                 scale.append(k)
-            # each one's sum of squares and sum one after the other, while it is in the cache
-            rows = torch.stack([x for d in diffs for x in (_sq_norm(d), d.sum())]).view(-1, 2) if diffs else None
+            # each one's sum of squares and sum one after the other, while it is in the cache, the last layer first:
+            # an SGD step on the CPU goes through the parameters in turn, so the last ones it moved are still there
+            pairs: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(diffs)  # type: ignore[list-item]
+            for j in reversed(range(len(diffs))):
+                pairs[j] = (_sq_norm(diffs[j]), diffs[j].sum())
+            rows = torch.stack([x for pair in pairs for x in pair]).view(-1, 2) if diffs else None
             self._update, self._update_rows = [None] * len(self.layers), rows
             for j, (i, k, d) in enumerate(zip(at, scale, diffs)):
                 self._update[i] = (j, d.numel(), k)
