@@ -159,7 +159,11 @@ def run_mode(mode: str, rank: int, world: int, out: str) -> None:
                 with torch.no_grad():
                     model.module[0].weight[0, 0] += 1e-3
     if probe is not None:
+        link = probe._link
         probe.close()
+        if link is not None:  # the watch's own gloo group is let go at close, not at the interpreter's exit
+            held = probe._link is not None or link.pg is not None
+            print(f"rank {rank} {mode} link {'held' if held else 'released'}\n", end="", flush=True)
     if mode == "sync":
         on_ordinary = [c for c in state["collectives"] if c[2]]
         probed = sorted({c[0] for c in state["collectives"]})

@@ -53,6 +53,16 @@ def test_a_rank_that_stops_calling_is_said_and_training_goes_on():
     assert [s.step for s in run.snapshots] == [1, 2] and run.end.status == "completed" and run.end.steps == 6
 
 
+def test_every_rank_lets_the_watchs_group_go_at_close():
+    """close() lets the watch's own gloo group go at once (its threads joined) rather than at the interpreter's
+    exit, where gloo's teardown can abort the process: seen once as a SIGABRT at the end of examples/fsdp_cpu.py
+    under torchrun on a loaded machine."""
+    _, out = job(2)
+    for mode in ("fsdp", "fsdp-keep", "ddp", "sync"):  # the modes whose ranks all keep their link to the end
+        said = sorted(line for line in out.splitlines() if f" {mode} link " in line)
+        assert said == [f"rank {r} {mode} link released" for r in (0, 1)], out[-2000:]
+
+
 def test_rank_view_flags():
     import numpy as np
 

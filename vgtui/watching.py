@@ -370,6 +370,9 @@ class Watch:
                     self._writer.close()
             except Exception:  # pragma: no cover - closing a descriptor we opened
                 pass
+            link, self._link = self._link, None  # the watch's own gloo group goes now, not at the interpreter's exit
+            if link is not None:
+                link.close()
 
     def _end_record(self, exc: BaseException | None) -> EndRecord:
         """How the run ended: completed, or with `exc`, failed (KeyboardInterrupt: interrupted)."""

@@ -97,6 +97,13 @@ class Link:
         self._wait(self.pg.allgather([out], [t]))
         return torch.stack(out).numpy()
 
+    def close(self) -> None:
+        """Let the group go now, its threads joined while the interpreter is whole: left to the interpreter's exit
+        (a watch in a reference cycle lives that long, and destroy_process_group() does not know this group), gloo's
+        teardown can abort the process ("terminate called without an active exception", pytorch/pytorch#179291).
+        Every collective has completed by then (each is waited for)."""
+        self.pg = None
+
     def _wait(self, work) -> None:
         try:
             work.wait()
