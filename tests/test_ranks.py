@@ -46,7 +46,9 @@ def test_only_rank_0_calls_watch_one_warning_and_training_completes():
 
 
 def test_a_rank_that_stops_calling_is_said_and_training_goes_on():
-    _, out = job(2)  # rank 1 closes its watch after step 3: rank 0's probed step 4 fails (at once: rank 1 let its group go), then goes on
+    # rank 1 closes its watch after step 3: rank 0's probed step 4 fails (at once: rank 1 let its group go), then
+    # goes on
+    _, out = job(2)
     warned = [l for l in out.splitlines() if l.startswith("warn rank 0:") and "probes off from step 4" in l]
     assert len(warned) == 1
     run = the_run(2, "quit")
