@@ -880,9 +880,7 @@ class Probes:
                 scale.append(k)
             # each one's sum of squares and sum one after the other, while it is in the cache, the last layer first:
             # an SGD step on the CPU goes through the parameters in turn, so the last ones it moved are still there
-            pairs: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(diffs)  # type: ignore[list-item]
-            for j in reversed(range(len(diffs))):
-                pairs[j] = (_sq_norm(diffs[j]), diffs[j].sum())
+            pairs = [(_sq_norm(d), d.sum()) for d in reversed(diffs)][::-1]
             rows = torch.stack([x for pair in pairs for x in pair]).view(-1, 2) if diffs else None
             self._update, self._update_rows = [None] * len(self.layers), rows
             for j, (i, k, d) in enumerate(zip(at, scale, diffs)):
