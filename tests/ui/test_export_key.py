@@ -17,7 +17,7 @@ from textual.widgets._footer import FooterKey
 
 from vgtui.core.metrics import MetricsIndex
 from vgtui.sources.file import FileSource
-from vgtui.core.records import SetSpeedCap
+from vgtui.core.records import Pause, SetSpeedCap
 from vgtui.sources.trainer import ThreadBackend
 from vgtui.ui.app import VgtuiApp
 
@@ -90,9 +90,14 @@ async def test_e_live_on_a_metrics_file_named_csv_keeps_the_run_recording(digits
         async with app.run_test(size=WIDE) as pilot:
             await wait_for(pilot, lambda: app.main.state.snap is not None, timeout=30, what="a snapshot")
             inode = os.stat(path).st_ino
+            # paused while `e` writes: the run's end would clear the notice the test reads (60 steps at 40/s end
+            # in 1.5 s, sooner than a loaded machine writes the CSV); it goes on into the same file after
+            backend.send(Pause(True))
+            await wait_for(pilot, lambda: app.main.paused, what="the pause")
             await pilot.press("e")
             await status_shows(pilot, f"CSV written: {tmp_path / 'live-2.csv'}", timeout=15)
             assert "live.csv exists: left as it is" in app.main.notice
+            backend.send(Pause(False))
             await wait_for(pilot, lambda: app.main.state.end is not None, timeout=60, what="the run's end")
     finally:
         backend.close(2.0)
