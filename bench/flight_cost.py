@@ -24,6 +24,8 @@ from vgtui.engine.data import load_mnist5k
 from vgtui.engine.flight import FlightRecorder
 from vgtui.engine.model import build_model, build_optimizer
 
+from pairs import cpu_name  # bench/pairs.py: python runs this file with bench/ first on its path
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,6 +63,7 @@ def main() -> None:
     check = statistics.median(check_t)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; 784-{cfg.width}x{cfg.depth}-10 "
           f"{cfg.activation}, {cfg.optimizer}, batch {b}; {args.steps} steps; load average {os.getloadavg()[0]:.2f}")
+    print(f"cpu: {cpu_name()}")
     print(f"a training step {1000 * step:.2f} ms, the recorder's row {1000 * rec:.3f} ms ({100 * rec / step:.2f}% of a "
           f"step), a check {1000 * check:.3f} ms (every 10 steps: {100 * check / (10 * step):.2f}% of them)")
     print(f"expected steps/s with the recorder on / off: {step / (step + rec + check / 10):.3f}")

@@ -35,6 +35,8 @@ from vgtui.core.records import Fork, SetActivation
 from vgtui.engine.data import load_mnist5k
 from vgtui.engine.trainer import Trainer
 
+from pairs import cpu_name  # bench/pairs.py: python runs this file with bench/ first on its path
+
 WARM = 20  # steps before the clock starts
 
 
@@ -102,6 +104,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; 784-{cfg.width}x"
           f"{cfg.depth}-10 {cfg.activation}, batch {cfg.batch_size}, {data.name}; {args.steps} steps a run, timed from "
           f"step {WARM}; forks of k = {', '.join(map(str, ks))}", flush=True)
+    print(f"cpu: {cpu_name()}", flush=True)
     print(f"before: {load()}", flush=True)
     steps_per_s(cfg.replace(max_steps=WARM + 5), data, max(ks))  # warm-up: allocator, kernels, the probes' first use
     order = [1, *ks]

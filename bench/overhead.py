@@ -31,7 +31,7 @@ from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.trainer import Trainer
 from vgtui.commands.headless import Reporter
 
-from pairs import print_pairs  # bench/pairs.py: python runs this file with bench/ first on its path
+from pairs import cpu_name, print_pairs  # bench/pairs.py: python runs this file with bench/ first on its path
 
 
 def sync(device: torch.device) -> None:
@@ -119,6 +119,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
           f"{f' ({name})' if name else ''}, probes every {DEFAULT_PROBE_EVERY} steps but at most "
           f"{1 / PROBE_MIN_INTERVAL_S:g} a second, {args.steps} steps a run", flush=True)
+    print(f"cpu: {cpu_name()}", flush=True)
     if notice:
         print(f"notice: {notice}", flush=True)
     if args.flight:

@@ -28,6 +28,8 @@ from vgtui.engine.data import load_mnist5k
 from vgtui.engine.model import build_model, build_optimizer
 from vgtui.engine.probes import Probes
 
+from pairs import cpu_name  # bench/pairs.py: python runs this file with bench/ first on its path
+
 PARTS = ("forward", "backward", "collect_grads", "step", "collect_update", "finish")
 
 
@@ -95,6 +97,7 @@ def main() -> None:
             if i >= 5:  # warm-up
                 rows[k].append(t)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.pairs} interleaved rounds (ms)")
+    print(f"cpu: {cpu_name()}")
     print("| part | " + " | ".join(f"{k} step" for k in kinds) + " |")
     print("|---" * (len(kinds) + 1) + "|")
     for part in (*PARTS, "total", "cpu"):

@@ -43,7 +43,7 @@ from vgtui.core.config import RunConfig
 from vgtui.engine.data import load_mnist5k
 from vgtui.engine.model import build_model, build_optimizer
 
-from pairs import print_pairs  # bench/pairs.py: python runs this file with bench/ first on its path
+from pairs import cpu_name, print_pairs  # bench/pairs.py: python runs this file with bench/ first on its path
 
 TARGET = 0.97
 
@@ -266,6 +266,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; 784-"
           f"{cfg.width}x{cfg.depth}-10 {cfg.activation}, {cfg.optimizer} lr {cfg.lr} momentum {cfg.momentum}, batch "
           f"{cfg.batch_size}, {data.name}; {args.steps} steps a run, vgtui.watch every {args.every} steps", flush=True)
+    print(f"cpu: {cpu_name()}", flush=True)
     train(cfg, data, 20)  # warm-up: allocator, kernels, the probes' first use
     train(cfg, data, 20, args.every)
     STEP_TIMES[True].clear(), STEP_TIMES[False].clear()
