@@ -195,8 +195,47 @@ def test_ctrl_c_while_starting_says_one_line(tmp_path):
     time.sleep(0.4)  # torch is still importing
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=30)
-    assert p.returncode == 130 and "Traceback" not in err, err
+    # 130, or (4 times in 64 Ctrl+Cs 0.05-0.8 s after the start) the end by SIGINT itself, which a shell also reports
+    # as 130: after "vgtui: interrupted" the interpreter re-raised SIGINT at its exit (strace: kill(self, SIGINT)),
+    # as CPython does when its "unhandled KeyboardInterrupt" flag is set; most likely set when the interrupt came
+    # while torch's import ran Python code from C, and left set although vgtui handled the exception
+    assert p.returncode in (130, -signal.SIGINT) and "Traceback" not in err, (p.returncode, err)
     assert "interrupted" in err
+
+
+def test_a_signal_whose_exception_a_library_swallowed_still_ends_the_run(digits):
+    """A real SIGINT inside vgtui.signals.raising(), whose Interrupted a library takes for another error and drops
+    (as torch's has_triton_package() did with an import the signal interrupted, while the first optimiser loaded
+    torch._dynamo): the trainer that runs next ends at its first step, interrupted, with the signal's words."""
+    from vgtui import signals
+    from vgtui.core.config import RunConfig
+    from vgtui.core.records import EndRecord
+    from vgtui.engine.trainer import Trainer
+
+    recs: list = []
+    trainer = Trainer(RunConfig(dataset="mnist-5k", depth=2, width=32, max_steps=50, device="cpu"), [recs.append],
+                      data=digits)
+    before = {s: signal.getsignal(s) for s in signals.HANDLED}
+    try:
+        with pytest.raises(KeyboardInterrupt) as got:
+            with signals.raising() as seen:
+                try:  # the library: it catches everything an import raised, and goes on
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)  # the handler runs here, in the main thread
+                except BaseException:  # noqa: BLE001 - the swallowing library this test stands for
+                    pass
+                assert seen == [signal.SIGINT] and signals.pending() == signal.SIGINT
+                trainer.prepare()
+                trainer.run()
+        assert signals.pending() is None  # only while a raising() is active
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # as after any signal raising() saw: exit follows
+    finally:  # this test's process goes on (and the processes later tests start inherit what is ignored)
+        for s, h in before.items():
+            signal.signal(s, h)
+    assert isinstance(got.value, signals.Interrupted) and got.value.status == 130
+    (end,) = [r for r in recs if isinstance(r, EndRecord)]
+    assert (end.status, end.steps, end.message, end.cause) == ("interrupted", 0, "interrupted by Ctrl+C (SIGINT)",
+                                                               "interrupted")
 
 
 def test_a_closed_stdout_ends_the_run_with_its_end_record(tmp_path):

@@ -57,11 +57,15 @@ def status_of(exc: BaseException) -> int:
     return getattr(exc, "status", 130)
 
 
+_ACTIVE: list[list[int]] = []  # the signals each raising() now active has seen, innermost last
+
+
 @contextmanager
 def raising(signals: tuple[int, ...] = HANDLED) -> Iterator[list[int]]:
     """While inside: the first of `signals` raises Interrupted (in the main thread, between bytecodes); any later
     one is only recorded in the yielded list, so the clean-up it interrupts can finish. The old handlers come
-    back on leaving, unless a signal came: then they stay ignored while the process exits."""
+    back on leaving, unless a signal came: then they stay ignored while the process exits. The exception can be
+    lost in a library that takes it for another (see `pending`): the trainer checks `pending()` between steps."""
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield seen
@@ -73,11 +77,23 @@ def raising(signals: tuple[int, ...] = HANDLED) -> Iterator[list[int]]:
             raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in signals}
+    _ACTIVE.append(seen)
     try:
         yield seen
     finally:  # after a signal the process is ending: a later one must not interrupt its exit (atexit, flushes)
+        _ACTIVE.remove(seen)
         for s, h in old.items():
             signal.signal(s, signal.SIG_IGN if seen else h)
+
+
+def pending() -> int | None:
+    """The first signal the innermost active raising() has seen, or None. Its Interrupted normally ends what was
+    running at once; but a library can swallow it. Seen with torch 2.14 (a Ctrl+C 1.4 s after `vgtui --headless`
+    started, 1 time in 90): the first optimiser imports torch._dynamo, which imports triton; the signal's exception,
+    raised while triton's compiled module loaded, came back as an ImportError, which torch's has_triton_package()
+    took for "no triton", and the run went on to its end with exit status 0. So the trainer checks this between
+    steps and raises the Interrupted again."""
+    return _ACTIVE[-1][0] if _ACTIVE and _ACTIVE[-1] else None
 
 
 def ignore_after_first(signals: tuple[int, ...] = HANDLED) -> None:

@@ -51,6 +51,7 @@ from vgtui.core.config import (DEFAULT_PROBE_EVERY, PROBE_MIN_INTERVAL_S, PROGRE
 from vgtui.core.records import (BRANCHES, Command, EndRecord, EventRecord, Fork, Note, NoticeRecord, Pause,
                                 ProgressRecord, Record, Restart, RunRecord, SetActivation, SetLR, SetSpeedCap, StatusRecord, StepOnce,
                                 Stop)
+from vgtui import signals
 from vgtui.engine.branch import Branch, RunningSums, RunSetting
 from vgtui.engine.data import TensorData, load_dataset, resolve_device
 
@@ -488,8 +489,11 @@ class Trainer:
         self._emit(EventRecord(step=self.step, set={"fork": what}, elapsed_s=self._elapsed()))
 
     def _between_steps(self) -> bool:
-        """Drain commands; block while paused. True when the next step is a single step asked for while paused."""
+        """Drain commands; block while paused. True when the next step is a single step asked for while paused. A
+        signal whose exception a library swallowed (vgtui.signals.pending) ends the run here, as it would have."""
         while True:
+            if (signum := signals.pending()) is not None:
+                raise signals.Interrupted(signum)
             try:
                 while True:
                     self._apply(self.commands.get_nowait())
