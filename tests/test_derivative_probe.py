@@ -95,7 +95,11 @@ def test_derivative_mean_and_histogram_equal_an_independent_computation(digits, 
         counts, edges = np.histogram(v, bins=DERIV_BINS, range=(0.0, 1.0))
         assert np.array_equal(s.deriv_hist.edges, edges) and np.array_equal(s.deriv_hist.edges, DERIV_EDGES)
         assert s.deriv_hist.counts.tolist() == counts.tolist(), (name, s.name)
-        assert s.deriv_hist.over == int((v > 1.0).sum()) == 0 and s.deriv_hist.total == z.numel()
+        # past the maximum: none, but for float32 rounding. On some CPUs (a Xeon with AVX-512) torch's float32 mish'
+        # and swish' reach one ulp above d_max for z near their largest slope (v = 1 + 2^-23); the probe counts those
+        # as over, as the independent computation does, and nothing lies further out
+        assert s.deriv_hist.over == int((v > 1.0).sum()) and s.deriv_hist.total == z.numel()
+        assert v.max() <= 1.0 + 2.0 ** -22, (name, s.name, v.max())
         # the gradient at z, before the activation, is plain torch's; after it (out_grad_norm) as before
         assert s.pre_grad_norm == pytest.approx(gz[s.name].norm().item(), rel=1e-5)
     out = stats[-1]
