@@ -238,6 +238,29 @@ def test_a_signal_whose_exception_a_library_swallowed_still_ends_the_run(digits)
                                                                "interrupted")
 
 
+def test_pending_is_the_innermost_active_guards_first_signal():
+    """signals.pending() follows the raising() guards as they nest and end, each by itself (two guards that have
+    seen nothing hold equal lists)."""
+    from vgtui import signals
+
+    before = {s: signal.getsignal(s) for s in signals.HANDLED}
+    try:
+        assert signals.pending() is None
+        with signals.raising() as outer:
+            with signals.raising() as inner:
+                inner.append(signal.SIGTERM)  # as the handler records one
+                assert signals.pending() == signal.SIGTERM
+            assert signals.pending() is None  # the outer one's: it has seen nothing
+            with signals.raising() as inner:
+                assert outer == inner == []
+            outer.append(signal.SIGHUP)  # the inner one ended while both were empty: the outer one is still there
+            assert signals.pending() == signal.SIGHUP
+        assert signals.pending() is None
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
 def test_a_closed_stdout_ends_the_run_with_its_end_record(tmp_path):
     m = tmp_path / "m.jsonl"
     env = {**os.environ, "VGTUI_DATA": "/nonexistent-vgtui-data"}

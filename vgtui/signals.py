@@ -81,7 +81,10 @@ def raising(signals: tuple[int, ...] = HANDLED) -> Iterator[list[int]]:
     try:
         yield seen
     finally:  # after a signal the process is ending: a later one must not interrupt its exit (atexit, flushes)
-        _ACTIVE.remove(seen)
+        for i in reversed(range(len(_ACTIVE))):  # this list itself, not an equal one (remove() compares values)
+            if _ACTIVE[i] is seen:
+                del _ACTIVE[i]
+                break
         for s, h in old.items():
             signal.signal(s, signal.SIG_IGN if seen else h)
 
