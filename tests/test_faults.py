@@ -22,6 +22,19 @@ FAST = ["--headless", "--dataset", "mnist-5k", "--depth", "2", "--width", "32"]
 SLOW = ["--headless", "--dataset", "mnist-5k", "--depth", "3", "--width", "256", "--epochs", "200"]
 
 
+@pytest.fixture(autouse=True)
+def sigint_not_ignored():
+    """The children these tests start must see their Ctrl+C. A suite started in the background of a non-interactive
+    shell (`.ci/run &`) runs with SIGINT ignored, and a child inherits an ignored signal: Python then keeps it ignored,
+    and the run goes on to its end (exit 0: it failed test_ctrl_c_while_starting_says_one_line three times so).
+    Handled here instead, a child starts with Python's own handler."""
+    old = signal.getsignal(signal.SIGINT)
+    if old is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def records(path: Path) -> list[dict]:
     """Every line of the file, each parsed as strict JSON (a torn line fails the test)."""
     return [json.loads(line) for line in path.read_text().splitlines()]
