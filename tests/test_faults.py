@@ -23,16 +23,20 @@ SLOW = ["--headless", "--dataset", "mnist-5k", "--depth", "3", "--width", "256",
 
 
 @pytest.fixture(autouse=True)
-def sigint_not_ignored():
+def signal_handlers():
     """The children these tests start must see their Ctrl+C. A suite started in the background of a non-interactive
     shell (`.ci/run &`) runs with SIGINT ignored, and a child inherits an ignored signal: Python then keeps it ignored,
     and the run goes on to its end (exit 0: it failed test_ctrl_c_while_starting_says_one_line three times so).
-    Handled here instead, a child starts with Python's own handler."""
-    old = signal.getsignal(signal.SIGINT)
-    if old is signal.SIG_IGN:
+    Handled here instead, a child starts with Python's own handler. Every handled signal's handler comes back after
+    the test (a test's raising() that saw a signal leaves them ignored, and later tests' children would inherit that)."""
+    from vgtui.signals import HANDLED
+
+    old = {s: signal.getsignal(s) for s in HANDLED}
+    if old[signal.SIGINT] is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    signal.signal(signal.SIGINT, old)
+    for s, h in old.items():
+        signal.signal(s, h)
 
 
 def records(path: Path) -> list[dict]:
@@ -228,23 +232,18 @@ def test_a_signal_whose_exception_a_library_swallowed_still_ends_the_run(digits)
     recs: list = []
     trainer = Trainer(RunConfig(dataset="mnist-5k", depth=2, width=32, max_steps=50, device="cpu"), [recs.append],
                       data=digits)
-    before = {s: signal.getsignal(s) for s in signals.HANDLED}
-    try:
-        with pytest.raises(KeyboardInterrupt) as got:
-            with signals.raising() as seen:
-                try:  # the library: it catches everything an import raised, and goes on
-                    os.kill(os.getpid(), signal.SIGINT)
-                    time.sleep(1)  # the handler runs here, in the main thread
-                except BaseException:  # noqa: BLE001 - the swallowing library this test stands for
-                    pass
-                assert seen == [signal.SIGINT] and signals.pending() == signal.SIGINT
-                trainer.prepare()
-                trainer.run()
-        assert signals.pending() is None  # only while a raising() is active
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # as after any signal raising() saw: exit follows
-    finally:  # this test's process goes on (and the processes later tests start inherit what is ignored)
-        for s, h in before.items():
-            signal.signal(s, h)
+    with pytest.raises(KeyboardInterrupt) as got:  # (the fixture puts the handlers back)
+        with signals.raising() as seen:
+            try:  # the library: it catches everything an import raised, and goes on
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs here, in the main thread
+            except BaseException:  # noqa: BLE001 - the swallowing library this test stands for
+                pass
+            assert seen == [signal.SIGINT] and signals.pending() == signal.SIGINT
+            trainer.prepare()
+            trainer.run()
+    assert signals.pending() is None  # only while a raising() is active
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # as after any signal raising() saw: exit follows
     assert isinstance(got.value, signals.Interrupted) and got.value.status == 130
     (end,) = [r for r in recs if isinstance(r, EndRecord)]
     assert (end.status, end.steps, end.message, end.cause) == ("interrupted", 0, "interrupted by Ctrl+C (SIGINT)",
@@ -256,22 +255,17 @@ def test_pending_is_the_innermost_active_guards_first_signal():
     seen nothing hold equal lists)."""
     from vgtui import signals
 
-    before = {s: signal.getsignal(s) for s in signals.HANDLED}
-    try:
-        assert signals.pending() is None
-        with signals.raising() as outer:
-            with signals.raising() as inner:
-                inner.append(signal.SIGTERM)  # as the handler records one
-                assert signals.pending() == signal.SIGTERM
-            assert signals.pending() is None  # the outer one's: it has seen nothing
-            with signals.raising() as inner:
-                assert outer == inner == []
-            outer.append(signal.SIGHUP)  # the inner one ended while both were empty: the outer one is still there
-            assert signals.pending() == signal.SIGHUP
-        assert signals.pending() is None
-    finally:
-        for s, h in before.items():
-            signal.signal(s, h)
+    assert signals.pending() is None  # (the fixture puts the handlers back)
+    with signals.raising() as outer:
+        with signals.raising() as inner:
+            inner.append(signal.SIGTERM)  # as the handler records one
+            assert signals.pending() == signal.SIGTERM
+        assert signals.pending() is None  # the outer one's: it has seen nothing
+        with signals.raising() as inner:
+            assert outer == inner == []
+        outer.append(signal.SIGHUP)  # the inner one ended while both were empty: the outer one is still there
+        assert signals.pending() == signal.SIGHUP
+    assert signals.pending() is None
 
 
 def test_a_closed_stdout_ends_the_run_with_its_end_record(tmp_path):
