@@ -279,6 +279,10 @@ async def test_export_key_writes_the_csv_of_the_run_on_screen(tmp_path):
         out = tmp_path / "two-2.csv"
         status = await status_shows(pilot, f"CSV written: {out} (18 rows)")
         assert "relu" in status
+        # and as a toast, which outlives the status line (a live run's next snapshot replaces that)
+        await wait_for(pilot, lambda: app._notifications, what="a notification")
+        toast = list(app._notifications)[-1]
+        assert toast.message == f"CSV written: {out} (18 rows)" and toast.severity == "information"
         with open(out, newline="") as f:
             rows = list(csv.DictReader(f))
         assert [(r["step"], r["layer"]) for r in rows[:2]] == [("1", "fc1"), ("1", "fc2")]

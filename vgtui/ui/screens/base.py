@@ -628,8 +628,9 @@ class RunScreen(Screen):
         if failed:
             said += " · not written: " + "; ".join(failed)
         self.app.call_from_thread(setattr, self, "notice", said)
-        if warn or failed:
-            self.app.call_from_thread(self.notify, said, severity="warning", timeout=8)
+        # a toast as well: a live run's next snapshot or its end replaces the status line within a second
+        self.app.call_from_thread(self.notify, said, severity="warning" if warn or failed else "information",
+                                  timeout=8 if warn or failed else 6)
 
     def action_screenshot_svg(self) -> None:
         """An SVG of the screen in the screenshot folder, under a new name (vgtui_DATE_TIME.svg, or -2, -3...
