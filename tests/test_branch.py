@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ def sums_differences(a: RunningSums, b: RunningSums, where: str) -> list[str]:
         x, y = getattr(a, f.name), getattr(b, f.name)
         if isinstance(x, torch.Tensor):
             assert x.data_ptr() != y.data_ptr(), f"{f.name}: the branches share a device tensor"
-            x, y = x.item(), y.item()
+            x, y = x.sum().item(), y.sum().item()  # acc_correct holds one count per position in the batch
         if x != y and not (x != x and y != y):  # NaN is NaN
             out.append(f"{where}: sums.{f.name} {x!r} != {y!r}")
     return out
@@ -153,7 +154,7 @@ def test_the_nan_step_not_yet_seen_is_forked_too(few, small):
 
     def after(t: Trainer) -> None:
         if t.step == 7:
-            assert t.main.sums.first_bad.item() == 5  # the bad step, not yet read
+            assert math.isnan(t.main.sums.acc_loss.item())  # the bad step (5), not yet read
             seen.extend(sums_differences(t.main.sums, t.fork.sums, "step 7"))
             checked.append(t.step)
 
@@ -178,10 +179,6 @@ def test_the_comparison_sees_any_sum_left_out_of_the_clone(name, cfg, few, small
     """Each field of RunningSums, left out of the clone (B starts with a fresh run's value for it): the
     comparison above fails."""
     monkeypatch.setattr(RunningSums, "clone", _clone_without(name))
-    if name == "first_bad":  # 0 in a healthy run: only a fork with a bad step not yet read can tell
-        with pytest.raises(AssertionError):
-            test_the_nan_step_not_yet_seen_is_forked_too(few, small)
-        return
     diffs = fork_differences(cfg, few)
     assert any(f"sums.{name} " in d for d in diffs), diffs  # B's sums as it starts
     assert any(d.startswith("B forked at") for d in diffs), diffs  # and what B records

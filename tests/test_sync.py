@@ -138,3 +138,65 @@ def test_the_flight_recorder_adds_no_sync_to_an_ordinary_step(digits, small):
     flight.check()
     assert flight.metric == "step_norm" and list(flight.h_steps) == [1, 2, 3, 4, 5]
     assert (flight.h_vals[:, 1:] > 0).all()
+
+
+class _Ops:
+    """Counts the operations dispatched to a kernel (views left out) while it is active: each one a launch on a
+    GPU, and a dispatch and a thread wake-up on the CPU, whatever the size of its tensors."""
+
+    def __init__(self):
+        import collections
+
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counts = self.counts = collections.Counter()
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if not func.is_view:
+                    counts[str(func.overloadpacket)] += 1
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self.counts
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+def test_an_ordinary_step_adds_six_operations_to_the_bare_loop(digits, small):
+    """The engine's ordinary step (not probed) runs every operation of a bare PyTorch step of the same network and
+    six more: the loss's sum (which is also the divergence check: a NaN stays in it), the hits per position (argmax,
+    eq, add) and the flight recorder's row (one fused norm, one stack). It was 16 before the divergence check and the
+    accuracy moved into those sums: on a GPU, whose step of the seed's network is launch-bound, each is a launch."""
+    import torch.nn.functional as F
+
+    from vgtui.engine.model import build_model, build_optimizer
+
+    assert small.flight
+    t = Trainer(small, [], data=digits)
+    t.prepare()
+    x, y = digits.x_train[:100], digits.y_train[:100]
+    model = build_model(small)
+    opt = build_optimizer(small, model)
+
+    def bare():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):  # past the first steps' own work (the momentum buffers, the accumulator's first shape)
+        t.main.train_step(x, y, False)
+        bare()
+    with _Ops() as engine:
+        t.main.train_step(x, y, False)
+    with _Ops() as plain:
+        bare()
+    assert sum(plain.values()) > 20 and not plain - engine  # the bare step's operations, all of them in the engine's
+    extra = engine - plain
+    assert sum(extra.values()) == 6, dict(extra)
+    assert extra["aten._foreach_norm"] == 1 and extra["aten.stack"] == 1

@@ -56,9 +56,8 @@ class RunningSums:
     branch starts with `clone()` of its parent's (it has trained exactly what the parent has)."""
 
     # on the device (no sync per step), folded into the host sums below at each check
-    first_bad: torch.Tensor  # the first non-finite step since the last check; 0: none
-    acc_loss: torch.Tensor
-    acc_correct: torch.Tensor
+    acc_loss: torch.Tensor  # not finite once a step since the last check was not (a NaN or inf stays so)
+    acc_correct: torch.Tensor  # per position in the batch (a step adds its hits, no sum of its own): sum() at a check
     acc_n: int
     # on the host
     win_loss: float  # since the previous snapshot
@@ -77,9 +76,8 @@ class RunningSums:
     @classmethod
     def start(cls, device: torch.device, dtype: torch.dtype, now: float) -> "RunningSums":
         """A run's sums at its start (`now`: its clock then)."""
-        return cls(first_bad=torch.zeros((), device=device, dtype=torch.long),
-                   acc_loss=torch.zeros((), device=device, dtype=dtype),
-                   acc_correct=torch.zeros((), device=device, dtype=torch.long), acc_n=0,
+        return cls(acc_loss=torch.zeros((), device=device, dtype=dtype),
+                   acc_correct=torch.zeros(0, device=device, dtype=torch.long), acc_n=0,
                    win_loss=0.0, win_n=0, prog_loss=0.0, prog_n=0, window_t=now, window_step=0, prog_t=now,
                    prog_step=0, ep_loss=0.0, ep_correct=0, ep_n=0, ep_examples=0)
 
@@ -239,8 +237,11 @@ class Branch:
         self.save_checkpoint(perm, 0)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, probe: bool) -> torch.Tensor:
-        """One optimiser step; returns its loss (a device tensor). No host sync: the loss, the number right and
-        the first non-finite step are kept on the device and read at the next check."""
+        """One optimiser step; returns its loss (a device tensor). No host sync: the loss and the number right are
+        added up on the device and read at the next check. The loss's sum is also the divergence check: a NaN or
+        an infinity added to it stays there (the sum is float64, which float32 losses cannot overflow), so no
+        kernel of its own is needed; the check that sees it replays from the last good state to the first bad
+        step (_replay), which names it."""
         model, opt, s = self.model, self.optimizer, self.sums
         if probe:
             self.probes.arm()
@@ -249,14 +250,15 @@ class Branch:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         loss_d = loss.detach()
-        finite = torch.isfinite(loss_d)
-        if probe:
+        if probe:  # a probed step checks the weight gradients too: one that is not finite makes the sum NaN
             self.probes.collect_grads(opt)
-            finite = finite & self.probes.grads_finite()
+            s.acc_loss += torch.where(self.probes.grads_finite(), loss_d, math.nan)
+        else:
+            s.acc_loss += loss_d
         self.step += 1
-        s.first_bad = torch.where((s.first_bad == 0) & ~finite, self.step, s.first_bad)
-        s.acc_loss += loss_d
-        s.acc_correct += (logits.detach().argmax(1) == y).sum()
+        if len(y) > len(s.acc_correct):  # shapes: no sync (the first step, or a larger batch)
+            s.acc_correct = torch.cat([s.acc_correct, s.acc_correct.new_zeros(len(y) - len(s.acc_correct))])
+        s.acc_correct[:len(y)].add_(logits.detach().argmax(1) == y)
         s.acc_n += 1
         s.ep_examples += len(y)  # a shape: no sync
         opt.step()
@@ -267,17 +269,17 @@ class Branch:
         return loss_d
 
     def check(self) -> EndRecord | None:
-        """A progress tick's check: read the sums and the first bad step in one copy of three scalars."""
+        """A progress tick's check: read the sums in one copy of two scalars."""
         s = self.sums
-        loss_sum, correct, first_bad = torch.stack(  # sync: one small copy per progress tick
-            [s.acc_loss, s.acc_correct.to(self.acc_dtype), s.first_bad.to(self.acc_dtype)]).tolist()
-        return self._verdict(loss_sum, correct, first_bad)
+        loss_sum, correct = torch.stack(  # sync: one small copy per progress tick
+            [s.acc_loss, s.acc_correct.sum().to(self.acc_dtype)]).tolist()
+        return self._verdict(loss_sum, correct)
 
-    def _verdict(self, loss_sum: float, correct: float, first_bad: float) -> EndRecord | None:
+    def _verdict(self, loss_sum: float, correct: float) -> EndRecord | None:
         s = self.sums
-        if first_bad:
+        if not math.isfinite(loss_sum):  # a step since the last check was not finite: the replay finds which
             self.flight_end(explosion=True)  # before the replay names the first non-finite layer
-            return self._diverged(int(first_bad))
+            return self._diverged(self.step)
         if s.acc_n and exploded(loss_sum / s.acc_n, self.setting.n_classes):
             self.flight_end(explosion=True)
             return self._exploded(loss_sum / s.acc_n)
@@ -295,12 +297,12 @@ class Branch:
                 self.emit(rec)
 
     def snapshot(self, loss: torch.Tensor) -> EndRecord | None:
-        """Read the probes, the sums and the first bad step in one copy; emit the snapshot, or end the branch as
-        diverged if a step since the last check was not finite."""
+        """Read the probes and the sums in one copy; emit the snapshot, or end the branch as diverged if a step
+        since the last check was not finite."""
         s = self.sums
-        layers, (loss_v, loss_sum, correct, first_bad) = self.probes.finish(  # sync: one copy per snapshot
-            extra=[loss, s.acc_loss, s.acc_correct, s.first_bad])
-        end = self._verdict(loss_sum, correct, first_bad)
+        layers, (loss_v, loss_sum, correct) = self.probes.finish(  # sync: one copy per snapshot
+            extra=[loss, s.acc_loss, s.acc_correct.sum()])
+        end = self._verdict(loss_sum, correct)
         if end is not None:
             return end
         now = self.setting.clock()
@@ -349,9 +351,10 @@ class Branch:
                                optimizer=copy.deepcopy(self.optimizer.state_dict()), taken_t=self.setting.clock())
         self.activations = []
 
-    def _diverged(self, bad_step: int) -> EndRecord:
+    def _diverged(self, last: int) -> EndRecord:
+        """A check saw a step not finite, at most `last`: the replay finds the first one and its layer."""
         self.probes.disarm()
-        layer, what, step = self._replay(bad_step)
+        layer, what, step = self._replay(last)
         self.step = step
         where = f"{layer} ({what})" if layer else "the loss"
         return EndRecord(status="diverged", steps=step, elapsed_s=self.setting.elapsed(),
@@ -379,9 +382,9 @@ class Branch:
                          "much lower --lr (divide by 100), batchnorm, or xavier init", layer=layer, cause="exploded")
 
     def _replay(self, bad_step: int) -> tuple[str | None, str, int]:
-        """Go back to the checkpoint and redo the steps up to `bad_step`, checking each (sync: one scalar per
-        replayed step, only here), then locate the first non-finite layer on the bad step's batch before its
-        update. Returns (layer, what, step)."""
+        """Go back to the checkpoint and redo the steps until the first that is not finite (its loss or a
+        gradient), `bad_step` at the latest, checking each (sync: one scalar per replayed step, only here), then
+        locate the first non-finite layer on that step's batch before its update. Returns (layer, what, step)."""
         ck, cfg, model, opt, data = self.ckpt, self.config, self.model, self.optimizer, self.setting.data
         model.load_state_dict(ck.model)
         opt.load_state_dict(copy.deepcopy(ck.optimizer))  # it would share (and step) the checkpoint's tensors

@@ -23,17 +23,18 @@ drops branch X only.
 
 Host syncs. On a GPU, turning a device tensor into a Python value blocks the host until the device has caught
 up, so an ordinary step does none (tests/test_sync.py checks it): its loss and accuracy are added up on the
-device, and a non-finite loss (or, on probe steps, weight gradient) is recorded on the device as the number of
-the first bad step. The only device -> host copies are, each marked `# sync:` in vgtui/engine/branch.py:
-  - a snapshot (`Probes.finish`, one copy that also carries the loss sums and the first bad step);
-  - a progress tick, at most every PROGRESS_EVERY_S (one copy of three scalars: the sums and the first bad step);
+device, and a non-finite loss (or, on probe steps, weight gradient) stays in the loss's sum as a NaN or an
+infinity, which the next check reads. The only device -> host copies are, each marked `# sync:` in
+vgtui/engine/branch.py:
+  - a snapshot (`Probes.finish`, one copy that also carries the loss sums);
+  - a progress tick, at most every PROGRESS_EVERY_S (one copy of two scalars: the sums);
   - an epoch end (the evaluation, the same kind of single copy);
   - after a divergence has been seen, the replay that locates it (one scalar per replayed step, once per run).
 A run whose mean training loss since the last check is over 100x chance has exploded without a NaN (sigmoid at lr
 1e30, Adam at lr 10): it ends there too, like a divergence (status "diverged", the message says it exploded).
 The run stops at the first of these after a non-finite step, and names that step and the layer: it goes back to
 the last good state it kept (a copy of the weights and optimiser state on the device, taken at a check at most
-once a second and at each epoch start) and replays the steps up to the bad one.
+once a second and at each epoch start) and replays the steps until the first bad one.
 """
 
 from __future__ import annotations
