@@ -107,6 +107,10 @@ def test_spike_words():
         "step 1,234: loss explosion (off the scale); fc3's gradient norm rose at the same step as the loss"
     assert spike_words(a_spike(score=4.25, leaders=())) == \
         "step 100: loss spike (score 4.2); no layer's numbers left their band before the loss"
+    # an explosion's finite score (a loss of 1e32 against a band of 2.3): three digits, not forty
+    assert spike_words(a_spike(score=2.5127892678581878e32, kind="explosion", leaders=())) == \
+        "step 100: loss explosion (score 2.51e+32); no layer's numbers left their band before the loss"
+    assert spike_words(a_spike(score=999_999.0, leaders=())).startswith("step 100: loss spike (score 999,999);")
     assert spikes_summary([]) == "no loss spikes"
     assert spikes_summary([a_spike(), a_spike(), a_spike(leaders=(Lead("fc1", "grad_norm", 99, 1, 5.0),))]) == \
         "3 loss spikes: fc2 led 2, fc1 led 1"

@@ -126,7 +126,8 @@ async def test_two_spikes_up_and_down_and_hostile_names_as_text(tmp_path):
     hostile = "[bold]fc2\x1b]0;PWNED\x07"
     recs = load("sigmoid")
     a = made(40)
-    b = dataclasses.replace(made(90, leader="fc4"), leaders=(Lead(hostile, "grad_norm", 88, 2, 9.0),))
+    b = dataclasses.replace(made(90, leader="fc4"), score=2.5127892678581878e32,  # an explosion's finite score
+                            leaders=(Lead(hostile, "grad_norm", 88, 2, 1e300),))
     path = tmp_path / "two.jsonl"
     write(path, with_spikes(recs, [a, b]))
     app = replay(path)
@@ -138,6 +139,8 @@ async def test_two_spikes_up_and_down_and_hostile_names_as_text(tmp_path):
         shown = text_of(view)
         # the reader made it safe (control characters as \xNN); the view draws it as text (no markup)
         assert "[bold]fc2\\x1b]0;PWNED\\x07 led: 2 steps before the loss" in shown and "\x1b" not in shown
+        # huge scores in three digits (they were forty, and three hundred in the leaders' table)
+        assert "▲ the spike (score 2.51e+32)" in shown and " 1e+300" in shown and "000,000" not in shown
         await pilot.press("up")
         await wait_for(pilot, lambda: "loss spike 1 of 2 · step 40" in text_of(view), what="the first spike")
         assert "fc2 led: 3 steps before the loss" in text_of(view)

@@ -68,10 +68,20 @@ def _steps(n: int) -> str:
     return f"{n:,} step" + ("" if n == 1 else "s")
 
 
+def score_number(x: float, decimals: int = 0) -> str:
+    """A robust score as a number for people: '12', '3.4' (`decimals` from 10 up), '2.51e+38' from a million up
+    (an explosion's loss scores 1e38 against a band of 2.3: forty digits said nothing), 'nan', 'inf'."""
+    if not math.isfinite(x):
+        return str(x)
+    if abs(x) >= 1e6:
+        return f"{x:.3g}"
+    return f"{x:,.{decimals}f}" if abs(x) >= 10 else f"{x:.1f}"
+
+
 def _score(x: float) -> str:
     if not math.isfinite(x):
         return "non-finite" if math.isnan(x) else "off the scale"
-    return f"score {x:,.0f}" if abs(x) >= 10 else f"score {x:.1f}"
+    return f"score {score_number(x)}"
 
 
 def lead_words(leaders: Iterable[Lead], most: int = 3, n_layers: int = 0) -> str:

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vgtui.core.records import SpikeRecord
-from vgtui.core.spikes import METRIC_WORDS, spike_words
+from vgtui.core.spikes import METRIC_WORDS, score_number, spike_words
 from vgtui.ui import charts, colours
 from vgtui.ui.state import RunState, shown
 from vgtui.ui.widgets.base import Panel, RunView
@@ -80,7 +80,7 @@ class SpikeView(Panel):
         layers_h = max(6, room - loss_h)
         c = v.colour
         loss_title = Text.assemble((f"loss over steps {rec.steps[0]:,}–{rec.steps[-1]:,}", "dim"),
-                                   ("  │ ▲ the spike" + (f" (score {rec.score:,.1f})" if rec.score == rec.score else ""),
+                                   ("  │ ▲ the spike" + (f" (score {score_number(rec.score, 1)})" if rec.score == rec.score else ""),
                                     colours.style(colours.SPIKE)), no_wrap=True, overflow="ellipsis")
         loss = Text.from_ansi(charts.spike_loss(rec.steps, rec.loss, rec.step, width, loss_h, c), no_wrap=True,
                               overflow="crop", end="")
@@ -106,6 +106,6 @@ class SpikeView(Panel):
                 style = colours.style(colours.SPIKE, bold=True) if k == 0 else ""
                 t.add_row(Text(str(k + 1)), Text(shown(l.layer), style=style),
                           Text(shown(METRIC_WORDS.get(l.metric, l.metric))), Text(f"step {l.step:,}"),
-                          Text(lead_text(l.lead)), Text(f"{l.score:,.1f}" if l.score == l.score else "nan"))
+                          Text(lead_text(l.lead)), Text(score_number(l.score, 1)))
             parts.append(t)
         return Group(*parts)
