@@ -310,6 +310,32 @@ def test_the_update_norm_is_the_norm_of_the_change_the_optimiser_made(digits, op
     assert np.allclose(flight.h_vals[:, -n:], np.array(weights), rtol=0.05)
 
 
+def test_the_first_step_not_finite_is_read_from_the_rows(digits):
+    """first_not_finite(after): the first step held whose loss or a layer's gradient norm is not finite (a NaN loss
+    at step 4, an infinite gradient in fc2 at step 6 with a finite loss), after the step given."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from vgtui.engine.flight import FlightRecorder
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 32), nn.Sigmoid(), nn.Linear(32, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # never stepped: each step's numbers are as made here
+    flight = FlightRecorder([("fc1", model[0]), ("fc2", model[2])], opt, "cpu")
+    for step in range(1, 9):
+        i = step * 64
+        loss = F.cross_entropy(model(digits.x_train[i:i + 64]), digits.y_train[i:i + 64])
+        opt.zero_grad()
+        loss.backward()
+        if step == 6:
+            model[2].weight.grad[0, 0] = math.inf
+        flight.record(step, loss * math.nan if step == 4 else loss)
+    assert flight.first_not_finite(0) is None  # nothing read yet
+    flight.check()
+    assert [flight.first_not_finite(a) for a in (0, 3, 4, 5, 6)] == [4, 4, 6, 6, None]
+
+
 def test_an_explosion_that_ends_the_run_is_recorded_before_the_end_record(digits):
     from vgtui.core.config import RunConfig
     from vgtui.engine.trainer import Trainer

@@ -57,17 +57,20 @@ def test_max_steps_mid_epoch_still_evaluates(digits, small):
     assert [r.step for r in recs if isinstance(r, EpochRecord)] == [7]
 
 
-def test_divergence_is_caught_and_named(digits):
+@pytest.mark.parametrize("flight", [True, False])
+def test_divergence_is_caught_and_named(digits, flight):
     """ReLU + Kaiming at lr 1.0 goes non-finite within a few steps (../shared/FACTS.md). With a clock that never
     moves there is no progress tick, so the first check after step 1 is the snapshot at step 40: the trainer sees
-    the first bad step there, replays from its last good state, and names the same step and layer as a plain loop
-    that checks every step."""
+    a bad step there (a NaN in the loss's sum), replays from its last good state to the first bad one (the flight
+    recorder's rows bound it; without the recorder the replay's own checks find it), and names the same step and
+    layer as a plain loop that checks every step."""
     import torch
     import torch.nn.functional as F
 
     from vgtui.engine.probes import locate_nonfinite
 
-    cfg = RunConfig(dataset="mnist-5k", activation="relu", init="kaiming", lr=1.0, max_steps=50, device="cpu")
+    cfg = RunConfig(dataset="mnist-5k", activation="relu", init="kaiming", lr=1.0, max_steps=50, device="cpu",
+                    flight=flight)
     recs = []
     end = Trainer(cfg, [recs.append], data=digits, clock=lambda: 0.0).run()
     assert end.status == "diverged"

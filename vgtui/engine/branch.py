@@ -279,7 +279,9 @@ class Branch:
         s = self.sums
         if not math.isfinite(loss_sum):  # a step since the last check was not finite: the replay finds which
             self.flight_end(explosion=True)  # before the replay names the first non-finite layer
-            return self._diverged(self.step)
+            # the flight recorder's rows (read by flight_end) name the step the replay stops at, at the latest
+            seen = self.flight.first_not_finite(self.ckpt.step) if self.flight is not None and self.ckpt else None
+            return self._diverged(seen or self.step)
         if s.acc_n and exploded(loss_sum / s.acc_n, self.setting.n_classes):
             self.flight_end(explosion=True)
             return self._exploded(loss_sum / s.acc_n)
@@ -352,7 +354,7 @@ class Branch:
         self.activations = []
 
     def _diverged(self, last: int) -> EndRecord:
-        """A check saw a step not finite, at most `last`: the replay finds the first one and its layer."""
+        """A check saw a step not finite, `last` or earlier: the replay finds the first one and its layer."""
         self.probes.disarm()
         layer, what, step = self._replay(last)
         self.step = step

@@ -249,6 +249,15 @@ class FlightRecorder:
                 self.spikes[-1] = out[-1]
         return out
 
+    def first_not_finite(self, after: int) -> int | None:
+        """The first step after `after` held on the host (after a check or finish()) whose loss or a layer's gradient
+        norm is not finite, or None: a step where the trainer's replay, which checks the loss and every gradient,
+        stops too (or earlier), whatever rounding its numbers take on the way there."""
+        n = len(self.names)
+        bad = (self.h_steps > after) & ~np.isfinite(self.h_vals[:, :1 + n]).all(axis=1)
+        hit = np.flatnonzero(bad)
+        return int(self.h_steps[hit[0]]) if len(hit) else None
+
     def _read(self) -> None:
         first = max(self.read_to + 1, self.last_step - self.capacity + 1)
         steps = np.arange(first, self.last_step + 1)
