@@ -216,3 +216,13 @@ async def test_a_pressed_while_the_fork_ends_keeping_b_changes_the_kept_run(make
         await wait_for(pilot, lambda: app.main.state.snap.activation == "tanh", what="a tanh snapshot")
         ev = [(r.get("branch"), r["set"]) for r in metrics_records(backend) if r["type"] == "event"]
         assert ev[-1] == (None, {"activation": "tanh"}), ev
+
+
+async def test_the_epochs_said_are_those_the_run_trains(make_app):
+    """--max-steps 60 of epochs of 40 (the config's --epochs 500): 'epoch 1/2', not '/500' (a lesson's step is such a
+    run: its config's epochs are a bound it never reaches)."""
+    app, backend = make_app(SMALL.replace(max_steps=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        shown = await status_shows(pilot, "epoch 1/2  step ")
+        assert "/500" not in shown and "step 0/60" not in shown and "/60" in shown

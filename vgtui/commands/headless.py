@@ -42,14 +42,6 @@ def grad_summary(snap: Snapshot) -> str:
     return f"  grad norm  {cells}   {snap.layers[0].name}/{snap.layers[-1].name} {snap.ratio():.1e}"
 
 
-def epochs_of(h: RunRecord | None, fallback: int) -> int:
-    """The epochs this run trains: its config's, or fewer when --max-steps stops it earlier (200 steps of 40 an
-    epoch: 5, not the 10 of --epochs)."""
-    if h is None or h.steps_per_epoch <= 0 or h.total_steps <= 0:
-        return int(h.config.get("epochs", fallback)) if h is not None and h.config else fallback
-    return -(-h.total_steps // h.steps_per_epoch)
-
-
 def epoch_steps(h: RunRecord, epoch: int) -> int:
     """Steps in `epoch` of this run: a whole epoch, or what --max-steps leaves of the last one."""
     spe = max(h.steps_per_epoch, 1)
@@ -122,7 +114,7 @@ class Reporter:
             self.snap = rec
         elif isinstance(rec, EpochRecord):
             h = self.header
-            epochs = epochs_of(h, rec.epoch)
+            epochs = h.epochs(rec.epoch) if h is not None else rec.epoch
             n = epoch_steps(h, rec.epoch) if h else 0
             part = f" ({n} of {h.steps_per_epoch} steps)" if h and n < h.steps_per_epoch else ""
             sps = f"  {self.snap.steps_per_s:.1f} steps/s" if self.snap and self.snap.steps_per_s else ""
@@ -147,7 +139,7 @@ class Reporter:
         spe = max(h.steps_per_epoch, 1)
         done = rec.step - (rec.epoch - 1) * spe
         n = epoch_steps(h, rec.epoch)
-        self.out.write(f"\r\033[Kepoch {rec.epoch}/{epochs_of(h, rec.epoch)} {bar(done / n)} {done}/{n}  "
+        self.out.write(f"\r\033[Kepoch {rec.epoch}/{h.epochs(rec.epoch)} {bar(done / n)} {done}/{n}  "
                        f"loss {rec.loss:.4f}  {rec.steps_per_s:.1f} steps/s")
         self.out.flush()
         self._live = True

@@ -436,6 +436,13 @@ class RunRecord:
         """The activation histogram's edges for that activation, if the header holds them."""
         return (self.act_edges or {}).get(activation) if activation else None
 
+    def epochs(self, fallback: int) -> int:
+        """The epochs this run trains: its config's, or fewer when --max-steps stops it earlier (200 steps of 40 an
+        epoch: 5, not the 10 of --epochs); `fallback` where the header does not say."""
+        if self.steps_per_epoch <= 0 or self.total_steps <= 0:
+            return int(self.config.get("epochs", fallback)) if self.config else fallback
+        return -(-self.total_steps // self.steps_per_epoch)
+
 
 MAX_RANKS = 65536  # a snapshot's `ranks` list: one entry per rank of the job, at most this many
 

@@ -190,7 +190,8 @@ class StatusBar(Panel):
             prog.append("━" * filled, style=colours.style(colours.RUN_A))
             prog.append("━" * (bar_w - filled), style=colours.style(colours.RULE))
             prog.append(f" {frac:4.0%}")
-            epochs_total = f"/{cfg.epochs}" if cfg is not None else ""
+            # the epochs it trains: fewer than the config's when --max-steps (a lesson's step) stops it first
+            epochs_total = f"/{run.epochs(cfg.epochs) if run is not None else cfg.epochs}" if cfg is not None else ""
             segs += [(0, Text(f"epoch {epoch}{epochs_total}")), (0, Text(f"step {step}/{total or '?'}")), (3, prog)]
         rate = tick.steps_per_s if tick else (snap.steps_per_s if snap else 0.0)
         if rate and (s.position is None or self.view.follow):
