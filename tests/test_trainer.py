@@ -97,6 +97,23 @@ def test_divergence_is_caught_and_named(digits, flight):
     assert 2 < end.steps < 40  # found by the replay, not at a check
 
 
+@pytest.mark.parametrize("flight", [True, False])
+def test_the_replay_after_a_divergence_is_bounded_by_the_recorders_rows(digits, flight, monkeypatch):
+    """The check that sees the NaN (the snapshot at step 40 here) hands the replay the first step the flight
+    recorder held not finite: the step named is then the original run's even if a replay's rounding drifted (a GPU's
+    kernels are not all deterministic). Without the recorder, the bound is the check's own step."""
+    from vgtui.engine.branch import Branch
+
+    bounds = []
+    replay = Branch._replay
+    monkeypatch.setattr(Branch, "_replay", lambda self, bad_step: bounds.append(bad_step) or replay(self, bad_step))
+    cfg = RunConfig(dataset="mnist-5k", activation="relu", init="kaiming", lr=1.0, max_steps=50, device="cpu",
+                    flight=flight)
+    end = Trainer(cfg, [], data=digits, clock=lambda: 0.0).run()
+    assert end.status == "diverged" and 2 < end.steps < 40
+    assert bounds == ([end.steps] if flight else [40])
+
+
 def _run_in_thread(trainer):
     t = threading.Thread(target=trainer.run, daemon=True)
     t.start()
