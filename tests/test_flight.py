@@ -286,6 +286,8 @@ def test_the_update_norm_is_the_norm_of_the_change_the_optimiser_made(digits, op
            "adamw-no-decay": lambda: torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)}[optimizer]()
     layers = [("fc1", model[0]), ("fc2", model[2])]
     flight = FlightRecorder(layers, opt, "cpu")
+    twin = FlightRecorder(layers, opt, "cpu")
+    twin.fused = True  # the row as an accelerator writes it: one fused norm call and a stack
     changes, grads, weights = [], [], []
     for step in range(1, 9):
         i = step * 64
@@ -295,10 +297,13 @@ def test_the_update_norm_is_the_norm_of_the_change_the_optimiser_made(digits, op
         before = [m.weight.detach().clone() for _, m in layers]
         opt.step()
         flight.record(step, loss)
+        twin.record(step, loss)
         changes.append([float((m.weight.detach() - b).norm()) for (_, m), b in zip(layers, before)])
         grads.append([float(m.weight.grad.norm()) for _, m in layers])
         weights.append([float(m.weight.detach().norm()) for _, m in layers])
     flight.check()
+    twin.check()
+    assert np.array_equal(flight.h_vals, twin.h_vals) and not flight.fused  # the CPU's row, cell by cell: the same
     n = 2
     assert flight.metric == ("step_norm" if "adam" in optimizer else "update_norm")
     got_update = flight.h_vals[:, 1 + n:1 + 2 * n]

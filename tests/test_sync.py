@@ -167,11 +167,13 @@ class _Ops:
         return self.mode.__exit__(*exc)
 
 
-def test_an_ordinary_step_adds_six_operations_to_the_bare_loop(digits, small):
+def test_an_ordinary_step_adds_a_few_operations_to_the_bare_loop(digits, small):
     """The engine's ordinary step (not probed) runs every operation of a bare PyTorch step of the same network and
-    six more: the loss's sum (which is also the divergence check: a NaN stays in it), the hits per position (argmax,
-    eq, add) and the flight recorder's row (one fused norm, one stack). It was 16 before the divergence check and the
-    accuracy moved into those sums: on a GPU, whose step of the seed's network is launch-bound, each is a launch."""
+    a few more: the loss's sum (which is also the divergence check: a NaN stays in it), the hits per position (argmax,
+    eq, add) and the flight recorder's row. On an accelerator the row is one fused norm and one stack, six in all:
+    it was 16 before the divergence check and the accuracy moved into those sums, and on a GPU, whose step of the
+    seed's network is launch-bound, each is a launch. On the CPU the row is one norm per tensor written into its
+    cell and a copy of the loss (torch's fused norm is a loop of norms there, and the stack one call more)."""
     import torch.nn.functional as F
 
     from vgtui.engine.model import build_model, build_optimizer
@@ -197,6 +199,14 @@ def test_an_ordinary_step_adds_six_operations_to_the_bare_loop(digits, small):
     with _Ops() as plain:
         bare()
     assert sum(plain.values()) > 20 and not plain - engine  # the bare step's operations, all of them in the engine's
+    extra = engine - plain
+    flight = t.main.flight
+    assert not flight.fused and flight.metric == "update_norm"  # the CPU's row: gradients, momentum buffers, weights
+    assert dict(extra) == {"aten.add_": 2, "aten.argmax": 1, "aten.eq": 1, "aten.copy_": 1,
+                           "aten.linalg_vector_norm": 3 * len(flight.weights)}
+    flight.fused = True  # an accelerator's row
+    with _Ops() as engine:
+        t.main.train_step(x, y, False)
     extra = engine - plain
     assert sum(extra.values()) == 6, dict(extra)
     assert extra["aten._foreach_norm"] == 1 and extra["aten.stack"] == 1

@@ -1,8 +1,9 @@
 """The flight recorder (issue 18): which layer started a loss spike.
 
 Every step, on the training device and without a host sync, `record(step, loss)` writes one row of a ring buffer of
-the last CAPACITY steps: the loss, and per layer the weight gradient's L2 norm and the update's (one fused
-`torch._foreach_norm` for every layer's tensors of every kind, and one `torch.stack(..., out=row)`). The update norm
+the last CAPACITY steps: the loss, and per layer the weight gradient's L2 norm and the update's (on an accelerator
+one fused `torch._foreach_norm` for every layer's tensors of every kind and one `torch.stack(..., out=row)`; on the
+CPU one norm per tensor, each written into its cell of the row). The update norm
 is read from the optimiser's own state after its step, never from a copy of the weights (copying every weight every
 step costs 10-50% of a step on the CPU; a norm is one read):
   - SGD with momentum: the update is lr * the momentum buffer, so its norm is lr * ||buffer|| ("update_norm");
@@ -110,6 +111,10 @@ class FlightRecorder:
         self._zero = torch.zeros((), device=self.device, dtype=torch.float32)
         self._static_key: tuple[int, int] | None = None  # see _static_views
         self._static: list[torch.Tensor] = []
+        self._cells: dict[int, list[torch.Tensor]] = {}  # per row of the buffer: its cells (_row_cells)
+        # a row's norms: one fused call and a stack on an accelerator (each kernel is a launch there), one norm per
+        # tensor written into its cell on the CPU (record)
+        self.fused = self.device.type != "cpu"
         # DTensor parameters (FSDP2): their gradients, states and weights are read on this rank's shard
         self._sharded = [is_dtensor(w) for w in self.weights]
         self._adam_t = 0
@@ -157,28 +162,46 @@ class FlightRecorder:
 
     @torch.no_grad()
     def record(self, step: int, loss: torch.Tensor) -> None:
-        """The step's row: its loss and each layer's numbers, after the optimiser's step. No host sync. One fused
-        norm call for the layers' tensors of every kind and one stack into the row: on the CPU a row's cost is
-        mostly its Python and its number of calls (bench/flight_cost.py), not the values it reads."""
+        """The step's row: its loss and each layer's numbers, after the optimiser's step. No host sync. On an
+        accelerator one fused norm call for the layers' tensors of every kind and one stack into the row; on the CPU,
+        where torch's _foreach_norm is a loop of norms that each return a new tensor, each norm is written straight
+        into its cell of the row (0.36 ms a row against 0.52 for the seed's network, bench/flight_cost.py). A row's
+        cost is mostly its Python and its number of calls, not the values it reads."""
         row = step % self.capacity
         ts = [self._view(w.grad, i) if w.grad is not None else self._zero for i, w in enumerate(self.weights)]
         if self.kind == "sgd":
             ts += ts  # the update is lr x the gradient: its norm again
+        elif self.kind == "adam":
+            ts += self._adam_steps(row)
         if self.kind in ("sgd", "sgd-momentum"):
             self._factor[row] = self._lrs()
-        norms = torch._foreach_norm(ts + self._static_views())
-        if self.kind == "adam":
-            n = len(self.weights)
-            norms = [*norms[:n], *self._adam_norms(row), *norms[n:]]
-        if norms[0].dtype != torch.float32:
-            norms = [t.float() for t in norms]
-        torch.stack([loss.detach().reshape(()).float(), *norms], out=self.buf[row])
+        ts += self._static_views()
+        if not self.fused and all(t.dtype == torch.float32 for t in ts):
+            cells = self._row_cells(row)
+            cells[0].copy_(loss.detach().reshape(()))
+            for t, cell in zip(ts, cells[1:]):
+                torch.linalg.vector_norm(t, out=cell)
+        else:
+            norms = torch._foreach_norm(ts)
+            if norms[0].dtype != torch.float32:
+                norms = [t.float() for t in norms]
+            torch.stack([loss.detach().reshape(()).float(), *norms], out=self.buf[row])
         self.last_step = step
+
+    def _row_cells(self, row: int) -> list[torch.Tensor]:
+        """The cells of the buffer's row, one 0-dim view each, made once per row (a view costs a microsecond or two
+        to make, and a row has a few dozen)."""
+        cells = self._cells.get(row)
+        if cells is None:
+            cells = self._cells[row] = list(self.buf[row].unbind())
+        return cells
 
     def _lrs(self) -> list[float]:
         return [self._group[id(w)]["lr"] if id(w) in self._group else 0.0 for w in self.weights]
 
-    def _adam_norms(self, row: int) -> list[torch.Tensor]:
+    def _adam_steps(self, row: int) -> list[torch.Tensor]:
+        """Each layer's Adam step without its host factor, m / (sqrt(v) + eps * sqrt(bc2)) (the factor, lr *
+        sqrt(bc2) / bc1, goes to the row's factors)."""
         state = self.optimizer.state
         ms, vs, facs = [], [], []
         self._adam_t += 1
@@ -200,7 +223,7 @@ class FlightRecorder:
         self._factor[row] = [f[0] if isinstance(f, tuple) else 0.0 for f in facs]
         denom = torch._foreach_sqrt(vs)
         torch._foreach_add_(denom, [f[1] if isinstance(f, tuple) else 1.0 for f in facs])
-        return torch._foreach_norm(torch._foreach_div(ms, denom))
+        return torch._foreach_div(ms, denom)
 
     # ------------------------------------------------------------------ at the checks
     def check(self, end: bool = False, min_new: int = 0) -> list[SpikeRecord]:
