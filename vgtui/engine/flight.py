@@ -165,8 +165,8 @@ class FlightRecorder:
         """The step's row: its loss and each layer's numbers, after the optimiser's step. No host sync. On an
         accelerator one fused norm call for the layers' tensors of every kind and one stack into the row; on the CPU,
         where torch's _foreach_norm is a loop of norms that each return a new tensor, each norm is written straight
-        into its cell of the row (0.36 ms a row against 0.52 for the seed's network, bench/flight_cost.py). A row's
-        cost is mostly its Python and its number of calls, not the values it reads."""
+        into its cell of the row (0.38-0.44 ms a row against 0.46-0.52 for the seed's network,
+        bench/flight_cost.py). A row's cost is mostly its Python and its number of calls, not the values it reads."""
         row = step % self.capacity
         ts = [self._view(w.grad, i) if w.grad is not None else self._zero for i, w in enumerate(self.weights)]
         if self.kind == "sgd":
