@@ -629,8 +629,8 @@ class RunScreen(Screen):
             said += " · not written: " + "; ".join(failed)
         self.app.call_from_thread(setattr, self, "notice", said)
         # a toast as well: a live run's next snapshot or its end replaces the status line within a second
-        self.app.call_from_thread(self.notify, said, severity="warning" if warn or failed else "information",
-                                  timeout=8 if warn or failed else 6)
+        severity, timeout = ("warning", 8) if warn or failed else ("information", 6)
+        self.app.call_from_thread(self.notify, said, severity=severity, timeout=timeout)
 
     def action_screenshot_svg(self) -> None:
         """An SVG of the screen in the screenshot folder, under a new name (vgtui_DATE_TIME.svg, or -2, -3...
