@@ -1,15 +1,16 @@
 """What the flight recorder's per-step work costs, inside one process, two ways:
 
-- in lockstep: networks with and without the recorder (two or three of each, the seed's network, each with its own
-  optimiser) step in turn on the same batches, in a new random order every round, each whole iteration timed (the step and, where it is on, the
-  recorder's row); the cost is the ratio of the medians. This is what the steps/s of a run pays: work done on cold
-  caches after a step is partly work the next step would have done anyway, and is counted once here;
 - the row alone: `FlightRecorder.record` (the norms of its row) timed after each step on its own, and the checks'
-  host work (one copy of the buffer and the loss's scores at a progress tick) per check.
+  host work (one copy of the buffer and the loss's scores at a progress tick) per check;
+- in lockstep: networks with and without the recorder (two or three of each, the seed's network, each with its own
+  optimiser) step in turn on the same batches, in a new random order every round, each whole iteration timed (the
+  step and, where it is on, the recorder's row); the cost is the ratio of the medians. This is what the steps/s of
+  a run pays: work done on cold caches after a step is partly work the next step would have done anyway, and is
+  counted once here.
 
-    python bench/flight_cost.py                 # 400 rounds in lockstep, then 400 steps with the row timed alone
+    python bench/flight_cost.py                 # 400 steps with the row timed alone, then 400 rounds in lockstep
     python bench/flight_cost.py --steps 100 --threads 1
-    python bench/flight_cost.py --baseline OLD_flight.py   # an older flight.py's recorder too, in the same rounds
+    python bench/flight_cost.py --baseline OLD_flight.py   # an older flight.py's recorder too, in the lockstep rounds
 
 On a loaded shared machine both are steadier than whole runs one after the other (bench/overhead.py --flight,
 bench/watch_overhead.py --flight): both timings meet the machine in the same state, step by step.
